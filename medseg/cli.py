@@ -1,0 +1,55 @@
+"""The ``medseg`` command: parse, call one library function, map errors to exit codes.
+
+Exit codes: 0 success, 2 a :class:`~medseg.errors.MedsegError` (one line on stderr, no
+traceback), 1 an unexpected error (a bug: traceback shown), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+import medseg.commands
+from medseg import __version__
+from medseg.errors import MedsegError
+
+
+def _command_modules():
+    for info in sorted(pkgutil.iter_modules(medseg.commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        yield importlib.import_module(f"medseg.commands.{info.name}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medseg", description="Medical image segmentation.")
+    parser.add_argument("--version", action="version", version=f"medseg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for mod in _command_modules():
+        name = getattr(mod, "NAME", mod.__name__.rsplit(".", 1)[1].replace("_", "-"))
+        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except MedsegError as exc:
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"medseg: error: {msg}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("medseg: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

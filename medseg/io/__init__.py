@@ -1,0 +1,57 @@
+"""Reading and writing medical images with exact geometry.
+
+The one in-memory form
+======================
+Every reader returns a :class:`monai.data.MetaTensor`:
+
+* shape ``(C, *spatial)``, channel first; spatial is 3D ``(i, j, k)`` or 2D ``(i, j)``.
+* ``.affine``: 4x4 float64, maps a voxel index ``(i, j, k, 1)`` to **RAS+ world millimetres**
+  (the NIfTI / nibabel / MONAI-reader convention). DICOM's LPS is converted by negating x and y.
+  2D images carry a 4x4 affine too (the k column is the unit normal).
+* For a DICOM series: ``i`` runs along the row direction (ImageOrientationPatient[0:3], i.e. the
+  column index of the pixel array), ``j`` along the column direction (IOP[3:6], the row index of
+  the pixel array), ``k`` along the slice normal ``row x col`` in increasing position.
+  So ``MetaTensor[0, i, j, k] == dataset_k.pixel_array[j, i] * slope + intercept``.
+* Images are float32 (CT in HU after RescaleSlope/Intercept). Label maps are an integer dtype.
+* ``.meta`` (never a patient name, ID or birth date)::
+
+    "space": "RAS"
+    "kind": "image" | "label"
+    "format": "dicom" | "dicom-seg" | "nifti" | "nrrd" | "mha" | "tiff" | "png"
+    "modality": "CT" | "MR" | "CR" | "DX" | "MG" | "SEG" | "microscopy" | "unknown"
+    "spacing": tuple[float, ...]          # mm per spatial axis, same order as spatial dims
+    "filename_or_obj": str                # source path (what MONAI's writers expect)
+    # DICOM only:
+    "series_instance_uid", "study_instance_uid", "frame_of_reference_uid", "series_description"
+    "sop_instance_uids": list[str]        # one per k (per frame for enhanced multi-frame)
+    "dicom_files": list[str]              # source file per k (repeated for multi-frame)
+
+Public API (lazy: importing :mod:`medseg.io` loads nothing heavy)::
+
+    load(path, *, series=None, allow_missing_slices=False) -> MetaTensor   # any supported input
+    save(tensor, path)               # NIfTI/NRRD/MHA by suffix, atomic
+    describe(path, *, series=None) -> dict                                 # for `medseg info`
+    atomic_path(final)               # context manager for atomic writes
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "load": "medseg.io.read",
+    "describe": "medseg.io.read",
+    "save": "medseg.io.write",
+    "atomic_path": "medseg.io.atomic",
+    "atomic_write_bytes": "medseg.io.atomic",
+    "atomic_write_text": "medseg.io.atomic",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'medseg.io' has no attribute {name!r}")
