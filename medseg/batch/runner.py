@@ -1,0 +1,213 @@
+"""Run a function over many cases: resumable, idempotent, failure-isolated, shardable.
+
+* Each case is keyed on ``sha256(input identity, weights sha256)``; a case whose key has a ``done``
+  record in the manifest is skipped on rerun, so a model/input pair is processed once.
+* One broken case is recorded with its reason and the job goes on. Errors marked transient
+  (network, PACS time-outs) are retried with exponential backoff first.
+* Under ``torchrun`` the cases are sharded by rank (each case exactly once), each rank keeps its
+  own journal, and rank 0 merges them into ``manifest.jsonl`` at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medseg.batch.manifest import CaseRecord, Manifest, merge_manifests
+from medseg.errors import MedsegError, PACSError
+
+
+@dataclass
+class BatchCase:
+    """A unit of work. ``identity`` must not contain patient identifiers (use hashes / UIDs)."""
+
+    case: str
+    identity: str
+    payload: Any = None
+
+    def key(self, weights_sha256: str) -> str:
+        return hashlib.sha256(f"{self.identity}\n{weights_sha256}".encode()).hexdigest()
+
+
+@dataclass
+class CaseResult:
+    """What a process function returns for a finished case."""
+
+    outputs: dict[str, str] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class BatchSummary:
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    manifest: Path | None = None
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def table(self) -> str:
+        rate = (self.done / self.seconds * 3600.0) if self.seconds > 0 and self.done else 0.0
+        lines = [
+            f"{'done':>8} {'failed':>8} {'skipped':>8} {'seconds':>9} {'cases/h':>9}",
+            f"{self.done:>8} {self.failed:>8} {self.skipped:>8} {self.seconds:>9.1f} {rate:>9.1f}",
+        ]
+        for case, reason in self.failures:
+            lines.append(f"  failed: {case}: {reason}")
+        if self.manifest is not None:
+            lines.append(f"manifest: {self.manifest}")
+        return "\n".join(lines)
+
+
+def distributed_rank_world() -> tuple[int, int]:
+    """(rank, world_size) from torchrun's environment, (0, 1) otherwise."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def shard(cases: Sequence[BatchCase], rank: int, world_size: int) -> list[BatchCase]:
+    """Deterministic round-robin shard by sorted identity: every case lands on exactly one rank."""
+    ordered = sorted(cases, key=lambda c: c.identity)
+    return [c for i, c in enumerate(ordered) if i % world_size == rank]
+
+
+def _journal_paths(output_dir: Path) -> list[Path]:
+    return sorted(output_dir.glob("manifest.rank*.jsonl")) + [output_dir / "manifest.jsonl"]
+
+
+def run_batch(
+    cases: Sequence[BatchCase],
+    process: Callable[[BatchCase, str], CaseResult],
+    *,
+    output_dir: str | os.PathLike[str],
+    weights_sha256: str,
+    resume: bool = True,
+    workers: int = 1,
+    retries: int = 2,
+    backoff_s: float = 1.0,
+    transient: tuple[type[BaseException], ...] = (PACSError, TimeoutError, ConnectionError),
+    progress: bool = True,
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> BatchSummary:
+    """Process ``cases`` with ``process(case, key)``; returns the summary of this rank.
+
+    ``resume=True`` skips cases whose key is done in any journal under ``output_dir``; with
+    ``resume=False`` every case runs again (its outputs are replaced atomically by ``process``).
+    """
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    env_rank, env_world = distributed_rank_world()
+    rank = env_rank if rank is None else rank
+    world_size = env_world if world_size is None else world_size
+    journal = Manifest(out / f"manifest.rank{rank}.jsonl")
+    if rank == 0:
+        remove_stale_partials(out)
+    done: set[str] = set()
+    if resume:
+        for path in _journal_paths(out):
+            done |= Manifest(path).done_keys()
+
+    mine = shard(cases, rank, world_size)
+    summary = BatchSummary()
+    lock = threading.Lock()
+    t_start = time.monotonic()
+    todo = []
+    for c in mine:
+        if c.key(weights_sha256) in done:
+            summary.skipped += 1
+        else:
+            todo.append(c)
+
+    bar = None
+    if progress and os.environ.get("MEDSEG_PROGRESS", "1") != "0" and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc="cases", unit="case")
+
+    def attempt(case: BatchCase) -> None:
+        key = case.key(weights_sha256)
+        tries = 0
+        while True:
+            tries += 1
+            t0 = time.monotonic()
+            try:
+                result = process(case, key)
+            except transient as exc:
+                if tries <= retries:
+                    time.sleep(backoff_s * (2 ** (tries - 1)))
+                    continue
+                record = CaseRecord(key, case.case, "failed", reason=_reason(exc), attempts=tries, rank=rank)
+            except MedsegError as exc:
+                record = CaseRecord(key, case.case, "failed", reason=_reason(exc), attempts=tries, rank=rank)
+            except Exception as exc:  # noqa: BLE001 - isolate one case's bug from the rest of the batch
+                record = CaseRecord(key, case.case, "failed", attempts=tries, rank=rank,
+                                    reason=f"internal error ({type(exc).__name__}); please report it")
+            else:
+                timings = dict(result.timings_s)
+                timings.setdefault("total", time.monotonic() - t0)
+                record = CaseRecord(key, case.case, "done", outputs=result.outputs, timings_s=timings,
+                                    attempts=tries, rank=rank, extra=result.extra)
+            break
+        with lock:
+            journal.append(record)
+            if record.status == "done":
+                summary.done += 1
+            else:
+                summary.failed += 1
+                summary.failures.append((record.case, record.reason))
+            if bar is not None:
+                bar.update(1)
+
+    try:
+        if workers <= 1:
+            for case in todo:
+                attempt(case)
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(attempt, todo))
+    finally:
+        if bar is not None:
+            bar.close()
+
+    summary.seconds = time.monotonic() - t_start
+    _barrier(world_size)
+    if rank == 0:
+        summary.manifest = merge_manifests(_journal_paths(out)[:-1] or [journal.path], out / "manifest.jsonl")
+    return summary
+
+
+def remove_stale_partials(root: Path) -> int:
+    """Delete temporary files/folders left by a killed run (``.NAME.*.part*`` from medseg.io.atomic)."""
+    import shutil
+
+    removed = 0
+    for p in list(root.rglob(".*.part*")):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.exists():
+            p.unlink()
+        removed += 1
+    return removed
+
+
+def _reason(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _barrier(world_size: int) -> None:
+    """Wait for all ranks when running under torchrun (gloo on CPU)."""
+    if world_size <= 1:
+        return
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
+    dist.barrier()
