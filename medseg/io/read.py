@@ -1,0 +1,272 @@
+"""``load`` and ``describe``: one entry point for every supported input.
+
+Dispatch (by suffix first, then by magic bytes for files without a known suffix):
+
+========================================  ===========================================
+input                                     reader
+========================================  ===========================================
+folder, ``.dcm``/``.dicom``, ``DICM``      :func:`medseg.io.dicom.read_dicom` (DICOM engineer)
+magic, ``.zip``/``.tar``/``.tar.gz``/
+``.tgz``
+DICOM SEG file (SOP class 1.2.840...66.4)  :func:`medseg.io.dicom_seg.read_dicom_seg`
+``.nii``, ``.nii.gz``                      :mod:`medseg.io.nifti` (nibabel)
+``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``   :mod:`medseg.io.itk_formats` (SimpleITK)
+``.tif``, ``.tiff``, ``.png``              :mod:`medseg.io.microscopy` (tifffile / Pillow)
+========================================  ===========================================
+
+Every reader checks the size its header declares before allocating
+(:mod:`medseg.io.safety`) and refuses NaN/inf voxels unless ``allow_nonfinite=True``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.errors import InputError, SeriesSelectionError
+
+SUPPORTED = (
+    "DICOM (folder, .dcm, .zip, .tar, .tar.gz, .tgz), NIfTI (.nii, .nii.gz), "
+    "NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd), TIFF (.tif, .tiff), PNG (.png)"
+)
+SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+
+_SUFFIXES = {
+    ".nii": "nifti",
+    ".nii.gz": "nifti",
+    ".nrrd": "nrrd",
+    ".nhdr": "nrrd",
+    ".mha": "mha",
+    ".mhd": "mha",
+    ".tif": "tiff",
+    ".tiff": "tiff",
+    ".png": "png",
+    ".dcm": "dicom",
+    ".dicom": "dicom",
+    ".zip": "dicom",
+    ".tar": "dicom",
+    ".tar.gz": "dicom",
+    ".tgz": "dicom",
+}
+
+
+def _suffix_format(path: Path) -> str | None:
+    name = path.name.lower()
+    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return _SUFFIXES[suffix]
+    return None
+
+
+def _magic_format(path: Path) -> str | None:
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "dicom"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    if head.startswith(b"NRRD"):
+        return "nrrd"
+    if head.startswith(b"PK\x03\x04") or (len(head) >= 262 and head[257:262] == b"ustar"):
+        return "dicom"
+    if len(head) >= 348 and head[344:348] == b"n+1\x00":
+        return "nifti"
+    if head.lstrip().startswith((b"ObjectType", b"NDims")):
+        return "mha"
+    return None
+
+
+def detect_format(path: str | os.PathLike[str]) -> str:
+    """The reader a path goes to: ``"dicom"``, ``"nifti"``, ``"nrrd"``, ``"mha"``, ``"tiff"``, ``"png"``.
+
+    Raises :class:`~medseg.errors.InputError` for a missing path or an unsupported format.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return "dicom"
+    if not path.exists():
+        raise InputError(f"{path.name}: no such file or folder")
+    fmt = _suffix_format(path)
+    if fmt is None and path.is_file() and path.stat().st_size > 0:
+        fmt = _magic_format(path)
+    if fmt is None:
+        raise InputError(f"{path.name}: unsupported input; medseg reads {SUPPORTED}")
+    return fmt
+
+
+def _is_dicom_seg(path: Path) -> bool:
+    if not path.is_file() or path.name.lower().endswith((".zip", ".tar", ".tar.gz", ".tgz")):
+        return False
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+    except (InvalidDicomError, OSError, ValueError, EOFError):
+        return False
+    return str(ds.get("SOPClassUID", "")) == SEG_SOP_CLASS
+
+
+def _to_metatensor(array: np.ndarray, affine: np.ndarray, meta: dict[str, Any], path: Path):
+    import torch
+    from monai.data import MetaTensor
+
+    spatial = tuple(int(s) for s in array.shape[1:])
+    full_meta = {
+        "space": "RAS",
+        "filename_or_obj": str(path),
+        "spatial_shape": np.asarray(spatial),
+        "original_affine": np.asarray(affine, dtype=np.float64).copy(),
+        "original_channel_dim": 0,
+        **meta,
+    }
+    return MetaTensor(torch.from_numpy(np.ascontiguousarray(array)),
+                      affine=torch.as_tensor(affine, dtype=torch.float64), meta=full_meta)
+
+
+def _read_arrays(path: Path, fmt: str, *, kind: str, allow_nonfinite: bool):
+    if fmt == "nifti":
+        from medseg.io.nifti import read_nifti
+
+        return read_nifti(path, kind=kind, allow_nonfinite=allow_nonfinite)
+    if fmt in ("nrrd", "mha"):
+        from medseg.io.itk_formats import read_itk
+
+        return read_itk(path, kind=kind, allow_nonfinite=allow_nonfinite)
+    if fmt == "tiff":
+        from medseg.io.microscopy import read_tiff
+
+        return read_tiff(path, kind=kind, allow_nonfinite=allow_nonfinite)
+    if fmt == "png":
+        from medseg.io.microscopy import read_png
+
+        return read_png(path, kind=kind, allow_nonfinite=allow_nonfinite)
+    raise InputError(f"{path.name}: unsupported input; medseg reads {SUPPORTED}")  # pragma: no cover
+
+
+def _read_dicom(path: Path, *, series: str | None, allow_missing_slices: bool):
+    try:
+        from medseg.io import dicom as dicom_mod
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("medseg"):
+            raise InputError(f"{path.name}: DICOM support (medseg.io.dicom) is not available in this build") from None
+        raise
+    return dicom_mod.read_dicom(path, series=series, allow_missing_slices=allow_missing_slices)
+
+
+def load(
+    path: str | os.PathLike[str],
+    *,
+    series: str | None = None,
+    allow_missing_slices: bool = False,
+    kind: str = "image",
+    allow_nonfinite: bool = False,
+):
+    """Read any supported input into a channel-first :class:`monai.data.MetaTensor`.
+
+    The affine maps voxel ``(i, j, k)`` to **RAS+ mm** (see :mod:`medseg.io`). ``series`` and
+    ``allow_missing_slices`` apply to DICOM inputs (see ``medseg.io.dicom``). ``kind`` applies
+    to the non-DICOM formats: ``"image"`` (float32, the default), ``"label"`` (an integer dtype,
+    no intensity scaling) or ``"auto"`` (label when the stored voxels are integers marked as
+    labels or with at most 64 distinct non-negative values). NaN/inf voxels raise
+    :class:`~medseg.errors.InputError` unless ``allow_nonfinite=True``.
+
+    Raises :class:`~medseg.errors.InputError` (unsupported, corrupt, truncated),
+    :class:`~medseg.errors.UnsafeInputError` (absurd declared size) or
+    :class:`~medseg.errors.GeometryError`.
+    """
+    path = Path(path)
+    fmt = detect_format(path)
+    if fmt == "dicom":
+        if _is_dicom_seg(path):
+            from medseg.io.dicom_seg import read_dicom_seg
+
+            return read_dicom_seg(path)
+        return _read_dicom(path, series=series, allow_missing_slices=allow_missing_slices)
+    array, affine, meta = _read_arrays(path, fmt, kind=kind, allow_nonfinite=allow_nonfinite)
+    return _to_metatensor(array, affine, meta, path)
+
+
+def orientation_code(affine: np.ndarray, ndim: int = 3) -> str:
+    """Axis codes of a RAS affine, e.g. ``"RAS"`` or ``"LPS"`` (nibabel's ``aff2axcodes``).
+
+    Each letter is the world direction each voxel axis (i, j, k) points to, RAS+ convention.
+    """
+    import nibabel as nib
+
+    codes = nib.orientations.aff2axcodes(np.asarray(affine, dtype=np.float64))
+    return "".join(c if c is not None else "?" for c in codes[:ndim])
+
+
+def _describe_tensor(tensor: Any) -> dict[str, Any]:
+    arr = tensor.detach().cpu().numpy() if hasattr(tensor, "detach") else np.asarray(tensor)
+    affine = np.asarray(tensor.affine, dtype=np.float64)
+    ndim = arr.ndim - 1
+    meta = dict(tensor.meta)
+    finite = arr[np.isfinite(arr)] if np.issubdtype(arr.dtype, np.floating) else arr
+    out: dict[str, Any] = {
+        "format": meta.get("format", "unknown"),
+        "modality": meta.get("modality", "unknown"),
+        "kind": meta.get("kind", "image"),
+        "shape": [int(s) for s in arr.shape],
+        "channels": int(arr.shape[0]),
+        "spacing_mm": [round(float(s), 6) for s in np.linalg.norm(affine[:3, :ndim], axis=0)],
+        "orientation": orientation_code(affine, ndim),
+        "origin_ras_mm": [round(float(v), 6) for v in affine[:3, 3]],
+        "affine_ras": [[round(float(v), 6) for v in row] for row in affine],
+        "dtype": str(arr.dtype),
+        "value_range": [float(finite.min()), float(finite.max())] if finite.size else None,
+    }
+    for key in ("affine_source", "spacing_source", "series_instance_uid", "series_description"):
+        if key in meta and meta[key] is not None:
+            out[key] = str(meta[key])
+    return out
+
+
+def _series_summary(info: Any) -> dict[str, Any]:
+    keep = ("series_instance_uid", "modality", "series_description", "series_number", "n_instances")
+    return {k: getattr(info, k) for k in keep if hasattr(info, k) and not callable(getattr(info, k))}
+
+
+def describe(path: str | os.PathLike[str], series: str | None = None) -> dict[str, Any]:
+    """Facts about an input for ``medseg info``: never a patient name, ID or birth date.
+
+    Keys: ``format``, ``modality``, ``kind``, ``shape`` (channel first), ``spacing_mm``,
+    ``orientation`` (axis codes of the RAS affine, e.g. ``"LPS"``), ``origin_ras_mm`` (world
+    position of voxel 0), ``affine_ras``, ``dtype``, ``value_range``, ``warnings``; for DICOM
+    also ``series`` (every series found). When a DICOM input holds several series and none is
+    selected, only ``series`` is filled and ``selected`` is ``None``.
+    """
+    path = Path(path)
+    fmt = detect_format(path)
+    result: dict[str, Any] = {"path": str(path)}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if fmt == "dicom" and not _is_dicom_seg(path):
+            from medseg.io import dicom as dicom_mod
+
+            found = dicom_mod.list_series(path)
+            result["series"] = [_series_summary(s) for s in found]
+            try:
+                tensor = load(path, series=series)
+            except SeriesSelectionError:
+                if series is not None or len(found) <= 1:
+                    raise
+                result.update(format="dicom", selected=None)
+                result["warnings"] = [str(w.message) for w in caught]
+                return result
+        else:
+            tensor = load(path, series=series, kind="auto" if fmt != "dicom" else "image")
+        result.update(_describe_tensor(tensor))
+        if fmt == "dicom":
+            result["selected"] = result.get("series_instance_uid")
+    result["warnings"] = [str(w.message) for w in caught]
+    if result.get("spacing_source") == "default":
+        result["warnings"].append("no physical pixel size stored: spacing 1.0 (unit-less) assumed")
+    return result

@@ -1,0 +1,202 @@
+"""Safety checks shared by every reader: declared sizes before allocating, non-finite voxels.
+
+Untrusted files (PACS dumps, e-mail attachments, archives) can declare absurd sizes: a 1 KB
+NIfTI header may claim 256 GB of voxels. Readers call :func:`check_declared_size` with the shape
+and item size the *header* declares, before any array is allocated, and :func:`check_finite`
+after decoding a floating-point image.
+
+The voxel cap is ``$MEDSEG_MAX_VOXELS`` (default ``2**31`` voxels, all channels counted).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from medseg.errors import InputError, UnsafeInputError
+
+DEFAULT_MAX_VOXELS = 2**31
+
+
+def max_voxels() -> int:
+    """The voxel cap: ``$MEDSEG_MAX_VOXELS`` if set (a positive integer), else ``2**31``."""
+    raw = os.environ.get("MEDSEG_MAX_VOXELS", "").strip()
+    if not raw:
+        return DEFAULT_MAX_VOXELS
+    try:
+        value = int(float(raw))
+    except ValueError:
+        raise InputError(
+            f"MEDSEG_MAX_VOXELS={raw!r} is not a number; set it to a positive integer voxel count"
+        ) from None
+    if value <= 0:
+        raise InputError(f"MEDSEG_MAX_VOXELS={raw!r} must be a positive integer voxel count")
+    return value
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1024 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PB"  # pragma: no cover
+
+
+def check_declared_size(
+    shape: Sequence[int],
+    dtype_itemsize: int,
+    *,
+    file_size: int | None = None,
+    data_offset: int = 0,
+    what: str = "input",
+) -> int:
+    """Check the size a header declares before anything is allocated; return it in bytes.
+
+    ``shape`` counts every stored element (spatial dims and channels/components), as the header
+    declares it; ``dtype_itemsize`` is bytes per element. Python integers are used, so absurd
+    products cannot overflow.
+
+    Raises :class:`~medseg.errors.InputError` for a zero or negative dimension, and
+    :class:`~medseg.errors.UnsafeInputError` when the element count exceeds the cap
+    (:func:`max_voxels`). When ``file_size`` is given (only for *uncompressed* data stored in
+    that file, starting at byte ``data_offset``), a file too small for what its header declares
+    is reported as truncated (:class:`~medseg.errors.InputError`).
+    """
+    dims = [int(d) for d in shape]
+    if not dims:
+        raise InputError(f"{what}: the header declares no image dimensions; the file is not a usable image")
+    if any(d <= 0 for d in dims):
+        raise InputError(
+            f"{what}: the header declares dimensions {tuple(dims)} with a zero or negative size; "
+            "the file is corrupt"
+        )
+    if int(dtype_itemsize) <= 0:
+        raise InputError(f"{what}: the header declares an element size of {dtype_itemsize} bytes")
+    n_voxels = math.prod(dims)
+    n_bytes = n_voxels * int(dtype_itemsize)
+    cap = max_voxels()
+    if n_voxels > cap:
+        raise UnsafeInputError(
+            f"{what}: the header declares {tuple(dims)} = {n_voxels} voxels ({_human_bytes(n_bytes)}), "
+            f"over the cap of {cap} voxels; raise MEDSEG_MAX_VOXELS only if the file is trusted"
+        )
+    if file_size is not None:
+        available = int(file_size) - int(data_offset)
+        if available < n_bytes:
+            raise InputError(
+                f"{what}: the file is truncated: the header declares {n_bytes} bytes of voxel data "
+                f"but only {max(available, 0)} are present"
+            )
+    return n_bytes
+
+
+def count_nonfinite(array: np.ndarray) -> int:
+    """Number of NaN / +-inf elements (0 for integer arrays)."""
+    arr = np.asarray(array)
+    if not np.issubdtype(arr.dtype, np.floating) and not np.issubdtype(arr.dtype, np.complexfloating):
+        return 0
+    return int(arr.size - np.count_nonzero(np.isfinite(arr)))
+
+
+def check_finite(array: np.ndarray, what: str, *, allow_nonfinite: bool = False) -> None:
+    """Raise :class:`~medseg.errors.InputError` if ``array`` holds NaN or infinite values.
+
+    The message names how many voxels are affected. ``allow_nonfinite=True`` skips the check
+    (for callers that handle NaN themselves, e.g. masked parametric maps).
+    """
+    if allow_nonfinite:
+        return
+    n_bad = count_nonfinite(array)
+    if n_bad:
+        total = int(np.asarray(array).size)
+        raise InputError(
+            f"{what}: {n_bad} of {total} voxels are NaN or infinite; fix the file or pass "
+            "allow_nonfinite=True to accept them"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Voxel validation shared by the readers: image (float32) vs label map (integer) conversion.
+# --------------------------------------------------------------------------------------------
+
+KINDS = ("image", "label", "auto")
+_AUTO_LABEL_MAX_VALUES = 64
+
+
+class GeometryWarning(UserWarning):
+    """Geometry was read but is doubtful (no orientation stored, sform and qform disagree, ...)."""
+
+
+def _looks_like_label(data: np.ndarray, label_hint: bool) -> bool:
+    if data.dtype == bool:
+        return True
+    if not np.issubdtype(data.dtype, np.integer):
+        return False
+    if label_hint:
+        return True
+    if data.size == 0:
+        return False
+    lo, hi = int(data.min()), int(data.max())
+    if lo < 0 or hi >= 65536:
+        return False
+    return int(np.count_nonzero(np.bincount(data.ravel().astype(np.int64, copy=False)))) <= _AUTO_LABEL_MAX_VALUES
+
+
+def smallest_label_dtype(lo: int, hi: int) -> np.dtype:
+    """Smallest integer dtype holding ``lo..hi`` (unsigned when ``lo >= 0``)."""
+    candidates = (np.uint8, np.uint16, np.uint32, np.uint64) if lo >= 0 else (np.int8, np.int16, np.int32, np.int64)
+    for dt in candidates:
+        info = np.iinfo(dt)
+        if info.min <= lo and hi <= info.max:
+            return np.dtype(dt)
+    raise InputError(f"label values {lo}..{hi} do not fit a 64-bit integer")
+
+
+def convert_voxels(
+    data: np.ndarray,
+    kind: str,
+    what: str,
+    *,
+    allow_nonfinite: bool = False,
+    label_hint: bool = False,
+) -> tuple[np.ndarray, str]:
+    """Convert decoded voxels to medseg's in-memory dtype; return ``(array, kind)``.
+
+    * ``"image"``: float32 (intensity scaling already applied by the reader); NaN/inf refused
+      unless ``allow_nonfinite``.
+    * ``"label"``: an integer dtype. Stored integers keep their dtype (bool becomes uint8); stored
+      floats must be finite whole numbers and become the smallest integer dtype that holds them.
+    * ``"auto"``: ``"label"`` when the stored dtype is integer/bool and either the format marks
+      it as a label map (``label_hint``, e.g. NIfTI intent LABEL) or it holds at most 64 distinct
+      non-negative values; otherwise ``"image"``.
+    """
+    from medseg.errors import ConfigError
+
+    if kind not in KINDS:
+        raise ConfigError(f"kind={kind!r} is not one of {KINDS}")
+    data = np.asarray(data)
+    if kind == "auto":
+        kind = "label" if _looks_like_label(data, label_hint) else "image"
+    if kind == "image":
+        if np.issubdtype(data.dtype, np.complexfloating):
+            raise InputError(f"{what}: complex-valued voxels are not supported; store magnitude images")
+        check_finite(data, what, allow_nonfinite=allow_nonfinite)
+        return data.astype(np.float32, copy=False), kind
+    # label map
+    if data.dtype == bool:
+        return data.astype(np.uint8), kind
+    if np.issubdtype(data.dtype, np.integer):
+        return data, kind
+    if not np.issubdtype(data.dtype, np.floating):
+        raise InputError(f"{what}: voxel type {data.dtype} cannot be a label map")
+    check_finite(data, f"{what} (label map)")
+    if data.size and not np.array_equal(data, np.round(data)):
+        raise InputError(
+            f"{what}: the label map holds non-integer values; load it with kind='image' instead"
+        )
+    lo = int(data.min()) if data.size else 0
+    hi = int(data.max()) if data.size else 0
+    return data.astype(smallest_label_dtype(lo, hi)), kind
