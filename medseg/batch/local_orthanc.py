@@ -62,8 +62,10 @@ class LocalOrthanc:
     user: str = "medseg"
     password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     aet: str = "ORTHANC"
-    # AE titles Orthanc accepts as peers: name -> (aet, host, port); the SCU port is used for C-MOVE.
-    modalities: dict[str, tuple[str, str, int]] = field(default_factory=dict)
+    # AE titles Orthanc accepts as peers (only these may C-FIND / C-GET / C-STORE, like a hospital
+    # PACS): name -> (aet, host, port); the port is where C-MOVE would send to.
+    modalities: dict[str, tuple[str, str, int]] = field(
+        default_factory=lambda: {"medseg": ("MEDSEG", "127.0.0.1", 11112)})
     workdir: Path | None = None
     startup_timeout_s: float = 30.0
 
@@ -113,7 +115,7 @@ class LocalOrthanc:
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True},
             "DicomModalities": {k: list(v) for k, v in self.modalities.items()},
             "DicomAlwaysAllowEcho": True,
-            "DicomAlwaysAllowStore": True,
+            "DicomAlwaysAllowStore": False,
             "DicomCheckCalledAet": False,
             "DicomCheckModalityHost": False,
             "UnknownSopClassAccepted": True,
