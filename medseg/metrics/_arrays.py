@@ -1,0 +1,152 @@
+"""Input handling shared by the metric functions: arrays, spacing, grids, label boxes."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from medseg.errors import EvaluationError
+
+#: Largest distance (mm) between two grids' voxel centres still counted as "the same grid".
+GRID_TOLERANCE_MM = 1e-3
+
+
+def _affine_of(x: Any) -> np.ndarray | None:
+    aff = getattr(x, "affine", None)
+    if aff is None:
+        return None
+    if hasattr(aff, "detach"):
+        aff = aff.detach().cpu().numpy()
+    aff = np.asarray(aff, dtype=np.float64)
+    if aff.shape != (4, 4):
+        return None
+    return aff
+
+
+def as_label_array(x: Any, name: str = "input") -> np.ndarray:
+    """Return ``x`` (numpy, torch or channel-first MetaTensor) as a spatial numpy array.
+
+    Plain arrays are spatial ``(i, j)`` or ``(i, j, k)``; a leading channel of size 1
+    (``(1, i, j, k)``, as every medseg reader returns) is dropped.
+    """
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    arr = np.asarray(x)
+    is_meta = hasattr(x, "affine") or arr.ndim == 4
+    if arr.ndim in (3, 4) and arr.shape[0] == 1 and (is_meta or arr.ndim == 4):
+        arr = arr[0]
+    if arr.ndim not in (2, 3):
+        raise EvaluationError(
+            f"{name} has shape {tuple(arr.shape)}: expected a 2D or 3D label map (one channel)"
+        )
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise EvaluationError(f"{name} holds non-integer values: pass a label map, not probabilities")
+        arr = arr.astype(np.int64)
+    elif arr.dtype.kind not in "biu":
+        raise EvaluationError(f"{name} has dtype {arr.dtype}: expected an integer or boolean label map")
+    if arr.dtype.kind == "i" and arr.size and arr.min() < 0:
+        raise EvaluationError(f"{name} holds negative labels: label values must be >= 0")
+    return arr
+
+
+def spacing_from_affine(affine: np.ndarray, ndim: int) -> tuple[float, ...]:
+    """Voxel size in mm per spatial axis: the norms of the affine's first ``ndim`` columns."""
+    cols = np.asarray(affine, dtype=np.float64)[:3, :ndim]
+    return tuple(float(v) for v in np.linalg.norm(cols, axis=0))
+
+
+def check_orthogonal(affine: np.ndarray, ndim: int, name: str = "input") -> None:
+    """Refuse sheared grids (e.g. gantry tilt): Euclidean distances need orthogonal voxel axes."""
+    cols = np.asarray(affine, dtype=np.float64)[:3, :ndim]
+    unit = cols / np.linalg.norm(cols, axis=0)
+    off = unit.T @ unit - np.eye(ndim)
+    if np.max(np.abs(off)) > 1e-4:
+        raise EvaluationError(
+            f"{name} has a sheared voxel grid (non-orthogonal axes): resample it to an orthogonal grid first"
+        )
+
+
+def resolve_spacing(pred: Any, ref: Any, spacing: Sequence[float] | None, ndim: int) -> tuple[float, ...]:
+    """Spacing in mm per axis: the argument, else the MetaTensors' affines. Never unit spacing."""
+    if spacing is None:
+        aff = _affine_of(ref)
+        if aff is None:
+            aff = _affine_of(pred)
+        if aff is None:
+            raise EvaluationError(
+                "spacing is missing: pass spacing=(mm per axis) for plain arrays, or MetaTensors with an affine"
+            )
+        check_orthogonal(aff, ndim)
+        spacing = spacing_from_affine(aff, ndim)
+    if isinstance(spacing, (int, float)):
+        raise EvaluationError("spacing must give one value in mm per spatial axis, not a single number")
+    sp = tuple(float(s) for s in spacing)
+    if len(sp) != ndim:
+        raise EvaluationError(f"spacing has {len(sp)} values for a {ndim}D label map: give one per axis")
+    if not all(math.isfinite(s) and s > 0 for s in sp):
+        raise EvaluationError(f"spacing {sp} is invalid: every value must be a finite, positive mm size")
+    return sp
+
+
+def check_same_grid(pred: Any, ref: Any, p: np.ndarray, r: np.ndarray) -> None:
+    """Refuse to compare label maps on different grids (shape, or affine beyond 1e-3 mm)."""
+    if p.shape != r.shape:
+        raise EvaluationError(
+            f"prediction grid {p.shape} differs from reference grid {r.shape}: resample the prediction "
+            "to the reference grid first (medseg never resamples silently)"
+        )
+    a_p, a_r = _affine_of(pred), _affine_of(ref)
+    if a_p is None or a_r is None:
+        return
+    corners = np.array(np.meshgrid(*[[0, n - 1] for n in p.shape], indexing="ij")).reshape(p.ndim, -1)
+    homog = np.zeros((4, corners.shape[1]))
+    homog[: p.ndim] = corners
+    homog[3] = 1.0
+    diff = np.abs(a_p @ homog - a_r @ homog)[:3].max()
+    if not diff <= GRID_TOLERANCE_MM:
+        raise EvaluationError(
+            f"prediction and reference affines differ by {diff:.4g} mm at the grid corners (tolerance "
+            f"{GRID_TOLERANCE_MM} mm): resample the prediction to the reference grid first"
+        )
+
+
+def label_boxes(arr: np.ndarray) -> dict[int, tuple[slice, ...]]:
+    """Bounding box (tuple of slices) of every non-zero label value, from one pass over ``arr``."""
+    if arr.dtype == bool:
+        arr = arr.view(np.uint8)
+    if arr.size == 0:
+        return {}
+    top = int(arr.max())
+    if top == 0:
+        return {}
+    if top <= 1_000_000:
+        objs = ndimage.find_objects(arr)
+        return {i + 1: s for i, s in enumerate(objs) if s is not None}
+    # sparse huge ids: fall back to one box per present value
+    out = {}
+    for v in np.unique(arr):
+        if v == 0:
+            continue
+        idx = np.nonzero(arr == v)
+        out[int(v)] = tuple(slice(int(i.min()), int(i.max()) + 1) for i in idx)
+    return out
+
+
+def union_box(
+    a: tuple[slice, ...] | None, b: tuple[slice, ...] | None, shape: tuple[int, ...], margin: int = 1
+) -> tuple[slice, ...] | None:
+    """Union of two boxes grown by ``margin`` voxels, clipped to ``shape``."""
+    boxes = [x for x in (a, b) if x is not None]
+    if not boxes:
+        return None
+    out = []
+    for ax, n in enumerate(shape):
+        lo = min(bx[ax].start for bx in boxes) - margin
+        hi = max(bx[ax].stop for bx in boxes) + margin
+        out.append(slice(max(lo, 0), min(hi, n)))
+    return tuple(out)
