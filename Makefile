@@ -21,17 +21,17 @@ demo: $(STAMP)
 	$(BIN)/python -m medseg demo --output demo_output
 
 test: $(STAMP)
-	$(BIN)/ruff check medseg tests benchmarks tutorials
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -m ""
 
 lint: $(STAMP)
-	$(BIN)/ruff check medseg tests benchmarks tutorials
+	$(BIN)/ruff check .
 
 format: $(STAMP)
-	$(BIN)/ruff format medseg tests benchmarks tutorials
+	$(BIN)/ruff format .
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache
