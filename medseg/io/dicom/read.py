@@ -1,0 +1,157 @@
+"""``read_dicom``: one DICOM series (or multi-frame object, or radiograph) -> MetaTensor.
+
+The output follows :mod:`medseg.io` exactly: shape (1, i, j, k) for volumes and (1, i, j) for
+radiographs, float32 (CT in HU after RescaleSlope/Intercept, applied per slice), affine voxel ->
+RAS mm (DICOM's LPS with x and y negated), ``i`` along the row direction IOP[0:3], ``j`` along the
+column direction IOP[3:6], ``k`` along the normal in increasing position.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pydicom
+
+from medseg.errors import InputError, UnsafeInputError
+from medseg.io.dicom.geometry import assemble, slice_from_header
+from medseg.io.dicom.headers import Header, check_pixel_size, max_voxels
+from medseg.io.dicom.series import SeriesInfo, scanned, select_series
+
+#: Projection radiography modalities read as a 2D image (no patient position).
+XRAY_MODALITIES = frozenset({"CR", "DX", "MG", "RF", "XA", "IO", "PX", "RG", "DR"})
+
+
+def load_frames(header: Header) -> np.ndarray:
+    """Decoded stored values of all frames, shape (frames, rows, columns), after size checks."""
+    check_pixel_size(header)
+    spp = int(header.ds.get("SamplesPerPixel", 1) or 1)
+    if spp != 1:
+        raise InputError(f"{header.name}: {spp} samples per pixel (colour); medseg reads greyscale images only")
+    try:
+        ds = pydicom.dcmread(header.path)
+        arr = ds.pixel_array
+    except (ValueError, RuntimeError, NotImplementedError, EOFError, OSError, AttributeError, KeyError) as exc:
+        ts = getattr(getattr(header.ds, "file_meta", None), "TransferSyntaxUID", None)
+        ts_name = ts.name if ts is not None else "unknown transfer syntax"
+        raise InputError(f"{header.name}: pixel data cannot be decoded ({ts_name}: {type(exc).__name__}); "
+                         "the file is corrupt or needs a decoder plugin (pylibjpeg, gdcm)") from None
+    arr = np.asarray(arr)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.shape[0] != header.n_frames:
+        raise InputError(f"{header.name}: decoded {arr.shape[0]} frames, header says {header.n_frames}")
+    return arr
+
+
+def _rescale(ds) -> tuple[float, float]:
+    try:
+        slope = float(ds.get("RescaleSlope", 1) or 1)
+        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    except (TypeError, ValueError):
+        raise InputError("RescaleSlope/RescaleIntercept are not numbers") from None
+    return slope, intercept
+
+
+def _file_label(h: Header, source: Path | None) -> str:
+    return f"{source}!{h.display_name}" if source is not None else str(h.path)
+
+
+def _base_meta(info: SeriesInfo, path: Path) -> dict:
+    return {
+        "space": "RAS",
+        "kind": "image",
+        "format": "dicom",
+        "modality": info.modality or "unknown",
+        "filename_or_obj": str(path),
+        "series_instance_uid": info.series_instance_uid,
+        "study_instance_uid": info.study_instance_uid,
+        "frame_of_reference_uid": info.frame_of_reference_uid,
+        "series_description": info.series_description,
+        "sop_class_uid": info.sop_class_uid,
+    }
+
+
+def _read_classic(info: SeriesInfo, path: Path, allow_missing_slices: bool, progress: bool):
+    slices = []
+    for h in info.headers:
+        if h.n_frames != 1:
+            raise InputError(f"{h.name}: {h.n_frames} frames without per-frame geometry in a series of "
+                             "single-frame images; unsupported")
+
+        def load(h=h):
+            frame = load_frames(h)[0].astype(np.float32)
+            slope, intercept = _rescale(h.ds)
+            return frame * np.float32(slope) + np.float32(intercept) if (slope, intercept) != (1.0, 0.0) \
+                else frame
+        slices.append(slice_from_header(h.ds, h.name, load, _file_label(h, info.source)))
+    for h in info.headers:
+        check_pixel_size(h)
+    volume, affine, ginfo = assemble(slices, allow_missing_slices=allow_missing_slices,
+                                     what=f"series {info.series_instance_uid}", progress=progress)
+    meta = _base_meta(info, path)
+    meta["spacing"] = ginfo["spacing"]
+    meta["sop_instance_uids"] = [slices[o].sop_instance_uid if o >= 0 else "" for o in ginfo["order"]]
+    meta["dicom_files"] = [slices[o].file if o >= 0 else "" for o in ginfo["order"]]
+    meta["missing_slices"] = ginfo["missing_slices"]
+    return volume, affine, meta
+
+
+def _to_metatensor(volume: np.ndarray, affine: np.ndarray, meta: dict):
+    import torch
+    from monai.data import MetaTensor
+
+    meta = dict(meta)
+    meta["original_affine"] = np.asarray(affine, dtype=np.float64).copy()
+    meta.pop("affine", None)
+    return MetaTensor(torch.from_numpy(np.ascontiguousarray(volume[None])),
+                      affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
+
+
+def _is_enhanced(info: SeriesInfo) -> bool:
+    h = info.headers[0]
+    return "PerFrameFunctionalGroupsSequence" in h.ds or "SharedFunctionalGroupsSequence" in h.ds
+
+
+def _is_projection(info: SeriesInfo) -> bool:
+    h = info.headers[0]
+    if info.modality in XRAY_MODALITIES and "ImagePositionPatient" not in h.ds and not _is_enhanced(info):
+        return True
+    return False
+
+
+def read_dicom(path: str | os.PathLike[str], *, series: str | None = None,
+               allow_missing_slices: bool = False, progress: bool = True):
+    """Read one DICOM image series from a folder (recursive), a file or a zip/tar(.gz) archive.
+
+    ``series`` selects among several series: a SeriesInstanceUID or rules such as "modality=CT",
+    "description~REGEX", "largest" (see :func:`select_series`); without it a folder holding
+    several series raises :class:`SeriesSelectionError` listing them. Returns a MetaTensor
+    (1, i, j, k) float32 with a voxel->RAS affine (mm); enhanced multi-frame CT/MR objects are
+    read frame by frame with their per-frame geometry; X-ray projections (CR/DX/MG...) give
+    (1, i, j). Raises :class:`GeometryError` for missing/inconsistent geometry, gaps (unless
+    ``allow_missing_slices``, which fills them with the minimum value and lists them in
+    ``meta["missing_slices"]``) and gantry tilt; :class:`UnsafeInputError` for oversized inputs.
+    """
+    path = Path(path)
+    with scanned(path, progress=progress) as result:
+        info = select_series(result.series, series)
+        total = sum(h.voxels() for h in info.headers)
+        if total > max_voxels():
+            raise UnsafeInputError(f"series {info.series_instance_uid}: {total} voxels, over the limit of "
+                                   f"{max_voxels()}; raise MEDSEG_MAX_VOXELS if this is genuine")
+        if _is_enhanced(info):
+            from medseg.io.dicom.multiframe import read_multiframe
+
+            volume, affine, meta = read_multiframe(info, path, allow_missing_slices, progress)
+        elif _is_projection(info):
+            from medseg.io.dicom.xray import read_xray
+
+            volume, affine, meta = read_xray(info, path)
+        else:
+            volume, affine, meta = _read_classic(info, path, allow_missing_slices, progress)
+        meta.setdefault("missing_slices", [])
+        meta["skipped_files"] = result.skipped_non_dicom + result.skipped_non_image
+        meta["n_series_found"] = len(result.series)
+        return _to_metatensor(volume, affine, meta)
