@@ -1,0 +1,162 @@
+"""Pairing prediction and reference files into cases, and reading them as label maps."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medseg.errors import EvaluationError
+
+#: File suffixes a case may have; the case name is the file name without it.
+CASE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+
+
+def case_name(path: str | os.PathLike[str]) -> str | None:
+    """The case name of a file (its name without a known suffix), or None if not a label file."""
+    name = Path(path).name
+    low = name.lower()
+    for suffix in CASE_SUFFIXES:
+        if low.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def _index_folder(folder: Path, what: str) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(".") or not entry.is_file():
+            continue
+        name = case_name(entry)
+        if name is None:
+            continue
+        if name in found:
+            raise EvaluationError(
+                f"{what} folder holds two files for case {name!r} ({found[name].name}, {entry.name}): keep one"
+            )
+        found[name] = entry
+    return found
+
+
+@dataclass
+class CaseMatch:
+    """Cases found in both inputs, and those found in only one (listed, never dropped silently)."""
+
+    pairs: list[tuple[str, Path, Path]] = field(default_factory=list)
+    pred_only: list[str] = field(default_factory=list)
+    ref_only: list[str] = field(default_factory=list)
+
+
+def match_cases(pred: str | os.PathLike[str], ref: str | os.PathLike[str]) -> CaseMatch:
+    """Pair files of two folders by case name (file name without suffix), or two single files.
+
+    Suffixes: :data:`CASE_SUFFIXES` (NIfTI, NRRD, MetaImage, DICOM SEG ``.dcm``); names
+    starting with ``.`` are ignored. Raises EvaluationError for missing inputs or a folder
+    compared with a file.
+    """
+    p, r = Path(pred), Path(ref)
+    for path, what in ((p, "prediction"), (r, "reference")):
+        if not path.exists():
+            raise EvaluationError(f"{what} {path.name!r} does not exist")
+    if p.is_dir() != r.is_dir():
+        raise EvaluationError("give two folders or two files: prediction and reference differ in kind")
+    if p.is_file():
+        name = case_name(p) or p.name
+        return CaseMatch(pairs=[(name, p, r)])
+    pi, ri = _index_folder(p, "prediction"), _index_folder(r, "reference")
+    if not pi and not ri:
+        raise EvaluationError(f"no label files ({', '.join(CASE_SUFFIXES)}) in {p.name!r} or {r.name!r}")
+    common = sorted(set(pi) & set(ri))
+    return CaseMatch(
+        pairs=[(c, pi[c], ri[c]) for c in common],
+        pred_only=sorted(set(pi) - set(ri)),
+        ref_only=sorted(set(ri) - set(pi)),
+    )
+
+
+def _is_seg(path: Path) -> bool:
+    if path.suffix.lower() != ".dcm":
+        return False
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+    except (InvalidDicomError, OSError, ValueError, EOFError):
+        return False
+    return str(ds.get("SOPClassUID", "")) == "1.2.840.10008.5.1.4.1.1.66.4"
+
+
+@functools.lru_cache(maxsize=4)
+def _load_reference_image(path: str) -> Any:
+    from medseg.io import load
+
+    return load(path)
+
+
+def reference_image_for(ref_image: str | os.PathLike[str] | None, case: str) -> Path | None:
+    """The source image of ``case`` for DICOM SEG inputs.
+
+    ``ref_image`` is either one image / DICOM series used for every case, or a folder holding
+    one entry (file or series folder) per case, named like the case.
+    """
+    if ref_image is None:
+        return None
+    base = Path(ref_image)
+    if base.is_dir():
+        for entry in sorted(base.iterdir()):
+            if entry.name.startswith("."):
+                continue
+            if entry.name == case or case_name(entry) == case:
+                return entry
+    return base
+
+
+def read_label_map(path: str | os.PathLike[str], reference_image: str | os.PathLike[str] | None = None) -> Any:
+    """Read a label map as an integer MetaTensor ``(1, i, j, k)`` with a RAS affine (mm).
+
+    NIfTI / NRRD / MetaImage through :func:`medseg.io.load` (``kind="label"``). A DICOM SEG is
+    placed on the grid of ``reference_image`` (its source series) when given, else on its own
+    geometry (only the frames it stores).
+    """
+    p = Path(path)
+    if _is_seg(p):
+        from medseg.io.dicom_seg import read_dicom_seg
+
+        reference = _load_reference_image(str(reference_image)) if reference_image is not None else None
+        return read_dicom_seg(p, reference)
+    from medseg.io import load
+
+    return load(p, kind="label")
+
+
+def parse_labels(labels: Mapping[int, str] | Sequence[int | str] | None) -> dict[int, str] | None:
+    """Labels to score: ``{1: "liver"}``, ``[1, 2]``, or tokens ``"1"``, ``"2=spleen"``, ``"1,2"``."""
+    if labels is None:
+        return None
+    if isinstance(labels, Mapping):
+        items = [(k, str(v)) for k, v in labels.items()]
+    else:
+        items = []
+        for token in labels:
+            for part in str(token).split(","):
+                part = part.strip()
+                if not part:
+                    continue
+                key, _, name = part.partition("=")
+                items.append((key.strip(), name.strip()))
+    out: dict[int, str] = {}
+    for key, name in items:
+        try:
+            value = int(key)
+        except (TypeError, ValueError):
+            raise EvaluationError(f"label {key!r} is not an integer: write labels as 1 or 1=liver") from None
+        if value <= 0:
+            raise EvaluationError(f"label {value} is invalid: labels are positive integers (0 is background)")
+        out[value] = name or str(value)
+    if not out:
+        raise EvaluationError("no labels given: write labels as 1 2 3 or 1=liver 2=spleen")
+    return out
