@@ -234,6 +234,22 @@ def _series_summary(info: Any) -> dict[str, Any]:
     return {k: getattr(info, k) for k in keep if hasattr(info, k) and not callable(getattr(info, k))}
 
 
+def _relevant(caught: list[warnings.WarningMessage]) -> list[str]:
+    """Warnings about the input itself (raised by medseg code), not library deprecations."""
+    from medseg.io.safety import GeometryWarning
+
+    pkg = str(Path(__file__).resolve().parents[1])
+    out = []
+    for w in caught:
+        if issubclass(w.category, GeometryWarning) or (
+            str(Path(w.filename).resolve()).startswith(pkg) and not issubclass(w.category, DeprecationWarning)
+        ):
+            msg = " ".join(str(w.message).split())
+            if msg not in out:
+                out.append(msg)
+    return out
+
+
 def describe(path: str | os.PathLike[str], series: str | None = None) -> dict[str, Any]:
     """Facts about an input for ``medseg info``: never a patient name, ID or birth date.
 
@@ -259,14 +275,14 @@ def describe(path: str | os.PathLike[str], series: str | None = None) -> dict[st
                 if series is not None or len(found) <= 1:
                     raise
                 result.update(format="dicom", selected=None)
-                result["warnings"] = [str(w.message) for w in caught]
+                result["warnings"] = _relevant(caught)
                 return result
         else:
             tensor = load(path, series=series, kind="auto" if fmt != "dicom" else "image")
         result.update(_describe_tensor(tensor))
         if fmt == "dicom":
             result["selected"] = result.get("series_instance_uid")
-    result["warnings"] = [str(w.message) for w in caught]
+    result["warnings"] = _relevant(caught)
     if result.get("spacing_source") == "default":
         result["warnings"].append("no physical pixel size stored: spacing 1.0 (unit-less) assumed")
     return result

@@ -147,3 +147,25 @@ def save_labels(labels: Any, reference: Any, path: str | os.PathLike[str]) -> Pa
         raise InputError(f"label map holds negative values (min {lo}); labels must be >= 0")
     arr = arr.astype(smallest_label_dtype(0, hi))
     return _write(arr, ref_aff, path)
+
+
+def convert(
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    series: str | None = None,
+    allow_missing_slices: bool = False,
+    kind: str = "auto",
+) -> Path:
+    """Read any supported input and write it to ``output`` (.nii/.nii.gz/.nrrd/.mha), atomically.
+
+    Geometry is preserved in world coordinates (RAS mm): every voxel lands at the same world
+    point in the output as in the source. ``kind="auto"`` keeps label maps as integers (see
+    :func:`medseg.io.read.load`). Nothing is written when reading fails.
+    """
+    from medseg.io.read import load
+
+    output = Path(output)
+    output_format(output)
+    tensor = load(source, series=series, allow_missing_slices=allow_missing_slices, kind=kind)
+    return save(tensor, output)

@@ -1,0 +1,269 @@
+"""NRRD (``.nrrd``, ``.nhdr``) and MetaImage (``.mha``, ``.mhd``) through SimpleITK.
+
+Geometry: ITK stores origin and direction in **LPS** and indexes voxels ``(x, y, z)``, which are
+medseg's ``(i, j, k)``. A voxel's world point is ``p_LPS = origin + D @ diag(spacing) @ (i, j, k)``,
+so the RAS affine is ``A[:3, :3] = F @ D @ diag(spacing)``, ``A[:3, 3] = F @ origin`` with
+``F = diag(-1, -1, 1)``. ``sitk.GetArrayFromImage`` returns ``(z, y, x[, c])``: it is transposed
+to ``(c, x, y, z)``. 2D images use the 2x2 block (``F = diag(-1, -1)``) and the unit k column.
+A 4D image is read as channels along its 4th axis.
+
+Safety: the header is read first (``ImageFileReader.ReadImageInformation``) and the declared
+size checked; for uncompressed raw data (attached or detached) the data file must be at least
+as large as declared (else "truncated"), and a detached data file must lie in the header's
+folder (a header naming ``../../x`` or an absolute path is refused).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.errors import GeometryError, InputError, UnsafeInputError
+from medseg.io.safety import check_declared_size, convert_voxels
+
+_F3 = np.diag([-1.0, -1.0, 1.0])
+_HEADER_LIMIT = 65536
+_MET_MODALITY = {"MET_MOD_CT": "CT", "MET_MOD_MR": "MR", "MET_MOD_NM": "NM", "MET_MOD_US": "US"}
+
+
+def _short(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    # ITK messages: "...: <file>:<line>:\nitk::ERROR: ... <reason>"; keep the last informative line.
+    text = lines[-1] if lines else type(exc).__name__
+    text = re.sub(r"^.*?ERROR:\s*", "", text)
+    return (text[:160] + "...") if len(text) > 160 else text
+
+
+def _itemsize(pixel_id_string: str) -> int:
+    bits = re.search(r"(\d+)-bit", pixel_id_string)
+    if not bits:
+        raise InputError(f"unsupported ITK pixel type {pixel_id_string!r}")
+    size = int(bits.group(1)) // 8
+    return 2 * size if "complex" in pixel_id_string else size
+
+
+def _raw_layout(path: Path) -> tuple[Path, int, bool] | None:
+    """For uncompressed raw data: ``(data_file, data_offset, data_at_end)``; else ``None``."""
+    with open(path, "rb") as fh:
+        head = fh.read(_HEADER_LIMIT)
+    if head.startswith(b"NRRD"):
+        return _nrrd_layout(path, head)
+    return _meta_layout(path, head)
+
+
+def _safe_detached(path: Path, name: str) -> Path:
+    candidate = Path(name)
+    if candidate.is_absolute() or ".." in candidate.parts:
+        raise UnsafeInputError(
+            f"{path.name}: the header points to a data file outside its folder ({name!r}); refused"
+        )
+    return path.parent / candidate
+
+
+def _nrrd_layout(path: Path, head: bytes) -> tuple[Path, int, bool] | None:
+    end = head.find(b"\n\n")
+    if end < 0:
+        return None  # header longer than the limit: leave the decision to ITK
+    fields: dict[str, str] = {}
+    for line in head[:end].decode("latin-1").splitlines()[1:]:
+        if line.startswith("#") or ":" not in line:
+            continue
+        key, _, value = line.partition(":")
+        fields[key.strip().lower()] = value.lstrip("=").strip()
+    if fields.get("encoding", "raw").lower() != "raw":
+        return None
+    byte_skip = int(fields.get("byte skip", "0") or 0)
+    if int(fields.get("line skip", "0") or 0) != 0:
+        return None
+    data_file = fields.get("data file", fields.get("datafile"))
+    if data_file is None:
+        return path, end + 2 + max(byte_skip, 0), byte_skip == -1
+    if data_file.upper().startswith("LIST") or " " in data_file:
+        return None  # multi-file data: ITK checks it
+    return _safe_detached(path, data_file), max(byte_skip, 0), byte_skip == -1
+
+
+def _meta_layout(path: Path, head: bytes) -> tuple[Path, int, bool] | None:
+    text = head.decode("latin-1")
+    fields: dict[str, str] = {}
+    offset = 0
+    for line in text.splitlines(keepends=True):
+        offset += len(line)
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        fields[key.strip().lower()] = value.strip()
+        if key.strip().lower() == "elementdatafile":
+            break
+    else:
+        return None
+    if fields.get("compresseddata", "false").lower() == "true":
+        return None
+    data_file = fields["elementdatafile"]
+    header_size = int(fields.get("headersize", "0") or 0)
+    if data_file.upper() == "LOCAL":
+        return path, offset, False
+    if data_file.upper().startswith("LIST") or "%" in data_file or " " in data_file:
+        return None
+    return _safe_detached(path, data_file), max(header_size, 0), header_size == -1
+
+
+def _reader(path: Path):
+    import SimpleITK as sitk
+
+    if not path.is_file():
+        raise InputError(f"{path.name}: no such file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path.name}: the file is empty (0 bytes)")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InputError(f"{path.name}: not a readable NRRD/MetaImage file ({_short(exc)})") from None
+    return reader
+
+
+def _check_reader(path: Path, reader: Any) -> tuple[int, ...]:
+    import SimpleITK as sitk
+
+    size = tuple(int(s) for s in reader.GetSize())
+    ncomp = int(reader.GetNumberOfComponents())
+    itemsize = _itemsize(sitk.GetPixelIDValueAsString(reader.GetPixelID()))
+    declared = (*size, ncomp) if ncomp > 1 else size
+    # complex/vector item sizes: _itemsize already counts both parts of a complex number
+    check_declared_size(declared, itemsize, what=path.name)
+    layout = _raw_layout(path)
+    if layout is not None:
+        data_file, offset, at_end = layout
+        if not data_file.is_file():
+            raise InputError(f"{path.name}: its data file {data_file.name!r} is missing")
+        check_declared_size(
+            declared, itemsize, file_size=data_file.stat().st_size, data_offset=0 if at_end else offset,
+            what=path.name,
+        )
+    return size
+
+
+def itk_geometry(size: tuple[int, ...], spacing: Any, origin: Any, direction: Any) -> np.ndarray:
+    """RAS affine (4x4, mm) from ITK's LPS ``spacing``, ``origin`` and flat ``direction``.
+
+    Uses the first ``min(dim, 3)`` axes; a 2D image gets the unit k column ``(0, 0, 1)``.
+    """
+    dim = len(size)
+    d = np.asarray(direction, dtype=np.float64).reshape(dim, dim)
+    n = min(dim, 3)
+    aff = np.eye(4)
+    flip = np.diag([-1.0, -1.0, 1.0][:n])
+    aff[:n, :n] = flip @ d[:n, :n] @ np.diag(np.asarray(spacing, dtype=np.float64)[:n])
+    aff[:n, 3] = flip @ np.asarray(origin, dtype=np.float64)[:n]
+    if not np.all(np.isfinite(aff)) or abs(np.linalg.det(aff[:3, :3])) < 1e-12:
+        raise GeometryError("the header's spacing/direction give a singular or non-finite voxel grid")
+    return aff
+
+
+def header_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Header-only facts (after the size checks): shape (channel first), dtype, RAS affine."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    reader = _reader(path)
+    size = _check_reader(path, reader)
+    ncomp = int(reader.GetNumberOfComponents())
+    affine = itk_geometry(size, reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
+    spatial = size[:3]
+    channels = ncomp * (size[3] if len(size) > 3 else 1)
+    return {
+        "shape": (channels, *spatial),
+        "dtype": sitk.GetPixelIDValueAsString(reader.GetPixelID()),
+        "affine": affine,
+    }
+
+
+def read_itk(
+    path: str | os.PathLike[str],
+    *,
+    kind: str = "image",
+    allow_nonfinite: bool = False,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Read NRRD/NHDR/MHA/MHD; return ``(array (C, *spatial), affine 4x4 RAS mm, meta)``."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    reader = _reader(path)
+    size = _check_reader(path, reader)
+    if len(size) not in (2, 3, 4):
+        raise InputError(f"{path.name}: {len(size)}D images are not supported; need 2D, 3D or 4D")
+    affine = itk_geometry(size, reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
+    modality = "unknown"
+    if reader.HasMetaDataKey("Modality"):
+        modality = _MET_MODALITY.get(reader.GetMetaData("Modality").strip(), "unknown")
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(f"{path.name}: voxel data cannot be read, the file is truncated or corrupt ({_short(exc)})") from None
+    arr = sitk.GetArrayFromImage(image)
+    dim = len(size)
+    ncomp = image.GetNumberOfComponentsPerPixel()
+    rev = list(range(dim - 1, -1, -1))
+    if ncomp > 1:
+        arr = np.transpose(arr, [*rev, dim])  # (x, y, z[, t], c)
+        if dim == 4:
+            arr = arr.reshape(*arr.shape[:3], -1)
+        arr = np.moveaxis(arr, -1, 0)
+    else:
+        arr = np.transpose(arr, rev)
+        arr = np.moveaxis(arr, 3, 0) if dim == 4 else arr[None]
+    arr, kind = convert_voxels(arr, kind, path.name, allow_nonfinite=allow_nonfinite)
+    ndim = arr.ndim - 1
+    fmt = "nrrd" if path.name.lower().endswith((".nrrd", ".nhdr")) else "mha"
+    meta = {
+        "format": fmt,
+        "kind": kind,
+        "modality": modality,
+        "spacing": tuple(float(s) for s in np.linalg.norm(affine[:3, :ndim], axis=0)),
+    }
+    return np.ascontiguousarray(arr), affine, meta
+
+
+def _in_plane_2d(affine: np.ndarray) -> bool:
+    return bool(np.allclose(affine[2, :2], 0, atol=1e-9) and np.allclose(affine[:2, 2], 0, atol=1e-9)
+                and abs(affine[2, 3]) < 1e-9)
+
+
+def write_itk(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike[str]) -> None:
+    """Write ``array`` (C, *spatial) with ``affine`` (RAS mm) as NRRD/MHA (compressed).
+
+    Not atomic by itself: :func:`medseg.io.write.save` calls it on a temporary path. Several
+    channels become an ITK vector image. A 2D image whose plane is not the z=0 plane of world
+    space is written as a one-slice 3D image so that no geometry is lost.
+    """
+    import SimpleITK as sitk
+
+    arr = np.asarray(array)
+    affine = np.asarray(affine, dtype=np.float64)
+    if arr.ndim == 3 and not _in_plane_2d(affine):
+        arr = arr[..., None]
+    ndim = arr.ndim - 1
+    n = ndim
+    spacing = np.linalg.norm(affine[:n, :n] if n == 2 else affine[:3, :3], axis=0)
+    flip = np.diag([-1.0, -1.0, 1.0][:n])
+    direction = flip @ affine[:n, :n] / spacing
+    origin = flip @ affine[:n, 3]
+    rev = list(range(ndim - 1, -1, -1))
+    if arr.shape[0] == 1:
+        image = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(arr[0], rev)))
+    else:
+        vec = np.moveaxis(arr, 0, -1)
+        image = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(vec, [*rev, ndim])), isVector=True)
+    image.SetSpacing([float(s) for s in spacing])
+    image.SetOrigin([float(v) for v in origin])
+    image.SetDirection([float(v) for v in direction.ravel()])
+    try:
+        sitk.WriteImage(image, str(path), True)
+    except RuntimeError as exc:
+        raise InputError(f"{Path(path).name}: SimpleITK could not write the image ({_short(exc)})") from None

@@ -1,0 +1,207 @@
+"""TIFF (tifffile) and PNG (Pillow) images: 2D with channels, or TIFF z-stacks.
+
+Axis convention (the same as DICOM in medseg and as ITK/MONAI's PIL reader): ``i`` is the
+column index ``x`` of the stored picture, ``j`` the row index ``y``, so
+``MetaTensor[c, i, j] == picture[j, i, c]``. Z-stacks (TIFF axes ``ZYX``) add ``k = z``.
+
+World geometry: these files have no patient frame. medseg uses ITK's reading (origin 0, identity
+direction in LPS), i.e. the RAS affine ``diag(-sx, -sy, sz)``, so a TIFF/PNG converted to NIfTI
+sits where SimpleITK puts the original.
+
+Spacing (mm):
+* TIFF: XResolution/YResolution with ResolutionUnit inch or cm; with unit "none", an ImageJ
+  ``unit`` (micron, nm, mm, cm) if present; ImageJ ``spacing`` gives z. Otherwise 1.0 and
+  ``meta["spacing_source"] = "default"``.
+* PNG: the pHYs chunk (Pillow's ``dpi``), else 1.0 and ``spacing_source = "default"``.
+"""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.errors import InputError, UnsafeInputError
+from medseg.io.safety import check_declared_size, convert_voxels
+
+_UNIT_MM = {
+    "micron": 1e-3, "microns": 1e-3, "um": 1e-3, "\u00b5m": 1e-3, "\\u00b5m": 1e-3, "micrometer": 1e-3,
+    "nm": 1e-6, "nanometer": 1e-6, "mm": 1.0, "millimeter": 1.0, "cm": 10.0, "centimeter": 10.0,
+}
+_CHANNEL_AXES = "SC"
+_PNG_MODES = {  # mode -> (bands, bytes per band)
+    "1": (1, 1), "L": (1, 1), "P": (1, 1), "LA": (2, 1), "PA": (2, 1), "RGB": (3, 1), "RGBA": (4, 1),
+    "CMYK": (4, 1), "YCbCr": (3, 1), "I": (1, 4), "F": (1, 4), "I;16": (1, 2), "I;16B": (1, 2),
+    "I;16L": (1, 2), "I;16N": (1, 2),
+}
+
+
+def _affine_2d3d(spacing: tuple[float, ...]) -> np.ndarray:
+    aff = np.eye(4)
+    aff[0, 0] = -spacing[0]
+    aff[1, 1] = -spacing[1]
+    if len(spacing) > 2:
+        aff[2, 2] = spacing[2]
+    return aff
+
+
+def _ratio(value: Any) -> float | None:
+    try:
+        if isinstance(value, tuple) and len(value) == 2:
+            return float(Fraction(int(value[0]), int(value[1]))) if value[1] else None
+        return float(value)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+
+
+def _tiff_spacing(page: Any, imagej: dict[str, Any] | None) -> tuple[float, float, float | None, str]:
+    """``(sx, sy, sz or None, source)`` in mm from a TIFF page's tags (+ ImageJ metadata)."""
+    tags = page.tags
+    xres = _ratio(tags["XResolution"].value) if "XResolution" in tags else None
+    yres = _ratio(tags["YResolution"].value) if "YResolution" in tags else None
+    unit = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 2
+    per_unit_mm = {2: 25.4, 3: 10.0}.get(unit)
+    ij_unit = str((imagej or {}).get("unit", "")).strip().lower()
+    if per_unit_mm is None and ij_unit in _UNIT_MM:
+        per_unit_mm = _UNIT_MM[ij_unit]
+    sz = None
+    if imagej and "spacing" in imagej and ij_unit in _UNIT_MM:
+        sz = float(imagej["spacing"]) * _UNIT_MM[ij_unit]
+    if per_unit_mm is None or not xres or not yres or xres <= 0 or yres <= 0:
+        return 1.0, 1.0, sz, "default"
+    return per_unit_mm / xres, per_unit_mm / yres, sz, "tiff_resolution"
+
+
+def _layout(axes: str, shape: tuple[int, ...], name: str) -> tuple[list[int], list[int], int | None]:
+    """Axis positions: (channel axes, [x, y], z or None); other axes must be singletons."""
+    chan, z = [], None
+    for pos, (ax, n) in enumerate(zip(axes, shape, strict=True)):
+        if ax in _CHANNEL_AXES:
+            chan.append(pos)
+        elif ax == "Z":
+            z = pos
+        elif ax not in "YX" and n != 1:
+            raise InputError(
+                f"{name}: TIFF axes {axes!r} {tuple(shape)} hold a {ax!r} dimension of size {n}; "
+                "medseg reads 2D images with channels (YX, YXS, CYX) or z-stacks (ZYX)"
+            )
+    if "X" not in axes or "Y" not in axes:
+        raise InputError(f"{name}: TIFF axes {axes!r} have no X/Y image plane")
+    return chan, [axes.index("X"), axes.index("Y")], z
+
+
+def read_tiff(
+    path: str | os.PathLike[str],
+    *,
+    kind: str = "image",
+    allow_nonfinite: bool = False,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Read a TIFF; return ``(array (C, X, Y[, Z]), affine 4x4 RAS mm, meta)``.
+
+    The page shapes and strip/tile byte ranges are checked against the cap and the file size
+    before any pixel is decoded.
+    """
+    import tifffile
+
+    path = Path(path)
+    _check_nonempty(path)
+    file_size = path.stat().st_size
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                raise InputError(f"{path.name}: the TIFF holds no image")
+            series = tif.series[0]
+            shape, axes, dtype = tuple(int(s) for s in series.shape), series.axes, np.dtype(series.dtype)
+            check_declared_size(shape, dtype.itemsize, what=path.name)
+            pages = list(series.pages)
+            for page in pages:
+                if page is None:
+                    continue
+                for off, count in zip(page.dataoffsets, page.databytecounts, strict=False):
+                    if off + count > file_size:
+                        raise InputError(
+                            f"{path.name}: the file is truncated: image data declared up to byte "
+                            f"{off + count} but the file has {file_size} bytes"
+                        )
+            chan, (xa, ya), za = _layout(axes, shape, path.name)
+            sx, sy, sz, source = _tiff_spacing(pages[0], tif.imagej_metadata)
+            data = series.asarray()
+    except (tifffile.TiffFileError, ValueError, OSError, KeyError, IndexError) as exc:
+        raise InputError(f"{path.name}: not a readable TIFF image ({' '.join(str(exc).split())[:160]})") from None
+    data = np.asarray(data).reshape(shape)
+    order = chan + [xa, ya] + ([za] if za is not None else [])
+    rest = [p for p in range(len(shape)) if p not in order]
+    data = np.transpose(data, order + rest)
+    spatial = data.shape[len(chan):len(chan) + (3 if za is not None else 2)]
+    data = data.reshape(-1, *spatial)
+    data, kind = convert_voxels(data, kind, path.name, allow_nonfinite=allow_nonfinite)
+    spacing = (sx, sy) if za is None else (sx, sy, sz if sz else 1.0)
+    meta = {
+        "format": "tiff",
+        "kind": kind,
+        "modality": "microscopy",
+        "spacing": tuple(float(s) for s in spacing),
+        "spacing_source": source,
+    }
+    return np.ascontiguousarray(data), _affine_2d3d(spacing), meta
+
+
+def _check_nonempty(path: Path) -> None:
+    if not path.is_file():
+        raise InputError(f"{path.name}: no such file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path.name}: the file is empty (0 bytes)")
+
+
+def read_png(
+    path: str | os.PathLike[str],
+    *,
+    kind: str = "image",
+    allow_nonfinite: bool = False,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Read a PNG; return ``(array (C, X, Y), affine 4x4 RAS mm, meta)``.
+
+    Palette images are read as their colours for ``kind="image"`` and as palette indices for
+    ``kind="label"``/``"auto"``.
+    """
+    from PIL import Image
+
+    path = Path(path)
+    _check_nonempty(path)
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            bands, nbytes = _PNG_MODES.get(img.mode, (len(img.getbands()), 4))
+            check_declared_size((height, width, bands), nbytes, what=path.name)
+            dpi = img.info.get("dpi")
+            if img.mode in ("P", "PA") and kind == "image":
+                img = img.convert("RGBA" if "transparency" in img.info or img.mode == "PA" else "RGB")
+            elif img.mode == "CMYK" or img.mode == "YCbCr":
+                img = img.convert("RGB")
+            data = np.asarray(img)
+    except Image.DecompressionBombError as exc:
+        raise UnsafeInputError(f"{path.name}: refused as a decompression bomb ({exc})") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InputError(f"{path.name}: not a readable PNG image ({' '.join(str(exc).split())[:160]})") from None
+    if data.ndim == 2:
+        data = data[None]
+    else:
+        data = np.moveaxis(data, -1, 0)
+    data = np.transpose(data, (0, 2, 1))  # (C, y, x) -> (C, x, y)
+    data, kind = convert_voxels(data, kind, path.name, allow_nonfinite=allow_nonfinite)
+    source = "default"
+    spacing = (1.0, 1.0)
+    if dpi and all(_ratio(d) and _ratio(d) > 0 for d in dpi[:2]):
+        spacing = (25.4 / float(dpi[0]), 25.4 / float(dpi[1]))
+        source = "png_phys"
+    meta = {
+        "format": "png",
+        "kind": kind,
+        "modality": "unknown",
+        "spacing": spacing,
+        "spacing_source": source,
+    }
+    return np.ascontiguousarray(data), _affine_2d3d(spacing), meta
