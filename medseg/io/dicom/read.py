@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.uid import UID
 
 from medseg.errors import InputError, UnsafeInputError
 from medseg.io.dicom.geometry import assemble, slice_from_header
@@ -110,8 +111,13 @@ def _to_metatensor(volume: np.ndarray, affine: np.ndarray, meta: dict):
 
 
 def _is_enhanced(info: SeriesInfo) -> bool:
+    """Enhanced/legacy-converted multi-frame (functional groups), or any multi-frame CT/MR/PT."""
     h = info.headers[0]
-    return "PerFrameFunctionalGroupsSequence" in h.ds or "SharedFunctionalGroupsSequence" in h.ds
+    if "PerFrameFunctionalGroupsSequence" in h.ds or "SharedFunctionalGroupsSequence" in h.ds:
+        return True
+    sop = UID(info.sop_class_uid).name if info.sop_class_uid else ""
+    return sop.startswith(("Enhanced", "Legacy Converted")) or (
+        h.n_frames > 1 and info.modality in ("CT", "MR", "PT"))
 
 
 def _is_projection(info: SeriesInfo) -> bool:

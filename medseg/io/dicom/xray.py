@@ -1,0 +1,101 @@
+"""Projection radiographs (CR, DX, MG, ...): one frame -> a 2D MetaTensor (1, i, j).
+
+* ``i`` runs along the pixel rows (the column index of the pixel array), ``j`` down the columns,
+  so ``out[0, i, j] == pixel_array[j, i]`` after rescale (and inversion, below).
+* Spacing (mm): ``PixelSpacing`` when present (already calibrated at the patient); else
+  ``ImagerPixelSpacing`` (at the detector) divided by ``EstimatedRadiographicMagnificationFactor``
+  when that is present, else ``ImagerPixelSpacing`` as is; a value <= 0 (seen in anonymised files)
+  counts as absent; with neither, 1 mm and
+  ``meta["spacing_source"] = "none"``. ``meta["spacing_source"]`` always says which was used.
+* MONOCHROME1 (low values bright) is inverted after rescale, ``out = lo + hi - value`` over the
+  range of BitsStored, so that bright = dense in every output; ``meta["photometric_original"]``
+  keeps the stored interpretation. No VOI LUT/window is applied.
+* A projection has no position in the patient frame: the affine is ``diag(spacing_i, spacing_j,
+  1, 1)`` with identity directions and origin 0. No patient position is invented;
+  ``meta["patient_orientation"]`` copies PatientOrientation (e.g. ["L", "F"]) when present.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from medseg.errors import GeometryError, InputError
+from medseg.io.dicom.series import SeriesInfo
+
+log = logging.getLogger("medseg.io.dicom")
+
+
+def _spacing(ds, name: str) -> tuple[float, float, str]:
+    """(between rows, between columns) in mm and the source of the numbers."""
+    def pair(key):
+        v = ds.get(key)
+        if v is None or len(v) != 2:
+            return None
+        try:
+            a, b = float(v[0]), float(v[1])
+        except (TypeError, ValueError):
+            raise GeometryError(f"{name}: {key} is not numeric") from None
+        if a <= 0 or b <= 0:
+            log.warning("%s: %s is %s, not > 0 mm (blanked?); ignoring it", name, key, list(v))
+            return None
+        return a, b
+
+    ps = pair("PixelSpacing")
+    if ps is not None:
+        return ps[0], ps[1], "PixelSpacing"
+    ips = pair("ImagerPixelSpacing")
+    if ips is not None:
+        mag = ds.get("EstimatedRadiographicMagnificationFactor")
+        try:
+            mag = float(mag) if mag not in (None, "") else None
+        except (TypeError, ValueError):
+            mag = None
+        if mag and mag > 0:
+            return ips[0] / mag, ips[1] / mag, "ImagerPixelSpacing/EstimatedRadiographicMagnificationFactor"
+        return ips[0], ips[1], "ImagerPixelSpacing"
+    return 1.0, 1.0, "none"
+
+
+def read_xray(info: SeriesInfo, path: Path):
+    """Read the single radiograph of ``info`` (see module doc); returns (image, affine, meta)."""
+    from medseg.io.dicom.read import _base_meta, _file_label, _rescale, load_frames
+
+    if len(info.headers) != 1:
+        raise InputError(f"series {info.series_instance_uid} holds {len(info.headers)} radiographs; "
+                         "read one file at a time (pass the file path)")
+    h = info.headers[0]
+    if h.n_frames != 1:
+        raise InputError(f"{h.name}: {h.n_frames}-frame {info.modality} (cine); only single-frame "
+                         "radiographs are supported")
+    ds = h.ds
+    frame = load_frames(h)[0].astype(np.float32)
+    slope, intercept = _rescale(ds)
+    frame = frame * np.float32(slope) + np.float32(intercept)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if photometric == "MONOCHROME1":
+        bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)) or 16)
+        signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+        lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+        r_lo, r_hi = sorted((lo * slope + intercept, hi * slope + intercept))
+        frame = np.float32(r_lo + r_hi) - frame
+    elif photometric != "MONOCHROME2":
+        raise InputError(f"{h.name}: PhotometricInterpretation {photometric} is not greyscale")
+    sr, sc, source = _spacing(ds, h.name)
+    image = np.ascontiguousarray(frame.T)
+    affine = np.diag([sc, sr, 1.0, 1.0])
+    meta = _base_meta(info, path)
+    meta.update({
+        "spacing": (float(sc), float(sr)),
+        "spacing_source": source,
+        "photometric_original": photometric,
+        "sop_instance_uids": [str(ds.get("SOPInstanceUID", ""))],
+        "dicom_files": [_file_label(h, info.source)],
+        "projection": True,
+    })
+    po = ds.get("PatientOrientation")
+    if po:
+        meta["patient_orientation"] = [str(v) for v in po]
+    return image, affine, meta
