@@ -1,1 +1,34 @@
-"""medseg.inference"""
+"""Segmentation engine: ``SegmentationModel``, memory-bounded sliding window, ``segment``.
+
+The function ``segment`` lives in :mod:`medseg.inference.segmentation` (a module named
+``segment`` would shadow the function on this package once imported).
+
+Public API (importing this package is light; torch/MONAI load on first use)::
+
+    SegmentationModel(network, network_spec, preset, labels, roi_size, ...)   # .from_run_dir(path)
+    segment(image, model, *, device="auto", tta=False, progress=True) -> MetaTensor
+    sliding_window_labels(image, predictor, roi_size, ...) -> Tensor             # labels, not scores
+    segment_file(input, model_source, output_dir, ...) -> Path                   # what `medseg segment` runs
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "SegmentationModel": "medseg.inference.model",
+    "segment": "medseg.inference.segmentation",
+    "resolve_device": "medseg.inference.segmentation",
+    "sliding_window_labels": "medseg.inference.sliding_window",
+    "StitchStats": "medseg.inference.sliding_window",
+    "segment_file": "medseg.inference.pipeline",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'medseg.inference' has no attribute {name!r}")

@@ -1,0 +1,196 @@
+"""Label-map postprocessing per class, and instance labelling for cells.
+
+All functions take a numpy integer label map on one grid (2D ``(i, j)`` or 3D ``(i, j, k)``) and
+the voxel spacing in mm, and return a new array of the same shape and dtype. Sizes are physical:
+``min_component_mm3`` is a volume in mm^3 (an area in mm^2 for 2D maps).
+
+The ``postprocess`` dict of a model (``model_spec.json`` -> ``inference.postprocess``)::
+
+    {"keep_largest_component": [1, 2] | true,     # true: every foreground class
+     "fill_holes": [1] | true,
+     "min_component_mm3": 50.0 | {"1": 50.0, "2": 10.0},
+     "instance": {"foreground": [1], "boundary_class": 2 | null, "split": "watershed" | "none",
+                  "min_distance_mm": 2.0, "min_size_mm3": 5.0}}   # task "instance" only
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from medseg.errors import ConfigError
+
+_KEYS = {"keep_largest_component", "fill_holes", "min_component_mm3", "instance"}
+_INSTANCE_KEYS = {"foreground", "boundary_class", "split", "min_distance_mm", "min_size_mm3"}
+
+
+def _structure(ndim: int):
+    from scipy import ndimage
+
+    return ndimage.generate_binary_structure(ndim, 1)
+
+
+def _classes(selector: Any, present: Iterable[int]) -> list[int]:
+    present = [int(c) for c in present if int(c) != 0]
+    if selector is True:
+        return present
+    if selector in (None, False):
+        return []
+    if isinstance(selector, (int, np.integer)):
+        return [int(selector)]
+    if isinstance(selector, Sequence) and not isinstance(selector, str):
+        return [int(c) for c in selector]
+    raise ConfigError(f"postprocess: class selector must be true, an int or a list of ints, got {selector!r}")
+
+
+def keep_largest_component(labels: np.ndarray, classes: Iterable[int]) -> np.ndarray:
+    """Keep only the largest face-connected component of each class in ``classes`` (others -> 0)."""
+    from scipy import ndimage
+
+    out = labels.copy()
+    for c in classes:
+        mask = labels == c
+        comp, n = ndimage.label(mask, structure=_structure(labels.ndim))
+        if n > 1:
+            sizes = np.bincount(comp.ravel())[1:]
+            out[mask & (comp != int(np.argmax(sizes)) + 1)] = 0
+    return out
+
+
+def fill_holes(labels: np.ndarray, classes: Iterable[int]) -> np.ndarray:
+    """Fill enclosed background holes of each class in ``classes`` (3D holes, not per slice).
+
+    Only background (0) voxels are filled, so other classes are never overwritten.
+    """
+    from scipy import ndimage
+
+    out = labels.copy()
+    for c in classes:
+        filled = ndimage.binary_fill_holes(labels == c, structure=_structure(labels.ndim))
+        out[filled & (out == 0)] = c
+    return out
+
+
+def remove_small_components(labels: np.ndarray, spacing: Sequence[float],
+                            min_mm3: float | Mapping[int, float], classes: Iterable[int] | None = None
+                            ) -> np.ndarray:
+    """Remove components smaller than ``min_mm3`` (mm^3; mm^2 in 2D) of each class (-> 0).
+
+    ``min_mm3`` is one value for all ``classes`` or a mapping class -> minimum size.
+    """
+    from scipy import ndimage
+
+    voxel = float(np.prod([float(s) for s in spacing[:labels.ndim]]))
+    if voxel <= 0:
+        raise ConfigError("postprocess: spacing must be positive mm values")
+    if isinstance(min_mm3, Mapping):
+        limits = {int(k): float(v) for k, v in min_mm3.items()}
+    else:
+        limits = {int(c): float(min_mm3) for c in (classes if classes is not None else np.unique(labels)) if c}
+    out = labels.copy()
+    for c, limit in limits.items():
+        comp, n = ndimage.label(labels == c, structure=_structure(labels.ndim))
+        if n == 0:
+            continue
+        sizes_mm3 = np.bincount(comp.ravel()) * voxel
+        small = np.flatnonzero(sizes_mm3 < limit)
+        small = small[small > 0]
+        if small.size:
+            out[np.isin(comp, small)] = 0
+    return out
+
+
+def label_instances(labels: np.ndarray, spacing: Sequence[float], *, foreground: Iterable[int] = (1,),
+                    boundary_class: int | None = None, split: str = "watershed", min_distance_mm: float = 2.0,
+                    min_size_mm3: float = 0.0) -> np.ndarray:
+    """Turn a semantic map (foreground / optional boundary class) into instance IDs 1..N (int32).
+
+    Connected components of the foreground classes are split by a watershed on the Euclidean
+    distance transform (in mm, so anisotropic spacing is honoured) seeded at its local maxima
+    at least ``min_distance_mm`` apart; boundary-class voxels separate cells and are assigned to
+    the nearest instance afterwards. Instances smaller than ``min_size_mm3`` are dropped.
+    """
+    from scipy import ndimage
+    from skimage.measure import label as sk_label
+    from skimage.segmentation import watershed
+
+    spacing = [float(s) for s in spacing[:labels.ndim]]
+    fg = np.isin(labels, [int(c) for c in foreground])
+    if split not in ("watershed", "none"):
+        raise ConfigError(f"postprocess: instance split must be 'watershed' or 'none', got {split!r}")
+    if split == "none" or not fg.any():
+        inst = sk_label(fg, connectivity=1).astype(np.int32)
+    else:
+        from skimage.feature import peak_local_max
+
+        dist = ndimage.distance_transform_edt(fg, sampling=spacing)
+        min_vox = max(1, int(round(min_distance_mm / min(spacing))))
+        components = sk_label(fg, connectivity=1)
+        peaks = peak_local_max(dist, min_distance=min_vox, labels=components, exclude_border=False)
+        markers = np.zeros(labels.shape, dtype=np.int32)
+        markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
+        # components without a peak (tiny, flat) still get one marker
+        missing = np.setdiff1d(np.unique(components[fg]), np.unique(components[markers > 0]))
+        for cid in missing:
+            idx = np.argwhere(components == cid)[0]
+            markers[tuple(idx)] = markers.max() + 1
+        inst = watershed(-dist, markers, mask=fg).astype(np.int32)
+    if boundary_class is not None:
+        boundary = labels == int(boundary_class)
+        if boundary.any() and inst.max() > 0:
+            dist_mm, nearest = ndimage.distance_transform_edt(inst == 0, sampling=spacing, return_indices=True)
+            grow = inst[tuple(nearest)]
+            inst = np.where(boundary & (dist_mm <= 2 * max(spacing)), grow, inst).astype(np.int32)
+    if min_size_mm3 > 0 and inst.max() > 0:
+        voxel = float(np.prod(spacing))
+        sizes = np.bincount(inst.ravel()) * voxel
+        small = np.flatnonzero(sizes < min_size_mm3)
+        inst[np.isin(inst, small[small > 0])] = 0
+    # renumber 1..N in order of first appearance
+    ids = np.unique(inst)
+    ids = ids[ids > 0]
+    lut = np.zeros(int(inst.max()) + 1, dtype=np.int32)
+    lut[ids] = np.arange(1, len(ids) + 1, dtype=np.int32)
+    return lut[inst]
+
+
+def validate_postprocess(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Check a postprocess dict (ConfigError on unknown keys) and return a plain copy."""
+    config = dict(config or {})
+    bad = sorted(set(config) - _KEYS)
+    if bad:
+        raise ConfigError(f"postprocess: unknown key(s) {', '.join(bad)}; known: {', '.join(sorted(_KEYS))}")
+    inst = config.get("instance")
+    if inst is not None:
+        if not isinstance(inst, Mapping):
+            raise ConfigError("postprocess: 'instance' must be a mapping")
+        bad = sorted(set(inst) - _INSTANCE_KEYS)
+        if bad:
+            raise ConfigError(f"postprocess: unknown instance key(s) {', '.join(bad)}")
+    return config
+
+
+def apply_postprocess(labels: np.ndarray, spacing: Sequence[float], config: Mapping[str, Any] | None,
+                      *, task: str = "semantic") -> np.ndarray:
+    """Apply a model's postprocess dict: small components, largest component, holes, instances.
+
+    Order: ``min_component_mm3`` -> ``keep_largest_component`` -> ``fill_holes`` -> ``instance``
+    (the last only for ``task="instance"``, or when ``instance`` is given).
+    """
+    config = validate_postprocess(config)
+    present = np.unique(labels)
+    out = labels
+    if config.get("min_component_mm3") is not None:
+        out = remove_small_components(out, spacing, config["min_component_mm3"], present)
+    sel = _classes(config.get("keep_largest_component"), present)
+    if sel:
+        out = keep_largest_component(out, sel)
+    sel = _classes(config.get("fill_holes"), present)
+    if sel:
+        out = fill_holes(out, sel)
+    if task == "instance" or config.get("instance") is not None:
+        inst = dict(config.get("instance") or {})
+        out = label_instances(out, spacing, **inst)
+    return out
