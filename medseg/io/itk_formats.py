@@ -15,8 +15,12 @@ folder (a header naming ``../../x`` or an absolute path is refused).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +34,40 @@ _HEADER_LIMIT = 65536
 _MET_MODALITY = {"MET_MOD_CT": "CT", "MET_MOD_MR": "MR", "MET_MOD_NM": "NM", "MET_MOD_US": "US"}
 
 
-def _short(exc: BaseException) -> str:
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[list[str]]:
+    """Capture what ITK's C++ code prints on file descriptor 2 (MetaIO/NRRD chatter).
+
+    The CLI promises one line on stderr for a bad input; ITK's own messages are collected
+    here and folded into the error message instead.
+    """
+    lines: list[str] = []
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable fd 2 (embedded interpreters): do not capture
+        yield lines
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(ln.strip() for ln in sink.read(4096).decode("utf-8", "replace").splitlines() if ln.strip())
+
+
+def _short(exc: BaseException, path: Path | None = None, extra: list[str] | None = None) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if extra:
+        lines = lines + [" ".join(extra[:2])]
     # ITK messages: "...: <file>:<line>:\nitk::ERROR: ... <reason>"; keep the last informative line.
     text = lines[-1] if lines else type(exc).__name__
     text = re.sub(r"^.*?ERROR:\s*", "", text)
+    if path is not None:
+        text = text.replace(str(path.resolve()), path.name).replace(str(path), path.name)
     return (text[:160] + "...") if len(text) > 160 else text
 
 
@@ -122,9 +155,10 @@ def _reader(path: Path):
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
-        reader.ReadImageInformation()
+        with _captured_stderr() as chatter:
+            reader.ReadImageInformation()
     except RuntimeError as exc:
-        raise InputError(f"{path.name}: not a readable NRRD/MetaImage file ({_short(exc)})") from None
+        raise InputError(f"{path.name}: not a readable NRRD/MetaImage file ({_short(exc, path, chatter)})") from None
     return reader
 
 
@@ -203,9 +237,12 @@ def read_itk(
     if reader.HasMetaDataKey("Modality"):
         modality = _MET_MODALITY.get(reader.GetMetaData("Modality").strip(), "unknown")
     try:
-        image = reader.Execute()
+        with _captured_stderr() as chatter:
+            image = reader.Execute()
     except RuntimeError as exc:
-        raise InputError(f"{path.name}: voxel data cannot be read, the file is truncated or corrupt ({_short(exc)})") from None
+        raise InputError(
+            f"{path.name}: voxel data cannot be read, the file is truncated or corrupt ({_short(exc, path, chatter)})"
+        ) from None
     arr = sitk.GetArrayFromImage(image)
     dim = len(size)
     ncomp = image.GetNumberOfComponentsPerPixel()
@@ -264,6 +301,7 @@ def write_itk(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike[str
     image.SetOrigin([float(v) for v in origin])
     image.SetDirection([float(v) for v in direction.ravel()])
     try:
-        sitk.WriteImage(image, str(path), True)
+        with _captured_stderr() as chatter:
+            sitk.WriteImage(image, str(path), True)
     except RuntimeError as exc:
-        raise InputError(f"{Path(path).name}: SimpleITK could not write the image ({_short(exc)})") from None
+        raise InputError(f"{Path(path).name}: SimpleITK could not write the image ({_short(exc, Path(path), chatter)})") from None

@@ -39,6 +39,12 @@ _PNG_MODES = {  # mode -> (bands, bytes per band)
 }
 
 
+def _short(exc: BaseException, path: Path) -> str:
+    text = " ".join(str(exc).split())
+    text = text.replace(str(path.resolve()), path.name).replace(str(path), path.name)
+    return (text[:160] + "...") if len(text) > 160 else (text or type(exc).__name__)
+
+
 def _affine_2d3d(spacing: tuple[float, ...]) -> np.ndarray:
     aff = np.eye(4)
     aff[0, 0] = -spacing[0]
@@ -130,7 +136,7 @@ def read_tiff(
             sx, sy, sz, source = _tiff_spacing(pages[0], tif.imagej_metadata)
             data = series.asarray()
     except (tifffile.TiffFileError, ValueError, OSError, KeyError, IndexError) as exc:
-        raise InputError(f"{path.name}: not a readable TIFF image ({' '.join(str(exc).split())[:160]})") from None
+        raise InputError(f"{path.name}: not a readable TIFF image ({_short(exc, path)})") from None
     data = np.asarray(data).reshape(shape)
     order = chan + [xa, ya] + ([za] if za is not None else [])
     rest = [p for p in range(len(shape)) if p not in order]
@@ -185,7 +191,7 @@ def read_png(
     except Image.DecompressionBombError as exc:
         raise UnsafeInputError(f"{path.name}: refused as a decompression bomb ({exc})") from None
     except (OSError, ValueError, SyntaxError) as exc:
-        raise InputError(f"{path.name}: not a readable PNG image ({' '.join(str(exc).split())[:160]})") from None
+        raise InputError(f"{path.name}: not a readable PNG image ({_short(exc, path)})") from None
     if data.ndim == 2:
         data = data[None]
     else:

@@ -69,14 +69,16 @@ def _open_header(path: Path):
     try:
         img = nib.load(str(path))
     except _nib_errors() as exc:
-        raise InputError(f"{path.name}: not a readable NIfTI file ({_short(exc)})") from None
+        raise InputError(f"{path.name}: not a readable NIfTI file ({_short(exc, path)})") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(f"{path.name}: {type(img).__name__} is not a single-file NIfTI image")
     return img
 
 
-def _short(exc: BaseException) -> str:
+def _short(exc: BaseException, path: Path | None = None) -> str:
     text = " ".join(str(exc).split())
+    if path is not None:
+        text = text.replace(str(path.resolve()), path.name).replace(str(path), path.name)
     # nibabel puts the absolute path in its messages; keep just the gist.
     return (text[:160] + "...") if len(text) > 160 else (text or type(exc).__name__)
 
@@ -196,7 +198,7 @@ def read_nifti(
     try:
         data = np.asanyarray(img.dataobj)
     except _nib_errors() as exc:
-        raise InputError(f"{path.name}: voxel data cannot be read, the file is truncated or corrupt ({_short(exc)})") from None
+        raise InputError(f"{path.name}: voxel data cannot be read, the file is truncated or corrupt ({_short(exc, path)})") from None
     data = np.asarray(data)
     shape = data.shape
     if len(shape) > 3:
