@@ -1,1 +1,43 @@
-"""medseg.bundle"""
+"""MONAI bundles: build from a training run, verify, load under a trust policy, list, export.
+
+Public API (lazy: importing :mod:`medseg.bundle` loads nothing heavy)::
+
+    build_bundle(run_dir, out_dir, *, name, version="0.1.0", ...) -> Path
+    verify_bundle(path, *, trust=False) -> VerifyReport
+    load_bundle(path_or_name, *, trust=False) -> medseg.inference.SegmentationModel
+    list_bundles() -> list[BundleInfo]
+    export_bundle(path_or_name, fmt="torchscript"|"onnx", out=None, *, trust=False) -> Path
+    run_inference_config(bundle_dir, dataset_dir, output_dir, *, trust=False) -> list[Path]
+
+The trust policy (what a bundle config may contain without ``trust=True``) is documented in
+:mod:`medseg.bundle.trust`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "build_bundle": "medseg.bundle.build",
+    "run_inference_config": "medseg.bundle.build",
+    "verify_bundle": "medseg.bundle.verify",
+    "VerifyReport": "medseg.bundle.verify",
+    "load_bundle": "medseg.bundle.load",
+    "resolve_bundle": "medseg.bundle.load",
+    "list_bundles": "medseg.bundle.load",
+    "bundle_info": "medseg.bundle.load",
+    "BundleInfo": "medseg.bundle.load",
+    "export_bundle": "medseg.bundle.export",
+    "ensure_trusted": "medseg.bundle.trust",
+    "find_untrusted": "medseg.bundle.trust",
+    "check_metadata": "medseg.bundle.spec",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'medseg.bundle' has no attribute {name!r}")

@@ -1,0 +1,699 @@
+"""Build a MONAI bundle from a medseg training run folder.
+
+Run folder contract (training engineer): ``RUN/model_spec.json`` = ``{"network": spec, "preset":
+name, "labels": {"1": "liver"}, "inference": {"roi_size": [...], "overlap": 0.5,
+"sw_batch_size": 4, "postprocess": {...}}, "task": "semantic"}``, ``RUN/checkpoints/best.pt``
+(a dict with ``"state_dict"``), ``RUN/metrics.json`` and ``RUN/curves.png`` (both optional).
+
+The bundle follows the MONAI Bundle Specification and the model-zoo conventions, and carries
+``configs/medseg.json`` (what :class:`medseg.inference.SegmentationModel` needs). The network
+and the preset's transforms are written as plain MONAI ``_target_`` entries when they can be
+reproduced exactly (checked at build time on a test input); otherwise the entry names medseg's
+own factory (``medseg.models.build_network`` / ``medseg.transforms.presets.preprocessing``),
+which the trust policy allows.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.errors import BundleError, ConfigError
+from medseg.io.atomic import atomic_dir
+
+SCHEMA_URL = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
+_ARCH_TARGETS = {"unet": "monai.networks.nets.UNet", "dynunet": "monai.networks.nets.DynUNet",
+                 "segresnet": "monai.networks.nets.SegResNet"}
+_PARAM_ALIASES = {"spatial_dims": ("dimensions", "spatial_dims")}
+_PRESET_MODALITY = {"ct": ("CT", "hounsfield"), "mr": ("MR", "magnitude"), "xray": ("CR", "magnitude"),
+                    "fluo": ("microscopy", "magnitude")}
+_SKIP_IN_CONFIG = {"LoadImaged", "EnsureChannelFirstd"}
+
+
+class _NotSerializable(Exception):
+    pass
+
+
+def _jsonable(value: Any) -> Any:
+    """A JSON value MONAI's ConfigParser turns back into ``value`` (or _NotSerializable)."""
+    import torch
+
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        if not math.isfinite(v):
+            raise _NotSerializable("non-finite float")
+        return v
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind == "f" and np.all(np.isnan(value)):
+            return None
+        return [_jsonable(v) for v in value.tolist()]
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return _jsonable(value.value)
+    if isinstance(value, torch.dtype):
+        name = str(value).replace("torch.", "")
+        if name not in {"float16", "float32", "float64", "int64", "uint8"}:
+            raise _NotSerializable(f"dtype {value}")
+        return f"$torch.{name}"
+    if isinstance(value, type) and issubclass(value, np.generic):
+        return np.dtype(value).name
+    if isinstance(value, np.dtype):
+        return value.name
+    raise _NotSerializable(type(value).__name__)
+
+
+def _find_attr(obj: Any, name: str) -> Any:
+    import monai.transforms as mt
+
+    for cand in _PARAM_ALIASES.get(name, (name,)) + (f"_{name}",):
+        if hasattr(obj, cand):
+            return getattr(obj, cand)
+    for v in vars(obj).values():
+        if isinstance(v, mt.Transform) and not isinstance(v, type):
+            for cand in (name, f"_{name}"):
+                if hasattr(v, cand):
+                    return getattr(v, cand)
+    return inspect.Parameter.empty
+
+
+def _as_config(obj: Any, target: str) -> dict[str, Any]:
+    """``{"_target_": target, **non-default constructor arguments}`` recovered from ``obj``."""
+    entry: dict[str, Any] = {"_target_": target}
+    for name, prm in inspect.signature(type(obj).__init__).parameters.items():
+        if name == "self" or prm.kind in (prm.VAR_POSITIONAL, prm.VAR_KEYWORD):
+            continue
+        value = _find_attr(obj, name)
+        if value is inspect.Parameter.empty:
+            if prm.default is inspect.Parameter.empty:
+                raise _NotSerializable(f"{target}: argument {name} not recoverable")
+            continue
+        conv = _jsonable(value)
+        if prm.default is not inspect.Parameter.empty:
+            try:
+                default = _jsonable(prm.default)
+            except _NotSerializable:
+                default = object()
+            if conv == default or (isinstance(conv, list) and len(conv) == 1 and conv[0] == default):
+                continue
+        entry[name] = conv
+    return entry
+
+
+def _parse(config: Any, key: str = "x") -> Any:
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser({key: config})
+    return parser.get_parsed_content(key)
+
+
+def network_def(spec: Mapping[str, Any], state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``network_def`` entry for ``spec``: MONAI's class and arguments, proven equal.
+
+    The MONAI entry is instantiated, loaded with ``state_dict`` and compared on a random input
+    with the network medseg builds from ``spec``; if anything differs, the entry falls back to
+    ``{"_target_": "medseg.models.build_network", "spec": spec}``.
+    """
+    import torch
+
+    from medseg.models import build_network
+
+    ours = build_network(dict(spec))
+    ours.load_state_dict(state_dict, strict=True)
+    fallback = {"_target_": "medseg.models.build_network", "spec": json.loads(json.dumps(dict(spec)))}
+    target = _ARCH_TARGETS.get(str(spec.get("arch", "")).lower())
+    if target is None or f"{type(ours).__module__.split('.')[0]}.networks.nets.{type(ours).__name__}" != target:
+        return fallback
+    try:
+        entry = _as_config(ours, target)
+        theirs = _parse(entry)
+        theirs.load_state_dict(state_dict, strict=True)
+    except (_NotSerializable, RuntimeError, TypeError, ValueError, KeyError):
+        return fallback
+    dims = int(spec.get("spatial_dims", 3))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand((1, int(spec.get("in_channels", 1))) + (32,) * dims, generator=gen)
+    ours.eval()
+    theirs.eval()
+    with torch.no_grad():
+        a, b = ours(x), theirs(x)
+    a = a[0] if isinstance(a, (list, tuple)) else a
+    b = b[0] if isinstance(b, (list, tuple)) else b
+    if a.shape != b.shape or not torch.allclose(a, b, atol=1e-6):
+        return fallback
+    return entry
+
+
+def _probe_image(dims: int, modality: str):
+    """A small deterministic MetaTensor with an LPS-like (flipped, anisotropic) affine."""
+    import torch
+    from monai.data import MetaTensor
+
+    rng = np.random.default_rng(0)
+    shape = (24, 20, 12) if dims == 3 else (40, 32)
+    arr = rng.normal(0.0, 1.0, size=shape).astype(np.float32)
+    if modality == "CT":
+        arr = arr * 300.0 - 200.0
+    else:
+        arr = np.abs(arr) * 500.0
+    affine = np.eye(4)
+    if dims == 3:
+        affine[:3, :3] = np.diag([-0.8, -0.9, 2.5])
+        affine[:3, 3] = [40.0, 30.0, -10.0]
+    else:
+        affine[:2, :2] = np.diag([0.7, 0.7])
+    return MetaTensor(torch.from_numpy(arr)[None], affine=torch.from_numpy(affine),
+                      meta={"space": "RAS", "filename_or_obj": "probe.nii.gz"})
+
+
+def preprocessing_config(preset: str, dims: int, modality: str) -> list[dict[str, Any]]:
+    """The preset's transforms as MONAI ``_target_`` entries (without the loader).
+
+    Proven equal to :func:`medseg.transforms.presets.preprocessing` on a probe image (values and
+    affine); else a single ``medseg.transforms.presets.preprocessing`` entry.
+    """
+    import monai.transforms as mt
+    import torch
+
+    from medseg.transforms.presets import preprocessing
+
+    compose = preprocessing(preset, keys=("image",))
+    fallback = [{"_target_": "medseg.transforms.presets.preprocessing", "name": preset, "keys": ["image"]}]
+    entries = []
+    try:
+        for t in compose.transforms:
+            name = type(t).__name__
+            if name in _SKIP_IN_CONFIG:
+                continue
+            if getattr(mt, name, None) is not type(t):
+                return fallback
+            entries.append(_as_config(t, name))
+        rebuilt = _parse({"_target_": "Compose", "transforms": entries})
+    except (_NotSerializable, RuntimeError, TypeError, ValueError, KeyError):
+        return fallback
+    probe = _probe_image(dims, modality)
+    a = compose({"image": probe.clone()})["image"]
+    b = rebuilt({"image": probe.clone()})["image"]
+    if a.shape != b.shape or not torch.allclose(torch.as_tensor(a), torch.as_tensor(b), atol=1e-5) or not \
+            torch.allclose(torch.as_tensor(a.affine), torch.as_tensor(b.affine), atol=1e-6):
+        return fallback
+    return entries
+
+
+def _postprocessing(n_out: int, postprocess: Mapping[str, Any]) -> list[dict[str, Any]]:
+    if n_out == 1:
+        head = [{"_target_": "Activationsd", "keys": "pred", "sigmoid": True},
+                {"_target_": "AsDiscreted", "keys": "pred", "threshold": 0.5}]
+    else:
+        head = [{"_target_": "Activationsd", "keys": "pred", "softmax": True},
+                {"_target_": "AsDiscreted", "keys": "pred", "argmax": True}]
+    extra = []
+    lcc = postprocess.get("largest_component") or postprocess.get("keep_largest_connected_component")
+    if lcc:
+        extra.append({"_target_": "KeepLargestConnectedComponentd", "keys": "pred",
+                      "applied_labels": [int(v) for v in lcc] if isinstance(lcc, list) else None,
+                      "independent": True})
+    return head + [
+        {"_target_": "Invertd", "keys": "pred", "transform": "@preprocessing", "orig_keys": "image",
+         "nearest_interp": True, "to_tensor": True},
+        *extra,
+        {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir", "output_postfix": "seg",
+         "output_dtype": "uint8", "resample": False, "separate_folder": False, "print_log": False},
+    ]
+
+
+def inference_config(net_def: dict, pre: list[dict], roi: list[int], overlap: float, sw_batch: int,
+                     n_out: int, postprocess: Mapping[str, Any]) -> dict[str, Any]:
+    """``configs/inference.json`` in the MONAI model-zoo convention."""
+    return {
+        "imports": ["$import glob"],
+        "bundle_root": ".",
+        "output_dir": "$@bundle_root + '/eval'",
+        "dataset_dir": "/workspace/data",
+        "datalist": "$list(sorted(glob.glob(@dataset_dir + '/*.nii*')))",
+        "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
+        "network_def": net_def,
+        "network": "$@network_def.to(@device)",
+        "preprocessing": {
+            "_target_": "Compose",
+            "transforms": [
+                {"_target_": "LoadImaged", "keys": "image", "ensure_channel_first": True, "image_only": True},
+                *pre,
+            ],
+        },
+        "dataset": {"_target_": "Dataset", "data": "$[{'image': i} for i in @datalist]",
+                    "transform": "@preprocessing"},
+        "dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 1, "shuffle": False,
+                       "num_workers": 0},
+        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": roi, "sw_batch_size": sw_batch,
+                    "overlap": overlap, "mode": "gaussian", "sigma_scale": 0.125},
+        "postprocessing": {"_target_": "Compose", "transforms": _postprocessing(n_out, postprocess)},
+        "handlers": [
+            {"_target_": "CheckpointLoader", "load_path": "$@bundle_root + '/models/model.pt'",
+             "load_dict": {"model": "@network"}, "strict": True, "map_location": "@device"},
+            {"_target_": "StatsHandler", "iteration_log": False},
+        ],
+        "evaluator": {"_target_": "SupervisedEvaluator", "device": "@device", "val_data_loader": "@dataloader",
+                      "network": "@network", "inferer": "@inferer", "postprocessing": "@postprocessing",
+                      "val_handlers": "@handlers", "amp": False},
+        "initialize": ["$monai.utils.set_determinism(seed=0)"],
+        "run": ["$@evaluator.run()"],
+        "finalize": [],
+    }
+
+
+def train_config(net_def: dict, pre: list[dict], roi: list[int], n_out: int) -> dict[str, Any]:
+    """``configs/train.json``: MSD layout under ``dataset_dir`` (imagesTr/, labelsTr/)."""
+    label_pre = []
+    for e in pre:
+        e = dict(e)
+        if e["_target_"] in {"Orientationd", "Spacingd", "Resized", "SpatialPadd"}:
+            e["keys"] = ["image", "label"]
+            if "mode" in e or e["_target_"] in {"Spacingd", "Resized"}:
+                e["mode"] = ["bilinear" if e["_target_"] == "Spacingd" else "area", "nearest"]
+        label_pre.append(e)
+    keys = ["image", "label"]
+    return {
+        "imports": ["$import glob"],
+        "bundle_root": ".",
+        "ckpt_dir": "$@bundle_root + '/models'",
+        "output_dir": "$@bundle_root + '/eval'",
+        "dataset_dir": "/workspace/data",
+        "images": "$list(sorted(glob.glob(@dataset_dir + '/imagesTr/*.nii*')))",
+        "labels": "$list(sorted(glob.glob(@dataset_dir + '/labelsTr/*.nii*')))",
+        "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
+        "network_def": net_def,
+        "network": "$@network_def.to(@device)",
+        "loss": {"_target_": "DiceCELoss", "to_onehot_y": n_out > 1, "softmax": n_out > 1,
+                 "sigmoid": n_out == 1},
+        "optimizer": {"_target_": "torch.optim.AdamW", "params": "$@network.parameters()", "lr": 1e-3},
+        "max_epochs": 100,
+        "train": {
+            "preprocessing": {"_target_": "Compose", "transforms": [
+                {"_target_": "LoadImaged", "keys": keys, "ensure_channel_first": True, "image_only": True},
+                *label_pre,
+                {"_target_": "RandCropByPosNegLabeld", "keys": keys, "label_key": "label",
+                 "spatial_size": roi, "pos": 1, "neg": 1, "num_samples": 2},
+                {"_target_": "RandFlipd", "keys": keys, "prob": 0.5, "spatial_axis": 0},
+            ]},
+            "dataset": {"_target_": "Dataset",
+                        "data": "$[{'image': i, 'label': l} for i, l in zip(@images, @labels)]",
+                        "transform": "@train::preprocessing"},
+            "dataloader": {"_target_": "DataLoader", "dataset": "@train::dataset", "batch_size": 2,
+                           "shuffle": True, "num_workers": 0},
+            "inferer": {"_target_": "SimpleInferer"},
+            "handlers": [
+                {"_target_": "StatsHandler", "tag_name": "train_loss",
+                 "output_transform": "$monai.handlers.from_engine(['loss'], first=True)"},
+                {"_target_": "CheckpointSaver", "save_dir": "@ckpt_dir", "save_dict": {"model": "@network"},
+                 "save_final": True, "final_filename": "model.pt"},
+            ],
+            "trainer": {"_target_": "SupervisedTrainer", "max_epochs": "@max_epochs", "device": "@device",
+                        "train_data_loader": "@train::dataloader", "network": "@network", "loss_function": "@loss",
+                        "optimizer": "@optimizer", "inferer": "@train::inferer",
+                        "train_handlers": "@train::handlers", "amp": False},
+        },
+        "initialize": ["$monai.utils.set_determinism(seed=0)"],
+        "run": ["$@train::trainer.run()"],
+        "finalize": [],
+    }
+
+
+def evaluate_config(n_out: int, postprocess: Mapping[str, Any]) -> dict[str, Any]:
+    """``configs/evaluate.json``: merged over inference.json (``--config_file "['configs/inference.json',
+    'configs/evaluate.json']"``); reads ``imagesTs/`` + ``labelsTs/`` and reports the mean Dice on the
+    source grid (prediction inverted, label read as stored)."""
+    post = _postprocessing(n_out, postprocess)
+    post.append({"_target_": "LoadImaged", "keys": "label", "ensure_channel_first": True, "image_only": True})
+    return {
+        "labels": "$list(sorted(glob.glob(@dataset_dir + '/labelsTs/*.nii*')))",
+        "datalist": "$list(sorted(glob.glob(@dataset_dir + '/imagesTs/*.nii*')))",
+        "dataset": {"_target_": "Dataset",
+                    "data": "$[{'image': i, 'label': l} for i, l in zip(@datalist, @labels)]",
+                    "transform": "@preprocessing"},
+        "postprocessing": {"_target_": "Compose", "transforms": post},
+        "key_metric": {"val_mean_dice": {"_target_": "MeanDice", "include_background": False,
+                                         "num_classes": max(n_out, 2),
+                                         "output_transform": "$monai.handlers.from_engine(['pred', 'label'])"}},
+        "evaluator": {"_target_": "SupervisedEvaluator", "device": "@device", "val_data_loader": "@dataloader",
+                      "network": "@network", "inferer": "@inferer", "postprocessing": "@postprocessing",
+                      "key_val_metric": "@key_metric", "val_handlers": "@handlers", "amp": False},
+    }
+
+
+def _flatten_metrics(metrics: Any, prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    if isinstance(metrics, Mapping):
+        for k, v in metrics.items():
+            out.update(_flatten_metrics(v, f"{prefix}{k}."))
+    elif isinstance(metrics, (int, float)) and not isinstance(metrics, bool) and math.isfinite(metrics):
+        out[prefix.rstrip(".")] = float(metrics)
+    return out
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BundleError(f"{what} {path.name} is missing in {path.parent}; is this a training run folder?") \
+            from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{what} {path.name} is not valid JSON ({exc.__class__.__name__})") from exc
+
+
+def _load_run(run_dir: Path) -> tuple[dict, dict[str, Any], dict]:
+    import pickle
+
+    import torch
+
+    spec = _read_json(run_dir / "model_spec.json", "run file")
+    for key in ("network", "preset", "labels", "inference"):
+        if key not in spec:
+            raise BundleError(f"model_spec.json in {run_dir.name} lacks '{key}'; see the run folder contract")
+    ckpt = run_dir / "checkpoints" / "best.pt"
+    if not ckpt.is_file():
+        raise BundleError(f"{run_dir.name}/checkpoints/best.pt is missing; train the model first")
+    try:
+        obj = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        raise BundleError(f"{run_dir.name}/checkpoints/best.pt is not a plain checkpoint (weights_only "
+                          "refused it)") from exc
+    state = obj.get("state_dict") if isinstance(obj, dict) else None
+    if not isinstance(state, dict):
+        raise BundleError(f"{run_dir.name}/checkpoints/best.pt has no 'state_dict'")
+    metrics_path = run_dir / "metrics.json"
+    metrics = _read_json(metrics_path, "run file") if metrics_path.is_file() else {}
+    return spec, state, metrics
+
+
+def _modality(preset: str) -> tuple[str, str]:
+    return _PRESET_MODALITY.get(preset.split("_", 1)[0], ("n/a", "magnitude"))
+
+
+def _reference_input(dims: int, modality: str, roi: list[int]):
+    """Deterministic smooth test image with blobs, on an LPS-like (flipped) anisotropic grid."""
+    import torch
+    from monai.data import MetaTensor
+    from scipy import ndimage
+
+    rng = np.random.default_rng(1234)
+    shape = tuple(int(min(max(r, 16), 48)) for r in roi[:dims])
+    field = ndimage.gaussian_filter(rng.normal(size=shape), sigma=2.0)
+    field = (field - field.min()) / max(float(np.ptp(field)), 1e-6)
+    lo, hi = (-1000.0, 400.0) if modality == "CT" else (0.0, 1000.0)
+    arr = (lo + (hi - lo) * field).astype(np.float32)
+    affine = np.eye(4)
+    if dims == 3:
+        affine[:3, :3] = np.diag([-1.2, -1.2, 2.0])
+        affine[:3, 3] = [30.0, 25.0, -40.0]
+    else:
+        affine[:2, :2] = np.diag([0.5, 0.5])
+    return MetaTensor(torch.from_numpy(arr)[None], affine=torch.from_numpy(affine), meta={"space": "RAS"})
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+
+
+def _readme(name: str, meta: dict, medseg_cfg: dict, metrics: dict[str, float], extra: dict) -> str:
+    labels = ", ".join(f"{k} = {v}" for k, v in medseg_cfg["labels"].items())
+    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items())) or "| (none recorded) | |"
+    return f"""# {name} {meta['version']}
+
+{meta['description']}
+
+## Model
+- Task: {meta['task']} ({medseg_cfg['task']}); labels: {labels} (0 = background).
+- Network: `{json.dumps(medseg_cfg['network'])}`; preprocessing preset `{medseg_cfg['preset']}`;
+  sliding window {medseg_cfg['roi_size']} voxels, overlap {medseg_cfg['overlap']}.
+- Input: one channel, {meta['network_data_format']['inputs']['image']['modality']}; any orientation
+  (reoriented and resampled by the preset); output label map on the SOURCE grid.
+- Weights sha256 (models/model.pt): `{meta['weights_sha256']['models/model.pt']}`.
+
+## Data
+{extra['data_source']}
+
+Data licence: see `docs/data_license.txt`.
+
+## Training
+Trained with medseg (run folder converted by `medseg bundle build`); `configs/train.json`
+retrains it with MONAI alone on an MSD-layout folder (`imagesTr/`, `labelsTr/`).
+
+## Measured accuracy (from the run's metrics.json)
+| metric | value |
+|---|---|
+{rows}
+
+## Use
+```
+medseg segment INPUT --bundle {name}
+python -m monai.bundle run --config_file configs/inference.json --bundle_root BUNDLE \\
+    --dataset_dir IN --output_dir OUT
+medseg bundle verify BUNDLE
+```
+
+## Intended use
+{meta['intended_use']}
+
+## Limits
+- Research use only; not a medical device; not validated for clinical decisions.
+- Accuracy above is what the training run measured on its own validation data; it does not
+  transfer to other scanners, protocols or populations without checking.
+- Inputs must be {meta['network_data_format']['inputs']['image']['modality']} images the preset
+  `{medseg_cfg['preset']}` was designed for.
+
+## Authors
+{meta['authors']} - {meta['copyright']}
+"""
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    import monai
+    import torch
+
+    def v(pkg: str) -> str:
+        try:
+            return metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            return "0"
+
+    return {
+        "monai_version": monai.__version__.split("+")[0],
+        "pytorch_version": torch.__version__.split("+")[0],
+        "numpy_version": np.__version__,
+        "required_packages_version": {"nibabel": v("nibabel")},
+        "optional_packages_version": {"medseg": v("medseg"), "scipy": v("scipy")},
+    }
+
+
+def build_bundle(
+    run_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    name: str,
+    version: str = "0.1.0",
+    description: str = "",
+    authors: str = "medseg",
+    data_source: str = "",
+    data_license_text: str = "",
+    data_type: str = "nifti",
+    intended_use: str = "Research use only: not for diagnostic or treatment decisions.",
+    references: list[str] | None = None,
+    changelog: dict[str, str] | None = None,
+    copyright: str | None = None,
+    task_description: str | None = None,
+) -> Path:
+    """Build the MONAI bundle ``out_dir`` (must not exist) from training run ``run_dir``.
+
+    Writes ``configs/{metadata,inference,train,evaluate,medseg}.json``, ``models/model.pt``
+    (state dict only), ``models/model.ts`` (TorchScript), ``models/sha256sums.txt``,
+    ``docs/README.md``, ``docs/data_license.txt`` and a reference pair
+    ``tests/ref_input.nii.gz`` / ``tests/ref_output.nii.gz`` produced by running the bundle's own
+    inference.json. The folder appears atomically (built beside it, then renamed).
+    Returns the bundle path.
+    """
+    import torch
+
+    from medseg.bundle.trust import sha256_file
+    from medseg.io import save
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if out_dir.exists():
+        raise BundleError(f"{out_dir} already exists; choose a new folder or remove the old bundle first")
+    if not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise ConfigError(f"bundle name {name!r} must be letters, digits, '_' or '-'")
+    spec, state, metrics_raw = _load_run(run_dir)
+    net_spec = dict(spec["network"])
+    preset = str(spec["preset"])
+    infer = spec.get("inference", {})
+    dims = int(net_spec.get("spatial_dims", 3))
+    roi = [int(r) for r in infer.get("roi_size", [96] * dims)]
+    if len(roi) != dims:
+        raise BundleError(f"model_spec.json roi_size {roi} does not have {dims} values")
+    overlap = float(infer.get("overlap", 0.5))
+    sw_batch = int(infer.get("sw_batch_size", 4))
+    postprocess = dict(infer.get("postprocess", {}) or {})
+    labels = {str(int(k)): str(v) for k, v in spec["labels"].items()}
+    n_out = int(net_spec.get("out_channels", len(labels) + 1))
+    n_in = int(net_spec.get("in_channels", 1))
+    modality, fmt = _modality(preset)
+    metrics = _flatten_metrics(metrics_raw)
+
+    try:
+        net_def = network_def(net_spec, state)
+    except RuntimeError as exc:
+        raise BundleError(f"best.pt of {run_dir.name} does not fit the network in model_spec.json: "
+                          f"{str(exc).splitlines()[0][:160]}") from exc
+    pre = preprocessing_config(preset, dims, modality)
+
+    from medseg.models import build_network
+
+    net = build_network(net_spec)
+    net.load_state_dict(state, strict=True)
+    net.eval()
+
+    channel_def = {"0": "background"} if n_out > 1 else {}
+    channel_def.update({k: v for k, v in labels.items() if int(k) < n_out} if n_out > 1 else {"0": next(
+        iter(labels.values()), "foreground")})
+    meta: dict[str, Any] = {
+        "schema": SCHEMA_URL,
+        "version": version,
+        "changelog": dict(changelog or {version: "built by medseg from a training run"}),
+        **_versions(),
+        "name": name,
+        "task": task_description or f"{modality} segmentation of {', '.join(labels.values())}",
+        "description": description or f"medseg {net_spec.get('arch')} for {', '.join(labels.values())} "
+                                      f"on {modality} (preset {preset}).",
+        "authors": authors,
+        "copyright": copyright or f"Copyright (c) {authors}",
+        "data_source": data_source or "not stated",
+        "data_type": data_type,
+        "image_classes": f"single channel {modality} image ({fmt}), preprocessed by preset {preset}",
+        "label_classes": "single channel label map: " + ", ".join(f"{k} is {v}" for k, v in labels.items())
+                         + ", 0 is background",
+        "pred_classes": f"{n_out} channel scores; argmax gives the label map",
+        "eval_metrics": metrics,
+        "intended_use": intended_use,
+        "references": list(references or []),
+        "network_data_format": {
+            "inputs": {"image": {
+                "type": "image", "format": fmt, "modality": modality, "num_channels": n_in,
+                "spatial_shape": roi, "dtype": "float32", "value_range": [], "is_patch_data": True,
+                "channel_def": {str(i): "image" for i in range(n_in)},
+            }},
+            "outputs": {"pred": {
+                "type": "image", "format": "labels" if n_out > 1 else "classes", "modality": "n/a",
+                "num_channels": n_out, "spatial_shape": roi, "dtype": "float32", "value_range": [],
+                "is_patch_data": True, "channel_def": channel_def,
+            }},
+        },
+    }
+    medseg_cfg = {
+        "network": net_spec, "preset": preset, "labels": labels, "roi_size": roi, "overlap": overlap,
+        "sw_batch_size": sw_batch, "postprocess": postprocess, "task": str(spec.get("task", "semantic")),
+        "spatial_dims": dims, "modality": modality,
+    }
+    infer_cfg = inference_config(net_def, pre, roi, overlap, sw_batch, n_out, postprocess)
+
+    with atomic_dir(out_dir) as tmp:
+        for sub in ("configs", "models", "docs", "tests"):
+            (tmp / sub).mkdir()
+        torch.save(dict(state), tmp / "models" / "model.pt")
+        example = torch.rand((1, n_in, *roi))
+        try:
+            ts = torch.jit.script(net)
+        except Exception:  # noqa: BLE001 - TorchScript scripting fails in many ways; tracing is the fallback
+            with torch.no_grad():
+                ts = torch.jit.trace(net, example)
+        torch.jit.save(ts, str(tmp / "models" / "model.ts"))
+        meta["weights_sha256"] = {"models/model.pt": sha256_file(tmp / "models" / "model.pt"),
+                                  "models/model.ts": sha256_file(tmp / "models" / "model.ts")}
+        _write_json(tmp / "configs" / "metadata.json", meta)
+        _write_json(tmp / "configs" / "inference.json", infer_cfg)
+        _write_json(tmp / "configs" / "train.json", train_config(net_def, pre, roi, n_out))
+        _write_json(tmp / "configs" / "evaluate.json", evaluate_config(n_out, postprocess))
+        _write_json(tmp / "configs" / "medseg.json", medseg_cfg)
+        (tmp / "docs" / "data_license.txt").write_text(
+            (data_license_text or "No licence conditions were stated for the training data.") + "\n",
+            encoding="utf-8")
+        (tmp / "docs" / "README.md").write_text(
+            _readme(name, meta, medseg_cfg, metrics, {"data_source": data_source or "not stated"}),
+            encoding="utf-8")
+        ref_in = tmp / "tests" / "ref_input.nii.gz"
+        save(_reference_input(dims, modality, roi), ref_in)
+        work = Path(tempfile.mkdtemp(prefix=".ref.", dir=tmp.parent))
+        try:
+            (work / "in").mkdir()
+            shutil.copyfile(ref_in, work / "in" / "ref_input.nii.gz")
+            produced = run_inference_config(tmp, work / "in", work / "out", trust=False, check_sums=False)
+            if len(produced) != 1:
+                raise BundleError("the bundle's inference.json did not produce exactly one output for the "
+                                  "reference input")
+            shutil.copyfile(produced[0], tmp / "tests" / "ref_output.nii.gz")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        sums = []
+        for rel in ("models/model.pt", "models/model.ts", "configs/metadata.json", "configs/inference.json",
+                    "configs/medseg.json", "tests/ref_input.nii.gz", "tests/ref_output.nii.gz"):
+            sums.append(f"{sha256_file(tmp / rel)}  {rel}")
+        (tmp / "models" / "sha256sums.txt").write_text("\n".join(sums) + "\n", encoding="utf-8")
+    return out_dir
+
+
+def run_inference_config(bundle_dir: str | os.PathLike[str], dataset_dir: str | os.PathLike[str],
+                         output_dir: str | os.PathLike[str], *, trust: bool = False,
+                         check_sums: bool = True) -> list[Path]:
+    """Run ``configs/inference.json`` in-process, as ``python -m monai.bundle run`` does.
+
+    The configs pass the trust policy first (unless ``trust``) and the weights their checksum.
+    Returns the files written under ``output_dir``.
+    """
+    from medseg.bundle.load import read_configs
+    from medseg.bundle.trust import check_checksums, ensure_trusted
+
+    bundle_dir = Path(bundle_dir)
+    configs = read_configs(bundle_dir, ("metadata.json", "inference.json"))
+    ensure_trusted(configs, trust=trust)
+    if check_sums:
+        bad = check_checksums(bundle_dir)
+        if bad:
+            raise BundleError(f"bundle {bundle_dir.name} fails its checksums: {'; '.join(bad)}")
+    from monai.bundle import ConfigWorkflow
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    before = set(output_dir.rglob("*"))
+    wf = ConfigWorkflow(
+        config_file=str(bundle_dir / "configs" / "inference.json"),
+        meta_file=str(bundle_dir / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type="inference",
+        bundle_root=str(bundle_dir),
+        dataset_dir=str(dataset_dir),
+        output_dir=str(output_dir),
+    )
+    try:
+        wf.initialize()
+        wf.run()
+        wf.finalize()
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"bundle {bundle_dir.name}: inference.json failed: "
+                          f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]}") from exc
+    return sorted(p for p in output_dir.rglob("*") if p.is_file() and p not in before)

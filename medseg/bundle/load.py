@@ -1,0 +1,175 @@
+"""Find and load MONAI bundles under the trust policy (see :mod:`medseg.bundle.trust`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medseg.errors import BundleError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def bundle_search_path() -> list[Path]:
+    """Folders searched for bundles by name: ``$MEDSEG_BUNDLES`` (os.pathsep-separated) first,
+    then the repository's ``bundles/``."""
+    paths = [Path(p) for p in os.environ.get("MEDSEG_BUNDLES", "").split(os.pathsep) if p.strip()]
+    paths.append(Path(__file__).resolve().parents[2] / "bundles")
+    return paths
+
+
+def resolve_bundle(path_or_name: str | os.PathLike[str]) -> Path:
+    """Return the bundle folder for a path, or for a NAME looked up in :func:`bundle_search_path`."""
+    p = Path(path_or_name)
+    if p.is_dir():
+        if not (p / "configs" / "metadata.json").is_file():
+            raise BundleError(f"{p} is not a MONAI bundle (no configs/metadata.json)")
+        return p
+    name = str(path_or_name)
+    if _NAME.match(name) and name not in (".", ".."):
+        for root in bundle_search_path():
+            cand = root / name
+            if (cand / "configs" / "metadata.json").is_file():
+                return cand
+    roots = ", ".join(str(r) for r in bundle_search_path())
+    raise BundleError(f"no bundle {name!r}: not a bundle folder and not a bundle name under {roots}; "
+                      "see `medseg bundle list`")
+
+
+def read_configs(bundle_dir: str | os.PathLike[str], names: tuple[str, ...] = (
+        "metadata.json", "inference.json", "medseg.json")) -> dict[str, Any]:
+    """Parse ``configs/<name>`` as plain JSON (nothing is evaluated); BundleError if absent or bad."""
+    bundle_dir = Path(bundle_dir)
+    out = {}
+    for name in names:
+        path = bundle_dir / "configs" / name
+        try:
+            out[name] = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise BundleError(f"bundle {bundle_dir.name} lacks configs/{name}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BundleError(f"configs/{name} of bundle {bundle_dir.name} is not valid JSON "
+                              f"(line {getattr(exc, 'lineno', '?')})") from exc
+    return out
+
+
+def build_network_def(bundle_dir: Path, configs: dict[str, Any], *, trust: bool = False):
+    """Instantiate ``network_def`` of inference.json with MONAI's ConfigParser.
+
+    Only call after :func:`medseg.bundle.trust.ensure_trusted` (or with trust): the parser
+    evaluates the entry.
+    """
+    from monai.bundle import ConfigParser
+
+    from medseg.bundle.trust import ensure_trusted
+
+    ensure_trusted({k: configs[k] for k in ("metadata.json", "inference.json") if k in configs}, trust=trust)
+    parser = ConfigParser(configs["inference.json"])
+    parser.read_meta(configs["metadata.json"])
+    parser["bundle_root"] = str(bundle_dir)
+    try:
+        net = parser.get_parsed_content("network_def", instantiate=True)
+    except (KeyError, TypeError, ValueError, RuntimeError, ImportError) as exc:
+        raise BundleError(f"network_def of bundle {bundle_dir.name} cannot be built: "
+                          f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]}") from exc
+    import torch
+
+    if not isinstance(net, torch.nn.Module):
+        raise BundleError(f"network_def of bundle {bundle_dir.name} is not a torch.nn.Module")
+    return net
+
+
+def load_bundle(path_or_name: str | os.PathLike[str], *, trust: bool = False):
+    """Load a bundle (folder or name) as a :class:`medseg.inference.SegmentationModel`.
+
+    Order: configs parsed as JSON -> trust policy (TrustError unless allow-listed or ``trust``)
+    -> ``models/model.pt`` sha256 checked against ``models/sha256sums.txt`` -> loaded with
+    ``weights_only=True`` -> network built from ``network_def`` and loaded strictly.
+    """
+    from medseg.bundle.trust import ensure_trusted, load_weights, sha256_file
+
+    bundle_dir = resolve_bundle(path_or_name)
+    configs = read_configs(bundle_dir)
+    ensure_trusted(configs, trust=trust)
+    cfg = configs["medseg.json"]
+    for key in ("network", "preset", "labels", "roi_size"):
+        if key not in cfg:
+            raise BundleError(f"configs/medseg.json of bundle {bundle_dir.name} lacks '{key}'")
+    state = load_weights(bundle_dir)
+    meta_sha = (configs["metadata.json"].get("weights_sha256") or {}).get("models/model.pt")
+    actual = sha256_file(bundle_dir / "models" / "model.pt")
+    if meta_sha is not None and meta_sha != actual:
+        raise BundleError(f"models/model.pt of bundle {bundle_dir.name} does not match the sha256 in "
+                          "metadata.json; the bundle was altered")
+    net = build_network_def(bundle_dir, configs, trust=trust)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise BundleError(f"models/model.pt of bundle {bundle_dir.name} does not fit its network_def: "
+                          f"{str(exc).splitlines()[0][:160]}") from exc
+    net.eval()
+    from medseg.inference import SegmentationModel
+
+    return SegmentationModel(
+        network=net,
+        network_spec=dict(cfg["network"]),
+        preset=str(cfg["preset"]),
+        labels={int(k): str(v) for k, v in cfg["labels"].items()},
+        roi_size=tuple(int(r) for r in cfg["roi_size"]),
+        overlap=float(cfg.get("overlap", 0.5)),
+        sw_batch_size=int(cfg.get("sw_batch_size", 4)),
+        postprocess=dict(cfg.get("postprocess") or {}),
+        task=str(cfg.get("task", "semantic")),
+        weights_sha256=actual,
+    )
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """One row of ``medseg bundle list``."""
+
+    name: str
+    version: str
+    task: str
+    modality: str
+    labels: dict[str, str]
+    weights_sha256: str
+    trained_on: str
+    path: Path
+
+
+def bundle_info(bundle_dir: str | os.PathLike[str]) -> BundleInfo:
+    """Read what :func:`list_bundles` shows from a bundle's JSON (nothing is evaluated)."""
+    bundle_dir = Path(bundle_dir)
+    configs = read_configs(bundle_dir, ("metadata.json", "medseg.json"))
+    meta, cfg = configs["metadata.json"], configs["medseg.json"]
+    try:
+        modality = meta["network_data_format"]["inputs"]["image"]["modality"]
+    except (KeyError, TypeError):
+        modality = str(cfg.get("modality", "n/a"))
+    sha = (meta.get("weights_sha256") or {}).get("models/model.pt", "")
+    return BundleInfo(
+        name=str(meta.get("name", bundle_dir.name)), version=str(meta.get("version", "?")),
+        task=str(meta.get("task", "")), modality=str(modality),
+        labels={str(k): str(v) for k, v in (cfg.get("labels") or {}).items()},
+        weights_sha256=str(sha), trained_on=str(meta.get("data_source", "not stated")), path=bundle_dir,
+    )
+
+
+def list_bundles(extra_roots: list[Path] | None = None) -> list[BundleInfo]:
+    """All bundles found in :func:`bundle_search_path` (and ``extra_roots``), by name."""
+    seen: dict[str, BundleInfo] = {}
+    for root in list(extra_roots or []) + bundle_search_path():
+        if not root.is_dir():
+            continue
+        for cand in sorted(root.iterdir()):
+            if (cand / "configs" / "metadata.json").is_file() and cand.name not in seen:
+                try:
+                    seen[cand.name] = bundle_info(cand)
+                except BundleError:
+                    continue
+    return list(seen.values())
