@@ -80,8 +80,8 @@ def _extract_zip(archive: Path, dest: Path, max_bytes: int, max_members: int) ->
                                    f"limit of {max_bytes}; raise MEDSEG_MAX_ARCHIVE_BYTES if genuine")
         for info in infos:
             rel = _safe_member_path(archive, info.filename)
-            mode = (info.external_attr >> 16) & 0xFFFF
-            if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            ftype = stat.S_IFMT((info.external_attr >> 16) & 0xFFFF)  # 0: no Unix type recorded
+            if ftype and ftype not in (stat.S_IFREG, stat.S_IFDIR):
                 raise UnsafeInputError(f"{archive.name}: member {info.filename!r} is a link or special "
                                        "file; refusing to extract it")
         budget = [max_bytes]

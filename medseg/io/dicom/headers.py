@@ -135,6 +135,7 @@ def read_header(path: Path, display_name: str = "") -> Header | None:
         raw = ds.get_item(0x7FE00010)
         header.pixel_offset = getattr(raw, "value_tell", None)
         header.pixel_length = getattr(raw, "length", None)
+        check_pixel_size(header)
     else:
         sop = str(ds.file_meta.get("MediaStorageSOPClassUID", "") if hasattr(ds, "file_meta") else "")
         sop = sop or str(ds.get("SOPClassUID", ""))
