@@ -16,8 +16,10 @@ voxel within tolerance).
 
 ``"monai"`` gives what MONAI 1.5's functions give with ``ignore_empty=True``:
 ``compute_dice``/``compute_iou`` are NaN whenever the reference is empty (whatever the
-prediction) and 0 when only the prediction is; ``compute_hausdorff_distance`` and
-``compute_average_surface_distance`` are NaN when both are empty and **inf** when exactly one is;
+prediction) and 0 when only the prediction is; ``compute_average_surface_distance`` is NaN when
+both are empty and **inf** when exactly one is; ``compute_hausdorff_distance(percentile=95)`` is
+NaN in all three cases (its distances are all inf with one mask empty, and ``torch.quantile`` of
+infs is NaN; with ``percentile=None`` it would be inf);
 ``compute_surface_dice`` is NaN when both are empty and 0 when one is; sensitivity / precision
 (``compute_confusion_matrix_metric``) are NaN when their denominator is 0.
 
@@ -51,7 +53,7 @@ _TABLES: dict[str, dict[str, tuple[float, float, float]]] = {
     "monai": {
         "dice": (NAN, 0.0, NAN),
         "iou": (NAN, 0.0, NAN),
-        "hd95": (NAN, INF, INF),
+        "hd95": (NAN, NAN, NAN),
         "assd": (NAN, INF, INF),
         "nsd": (NAN, 0.0, 0.0),
         "sensitivity": (NAN, 0.0, NAN),
