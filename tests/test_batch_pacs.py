@@ -86,3 +86,11 @@ def test_client_from_uri():
     assert isinstance(client_from_uri("dimse://ORTHANC@127.0.0.1:4242"), DimseClient)
     with pytest.raises(ConfigError):
         client_from_uri("ftp://x")
+
+
+def test_list_instances_both_protocols(pacs):
+    study, series, sop = _uids(CT)
+    host, port, aet = pacs.dimse
+    for client in (DicomWebClient(pacs.dicomweb_url, auth=pacs.auth), DimseClient(host, port, aet)):
+        found = [s for s in client.find_series(SeriesQuery(modality="CT")) if s.series_instance_uid == series]
+        assert client.list_instances(found[0]) == [sop]

@@ -50,6 +50,7 @@ class SeriesQuery:
 
 class PacsClient(Protocol):
     def find_series(self, query: SeriesQuery) -> list[PacsSeries]: ...
+    def list_instances(self, series: PacsSeries) -> list[str]: ...
     def retrieve_series(self, series: PacsSeries, dest: Path) -> list[Path]: ...
     def store(self, files: list[Path]) -> None: ...
     def series_exists(self, study_instance_uid: str, series_instance_uid: str) -> bool: ...
@@ -128,6 +129,13 @@ class DicomWebClient:
             for d in found
         ]
         return sorted((s for s in series if query.matches(s)), key=lambda s: s.series_instance_uid)
+
+    def list_instances(self, series: PacsSeries) -> list[str]:
+        """SOP Instance UIDs of a series (QIDO-RS instance search)."""
+        found = self._call("QIDO-RS instance search", self._client.search_for_instances,
+                           study_instance_uid=series.study_instance_uid,
+                           series_instance_uid=series.series_instance_uid, fields=["SOPInstanceUID"])
+        return sorted(_first(d, "00080018") for d in found)
 
     def retrieve_series(self, series: PacsSeries, dest: Path) -> list[Path]:
         dest.mkdir(parents=True, exist_ok=True)
@@ -216,6 +224,17 @@ class DimseClient:
             for ds in self._find(ident)
         ]
         return sorted((s for s in series if query.matches(s)), key=lambda s: s.series_instance_uid)
+
+    def list_instances(self, series: PacsSeries) -> list[str]:
+        """SOP Instance UIDs of a series (C-FIND at IMAGE level)."""
+        from pydicom.dataset import Dataset
+
+        ident = Dataset()
+        ident.QueryRetrieveLevel = "IMAGE"
+        ident.StudyInstanceUID = series.study_instance_uid
+        ident.SeriesInstanceUID = series.series_instance_uid
+        ident.SOPInstanceUID = ""
+        return sorted(str(ds.SOPInstanceUID) for ds in self._find(ident) if "SOPInstanceUID" in ds)
 
     def retrieve_series(self, series: PacsSeries, dest: Path) -> list[Path]:
         from pydicom.dataset import Dataset
