@@ -12,6 +12,9 @@ Spec keys (all architectures): ``arch`` (``"unet"``, ``"dynunet"``, ``"segresnet
   ``deep_supr_num`` (1), ``res_block`` (False), ``norm`` (``"instance"``).
 * ``segresnet``: ``init_filters`` (16), ``blocks_down`` ([1, 2, 2, 4]), ``blocks_up`` ([1, 1, 1]),
   ``dropout_prob`` (None).
+* ``conv``: one convolution (``kernel_size`` odd, default 1, "same" padding): a linear voxel
+  classifier on a local neighbourhood. A baseline, and the cheapest many-class network for
+  benchmarks; with hand-set weights it is an exact intensity-band classifier for tests.
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ from typing import Any
 
 from medseg.errors import ConfigError
 
-ARCHS = ("unet", "dynunet", "segresnet")
+ARCHS = ("unet", "dynunet", "segresnet", "conv")
 _COMMON = {"arch", "spatial_dims", "in_channels", "out_channels", "name"}
 _KNOWN = {
     "unet": _COMMON | {"channels", "strides", "num_res_units", "norm", "dropout", "act", "kernel_size"},
     "dynunet": _COMMON | {"patch_size", "spacing", "kernel_size", "strides", "filters", "deep_supervision",
                           "deep_supr_num", "res_block", "norm", "dropout", "max_levels"},
     "segresnet": _COMMON | {"init_filters", "blocks_down", "blocks_up", "dropout_prob", "norm"},
+    "conv": _COMMON | {"kernel_size"},
 }
 
 
@@ -88,6 +92,8 @@ def build_network(spec: Mapping[str, Any]):
             return _unet(spec, dims, cin, cout)
         if arch == "dynunet":
             return _dynunet(spec, dims, cin, cout)
+        if arch == "conv":
+            return _conv(spec, dims, cin, cout)
         return _segresnet(spec, dims, cin, cout)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"network spec for {arch} is invalid: {exc}") from exc
@@ -150,6 +156,16 @@ def _segresnet(spec, dims, cin, cout):
                      blocks_down=tuple(spec.get("blocks_down", (1, 2, 2, 4))),
                      blocks_up=tuple(spec.get("blocks_up", (1, 1, 1))),
                      dropout_prob=spec.get("dropout_prob"), norm=spec.get("norm", ("GROUP", {"num_groups": 8})))
+
+
+def _conv(spec, dims, cin, cout):
+    import torch
+
+    k = _int(spec, "kernel_size", minimum=1, default=1)
+    if k % 2 == 0:
+        raise ConfigError(f"network spec: conv kernel_size must be odd, got {k}")
+    layer = torch.nn.Conv3d if dims == 3 else torch.nn.Conv2d
+    return layer(cin, cout, kernel_size=k, padding=k // 2)
 
 
 def count_parameters(module, *, trainable_only: bool = False) -> int:

@@ -1,0 +1,33 @@
+"""``medseg segment INPUT --bundle NAME_OR_DIR --output DIR``: segment one study."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "segment one image/DICOM series with a bundle or training run; writes DIR/<case>/"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", help="NIfTI/NRRD/MHA/TIFF/PNG file, or DICOM file/folder/archive")
+    parser.add_argument("--bundle", required=True,
+                        help="bundle name or folder (bundles/<name>), or a training run folder (model_spec.json)")
+    parser.add_argument("--output", required=True, help="output folder; the case goes into DIR/<case>/")
+    parser.add_argument("--format", default="nifti,dicom-seg,png",
+                        help="comma-separated: nifti, dicom-seg (DICOM inputs), png (default: all three)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    parser.add_argument("--series", default=None,
+                        help="DICOM series: a SeriesInstanceUID or a rule (modality=CT, description~REGEX, largest)")
+    parser.add_argument("--trust-bundle", action="store_true",
+                        help="allow a bundle whose configs run code outside the allow-list")
+
+
+def run(args: argparse.Namespace) -> int:
+    from medseg.bundle import load_bundle
+    from medseg.inference.pipeline import segment_file
+
+    case_dir = segment_file(args.input, args.bundle, args.output, formats=args.format, device=args.device,
+                            tta=args.tta, series=args.series, trust_bundle=args.trust_bundle,
+                            model_loader=load_bundle)
+    print(case_dir)
+    return 0

@@ -1,0 +1,202 @@
+"""One study in, one case folder out: what ``medseg segment`` runs.
+
+``DIR/<case>/`` holds ``seg.nii.gz`` (labels on the source grid), ``seg.dcm`` (DICOM SEG, DICOM
+inputs only), ``overlay.png`` and ``provenance.json``. The case folder is written atomically: a
+failure leaves no folder behind. ``<case>`` is the input file name without its suffix, or
+``series-<SeriesInstanceUID>`` for DICOM (folder names of DICOM exports often carry patient
+names, so they are never reused). Provenance holds no patient name, ID or birth date.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import re
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from medseg.errors import ConfigError, InputError
+from medseg.inference.model import SegmentationModel, sha256_file
+
+FORMATS = ("nifti", "dicom-seg", "png")
+_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".tiff", ".tif", ".png", ".dcm",
+             ".tar.gz", ".tgz", ".tar", ".zip")
+
+
+def parse_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
+    """``"nifti,dicom-seg,png"`` -> a checked tuple (ConfigError for unknown names)."""
+    items = formats.split(",") if isinstance(formats, str) else list(formats)
+    out = tuple(dict.fromkeys(f.strip().lower() for f in items if f.strip()))
+    bad = [f for f in out if f not in FORMATS]
+    if bad or not out:
+        raise ConfigError(f"unknown output format(s) {', '.join(bad) or '(none)'}; choose from {', '.join(FORMATS)}")
+    return out
+
+
+def resolve_model(source: SegmentationModel | str | Path, *, trust: bool = False,
+                  model_loader: Callable[..., SegmentationModel] | None = None) -> tuple[SegmentationModel, str]:
+    """A model object, a training run folder (has ``model_spec.json``) or a bundle via ``model_loader``.
+
+    Returns ``(model, kind)`` with kind ``"object"``, ``"run_dir"`` or ``"bundle"``.
+    """
+    if isinstance(source, SegmentationModel):
+        return source, "object"
+    path = Path(source)
+    if path.is_dir() and (path / "model_spec.json").is_file():
+        return SegmentationModel.from_run_dir(path), "run_dir"
+    if model_loader is None:
+        raise ConfigError(f"{path.name}: not a training run folder (no model_spec.json) and no bundle "
+                          "loader is available")
+    return model_loader(source, trust=trust), "bundle"
+
+
+def case_name(image: Any, input_path: Path) -> str:
+    """Folder name for one study (never built from DICOM folder names)."""
+    uid = image.meta.get("series_instance_uid") if hasattr(image, "meta") else None
+    if uid:
+        return f"series-{uid}"
+    name = input_path.name
+    for suf in _SUFFIXES:
+        if name.lower().endswith(suf):
+            name = name[: -len(suf)]
+            break
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "case"
+    return name
+
+
+def input_hash(image: Any, input_path: Path) -> tuple[str, str]:
+    """(sha256 hex, what was hashed): sorted SOP Instance UIDs for DICOM, else the file bytes."""
+    uids = image.meta.get("sop_instance_uids") if hasattr(image, "meta") else None
+    if uids:
+        text = "\n".join(sorted(str(u) for u in uids))
+        return hashlib.sha256(text.encode("ascii", "replace")).hexdigest(), "sorted SOP Instance UIDs"
+    if input_path.is_file():
+        return sha256_file(input_path), "file bytes"
+    h = hashlib.sha256()
+    for f in sorted(p for p in input_path.rglob("*") if p.is_file()):
+        h.update(f.relative_to(input_path).as_posix().encode())
+        h.update(bytes.fromhex(sha256_file(f)))
+    return h.hexdigest(), "relative paths and bytes of the files in the folder"
+
+
+def segment_file(input_path: str | Path, model_source: SegmentationModel | str | Path, output_dir: str | Path, *,
+                 formats: str | Sequence[str] = FORMATS, device: str = "auto", tta: bool = False,
+                 series: str | None = None, trust_bundle: bool = False,
+                 model_loader: Callable[..., SegmentationModel] | None = None,
+                 progress: bool = True) -> Path:
+    """Read ``input_path``, segment it, write ``output_dir/<case>/`` atomically; return that folder.
+
+    Args:
+        input_path: NIfTI/NRRD/MHA/TIFF/PNG file or DICOM file/folder/archive (:func:`medseg.io.load`).
+        model_source: a :class:`SegmentationModel`, a training run folder, or a bundle name/folder
+            (loaded by ``model_loader(source, trust=trust_bundle)``, e.g. ``medseg.bundle.load_bundle``).
+        output_dir: parent folder of the case folder (created if needed).
+        formats: subset of ``nifti``, ``dicom-seg`` (written for 3D DICOM inputs), ``png``.
+        device, tta: see :func:`medseg.inference.segment`.
+        series: DICOM series selector (UID or rule, see ``medseg.io.dicom.select_series``).
+
+    Raises ConfigError (bad options, existing case folder), InputError/GeometryError (bad
+    input), ModelError/BundleError (model). Nothing is left on disk on failure.
+    """
+    import medseg
+    from medseg.inference.segmentation import segment
+    from medseg.inference.sliding_window import StitchStats
+    from medseg.io.atomic import atomic_dir, atomic_write_text
+    from medseg.io.read import load
+
+    fmts = parse_formats(formats)
+    input_path = Path(input_path)
+    if not input_path.exists():
+        raise InputError(f"input {input_path.name} does not exist")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    model, model_kind = resolve_model(model_source, trust=trust_bundle, model_loader=model_loader)
+    timings["load_model"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    image = load(input_path, series=series)
+    timings["load_input"] = time.perf_counter() - t0
+    if image.meta.get("kind") == "label" or image.meta.get("format") == "dicom-seg":
+        raise InputError(f"{input_path.name} is a label map / segmentation, not an image to segment")
+    case = case_name(image, input_path)
+    case_dir = Path(output_dir) / case
+    if case_dir.exists():
+        raise ConfigError(f"output folder {case} already exists in {Path(output_dir).name}; remove it or "
+                          "choose another --output")
+    digest, hashed = input_hash(image, input_path)
+
+    stats = StitchStats()
+    labels = segment(image, model, device=device, tta=tta, progress=progress, stats=stats)
+    timings.update(labels.meta["timings_s"])
+
+    is_dicom = image.meta.get("format") == "dicom"
+    n_sp = image.ndim - 1
+    written: list[str] = []
+    skipped: dict[str, str] = {}
+    t0 = time.perf_counter()
+    with atomic_dir(case_dir) as tmp:
+        if "nifti" in fmts:
+            from medseg.io.write import save_labels
+
+            save_labels(labels, image, tmp / "seg.nii.gz")
+            written.append("seg.nii.gz")
+        if "dicom-seg" in fmts:
+            if is_dicom and n_sp == 3:
+                from medseg.io.dicom_seg import write_dicom_seg
+
+                write_dicom_seg(labels, image, tmp / "seg.dcm", label_names=model.labels,
+                                algorithm_name=model.name, algorithm_version=medseg.__version__,
+                                series_description=f"medseg {model.name}"[:64])
+                written.append("seg.dcm")
+            else:
+                skipped["dicom-seg"] = "input is not a 3D DICOM series"
+        if "png" in fmts:
+            try:
+                from medseg.io.overlay import save_overlay_montage
+            except ModuleNotFoundError as exc:
+                if not (exc.name or "").startswith("medseg"):
+                    raise
+                raise ConfigError("png output needs medseg.io.overlay, which this install lacks; "
+                                  "use --format nifti,dicom-seg") from None
+            save_overlay_montage(image, labels, tmp / "overlay.png")
+            written.append("overlay.png")
+        timings["write"] = time.perf_counter() - t0
+        prov = provenance(model, model_kind, image, labels, digest, hashed, timings, written, skipped, tta)
+        atomic_write_text(tmp / "provenance.json", json.dumps(prov, indent=2, sort_keys=False) + "\n")
+    return case_dir
+
+
+def provenance(model: SegmentationModel, model_kind: str, image: Any, labels: Any, digest: str, hashed: str,
+               timings: dict[str, float], written: list[str], skipped: dict[str, str], tta: bool) -> dict[str, Any]:
+    """The provenance record of one segmentation (no patient identifiers)."""
+    import monai
+    import numpy as np
+    import torch
+
+    import medseg
+
+    present = sorted(int(v) for v in np.unique(labels.numpy()) if v != 0)
+    return {
+        "medseg_version": medseg.__version__,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017
+        "model": {"name": model.name, "source": model_kind, "weights_sha256": model.weights_sha256,
+                  "preset": model.preset, "task": model.task, "network": model.network_spec,
+                  "labels": {str(k): v for k, v in sorted(model.labels.items())},
+                  "roi_size": list(model.roi_size), "overlap": model.overlap},
+        "input": {"sha256": digest, "hash_of": hashed, "format": image.meta.get("format"),
+                  "modality": image.meta.get("modality"),
+                  "series_instance_uid": image.meta.get("series_instance_uid"),
+                  "shape": [int(s) for s in image.shape[1:]],
+                  "spacing_mm": [float(s) for s in labels.meta["spacing"]]},
+        "output": {"files": written, "skipped": skipped, "labels_present": present,
+                   "dtype": str(labels.dtype).replace("torch.", "")},
+        "device": labels.meta["device"], "tta": bool(tta), "tta_disagreement": labels.meta.get("tta_disagreement"),
+        "stitching": labels.meta.get("stitch"),
+        "timings_s": {k: round(float(v), 4) for k, v in timings.items()},
+        "versions": {"torch": torch.__version__, "monai": monai.__version__, "python": platform.python_version(),
+                     "numpy": np.__version__},
+    }
