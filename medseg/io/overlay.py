@@ -1,0 +1,391 @@
+"""Overlay pictures: label maps drawn over their image, in the radiological display convention.
+
+Display convention for 3D volumes (the affine decides, via :mod:`nibabel.orientations`; an
+oblique volume is shown along its closest RAS axes):
+
+* axial: the patient's right on the image left, anterior at the top;
+* coronal: the patient's right on the image left, superior at the top;
+* sagittal: anterior on the image left, superior at the top.
+
+Voxels are drawn with their true aspect ratio (spacing in mm): each panel is resampled with
+nearest neighbour to square display pixels. 2D images (X-ray, microscopy) are one panel shown
+as stored (pixel rows top to bottom). Pictures are written with matplotlib's Agg canvas (no
+display needed) and atomically.
+
+Public API::
+
+    overlay_slices(image, labels=None, *, n_slices=6, views=(...), window=None, ...) -> list[OverlayPanel]
+    save_overlay_montage(image, labels, out_png, *, n_slices=6, views=(...), window=None, title=None) -> Path
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.errors import ConfigError, GeometryError, InputError
+from medseg.io.atomic import atomic_path
+from medseg.labels import label_colour, lookup_label
+
+__all__ = ["OverlayPanel", "overlay_slices", "save_overlay_montage"]
+
+VIEWS = ("axial", "coronal", "sagittal")
+# slice axis in the RAS-reoriented volume, and the letters on (left, right, top, bottom) edges
+_VIEW_AXIS = {"axial": 2, "coronal": 1, "sagittal": 0}
+_VIEW_LETTERS = {"axial": ("R", "L", "A", "P"), "coronal": ("R", "L", "S", "I"),
+                 "sagittal": ("A", "P", "S", "I")}
+_MAX_PANEL_PX = 512  # longest side of one panel, display pixels
+
+
+@dataclass
+class OverlayPanel:
+    """One rendered slice: ``rgb`` uint8 (H, W, 3) with square display pixels, ready to show.
+
+    view: "axial" | "coronal" | "sagittal" | "2d"; index: slice index along the view's axis in
+    the RAS-reoriented volume (0 for 2D); position_mm: RAS world coordinate of that slice along
+    the axis (x for sagittal, y for coronal, z for axial; None for 2D); letters: patient
+    direction at the (left, right, top, bottom) edges (empty strings when unknown);
+    labels_present: label values visible in this panel.
+    """
+
+    view: str
+    index: int
+    position_mm: float | None
+    rgb: np.ndarray
+    letters: tuple[str, str, str, str]
+    labels_present: list[int] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------------
+# inputs
+# ----------------------------------------------------------------------------------------------
+def _array(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _affine(x: Any, ndim: int) -> np.ndarray:
+    aff = getattr(x, "affine", None)
+    if aff is None:
+        return np.eye(4)
+    aff = _array(aff).astype(np.float64)
+    if aff.shape == (3, 3) and ndim == 2:
+        full = np.eye(4)
+        full[:2, :2], full[:2, 3] = aff[:2, :2], aff[:2, 2]
+        return full
+    if aff.shape != (4, 4):
+        raise GeometryError(f"affine must be 4x4, got shape {aff.shape}")
+    return aff
+
+
+def _spatial(arr: np.ndarray, what: str) -> np.ndarray:
+    """Drop the channel axis: (1, i, j[, k]) -> (i, j[, k]); multi-channel images use channel 0."""
+    if arr.ndim == 4:
+        return arr[0]
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        return arr[0]
+    if arr.ndim in (2, 3):
+        return arr
+    raise InputError(f"{what} must be 2D or 3D (optionally channel first), got shape {arr.shape}")
+
+
+def _label_names(labels: Any, given: Mapping[int, str] | None) -> dict[int, str]:
+    if given is not None:
+        return {int(k): str(v) for k, v in given.items()}
+    meta = getattr(labels, "meta", None) or {}
+    found = meta.get("labels") if isinstance(meta, Mapping) else None
+    if isinstance(found, Mapping):
+        out = {}
+        for k, v in found.items():
+            try:
+                out[int(k)] = str(v)
+            except (TypeError, ValueError):
+                continue
+        return out
+    return {}
+
+
+def _window(img: np.ndarray, window: tuple[float, float] | None) -> tuple[float, float]:
+    if window is not None:
+        lo, hi = float(window[0]), float(window[1])
+        if not hi > lo:
+            raise ConfigError(f"window must be (low, high) with high > low, got {window}")
+        return lo, hi
+    finite = img[np.isfinite(img)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    sample = finite if finite.size <= 2_000_000 else finite[:: finite.size // 2_000_000 + 1]
+    lo, hi = (float(v) for v in np.percentile(sample, [1.0, 99.0]))
+    if not hi > lo:
+        lo, hi = float(sample.min()), float(sample.max())
+    if not hi > lo:
+        hi = lo + 1.0
+    return lo, hi
+
+
+# ----------------------------------------------------------------------------------------------
+# rendering
+# ----------------------------------------------------------------------------------------------
+def _resample_square(a: np.ndarray, row_mm: float, col_mm: float, max_px: int) -> np.ndarray:
+    """Nearest-neighbour resample of a 2D slice to square display pixels (true aspect ratio)."""
+    rows, cols = a.shape
+    h_mm, w_mm = rows * row_mm, cols * col_mm
+    px = min(row_mm, col_mm)
+    h, w = max(1, round(h_mm / px)), max(1, round(w_mm / px))
+    scale = min(1.0, max_px / max(h, w)) if max(h, w) > max_px else max(1.0, min(4.0, 256 / max(h, w)))
+    h, w = max(1, round(h * scale)), max(1, round(w * scale))
+    ri = np.minimum((np.arange(h) + 0.5) * rows / h, rows - 1).astype(int)
+    ci = np.minimum((np.arange(w) + 0.5) * cols / w, cols - 1).astype(int)
+    return a[np.ix_(ri, ci)]
+
+
+def _boundary(lab: np.ndarray) -> np.ndarray:
+    """Pixels of a label whose 4-neighbour differs (a one-pixel contour, inside the region)."""
+    edge = np.zeros(lab.shape, dtype=bool)
+    fg = lab != 0
+    edge[1:, :] |= lab[1:, :] != lab[:-1, :]
+    edge[:-1, :] |= lab[:-1, :] != lab[1:, :]
+    edge[:, 1:] |= lab[:, 1:] != lab[:, :-1]
+    edge[:, :-1] |= lab[:, :-1] != lab[:, 1:]
+    edge[0, :] |= True
+    edge[-1, :] |= True
+    edge[:, 0] |= True
+    edge[:, -1] |= True
+    return edge & fg
+
+
+def _render(img: np.ndarray, lab: np.ndarray | None, lohi: tuple[float, float],
+            colours: Mapping[int, tuple[int, int, int]], alpha: float) -> np.ndarray:
+    lo, hi = lohi
+    grey = np.clip((np.nan_to_num(img.astype(np.float64), nan=lo) - lo) / (hi - lo), 0.0, 1.0)
+    rgb = np.repeat((grey * 255.0)[..., None], 3, axis=2)
+    if lab is not None:
+        edge = _boundary(lab)
+        for value in np.unique(lab):
+            if value == 0:
+                continue
+            colour = np.asarray(colours.get(int(value), label_colour(None, int(value))), dtype=np.float64)
+            region = lab == value
+            rgb[region] = (1.0 - alpha) * rgb[region] + alpha * colour
+            rgb[region & edge] = colour
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+def _pick(indices_with_label: np.ndarray, size: int, n: int) -> list[int]:
+    """n slice indices spread over the labelled extent (the central 80 % when nothing is labelled)."""
+    if indices_with_label.size:
+        lo, hi = int(indices_with_label.min()), int(indices_with_label.max())
+    else:
+        lo, hi = int(0.1 * (size - 1)), int(round(0.9 * (size - 1)))
+    if hi - lo + 1 <= n:
+        return list(range(lo, hi + 1))
+    picks = np.unique(np.rint(np.linspace(lo, hi, n + 2)[1:-1]).astype(int)) if hi - lo + 1 > n + 1 else \
+        np.unique(np.rint(np.linspace(lo, hi, n)).astype(int))
+    if indices_with_label.size:  # snap to slices that really hold a label
+        present = np.sort(indices_with_label)
+        picks = np.unique([int(present[np.argmin(np.abs(present - p))]) for p in picks])
+    return [int(p) for p in picks]
+
+
+def _direction_letter(vec: np.ndarray) -> str:
+    axis = int(np.argmax(np.abs(vec[:3])))
+    positive = vec[axis] > 0
+    return ("R", "A", "S")[axis] if positive else ("L", "P", "I")[axis]
+
+
+_OPPOSITE = {"R": "L", "L": "R", "A": "P", "P": "A", "S": "I", "I": "S"}
+
+
+def overlay_slices(
+    image: Any,
+    labels: Any | None = None,
+    *,
+    n_slices: int = 6,
+    views: Sequence[str] = VIEWS,
+    window: tuple[float, float] | None = None,
+    label_names: Mapping[int, str] | None = None,
+    alpha: float = 0.4,
+    max_panel_px: int = _MAX_PANEL_PX,
+) -> list[OverlayPanel]:
+    """Render slices of ``image`` with ``labels`` on top as RGB arrays (radiological display).
+
+    ``image``/``labels``: MetaTensors (or arrays) ``(1, i, j, k)`` or ``(1, i, j)`` on the same grid,
+    affine voxel -> RAS mm. 3D: for each view, ``n_slices`` slices spread through the labelled
+    region; 2D: one panel. ``window`` = (low, high) intensity range (e.g. HU), default the 1-99th
+    percentiles. Colours come from :mod:`medseg.labels` when ``label_names`` (or
+    ``labels.meta['labels']``) name a registered label. Panels have square display pixels.
+    """
+    import nibabel.orientations as nio
+
+    img = _spatial(_array(image), "image")
+    if img.ndim not in (2, 3):
+        raise InputError(f"image must be 2D or 3D, got shape {img.shape}")
+    if img.size == 0:
+        raise InputError("image is empty")
+    aff = _affine(image, img.ndim)
+    lab = None
+    if labels is not None:
+        lab = _spatial(_array(labels), "labels")
+        if lab.shape != img.shape:
+            raise GeometryError(f"labels shape {lab.shape} differs from the image's {img.shape}; "
+                                "resample the labels to the image grid first")
+        laff = _affine(labels, lab.ndim)
+        if getattr(labels, "affine", None) is not None and getattr(image, "affine", None) is not None \
+                and not np.allclose(laff, aff, atol=1e-3):
+            raise GeometryError("labels and image have different affines; resample the labels to the "
+                                "image grid first")
+        if lab.dtype.kind == "f":
+            lab = np.rint(lab)
+        lab = lab.astype(np.int64)
+    names = _label_names(labels, label_names)
+    values = [int(v) for v in np.unique(lab) if v != 0] if lab is not None else []
+    colours = {v: label_colour(names.get(v), v) for v in values}
+    lohi = _window(img, window)
+    if n_slices < 1:
+        raise ConfigError(f"n_slices must be >= 1, got {n_slices}")
+    unknown = [v for v in views if v not in VIEWS]
+    if unknown:
+        raise ConfigError(f"unknown view(s) {unknown}; use {', '.join(VIEWS)}")
+
+    spacing = np.linalg.norm(aff[:3, :3], axis=0)
+    if img.ndim == 2:
+        # as stored: rows = j, columns = i
+        letters = ("", "", "", "")
+        meta = getattr(image, "meta", None) or {}
+        if isinstance(meta, Mapping) and str(meta.get("format", "")).startswith("dicom"):
+            right = _direction_letter(aff[:3, 0])
+            down = _direction_letter(aff[:3, 1])
+            letters = (_OPPOSITE[right], right, _OPPOSITE[down], down)
+        sl = img.T
+        lb = lab.T if lab is not None else None
+        disp_img = _resample_square(sl, float(spacing[1]) or 1.0, float(spacing[0]) or 1.0, max_panel_px)
+        disp_lab = _resample_square(lb, float(spacing[1]) or 1.0, float(spacing[0]) or 1.0, max_panel_px) \
+            if lb is not None else None
+        present = [v for v in values if disp_lab is not None and np.any(disp_lab == v)]
+        return [OverlayPanel("2d", 0, None, _render(disp_img, disp_lab, lohi, colours, alpha), letters,
+                             present)]
+
+    # 3D: reorient to RAS+ (closest axes), then slice and flip for the radiological display
+    ornt = nio.ornt_transform(nio.io_orientation(aff), nio.axcodes2ornt(("R", "A", "S")))
+    ras_img = nio.apply_orientation(img, ornt)
+    ras_lab = nio.apply_orientation(lab, ornt) if lab is not None else None
+    ras_aff = aff @ nio.inv_ornt_aff(ornt, img.shape)
+    ras_spacing = np.linalg.norm(ras_aff[:3, :3], axis=0)
+    panels: list[OverlayPanel] = []
+    for view in views:
+        axis = _VIEW_AXIS[view]
+        other = [a for a in range(3) if a != axis]  # (columns axis, rows axis) before flipping
+        if ras_lab is not None:
+            holds = np.flatnonzero(np.any(ras_lab != 0, axis=tuple(other)))
+        else:
+            holds = np.array([], dtype=int)
+        for idx in _pick(holds, ras_img.shape[axis], n_slices):
+            take = [slice(None)] * 3
+            take[axis] = idx
+            # (col axis, row axis) -> transpose to rows x cols, flip both: right/anterior/superior
+            # index maximum goes to the image left/top
+            sl = ras_img[tuple(take)].T[::-1, ::-1]
+            lb = ras_lab[tuple(take)].T[::-1, ::-1] if ras_lab is not None else None
+            row_mm, col_mm = float(ras_spacing[other[1]]), float(ras_spacing[other[0]])
+            disp_img = _resample_square(sl, row_mm, col_mm, max_panel_px)
+            disp_lab = _resample_square(lb, row_mm, col_mm, max_panel_px) if lb is not None else None
+            centre = np.zeros(4)
+            centre[axis] = idx
+            centre[other[0]] = (ras_img.shape[other[0]] - 1) / 2
+            centre[other[1]] = (ras_img.shape[other[1]] - 1) / 2
+            centre[3] = 1.0
+            pos = float((ras_aff @ centre)[axis])
+            present = [v for v in values if disp_lab is not None and np.any(disp_lab == v)]
+            panels.append(OverlayPanel(view, int(idx), pos,
+                                       _render(disp_img, disp_lab, lohi, colours, alpha),
+                                       _VIEW_LETTERS[view], present))
+    return panels
+
+
+def _display_name(name: str | None, value: int) -> str:
+    if name is None:
+        return f"label {value}"
+    found = lookup_label(name)
+    return found.display if found is not None else name
+
+
+def save_overlay_montage(
+    image: Any,
+    labels: Any | None,
+    out_png: str | os.PathLike[str],
+    *,
+    n_slices: int = 6,
+    views: Sequence[str] = VIEWS,
+    window: tuple[float, float] | None = None,
+    title: str | None = None,
+    label_names: Mapping[int, str] | None = None,
+    alpha: float = 0.4,
+    dpi: int = 100,
+) -> Path:
+    """Write a PNG montage: one row per view (3D) or a single panel (2D), labels drawn in colour
+    with contours, orientation letters (R/L/A/P/S/I) on the panel edges, and a legend.
+
+    See :func:`overlay_slices` for the inputs and the display convention. ``title`` must not hold
+    patient identity. Written atomically; returns ``out_png``.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    panels = overlay_slices(image, labels, n_slices=n_slices, views=views, window=window,
+                            label_names=label_names, alpha=alpha)
+    rows_of: dict[str, list[OverlayPanel]] = {}
+    for p in panels:
+        rows_of.setdefault(p.view, []).append(p)
+    n_rows = len(rows_of)
+    n_cols = max(len(v) for v in rows_of.values())
+    # figure size from the panels' pixel sizes so that each is shown near 1:1
+    row_h = [max(p.rgb.shape[0] for p in ps) for ps in rows_of.values()]
+    col_w = max(max(p.rgb.shape[1] for p in ps) for ps in rows_of.values())
+    scale = min(1.0, 1600 / (col_w * n_cols), 1400 / sum(row_h))
+    width_in = max(4.0, (col_w * n_cols * scale) / dpi + 0.4)
+    legend_h = 0.5
+    height_in = (sum(row_h) * scale) / dpi + 0.3 * n_rows + (0.5 if title else 0.1) + legend_h
+    fig = Figure(figsize=(width_in, height_in), dpi=dpi, facecolor="black")
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(n_rows, n_cols, height_ratios=row_h, left=0.01, right=0.99,
+                            bottom=legend_h / height_in, top=1 - (0.5 if title else 0.1) / height_in,
+                            hspace=0.25, wspace=0.03)
+    for r, (view, ps) in enumerate(rows_of.items()):
+        for c in range(n_cols):
+            ax = fig.add_subplot(grid[r, c])
+            ax.set_axis_off()
+            if c >= len(ps):
+                continue
+            p = ps[c]
+            ax.imshow(p.rgb, interpolation="nearest", aspect="equal")
+            caption = view if p.position_mm is None else f"{view} {p.position_mm:+.1f} mm"
+            ax.set_title(caption, color="white", fontsize=7, pad=2)
+            style = {"color": "yellow", "fontsize": 8, "fontweight": "bold"}
+            left, right, top, bottom = p.letters
+            if left:  # in data coordinates: on the edges of the picture itself
+                h, w = p.rgb.shape[:2]
+                ax.text(0.5, h / 2, left, ha="left", va="center", **style)
+                ax.text(w - 1.5, h / 2, right, ha="right", va="center", **style)
+                ax.text(w / 2, 0.5, top, ha="center", va="top", **style)
+                ax.text(w / 2, h - 1.5, bottom, ha="center", va="bottom", **style)
+    names = _label_names(labels, label_names) if labels is not None else {}
+    present = sorted({v for p in panels for v in p.labels_present})
+    if present:
+        handles = [Patch(facecolor=np.asarray(label_colour(names.get(v), v)) / 255.0,
+                         edgecolor="white", label=f"{v}: {_display_name(names.get(v), v)}")
+                   for v in present]
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=7,
+                   frameon=False, labelcolor="white")
+    if title:
+        fig.suptitle(title, color="white", fontsize=10)
+    out = Path(out_png)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, facecolor=fig.get_facecolor())
+    return out
