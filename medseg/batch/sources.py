@@ -1,0 +1,188 @@
+"""Where batch cases come from: a folder tree, a CSV manifest, or a PACS query.
+
+Each source returns :class:`~medseg.batch.runner.BatchCase` objects whose ``identity`` is a hash
+of the input (file bytes, or the sorted SOP Instance UIDs of a DICOM series) and whose ``case``
+name holds no patient data (file stems, or ``series-<hash>`` for DICOM).
+
+Series rules (``--select``), comma-separated, all must hold::
+
+    modality=CT            description~REGEX       thickness<=3 (mm, also <, >=, >, =)
+    orientation=axial      (axial | coronal | sagittal: the dominant axis of the slice normal)
+    min-slices=20
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from medseg.batch.runner import BatchCase
+from medseg.errors import ConfigError, InputError
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".tif", ".tiff", ".png")
+_OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt, "=": operator.eq}
+
+
+@dataclass(frozen=True)
+class FileInput:
+    """A single image file (NIfTI, NRRD, ...)."""
+
+    path: Path
+
+
+@dataclass(frozen=True)
+class DicomSeriesInput:
+    """One DICOM series inside a folder tree: read with ``load(root, series=uid)``."""
+
+    root: Path
+    series_instance_uid: str
+
+
+@dataclass(frozen=True)
+class PacsInput:
+    """A series on a PACS, retrieved when its case runs."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def uid_identity(sop_instance_uids: list[str]) -> str:
+    """Identity of a DICOM input: sha256 of its sorted SOP Instance UIDs."""
+    return hashlib.sha256("\n".join(sorted(sop_instance_uids)).encode()).hexdigest()
+
+
+def series_case_name(series_instance_uid: str) -> str:
+    """A folder name for a series: a short hash of its UID (UIDs can be long; no patient data)."""
+    return "series-" + hashlib.sha256(series_instance_uid.encode()).hexdigest()[:16]
+
+
+def _file_case_name(path: Path) -> str:
+    name = path.name
+    for suf in IMAGE_SUFFIXES:
+        if name.lower().endswith(suf):
+            name = name[: -len(suf)]
+            break
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "case"
+
+
+def _orientation(iop) -> str:
+    import numpy as np
+
+    row, col = np.asarray(iop[:3], float), np.asarray(iop[3:6], float)
+    return ("sagittal", "coronal", "axial")[int(np.argmax(np.abs(np.cross(row, col))))]
+
+
+def parse_rules(select: str | None) -> list[Callable[[object], bool]]:
+    """Parse ``--select`` rules into predicates on a :class:`medseg.io.dicom.SeriesInfo`."""
+    rules: list[Callable[[object], bool]] = []
+    for raw in (select or "").split(","):
+        rule = raw.strip()
+        if not rule:
+            continue
+        if rule.startswith("modality="):
+            want = rule.split("=", 1)[1].upper()
+            rules.append(lambda s, w=want: s.modality.upper() == w)
+        elif rule.startswith("description~"):
+            try:
+                rx = re.compile(rule.split("~", 1)[1], re.IGNORECASE)
+            except re.error as exc:
+                raise ConfigError(f"bad regular expression in {rule!r}: {exc}") from None
+            rules.append(lambda s, rx=rx: bool(rx.search(s.series_description or "")))
+        elif rule.startswith("orientation="):
+            want = rule.split("=", 1)[1].lower()
+            if want not in ("axial", "coronal", "sagittal"):
+                raise ConfigError(f"orientation must be axial, coronal or sagittal, not {want!r}")
+            rules.append(lambda s, w=want: bool(s.headers) and "ImageOrientationPatient" in s.headers[0].ds
+                         and _orientation(s.headers[0].ds.ImageOrientationPatient) == w)
+        elif m := re.fullmatch(r"thickness(<=|>=|<|>|=)([0-9.]+)", rule):
+            op, value = _OPS[m.group(1)], float(m.group(2))
+            rules.append(lambda s, op=op, v=value: bool(s.headers)
+                         and op(float(s.headers[0].ds.get("SliceThickness", "nan") or "nan"), v))
+        elif m := re.fullmatch(r"min-slices=(\d+)", rule):
+            min_slices = int(m.group(1))
+            rules.append(lambda s, n=min_slices: s.n_frames >= n)
+        else:
+            raise ConfigError(f"unknown series rule {rule!r}: use modality=, description~, thickness<=, "
+                              "orientation=, min-slices=")
+    return rules
+
+
+def folder_cases(root: str | Path, *, select: str | None = None) -> list[BatchCase]:
+    """Every image file under ``root`` is a case; every DICOM series that passes ``select`` too."""
+    from medseg.io.dicom import list_series
+
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root.name} is not a folder")
+    cases: list[BatchCase] = []
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    for p in files:
+        if p.name.lower().endswith(IMAGE_SUFFIXES):
+            cases.append(BatchCase(_file_case_name(p), "file:" + _sha256_file(p), FileInput(p)))
+    dicom_candidates = [p for p in files if not p.name.lower().endswith(IMAGE_SUFFIXES)]
+    if dicom_candidates:
+        try:
+            series = list_series(root)
+        except InputError:
+            series = []  # no DICOM among the other files
+        rules = parse_rules(select)
+        for s in series:
+            if all(rule(s) for rule in rules):
+                uids = [str(h.ds.SOPInstanceUID) for h in s.headers]
+                cases.append(BatchCase(series_case_name(s.series_instance_uid), "dicom:" + uid_identity(uids),
+                                       DicomSeriesInput(root, s.series_instance_uid)))
+    names = [c.case for c in cases]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InputError(f"several inputs map to the same case name: {', '.join(dupes[:5])}; rename them")
+    return cases
+
+
+def csv_cases(manifest: str | Path) -> list[BatchCase]:
+    """A CSV with a column ``input`` (file or DICOM folder, relative to the CSV) and optional
+    ``series`` (UID or rule for a DICOM folder) and ``case`` (output folder name)."""
+    manifest = Path(manifest)
+    try:
+        rows = list(csv.DictReader(manifest.read_text(encoding="utf-8-sig").splitlines()))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"cannot read the manifest {manifest.name}: {exc.__class__.__name__}") from None
+    if not rows or "input" not in rows[0]:
+        raise InputError(f"the manifest {manifest.name} needs a header row with a column 'input'")
+    cases = []
+    for n, row in enumerate(rows, start=2):
+        p = (manifest.parent / row["input"]).resolve()
+        if not p.exists():
+            raise InputError(f"{manifest.name} line {n}: input {row['input']!r} does not exist")
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", row.get("case") or "") or _file_case_name(p)
+        if p.is_dir():
+            from medseg.io.dicom import list_series, select_series
+
+            chosen = select_series(list_series(p), row.get("series") or None)
+            uids = [str(h.ds.SOPInstanceUID) for h in chosen.headers]
+            cases.append(BatchCase(name, "dicom:" + uid_identity(uids), DicomSeriesInput(p, chosen.series_instance_uid)))
+        else:
+            cases.append(BatchCase(name, "file:" + _sha256_file(p), FileInput(p)))
+    return cases
+
+
+def pacs_cases(client, query) -> list[BatchCase]:
+    """Series on a PACS matching ``query``; identity from the SOP Instance UIDs it lists."""
+    cases = []
+    for s in client.find_series(query):
+        uids = client.list_instances(s)
+        cases.append(BatchCase(series_case_name(s.series_instance_uid), "dicom:" + uid_identity(uids),
+                               PacsInput(s.study_instance_uid, s.series_instance_uid)))
+    return cases
