@@ -180,7 +180,8 @@ def _probe_image(dims: int, modality: str):
                       meta={"space": "RAS", "filename_or_obj": "probe.nii.gz"})
 
 
-def preprocessing_config(preset: str, dims: int, modality: str) -> list[dict[str, Any]]:
+def preprocessing_config(preset: str, dims: int, modality: str,
+                         overrides: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """The preset's transforms as MONAI ``_target_`` entries (without the loader).
 
     Proven equal to :func:`medseg.transforms.presets.preprocessing` on a probe image (values and
@@ -191,8 +192,10 @@ def preprocessing_config(preset: str, dims: int, modality: str) -> list[dict[str
 
     from medseg.transforms.presets import preprocessing
 
-    compose = preprocessing(preset, keys=("image",))
-    fallback = [{"_target_": "medseg.transforms.presets.preprocessing", "name": preset, "keys": ["image"]}]
+    overrides = json.loads(json.dumps(dict(overrides or {})))
+    compose = preprocessing(preset, keys=("image",), **overrides)
+    fallback = [{"_target_": "medseg.transforms.presets.preprocessing", "name": preset, "keys": ["image"],
+                 **overrides}]
     entries = []
     try:
         for t in compose.transforms:
@@ -222,11 +225,12 @@ def _postprocessing(n_out: int, postprocess: Mapping[str, Any]) -> list[dict[str
         head = [{"_target_": "Activationsd", "keys": "pred", "softmax": True},
                 {"_target_": "AsDiscreted", "keys": "pred", "argmax": True}]
     extra = []
-    lcc = postprocess.get("largest_component") or postprocess.get("keep_largest_connected_component")
+    lcc = postprocess.get("keep_largest_component")
     if lcc:
+        # medseg keeps the largest face-connected component per class: MONAI's equivalent
         extra.append({"_target_": "KeepLargestConnectedComponentd", "keys": "pred",
                       "applied_labels": [int(v) for v in lcc] if isinstance(lcc, list) else None,
-                      "independent": True})
+                      "is_onehot": False, "independent": True, "connectivity": 1})
     return head + [
         {"_target_": "Invertd", "keys": "pred", "transform": "@preprocessing", "orig_keys": "image",
          "nearest_interp": True, "to_tensor": True},
@@ -467,6 +471,10 @@ python -m monai.bundle run --config_file configs/inference.json --bundle_root BU
 medseg bundle verify BUNDLE
 ```
 
+## Postprocessing
+medseg applies `{json.dumps(medseg_cfg['postprocess'])}`. The MONAI path (`python -m monai.bundle run`)
+applies the same except: {', '.join(medseg_cfg['monai_path_skips_postprocess']) or 'nothing (identical)'}.
+
 ## Intended use
 {meta['intended_use']}
 
@@ -550,6 +558,11 @@ def build_bundle(
     overlap = float(infer.get("overlap", 0.5))
     sw_batch = int(infer.get("sw_batch_size", 4))
     postprocess = dict(infer.get("postprocess", {}) or {})
+    preset_overrides = dict(infer.get("preset_overrides", {}) or {})
+    if infer.get("slice_by_slice"):
+        raise BundleError("slice_by_slice models (a 2D network over a 3D volume) cannot be written as a MONAI "
+                          "bundle yet; train a 3D model or use the run folder directly")
+    monai_skips = sorted(set(postprocess) - {"keep_largest_component"})
     labels = {str(int(k)): str(v) for k, v in spec["labels"].items()}
     n_out = int(net_spec.get("out_channels", len(labels) + 1))
     n_in = int(net_spec.get("in_channels", 1))
@@ -561,7 +574,7 @@ def build_bundle(
     except RuntimeError as exc:
         raise BundleError(f"best.pt of {run_dir.name} does not fit the network in model_spec.json: "
                           f"{str(exc).splitlines()[0][:160]}") from exc
-    pre = preprocessing_config(preset, dims, modality)
+    pre = preprocessing_config(preset, dims, modality, preset_overrides)
 
     from medseg.models import build_network
 
@@ -608,7 +621,8 @@ def build_bundle(
     medseg_cfg = {
         "network": net_spec, "preset": preset, "labels": labels, "roi_size": roi, "overlap": overlap,
         "sw_batch_size": sw_batch, "postprocess": postprocess, "task": str(spec.get("task", "semantic")),
-        "spatial_dims": dims, "modality": modality,
+        "spatial_dims": dims, "modality": modality, "preset_overrides": preset_overrides,
+        "name": str(spec.get("name") or name), "monai_path_skips_postprocess": monai_skips,
     }
     infer_cfg = inference_config(net_def, pre, roi, overlap, sw_batch, n_out, postprocess)
 
@@ -659,14 +673,23 @@ def build_bundle(
 
 def run_inference_config(bundle_dir: str | os.PathLike[str], dataset_dir: str | os.PathLike[str],
                          output_dir: str | os.PathLike[str], *, trust: bool = False,
-                         check_sums: bool = True) -> list[Path]:
-    """Run ``configs/inference.json`` in-process, as ``python -m monai.bundle run`` does.
+                         check_sums: bool = True, progress: bool = True) -> list[Path]:
+    """Run ``configs/inference.json`` in-process: the same components ``python -m monai.bundle run``
+    uses (``datalist``, ``preprocessing``, ``network_def``, ``inferer``, ``postprocessing``), driven
+    by a plain loop instead of the ignite ``evaluator`` (so pytorch-ignite is not needed).
 
-    The configs pass the trust policy first (unless ``trust``) and the weights their checksum.
-    Returns the files written under ``output_dir``.
+    The configs pass the trust policy first (unless ``trust``) and the weights their checksum
+    (unless ``check_sums=False``, used while the bundle is being built); weights are read with
+    ``weights_only=True``. Returns the files written under ``output_dir``.
     """
+    import pickle
+
+    import torch
+    from monai.bundle import ConfigParser
+    from tqdm.auto import tqdm
+
     from medseg.bundle.load import read_configs
-    from medseg.bundle.trust import check_checksums, ensure_trusted
+    from medseg.bundle.trust import check_checksums, ensure_trusted, load_weights
 
     bundle_dir = Path(bundle_dir)
     configs = read_configs(bundle_dir, ("metadata.json", "inference.json"))
@@ -675,24 +698,37 @@ def run_inference_config(bundle_dir: str | os.PathLike[str], dataset_dir: str | 
         bad = check_checksums(bundle_dir)
         if bad:
             raise BundleError(f"bundle {bundle_dir.name} fails its checksums: {'; '.join(bad)}")
-    from monai.bundle import ConfigWorkflow
-
+        state = load_weights(bundle_dir)
+    else:
+        try:
+            state = torch.load(bundle_dir / "models" / "model.pt", map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+            raise BundleError("models/model.pt is not a plain state dict") from exc
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     before = set(output_dir.rglob("*"))
-    wf = ConfigWorkflow(
-        config_file=str(bundle_dir / "configs" / "inference.json"),
-        meta_file=str(bundle_dir / "configs" / "metadata.json"),
-        logging_file=False,
-        workflow_type="inference",
-        bundle_root=str(bundle_dir),
-        dataset_dir=str(dataset_dir),
-        output_dir=str(output_dir),
-    )
+    parser = ConfigParser(configs["inference.json"])
+    parser.read_meta({k: v for k, v in configs["metadata.json"].items() if k != "optional_packages_version"})
+    parser.update({"bundle_root": str(bundle_dir), "dataset_dir": str(dataset_dir), "output_dir": str(output_dir)})
     try:
-        wf.initialize()
-        wf.run()
-        wf.finalize()
+        if "initialize" in parser.config:
+            parser.get_parsed_content("initialize")
+        device = parser.get_parsed_content("device")
+        files = list(parser.get_parsed_content("datalist"))
+        net = parser.get_parsed_content("network_def")
+        net.load_state_dict(state, strict=True)
+        net = net.to(device).eval()
+        pre = parser.get_parsed_content("preprocessing")
+        inferer = parser.get_parsed_content("inferer")
+        post = parser.get_parsed_content("postprocessing")
+        quiet = not progress or os.environ.get("MEDSEG_PROGRESS", "1") == "0"
+        for f in tqdm(files, desc="bundle inference", unit="image", disable=quiet):
+            data = pre({"image": f})
+            with torch.no_grad():
+                pred = inferer(data["image"][None].to(device), net)
+            data["pred"] = pred[0].cpu() if not isinstance(pred, (list, tuple)) else pred[0][0].cpu()
+            data["image"] = data["image"].cpu()
+            post(data)
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"bundle {bundle_dir.name}: inference.json failed: "
                           f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]}") from exc

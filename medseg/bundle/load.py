@@ -69,7 +69,7 @@ def build_network_def(bundle_dir: Path, configs: dict[str, Any], *, trust: bool 
 
     ensure_trusted({k: configs[k] for k in ("metadata.json", "inference.json") if k in configs}, trust=trust)
     parser = ConfigParser(configs["inference.json"])
-    parser.read_meta(configs["metadata.json"])
+    parser.read_meta({k: v for k, v in configs["metadata.json"].items() if k != "optional_packages_version"})
     parser["bundle_root"] = str(bundle_dir)
     try:
         net = parser.get_parsed_content("network_def", instantiate=True)
@@ -125,6 +125,8 @@ def load_bundle(path_or_name: str | os.PathLike[str], *, trust: bool = False):
         postprocess=dict(cfg.get("postprocess") or {}),
         task=str(cfg.get("task", "semantic")),
         weights_sha256=actual,
+        name=str(cfg.get("name") or bundle_dir.name),
+        preset_overrides=dict(cfg.get("preset_overrides") or {}),
     )
 
 
