@@ -121,7 +121,7 @@ def test_cr_chest_monochrome1_inverted_and_blank_spacing_ignored(tmp_path):
     np.testing.assert_array_equal(img[0].numpy(), (top - ds.pixel_array.astype(np.float32)).T)
     # This anonymised file carries PixelSpacing 0\0: treated as absent, not as 0 mm.
     assert [float(v) for v in ds.PixelSpacing] == [0.0, 0.0]
-    assert img.meta["spacing_source"] == "none" and img.meta["spacing"] == (1.0, 1.0)
+    assert img.meta["spacing_source"] == "default" and img.meta["spacing"] == (1.0, 1.0)
 
     # The same radiograph with a detector spacing and a magnification factor.
     ds.ImagerPixelSpacing = [0.15, 0.2]

@@ -5,8 +5,8 @@
 * Spacing (mm): ``PixelSpacing`` when present (already calibrated at the patient); else
   ``ImagerPixelSpacing`` (at the detector) divided by ``EstimatedRadiographicMagnificationFactor``
   when that is present, else ``ImagerPixelSpacing`` as is; a value <= 0 (seen in anonymised files)
-  counts as absent; with neither, 1 mm and
-  ``meta["spacing_source"] = "none"``. ``meta["spacing_source"]`` always says which was used.
+  counts as absent; with neither, 1.0 (unit-less) and ``meta["spacing_source"] = "default"`` (the
+  project-wide value). ``meta["spacing_source"]`` always says which was used.
 * MONOCHROME1 (low values bright) is inverted after rescale, ``out = lo + hi - value`` over the
   range of BitsStored, so that bright = dense in every output; ``meta["photometric_original"]``
   keeps the stored interpretation. No VOI LUT/window is applied.
@@ -56,7 +56,7 @@ def _spacing(ds, name: str) -> tuple[float, float, str]:
         if mag and mag > 0:
             return ips[0] / mag, ips[1] / mag, "ImagerPixelSpacing/EstimatedRadiographicMagnificationFactor"
         return ips[0], ips[1], "ImagerPixelSpacing"
-    return 1.0, 1.0, "none"
+    return 1.0, 1.0, "default"
 
 
 def read_xray(info: SeriesInfo, path: Path):
