@@ -1,13 +1,14 @@
 """The ``medseg`` command: parse, call one library function, map errors to exit codes.
 
 Exit codes: 0 success, 2 a :class:`~medseg.errors.MedsegError` (one line on stderr, no
-traceback), 1 an unexpected error (a bug: traceback shown), 130 interrupted.
+traceback), 1 an unexpected error (a bug: traceback shown), 130 interrupted, 141 output pipe closed.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -49,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("medseg: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our stdout went away (`medseg data list | head`): stop quietly, like coreutils.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -40,3 +40,10 @@ class _FakeParser:
 def test_error_hierarchy():
     assert issubclass(InputError, MedsegError)
     assert MedsegError.exit_code == 2
+
+
+def test_closed_output_pipe_is_quiet():
+    # `medseg data list | head -1`: the reader closes the pipe early; no traceback on stderr.
+    proc = subprocess.run(f"{sys.executable} -m medseg data list | head -c 10 >/dev/null",
+                          shell=True, capture_output=True, text=True)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
