@@ -218,12 +218,25 @@ def test_bad_label_inputs(tmp_path):
     with pytest.raises(ConfigError, match=r"\[4\]"):
         write_dicom_seg(labels, image, out, label_names={1: "liver", 2: "spleen"})
     with pytest.raises(InputError, match="empty"):
-        write_dicom_seg(labels * 0, image, out, label_names=NAMES)
+        write_dicom_seg(labels * 0, image, out, label_names={})
     meta = {k: v for k, v in image.meta.items() if k not in ("dicom_files", "affine")}
     no_files = MetaTensor(image.as_tensor().clone(), affine=image.affine.clone(), meta=meta)
     with pytest.raises(InputError, match="dicom_files"):
         write_dicom_seg(labels, no_files, out, label_names=NAMES)
     assert not out.exists()
+
+
+def test_empty_result_is_a_valid_seg_with_empty_segments(tmp_path):
+    image, labels = _series(tmp_path, AXIAL, "sorted")
+    empty = MetaTensor(torch.zeros_like(labels.as_tensor()), affine=labels.affine.clone())
+    out = write_dicom_seg(empty, image, tmp_path / "empty.dcm", label_names=NAMES)
+    seg = hd.seg.segread(out)
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["Liver", "Spleen", "Left kidney"]
+    assert not np.any(seg.pixel_array)
+    back = read_dicom_seg(out, image, label_names=NAMES)
+    assert back.shape == labels.shape and not torch.any(back)
+    if shutil.which("dciodvfy"):
+        assert not _dciodvfy(out)[0]
 
 
 def test_unknown_label_names_get_generic_codes(tmp_path):
@@ -357,3 +370,62 @@ def test_enhanced_multiframe_source(tmp_path):
     assert nodule.SegmentedPropertyCategoryCodeSequence[0].CodeValue == \
         codes.SCT.MorphologicallyAbnormalStructure.value
     assert nodule.AnatomicRegionSequence[0].CodeValue == codes.SCT.Lung.value
+
+
+# --- through medseg's own DICOM reader (medseg.io.load) ------------------------------------------
+def test_source_read_by_medseg_load_with_a_missing_slice(tmp_path):
+    from medseg.io import load
+
+    volume, labels = _phantom()
+    affine = _oblique_reversed()
+    files = write_dicom_series(volume, affine, tmp_path / "ct", order="shuffled", seed=3)
+    _, lab_t = _as_read(volume, labels, affine, files)
+    image = load(tmp_path / "ct")
+    np.testing.assert_allclose(image.affine.numpy(), lab_t.affine.numpy(), atol=1e-6)
+    lab = lab_t[0].numpy().copy()
+    # drop the source file of plane k=4 (in the reader's order): the reader fills a gap
+    Path(image.meta["dicom_files"][4]).unlink()
+    gapped = load(tmp_path / "ct", allow_missing_slices=True)
+    assert list(gapped.meta["missing_slices"]) == [4]
+    aff = gapped.affine.clone()
+    with pytest.raises(GeometryError, match="missing"):
+        write_dicom_seg(MetaTensor(torch.from_numpy(lab)[None], affine=aff), gapped,
+                        tmp_path / "bad.dcm", label_names=NAMES)
+    lab[:, :, 4] = 0
+    out = write_dicom_seg(MetaTensor(torch.from_numpy(lab)[None], affine=aff.clone()), gapped,
+                          tmp_path / "seg.dcm", label_names=NAMES)
+    seg = hd.seg.segread(out)
+    kept = [k for k in range(lab.shape[2]) if k != 4]
+    uids = [gapped.meta["sop_instance_uids"][k] for k in kept]
+    pix = seg.get_pixels_by_source_instance(uids, segment_numbers=[1, 2, 3])
+    for n, k in enumerate(kept):
+        for segno, value in ((1, 1), (2, 2), (3, 4)):
+            np.testing.assert_array_equal(pix[n, :, :, segno - 1], (lab[:, :, k] == value).T)
+    np.testing.assert_array_equal(read_dicom_seg(out, gapped, label_names=NAMES)[0].numpy(), lab)
+
+
+def test_source_from_a_zip_archive_and_load_dispatch(tmp_path):
+    import zipfile
+
+    from medseg.io import load
+
+    volume, labels = _phantom()
+    files = write_dicom_series(volume, AXIAL, tmp_path / "ct", order="reversed")
+    archive = tmp_path / "study.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in files:
+            zf.write(f, f"series/{f.name}")
+    image = load(archive)
+    _, lab_t = _as_read(volume, labels, AXIAL, files)
+    np.testing.assert_allclose(image.affine.numpy(), lab_t.affine.numpy(), atol=1e-6)
+    shutil.rmtree(tmp_path / "ct")  # only the archive is left
+    out = write_dicom_seg(MetaTensor(lab_t.as_tensor().clone(), affine=image.affine.clone()), image,
+                          tmp_path / "seg.dcm", label_names=NAMES)
+    np.testing.assert_array_equal(read_dicom_seg(out, image, label_names=NAMES)[0].numpy(),
+                                  lab_t[0].numpy())
+    # medseg.io.load hands a SEG file to read_dicom_seg (own geometry)
+    loaded = load(out)
+    assert loaded.meta["format"] == "dicom-seg"
+    own = read_dicom_seg(out)
+    np.testing.assert_array_equal(loaded.numpy(), own.numpy())
+    np.testing.assert_allclose(loaded.affine.numpy(), own.affine.numpy())

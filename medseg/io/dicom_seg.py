@@ -134,25 +134,29 @@ def _grid_lps(affine_ras: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def _match_planes(affine_ras: np.ndarray, shape: tuple[int, int, int], planes: Sequence[_Plane],
-                  what: str) -> list[_Plane]:
+                  what: str, may_miss: frozenset[int] = frozenset()) -> list[_Plane | None]:
     """For each k of the grid, the source plane at the same place in space (GeometryError if any k
-    has none, a plane is matched twice, or orientations differ)."""
+    has none, a plane is matched twice, or orientations differ). Planes k in ``may_miss`` (missing
+    slices of the source) get None when no source plane lies there."""
     lps, units, spacing = _grid_lps(affine_ras)
     ni, nj, nk = shape
     normal_tol = _NORMAL_TOL * spacing[2]
     inplane_tol = _INPLANE_TOL * float(min(spacing[0], spacing[1]))
     positions = np.array([p.position for p in planes]) if planes else np.zeros((0, 3))
     used: dict[int, int] = {}
-    out: list[_Plane] = []
+    out: list[_Plane | None] = []
+    if not len(planes):
+        raise GeometryError(f"{what}: the source has no image planes to match")
     for k in range(nk):
         origin = (lps @ np.array([0.0, 0.0, float(k), 1.0]))[:3]
-        if not len(planes):
-            break
         delta = positions - origin
         along = np.abs(delta @ units[:, 2])
         across = np.linalg.norm(delta - np.outer(delta @ units[:, 2], units[:, 2]), axis=1)
         best = int(np.argmin(along + across))
         if along[best] > normal_tol or across[best] > inplane_tol:
+            if k in may_miss:
+                out.append(None)
+                continue
             raise GeometryError(
                 f"{what}: no source slice at plane k={k} (nearest is {along[best]:.3g} mm off along the "
                 f"normal, {across[best]:.3g} mm in-plane); the label map is not on the source grid")
@@ -165,8 +169,6 @@ def _match_planes(affine_ras: np.ndarray, shape: tuple[int, int, int], planes: S
                                 "ImageOrientationPatient; resample it back to the source grid first")
         used[best] = k
         out.append(plane)
-    if len(out) != nk:
-        raise GeometryError(f"{what}: the source has no image planes to match")
     del ni, nj
     return out
 
@@ -199,26 +201,46 @@ def _segment_description(number: int, label: LabelDef, algorithm_name: str, algo
     return desc
 
 
-def _read_source_datasets(source: Any) -> tuple[list[str], list[Any]]:
+def _read_files(paths: Sequence[str | Path], shown: Sequence[str]) -> list[Any]:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    datasets = []
+    for f, name in zip(paths, shown, strict=True):
+        try:
+            datasets.append(pydicom.dcmread(f, stop_before_pixels=True))
+        except (InvalidDicomError, OSError, ValueError) as exc:
+            raise InputError(f"cannot read source DICOM file {Path(name).name}: {exc}") from exc
+    return datasets
+
+
+def _read_source_datasets(source: Any) -> list[Any]:
+    """Headers of the source instances named in ``source.meta['dicom_files']`` (files on disk, or
+    members of the archive ``meta['filename_or_obj']`` for a series read from a zip/tar)."""
     meta = getattr(source, "meta", None) or {}
     files = meta.get("dicom_files")
     if not files:
         raise InputError("source has no meta['dicom_files']; pass the MetaTensor that medseg.io.load "
                          "returned for the source DICOM series")
-    unique = list(dict.fromkeys(str(f) for f in files))
-    datasets = []
-    for f in unique:
-        if not os.path.isfile(f):
-            raise InputError(f"source DICOM file {Path(f).name} is no longer on disk; load the source "
-                             "series from a folder that still exists")
-        try:
-            datasets.append(pydicom.dcmread(f, stop_before_pixels=True))
-        except (InvalidDicomError, OSError, ValueError) as exc:
-            raise InputError(f"cannot read source DICOM file {Path(f).name}: {exc}") from exc
-    return unique, datasets
+    unique = [f for f in dict.fromkeys(str(f) for f in files) if f]  # "" marks a missing slice
+    if all(os.path.isfile(f) for f in unique):
+        return _read_files(unique, unique)
+    archive = Path(str(meta.get("filename_or_obj", "")))
+    from medseg.io.dicom.archive import extracted, is_archive
+
+    if archive.is_file() and is_archive(archive):
+        with extracted(archive) as (_, names):
+            by_member = {str(member): path for path, member in names.items()}
+            # the DICOM reader names archive members "ARCHIVE!member"
+            by_member.update({f"{archive}!{m}": p for m, p in list(by_member.items())})
+            missing = [f for f in unique if f not in by_member]
+            if missing:
+                raise InputError(f"{len(missing)} source file(s) are not in the archive {archive.name}; "
+                                 "load the source series again")
+            return _read_files([by_member[f] for f in unique], unique)
+    gone = next(f for f in unique if not os.path.isfile(f))
+    raise InputError(f"source DICOM file {Path(gone).name} is no longer on disk; load the source "
+                     "series from a folder that still exists")
 
 
 def write_dicom_seg(
@@ -239,7 +261,8 @@ def write_dicom_seg(
     ``source``: the MetaTensor medseg read from the DICOM series (its ``meta['dicom_files']`` are
     re-read). Each plane k is matched to its source instance by its position in space (LPS mm);
     :class:`GeometryError` if the grids differ. One segment per label value present (segments are
-    numbered 1..n in increasing label value); ``label_names`` maps label value -> name, described
+    numbered 1..n in increasing label value; an all-zero map gets one empty segment per entry of
+    ``label_names``); ``label_names`` maps label value -> name, described
     with the SNOMED CT codes of :mod:`medseg.labels` (unknown names: generic "Tissue"). Empty
     frames are omitted. Patient/study attributes are copied from the source as the SEG IOD
     requires; nothing is logged about them. The file is validated by highdicom and written
@@ -273,15 +296,29 @@ def write_dicom_seg(
     names = {int(k): str(v) for k, v in label_names.items()}
     present = [int(v) for v in np.unique(lab) if v != 0]
     if not present:
-        raise InputError("the label map is empty (all 0); a DICOM SEG needs at least one segment")
+        # an empty result is still a result (e.g. no nodule found): describe every named label,
+        # highdicom then stores empty frames, as a SEG needs at least one
+        present = sorted(v for v in names if v > 0)
+        if not present:
+            raise InputError("the label map is empty and label_names names no label; a DICOM SEG "
+                             "needs at least one segment")
+        log.info("label map is empty: writing %d empty segment(s)", len(present))
     missing = [v for v in present if v not in names]
     if missing:
         raise ConfigError(f"label values {missing} are in the label map but not in label_names; "
                           "name every label value")
 
-    _, datasets = _read_source_datasets(source)
-    planes = _match_planes(lab_aff, lab.shape, _source_planes(datasets), "write_dicom_seg")
+    datasets = _read_source_datasets(source)
+    src_meta = getattr(source, "meta", None) or {}
+    may_miss = frozenset(int(k) for k in (src_meta.get("missing_slices") or []))
+    matched = _match_planes(lab_aff, lab.shape, _source_planes(datasets), "write_dicom_seg", may_miss)
     ni, nj, nk = lab.shape
+    ks = [k for k, p in enumerate(matched) if p is not None]
+    planes = [p for p in matched if p is not None]
+    empty_missing = [k for k, p in enumerate(matched) if p is None and np.any(lab[:, :, k])]
+    if empty_missing:
+        raise GeometryError(f"labels on plane(s) k={empty_missing}, where the source series has a missing "
+                            "slice; a SEG can only segment existing source images")
     used_ds = sorted({p.ds_index for p in planes})
     multi = any(p.frame is not None for p in planes)
     if multi and len(used_ds) != 1:
@@ -295,7 +332,7 @@ def write_dicom_seg(
 
     # segment numbers 1..n in increasing label value
     seg_of_value = {v: n for n, v in enumerate(present, start=1)}
-    remap = np.zeros(int(lab.max()) + 1, dtype=np.uint16)
+    remap = np.zeros(max(int(lab.max()), max(present)) + 1, dtype=np.uint16)
     for v, n in seg_of_value.items():
         remap[v] = n
     seg_numbers = remap[lab]  # (i, j, k)
@@ -305,11 +342,11 @@ def write_dicom_seg(
         source_images = [ds]
         n_frames = int(getattr(ds, "NumberOfFrames", 1))
         pixel = np.zeros((n_frames, nj, ni), dtype=np.uint16)
-        for k, p in enumerate(planes):
+        for k, p in zip(ks, planes, strict=True):
             pixel[p.frame] = seg_numbers[:, :, k].T
     else:
         source_images = [datasets[p.ds_index] for p in planes]
-        pixel = np.ascontiguousarray(np.transpose(seg_numbers, (2, 1, 0)))  # (k, rows=j, cols=i)
+        pixel = np.ascontiguousarray(np.transpose(seg_numbers[:, :, ks], (2, 1, 0)))  # (k, rows=j, cols=i)
 
     descriptions = []
     for v, n in seg_of_value.items():
