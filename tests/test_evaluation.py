@@ -284,3 +284,38 @@ def test_workers_give_the_same_numbers(folders, tmp_path):
     two = evaluate(pred_dir, ref_dir, tmp_path / "two", plots=False, workers=2)
     assert (tmp_path / "one" / "metrics.csv").read_text() == (tmp_path / "two" / "metrics.csv").read_text()
     assert one.summary["per_label"] == two.summary["per_label"]
+
+
+@pytest.mark.network
+def test_real_nrrd_lung_lesion_folder(tmp_path):
+    """Real pyradiomics CT lesion label (NRRD, 5 mm slices) vs a prediction written by SimpleITK."""
+    import shutil
+
+    import SimpleITK as sitk
+    from scipy import ndimage
+
+    from medseg.data import sample
+
+    src = sample("lung1_label")
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "pred").mkdir()
+    shutil.copy(src, tmp_path / "ref" / "lung1.nrrd")
+    ref_img = sitk.ReadImage(str(src))
+    ref = sitk.GetArrayFromImage(ref_img)  # (z, y, x)
+    pred = ndimage.binary_dilation(ref > 0, iterations=2).astype(np.uint8)
+    pred_img = sitk.GetImageFromArray(pred)
+    pred_img.CopyInformation(ref_img)
+    sitk.WriteImage(pred_img, str(tmp_path / "pred" / "lung1.nrrd"))
+    out = tmp_path / "out"
+    assert cli.main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "ref"), "-o", str(out),
+                     "--no-plots", "--tolerance-mm", "3"]) == 0
+    _, rows = _read_csv(out / "metrics.csv")
+    assert len(rows) == 1 and rows[0]["label"] == "1"
+    spacing_zyx = ref_img.GetSpacing()[::-1]  # numpy (z, y, x) order of SimpleITK's array
+    expect = _monai(pred > 0, ref > 0, spacing_zyx, 3.0)
+    for name in ("dice", "nsd"):
+        assert float(rows[0][name]) == pytest.approx(expect[name], abs=1e-4)
+    for name in ("hd95", "assd"):
+        assert float(rows[0][name]) == pytest.approx(expect[name], abs=0.05)
+    vox_ml = float(np.prod(ref_img.GetSpacing())) / 1000
+    assert float(rows[0]["volume_ref_ml"]) == pytest.approx((ref > 0).sum() * vox_ml, rel=1e-6)

@@ -153,6 +153,22 @@ def test_metatensor_spacing_comes_from_the_affine_any_orientation():
             assert a[k] == pytest.approx(b[k], rel=1e-9, abs=1e-9)
 
 
+def test_2d_metatensor_channel_first_uses_in_plane_spacing():
+    rng = np.random.default_rng(4)
+    ref = _blobs((1, 40, 30), rng, n_labels=2)[0][None]  # (1, i, j): one channel, 2D
+    pred = _perturb(ref[0], rng)[None]
+    aff = np.diag([0.4, 1.6, 5.0, 1.0])  # the k column is the slice normal only
+    P = MetaTensor(torch.from_numpy(pred), affine=torch.from_numpy(aff))
+    R = MetaTensor(torch.from_numpy(ref), affine=torch.from_numpy(aff))
+    rows = metrics.evaluate_case(P, R, tolerance_mm=1.0, policy="monai")
+    for row in rows:
+        lab = row["label"]
+        expect = _monai_all(pred[0] == lab, ref[0] == lab, (0.4, 1.6), 1.0)
+        assert row["hd95"] == pytest.approx(expect["hd95"], abs=0.05)
+        assert row["nsd"] == pytest.approx(expect["nsd"], abs=1e-4)
+        assert row["volume_ref_ml"] == pytest.approx(np.count_nonzero(ref == lab) * 0.4 * 1.6 / 1000)
+
+
 def test_missing_spacing_and_mismatched_grids_are_refused():
     a = np.zeros((10, 10, 10), np.uint8)
     a[2:5, 2:5, 2:5] = 1

@@ -33,10 +33,10 @@ def as_label_array(x: Any, name: str = "input") -> np.ndarray:
     Plain arrays are spatial ``(i, j)`` or ``(i, j, k)``; a leading channel of size 1
     (``(1, i, j, k)``, as every medseg reader returns) is dropped.
     """
+    is_meta = hasattr(x, "affine")
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     arr = np.asarray(x)
-    is_meta = hasattr(x, "affine") or arr.ndim == 4
     if arr.ndim in (3, 4) and arr.shape[0] == 1 and (is_meta or arr.ndim == 4):
         arr = arr[0]
     if arr.ndim not in (2, 3):

@@ -219,7 +219,8 @@ def evaluate_case(
     ``pred``/``ref``: integer label maps on the same grid (numpy, torch or channel-first
     MetaTensor). ``spacing``: mm per axis (required for plain arrays). ``labels``: label values to
     score (default: every non-zero value present in either map). Returns one dict per label with
-    ``label`` and :data:`METRIC_NAMES` (volumes in ml, distances in mm). Each label's masks are
+    ``label`` and :data:`METRIC_NAMES` (volumes in ml, distances in mm; for 2D images the
+    volume is the area times a notional 1 mm thickness, mm^2 / 1000). Each label's masks are
     cut to the bounding box of both (plus one voxel) before any work, so the cost follows the
     structures, not the image size.
     """
