@@ -25,8 +25,10 @@ def _fmt(value: object) -> str:
 def format_table(info: dict) -> str:
     """Human-readable lines for :func:`medseg.io.read.describe`'s dict."""
     lines = []
+    if info.get("selected", "") is None:
+        lines.append("several series found: choose one with --series (UID, modality=CT, largest, ...)")
     for key, value in info.items():
-        if key in ("series", "warnings", "affine_ras"):
+        if key in ("series", "warnings", "affine_ras") or value in (None, ""):
             continue
         lines.append(f"{key:<18} {_fmt(value)}")
     if "affine_ras" in info:
