@@ -7,8 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -48,9 +46,20 @@ def make_tiny_bundle(root: Path, name: str = "tiny_ct", **kw) -> Path:
                         data_license_text="CC0 test data")
 
 
+_BUILT: dict[str, Path] = {}
+
+
+def shared_bundle(tmp_path_factory) -> Path:
+    """One tiny bundle per test session (building costs seconds), shared by the bundle test files.
+    Tests that alter it work on a copy."""
+    if "tiny_ct" not in _BUILT:
+        _BUILT["tiny_ct"] = make_tiny_bundle(tmp_path_factory.mktemp("bundles"))
+    return _BUILT["tiny_ct"]
+
+
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:
-    return make_tiny_bundle(tmp_path_factory.mktemp("bundles"))
+    return shared_bundle(tmp_path_factory)
 
 
 def _sha(path: Path) -> str:
@@ -151,20 +160,22 @@ def _copy(bundle: Path, tmp_path: Path) -> Path:
     return dst
 
 
-def test_verify_fails_on_tampered_weights_with_exit_2(bundle, tmp_path):
+def test_verify_fails_on_tampered_weights_with_exit_2(bundle, tmp_path, capsys):
     import torch
+
+    from medseg import cli
 
     b = _copy(bundle, tmp_path)
     state = torch.load(b / "models/model.pt", weights_only=True)
     key = next(iter(state))
     state[key] = state[key] + 0.5
     torch.save(state, b / "models/model.pt")
-    proc = subprocess.run([sys.executable, "-m", "medseg", "bundle", "verify", str(b)], capture_output=True,
-                          text=True, env={**__import__("os").environ, "MEDSEG_PROGRESS": "0"})
-    assert proc.returncode == 2
-    assert "FAIL checksums" in proc.stdout and "FAIL weights" in proc.stdout
-    assert proc.stderr.strip().splitlines()[-1].startswith("medseg: error: bundle")
-    assert "checksums" in proc.stderr.strip().splitlines()[-1]
+    code = cli.main(["bundle", "verify", str(b)])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert "FAIL checksums" in out and "FAIL weights" in out
+    assert err.strip().splitlines()[-1].startswith("medseg: error: bundle")
+    assert "checksums" in err.strip().splitlines()[-1]
 
 
 def test_verify_detects_a_changed_reference_output(bundle, tmp_path):
@@ -225,7 +236,7 @@ def test_build_refuses_bad_runs_and_leaves_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "taken"]
 
 
-def test_list_and_export(bundle, tmp_path, monkeypatch):
+def test_list_and_export(bundle, tmp_path, monkeypatch, capsys):
     import onnxruntime as ort
     import torch
 
@@ -237,10 +248,10 @@ def test_list_and_export(bundle, tmp_path, monkeypatch):
     assert row.version == "0.1.0" and row.modality == "CT" and row.labels == LABELS
     assert row.weights_sha256 == _sha(bundle / "models/model.pt")
     assert row.trained_on.startswith("synthetic")
-    proc = subprocess.run([sys.executable, "-m", "medseg", "bundle", "list"], capture_output=True, text=True,
-                          env={**__import__("os").environ})
-    assert proc.returncode == 0
-    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("tiny_ct\t"))
+    from medseg import cli
+
+    assert cli.main(["bundle", "list"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("tiny_ct\t"))
     assert row.weights_sha256[:12] in line and "1:liver,2:spleen" in line
 
     onnx_path = export_bundle("tiny_ct", "onnx", tmp_path / "m.onnx")
