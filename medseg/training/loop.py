@@ -17,13 +17,14 @@ uninterrupted one (bit-for-bit on CPU with ``num_workers=0``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medseg.errors import ConfigError, InputError
+from medseg.errors import ConfigError, InputError, MedsegError
 from medseg.io.atomic import atomic_path, atomic_write_text
 from medseg.training.curves import plot_curves, write_log_csv
 from medseg.training.datasets import case_dicts, load_dataset, read_grid, split_cases
@@ -194,6 +195,20 @@ def _loss_value(loss_fn: Callable, out: Any, y: torch.Tensor) -> torch.Tensor:
     return total / sum(weights)
 
 
+@contextlib.contextmanager
+def _typed_errors() -> Iterator[None]:
+    """Re-raise a MedsegError that MONAI wrapped in a RuntimeError ("applying transform ...")."""
+    try:
+        yield
+    except RuntimeError as exc:
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, MedsegError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
+
+
 def _json_config(cfg: TrainConfig) -> dict[str, Any]:
     d = asdict(cfg)
     d["dataset"], d["output"] = str(cfg.dataset), str(cfg.output)
@@ -226,7 +241,8 @@ def train(config: TrainConfig, *, on_epoch_end: Callable[[int, dict[str, Any]], 
                 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
                 torch.backends.cudnn.benchmark = False
             torch.use_deterministic_algorithms(True, warn_only=True)
-        return _train(cfg, ctx, on_epoch_end)
+        with _typed_errors():
+            return _train(cfg, ctx, on_epoch_end)
     finally:
         torch.use_deterministic_algorithms(prev_det, warn_only=prev_det_warn)
         cleanup(ctx)
@@ -292,7 +308,7 @@ def _train(cfg: TrainConfig, ctx: DistContext,
     use_amp = cfg.amp and ctx.device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
     n_out = max(labels) + 1
 
     start_epoch, best, best_epoch, best_dice, history = 0, -1.0, 0, {}, []

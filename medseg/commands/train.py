@@ -1,0 +1,65 @@
+"""``medseg train``: train a segmentation network on a dataset folder or CSV."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from medseg.errors import ConfigError
+
+HELP = "train a segmentation network (MSD, nnU-Net raw, images/+labels/ folders or CSV)"
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of integers") from exc
+    if len(vals) not in (2, 3) or min(vals) < 1:
+        raise argparse.ArgumentTypeError("patch needs 2 or 3 positive integers, e.g. 96,96,64")
+    return vals
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``medseg train``."""
+    p.add_argument("dataset", type=Path, help="dataset folder or .csv (image,label[,split])")
+    p.add_argument("--preset", required=True, help="preprocessing preset, e.g. ct_abdomen, mr_brain")
+    p.add_argument("--network", default="unet",
+                   help="network spec: JSON text, a .json file or an arch name (unet, dynunet, segresnet)")
+    p.add_argument("--output", required=True, type=Path, help="run folder to create (or resume)")
+    p.add_argument("--format", default="auto", choices=["auto", "msd", "nnunet", "folder", "csv"])
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--patch", type=_ints, default=None, help="patch size in voxels, e.g. 96,96,64")
+    p.add_argument("--batch-size", type=int, default=2, help="volumes per step")
+    p.add_argument("--samples-per-volume", type=int, default=2, help="patches drawn per volume")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW)")
+    p.add_argument("--scheduler", default="cosine", choices=["cosine", "poly"])
+    p.add_argument("--val-every", type=int, default=1, help="validate every N epochs")
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last.pt")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--no-amp", action="store_true", help="disable mixed precision on GPU")
+    p.add_argument("--num-workers", type=int, default=None)
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop after the epoch in which this time budget runs out")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build a TrainConfig from the options and call :func:`medseg.training.train`."""
+    from medseg.training import TrainConfig, train
+
+    if args.max_minutes is not None and args.max_minutes <= 0:
+        raise ConfigError("--max-minutes must be positive")
+    cfg = TrainConfig(dataset=args.dataset, output=args.output, preset=args.preset,
+                      network=args.network, format=args.format, epochs=args.epochs,
+                      patch_size=args.patch, batch_size=args.batch_size,
+                      num_samples=args.samples_per_volume, lr=args.lr, scheduler=args.scheduler,
+                      val_every=args.val_every, val_fraction=args.val_fraction, seed=args.seed,
+                      resume=args.resume, device=args.device, amp=not args.no_amp,
+                      max_minutes=args.max_minutes, num_workers=args.num_workers)
+    out = train(cfg)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(out)
+    return 0

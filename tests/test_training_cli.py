@@ -1,0 +1,67 @@
+"""`medseg train` command: thin wrapper; a bad dataset is one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from medseg.cli import main
+
+
+def _err_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_missing_dataset_exit_2(tmp_path, capsys):
+    rc = main(["train", str(tmp_path / "nope"), "--preset", "ct_abdomen", "--output", str(tmp_path / "r")])
+    assert rc == 2
+    assert _err_line(capsys) == "medseg: error: dataset 'nope' does not exist"
+    assert not (tmp_path / "r").exists()
+
+
+def test_grid_mismatch_exit_2(tmp_path, capsys):
+    import nibabel as nib
+    import numpy as np
+
+    for sub in ("images", "labels"):
+        (tmp_path / "ds" / sub).mkdir(parents=True)
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), np.eye(4)), str(tmp_path / "ds/images/p1.nii.gz"))
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 6), np.uint8), np.eye(4)), str(tmp_path / "ds/labels/p1.nii.gz"))
+    rc = main(["train", str(tmp_path / "ds"), "--preset", "ct_abdomen", "--output", str(tmp_path / "r")])
+    assert rc == 2
+    line = _err_line(capsys)
+    assert line.startswith("medseg: error: case 'p1': label shape (8, 8, 6) differs")
+
+
+def test_bad_network_json_exit_2(tmp_path, capsys):
+    from test_training_loop import make_sphere_msd
+
+    ds = make_sphere_msd(tmp_path / "ds", n=2, shape=(12, 12, 8))
+    rc = main(["train", str(ds), "--preset", "ct_abdomen", "--network", "{arch: unet", "--output",
+               str(tmp_path / "r")])
+    assert rc == 2
+    assert "network spec is not valid JSON" in _err_line(capsys)
+
+
+def test_bad_patch_is_usage_error(tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", str(tmp_path), "--preset", "ct_abdomen", "--output", str(tmp_path / "r"),
+              "--patch", "96,x"])
+    assert exc.value.code == 2
+
+
+def test_cli_trains_and_prints_run_folder(tmp_path, capsys):
+    from test_training_loop import make_sphere_msd
+
+    ds = make_sphere_msd(tmp_path / "ds", n=2, shape=(16, 16, 12))
+    out = tmp_path / "run"
+    rc = main(["train", str(ds), "--preset", "ct_abdomen", "--network",
+               json.dumps({"arch": "unet", "channels": [4, 8], "num_res_units": 0}), "--output", str(out),
+               "--epochs", "1", "--patch", "16,16,8", "--num-workers", "0", "--device", "cpu"])
+    assert rc == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert json.loads((out / "model_spec.json").read_text())["inference"]["roi_size"] == [16, 16, 8]
+    assert (out / "checkpoints" / "best.pt").is_file() and (out / "log.csv").is_file()

@@ -1,0 +1,176 @@
+"""Training loop: real (small) training that learns, run-folder contract, exact resume, errors.
+
+Data: small CT-like NIfTI volumes with a bright sphere ("liver", +100 HU over -50 HU, noise 20 HU)
+written here with nibabel in the Decathlon layout."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from medseg.errors import ConfigError, InputError
+from medseg.training import TrainConfig, train
+
+NET = {"arch": "unet", "channels": [8, 16, 32], "num_res_units": 1}
+TINY = {"arch": "unet", "channels": [4, 8], "num_res_units": 0}
+
+
+def make_sphere_msd(root: Path, n: int = 4, shape=(32, 32, 24), seed: int = 0) -> Path:
+    """Decathlon folder of ``n`` CT-like volumes (1.5 x 1.5 x 2 mm, LPS-ish affine) with one
+    sphere label each; returns ``root``."""
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    rng = np.random.default_rng(seed)
+    aff = np.diag([-1.5, -1.5, 2.0, 1.0])
+    aff[:3, 3] = [20.0, 30.0, -10.0]
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1).astype(float)
+    training = []
+    for c in range(n):
+        centre = np.array(shape) / 2 + rng.uniform(-3, 3, 3)
+        lab = (np.linalg.norm(grid - centre, axis=-1) < rng.uniform(6, 9)).astype(np.uint8)
+        img = (np.where(lab > 0, 100.0, -50.0) + rng.normal(0, 20, shape)).astype(np.float32)
+        nib.save(nib.Nifti1Image(img, aff), str(root / f"imagesTr/case_{c:03d}.nii.gz"))
+        nib.save(nib.Nifti1Image(lab, aff), str(root / f"labelsTr/case_{c:03d}.nii.gz"))
+        training.append({"image": f"./imagesTr/case_{c:03d}.nii.gz",
+                         "label": f"./labelsTr/case_{c:03d}.nii.gz"})
+    (root / "dataset.json").write_text(json.dumps({
+        "name": "spheres", "modality": {"0": "CT"}, "labels": {"0": "background", "1": "liver"},
+        "numTraining": n, "training": training, "test": []}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def spheres(tmp_path_factory):
+    return make_sphere_msd(tmp_path_factory.mktemp("spheres") / "ds")
+
+
+def _rows(run: Path) -> list[dict[str, str]]:
+    with open(run / "log.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_quick_training_learns_and_writes_run_folder(spheres, tmp_path):
+    """6 epochs on 3 training volumes: train loss falls and validation Dice on the sphere reaches
+    >= 0.6 (measured 0.74 on this machine); the run folder follows the contract."""
+    cfg = TrainConfig(dataset=spheres, output=tmp_path / "run", preset="ct_abdomen", network=NET,
+                      epochs=6, patch_size=(32, 32, 16), batch_size=2, num_samples=2, lr=3e-3,
+                      val_fraction=0.25, seed=0, num_workers=0)
+    run = train(cfg)
+    rows = _rows(run)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert list(rows[0]) == ["epoch", "train_loss", "val_loss", "val_dice_liver", "val_dice_mean",
+                             "lr", "seconds"]
+    losses = [float(r["train_loss"]) for r in rows]
+    dice = [float(r["val_dice_liver"]) for r in rows]
+    assert losses[-1] < 0.85 * losses[0], losses
+    assert max(dice) >= 0.6, dice
+    assert dice[-1] > dice[0]
+    lrs = [float(r["lr"]) for r in rows]
+    assert lrs[0] == pytest.approx(3e-3) and all(b < a for a, b in zip(lrs, lrs[1:], strict=False))
+
+    spec = json.loads((run / "model_spec.json").read_text())
+    assert spec["network"] == {**NET, "spatial_dims": 3, "in_channels": 1, "out_channels": 2}
+    assert spec["preset"] == "ct_abdomen" and spec["labels"] == {"1": "liver"}
+    assert spec["task"] == "semantic"
+    assert spec["inference"]["roi_size"] == [32, 32, 16] and spec["inference"]["overlap"] == 0.5
+    assert set(spec["inference"]) >= {"sw_batch_size", "postprocess"}
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["best_val_dice"]["liver"] == pytest.approx(max(dice), abs=1e-6)
+    assert metrics["best_epoch"] == int(np.argmax(dice)) + 1
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(run.rglob("*.part*"))  # atomic writes left no temporary files
+
+    # independent check of the logged Dice: rebuild the network from best.pt, predict the
+    # validation case with MONAI's sliding window and compute Dice with numpy
+    from monai.inferers import sliding_window_inference
+
+    from medseg.models import build_network
+    from medseg.training.pipeline import base_transforms
+
+    ck = torch.load(run / "checkpoints" / "best.pt", map_location="cpu", weights_only=False)
+    assert ck["epoch"] == metrics["best_epoch"]
+    net = build_network(spec["network"])
+    net.load_state_dict(ck["state_dict"])
+    net.eval()
+    (val_id,) = metrics["val_case_ids"]
+    item = base_transforms("ct_abdomen", {1: "liver"})(
+        {"image": [str(spheres / f"imagesTr/{val_id}.nii.gz")],
+         "label": str(spheres / f"labelsTr/{val_id}.nii.gz"), "id": val_id})
+    with torch.no_grad():
+        logits = sliding_window_inference(item["image"].as_tensor()[None], (32, 32, 16), 4, net,
+                                          overlap=0.5, mode="gaussian")
+    pred = logits.argmax(1)[0].numpy() == 1
+    ref = item["label"].as_tensor()[0].numpy() == 1
+    dice_np = 2 * (pred & ref).sum() / (pred.sum() + ref.sum())
+    assert dice_np == pytest.approx(metrics["best_val_dice"]["liver"], abs=1e-4)
+
+
+def test_resume_after_interruption_is_bit_exact(spheres, tmp_path):
+    """Run A: 3 epochs straight. Run B: interrupted (KeyboardInterrupt) after epoch 1, then
+    resumed. Same final weights, optimizer state and log values (CPU, num_workers=0)."""
+    common = dict(dataset=spheres, preset="ct_abdomen", network=TINY, epochs=3, patch_size=(16, 16, 16),
+                  batch_size=2, num_samples=2, lr=1e-2, val_fraction=0.25, seed=11, num_workers=0)
+    run_a = train(TrainConfig(output=tmp_path / "a", **common))
+
+    def interrupt(epoch, row):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(output=tmp_path / "b", **common), on_epoch_end=interrupt)
+    part = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=False)
+    assert part["epoch"] == 1
+    run_b = train(TrainConfig(output=tmp_path / "b", resume=True, **common))
+
+    a = torch.load(run_a / "checkpoints" / "last.pt", weights_only=False)
+    b = torch.load(run_b / "checkpoints" / "last.pt", weights_only=False)
+    assert a["epoch"] == b["epoch"] == 3
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
+        assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+    ra, rb = _rows(run_a), _rows(run_b)
+    for x, y in zip(ra, rb, strict=True):
+        assert {k: v for k, v in x.items() if k != "seconds"} == {k: v for k, v in y.items() if k != "seconds"}
+    # a different seed gives different weights: the comparison above can fail
+    run_c = train(TrainConfig(output=tmp_path / "c", **{**common, "seed": 12, "epochs": 1}))
+    c = torch.load(run_c / "checkpoints" / "last.pt", weights_only=False)
+    assert not all(torch.equal(c["state_dict"][k], part["state_dict"][k]) for k in c["state_dict"])
+
+    # refusing to overwrite a run, and to resume with another network
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(TrainConfig(output=tmp_path / "a", **common))
+    with pytest.raises(ConfigError, match="network spec differs"):
+        train(TrainConfig(output=tmp_path / "a", resume=True, **{**common, "network": NET, "epochs": 4}))
+    with pytest.raises(ConfigError, match="already finished 3 epochs"):
+        train(TrainConfig(output=tmp_path / "a", resume=True, **common))
+
+
+def test_undeclared_label_value_names_the_case(tmp_path):
+    root = make_sphere_msd(tmp_path / "ds", n=2, shape=(16, 16, 12))
+    lab = nib.load(str(root / "labelsTr/case_001.nii.gz"))
+    arr = np.asarray(lab.dataobj).copy()
+    arr[0, 0, 0] = 7
+    nib.save(nib.Nifti1Image(arr, lab.affine), str(root / "labelsTr/case_001.nii.gz"))
+    with pytest.raises(InputError, match=r"case 'case_001': label values \[7\] are not declared"):
+        train(TrainConfig(dataset=root, output=tmp_path / "run", preset="ct_abdomen", network=TINY,
+                          epochs=1, patch_size=(16, 16, 8), num_workers=0))
+
+
+def test_bad_options_are_config_errors(spheres, tmp_path):
+    with pytest.raises(ConfigError, match="in_channels=2 but the data needs 1"):
+        train(TrainConfig(dataset=spheres, output=tmp_path / "r", preset="ct_abdomen",
+                          network={**TINY, "in_channels": 2}, epochs=1, num_workers=0))
+    with pytest.raises(ConfigError, match="scheduler 'step' unknown"):
+        train(TrainConfig(dataset=spheres, output=tmp_path / "r2", preset="ct_abdomen", network=TINY,
+                          epochs=1, scheduler="step", patch_size=(16, 16, 8), num_workers=0))
+    with pytest.raises(ConfigError, match="neither JSON"):
+        train(TrainConfig(dataset=spheres, output=tmp_path / "r3", preset="ct_abdomen",
+                          network="resnet", epochs=1, num_workers=0))
