@@ -201,3 +201,39 @@ def test_real_2d_nuclei_single_panel(tmp_path):
     out = save_overlay_montage(image, labels, tmp_path / "nuclei.png", label_names={1: "nucleus"})
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size[0] >= 400 and im.size[1] >= 400
+
+
+def _sitk_metatensor(path) -> tuple[MetaTensor, object]:
+    """An independent reader: SimpleITK's LPS geometry turned into the medseg RAS contract."""
+    import SimpleITK as sitk
+
+    img = sitk.ReadImage(str(path))
+    arr = np.transpose(sitk.GetArrayFromImage(img), (2, 1, 0))  # (z, y, x) -> (i, j, k)
+    lps = np.eye(4)
+    lps[:3, :3] = np.asarray(img.GetDirection()).reshape(3, 3) @ np.diag(img.GetSpacing())
+    lps[:3, 3] = img.GetOrigin()
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    return MetaTensor(torch.from_numpy(np.ascontiguousarray(arr))[None], affine=torch.as_tensor(ras)), img
+
+
+@pytest.mark.parametrize("case", ["lung1", "lung2"])
+def test_real_ct_nodule_side_matches_simpleitk(case):
+    """pyradiomics chest CTs: the nodule's side of the patient, from SimpleITK physical points
+    (LPS: x > 0 is the patient's left), decides which half of the axial picture shows it."""
+    from medseg.data import sample
+
+    image, _ = _sitk_metatensor(sample(f"{case}_image"))
+    labels, label_img = _sitk_metatensor(sample(f"{case}_label"))
+    arr = labels[0].numpy()
+    centroid = np.argwhere(arr > 0).mean(0)
+    centre = (np.asarray(arr.shape) - 1) / 2.0
+    x_nodule = label_img.TransformContinuousIndexToPhysicalPoint(centroid.tolist())[0]
+    x_centre = label_img.TransformContinuousIndexToPhysicalPoint(centre.tolist())[0]
+    patient_left = x_nodule > x_centre + 5.0
+    assert patient_left or x_nodule < x_centre - 5.0  # the nodule is clearly off-centre
+    (panel,) = overlay_slices(image, labels, n_slices=1, views=("axial",), window=(-1000, 400),
+                              label_names={1: "lung_nodule"})
+    _, xs = np.nonzero(_is_lesion(panel.rgb))
+    assert xs.size > 20
+    on_right_half = float(np.mean(xs > panel.rgb.shape[1] / 2))
+    assert on_right_half == (1.0 if patient_left else 0.0), (case, on_right_half)

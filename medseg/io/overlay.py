@@ -117,10 +117,12 @@ def _window(img: np.ndarray, window: tuple[float, float] | None) -> tuple[float,
         if not hi > lo:
             raise ConfigError(f"window must be (low, high) with high > low, got {window}")
         return lo, hi
-    finite = img[np.isfinite(img)]
-    if finite.size == 0:
+    flat = img.ravel()
+    if flat.size > 2_000_000:  # a regular subsample is plenty for percentiles
+        flat = flat[:: flat.size // 2_000_000 + 1]
+    sample = flat[np.isfinite(flat)]
+    if sample.size == 0:
         return 0.0, 1.0
-    sample = finite if finite.size <= 2_000_000 else finite[:: finite.size // 2_000_000 + 1]
     lo, hi = (float(v) for v in np.percentile(sample, [1.0, 99.0]))
     if not hi > lo:
         lo, hi = float(sample.min()), float(sample.max())
@@ -242,9 +244,12 @@ def overlay_slices(
                                 "image grid first")
         if lab.dtype.kind == "f":
             lab = np.rint(lab)
-        lab = lab.astype(np.int64)
+        lab = lab.astype(np.int32, copy=False)
+        if lab.size and lab.min() < 0:
+            raise InputError("labels hold negative values; label values must be 0 or positive")
     names = _label_names(labels, label_names)
-    values = [int(v) for v in np.unique(lab) if v != 0] if lab is not None else []
+    values = [int(v) for v in np.flatnonzero(np.bincount(lab.ravel())) if v != 0] \
+        if lab is not None and lab.size else []
     colours = {v: label_colour(names.get(v), v) for v in values}
     lohi = _window(img, window)
     if n_slices < 1:
@@ -351,11 +356,12 @@ def save_overlay_montage(
     scale = min(1.0, 1600 / (col_w * n_cols), 1400 / sum(row_h))
     width_in = max(4.0, (col_w * n_cols * scale) / dpi + 0.4)
     legend_h = 0.5
-    height_in = (sum(row_h) * scale) / dpi + 0.3 * n_rows + (0.5 if title else 0.1) + legend_h
+    top_in = 0.55 if title else 0.25
+    height_in = (sum(row_h) * scale) / dpi + 0.3 * n_rows + top_in + legend_h
     fig = Figure(figsize=(width_in, height_in), dpi=dpi, facecolor="black")
     FigureCanvasAgg(fig)
     grid = fig.add_gridspec(n_rows, n_cols, height_ratios=row_h, left=0.01, right=0.99,
-                            bottom=legend_h / height_in, top=1 - (0.5 if title else 0.1) / height_in,
+                            bottom=legend_h / height_in, top=1 - top_in / height_in,
                             hspace=0.25, wspace=0.03)
     for r, (view, ps) in enumerate(rows_of.items()):
         for c in range(n_cols):
