@@ -292,3 +292,35 @@ def test_label_map_with_fractions_is_refused(tmp_path):
         load(tmp_path / "frac.nii.gz", kind="label")
     with pytest.raises(ConfigError):
         load(tmp_path / "frac.nii.gz", kind="mask")
+
+
+def test_small_gzip_claiming_4gb_under_the_cap_is_truncated_not_allocated(tmp_path):
+    """1e9 float32 voxels is under the voxel cap, but 1 KB of deflate cannot hold 4 GB."""
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape((1000, 1000, 1000))
+    hdr.set_data_dtype(np.float32)
+    path = tmp_path / "claims4gb.nii.gz"
+    path.write_bytes(gzip.compress(hdr.binaryblock + b"\0" * 676))
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    with pytest.raises(InputError, match=r"cannot hold the 4000000\d* bytes") as info:
+        load(path)
+    elapsed = time.perf_counter() - t0
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert elapsed < 1.0 and peak < 32 * 2**20
+    assert not isinstance(info.value, UnsafeInputError)
+
+
+def test_compressed_metaimage_checks_ratio_and_detached_path(tmp_path):
+    local = tmp_path / "small.mha"
+    local.write_bytes(b"ObjectType = Image\nNDims = 3\nDimSize = 1000 1000 500\nElementType = MET_FLOAT\n"
+                      b"CompressedData = True\nElementDataFile = LOCAL\n" + zlib.compress(b"\0" * 1000))
+    with pytest.raises(InputError, match="cannot hold"):
+        load(local)
+    (tmp_path / "sub").mkdir()
+    detached = tmp_path / "sub" / "evil.mhd"
+    detached.write_text("ObjectType = Image\nNDims = 3\nDimSize = 2 2 2\nElementType = MET_UCHAR\n"
+                        "CompressedData = True\nElementDataFile = /etc/hostname\n")
+    with pytest.raises(UnsafeInputError, match="outside its folder"):
+        load(detached)

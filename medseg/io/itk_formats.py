@@ -16,6 +16,7 @@ folder (a header naming ``../../x`` or an absolute path is refused).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import sys
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import GeometryError, InputError, UnsafeInputError
-from medseg.io.safety import check_declared_size, convert_voxels
+from medseg.io.safety import check_compressed_size, check_declared_size, convert_voxels
 
 _F3 = np.diag([-1.0, -1.0, 1.0])
 _HEADER_LIMIT = 65536
@@ -79,8 +80,12 @@ def _itemsize(pixel_id_string: str) -> int:
     return 2 * size if "complex" in pixel_id_string else size
 
 
-def _raw_layout(path: Path) -> tuple[Path, int, bool] | None:
-    """For uncompressed raw data: ``(data_file, data_offset, data_at_end)``; else ``None``."""
+def _raw_layout(path: Path) -> tuple[Path, int, bool, str] | None:
+    """Where the voxels lie: ``(data_file, data_offset, data_at_end, encoding)``.
+
+    ``encoding`` is ``"raw"``, ``"zlib"`` (gzip/zlib streams) or ``"other"``; ``None`` when the
+    header is too long or names a list of data files (ITK checks those itself).
+    """
     with open(path, "rb") as fh:
         head = fh.read(_HEADER_LIMIT)
     if head.startswith(b"NRRD"):
@@ -97,7 +102,7 @@ def _safe_detached(path: Path, name: str) -> Path:
     return path.parent / candidate
 
 
-def _nrrd_layout(path: Path, head: bytes) -> tuple[Path, int, bool] | None:
+def _nrrd_layout(path: Path, head: bytes) -> tuple[Path, int, bool, str] | None:
     end = head.find(b"\n\n")
     if end < 0:
         return None  # header longer than the limit: leave the decision to ITK
@@ -107,20 +112,24 @@ def _nrrd_layout(path: Path, head: bytes) -> tuple[Path, int, bool] | None:
             continue
         key, _, value = line.partition(":")
         fields[key.strip().lower()] = value.lstrip("=").strip()
-    if fields.get("encoding", "raw").lower() != "raw":
-        return None
-    byte_skip = int(fields.get("byte skip", "0") or 0)
-    if int(fields.get("line skip", "0") or 0) != 0:
-        return None
+    encoding = fields.get("encoding", "raw").lower()
+    encoding = "raw" if encoding == "raw" else "zlib" if encoding in ("gzip", "gz") else "other"
+    try:
+        byte_skip = int(fields.get("byte skip", "0") or 0)
+        line_skip = int(fields.get("line skip", "0") or 0)
+    except ValueError:
+        raise InputError(f"{path.name}: the NRRD header has a non-numeric byte/line skip") from None
     data_file = fields.get("data file", fields.get("datafile"))
-    if data_file is None:
-        return path, end + 2 + max(byte_skip, 0), byte_skip == -1
-    if data_file.upper().startswith("LIST") or " " in data_file:
+    if data_file is not None and (data_file.upper().startswith("LIST") or " " in data_file):
         return None  # multi-file data: ITK checks it
-    return _safe_detached(path, data_file), max(byte_skip, 0), byte_skip == -1
+    if line_skip != 0:
+        encoding = "other"
+    if data_file is None:
+        return path, end + 2 + max(byte_skip, 0), byte_skip == -1, encoding
+    return _safe_detached(path, data_file), max(byte_skip, 0), byte_skip == -1, encoding
 
 
-def _meta_layout(path: Path, head: bytes) -> tuple[Path, int, bool] | None:
+def _meta_layout(path: Path, head: bytes) -> tuple[Path, int, bool, str] | None:
     text = head.decode("latin-1")
     fields: dict[str, str] = {}
     offset = 0
@@ -134,15 +143,17 @@ def _meta_layout(path: Path, head: bytes) -> tuple[Path, int, bool] | None:
             break
     else:
         return None
-    if fields.get("compresseddata", "false").lower() == "true":
-        return None
+    encoding = "zlib" if fields.get("compresseddata", "false").lower() == "true" else "raw"
     data_file = fields["elementdatafile"]
-    header_size = int(fields.get("headersize", "0") or 0)
+    try:
+        header_size = int(fields.get("headersize", "0") or 0)
+    except ValueError:
+        raise InputError(f"{path.name}: the MetaImage header has a non-numeric HeaderSize") from None
     if data_file.upper() == "LOCAL":
-        return path, offset, False
+        return path, offset, False, encoding
     if data_file.upper().startswith("LIST") or "%" in data_file or " " in data_file:
         return None
-    return _safe_detached(path, data_file), max(header_size, 0), header_size == -1
+    return _safe_detached(path, data_file), max(header_size, 0), header_size == -1, encoding
 
 
 def _reader(path: Path):
@@ -173,13 +184,14 @@ def _check_reader(path: Path, reader: Any) -> tuple[int, ...]:
     check_declared_size(declared, itemsize, what=path.name)
     layout = _raw_layout(path)
     if layout is not None:
-        data_file, offset, at_end = layout
+        data_file, offset, at_end, encoding = layout
         if not data_file.is_file():
             raise InputError(f"{path.name}: its data file {data_file.name!r} is missing")
-        check_declared_size(
-            declared, itemsize, file_size=data_file.stat().st_size, data_offset=0 if at_end else offset,
-            what=path.name,
-        )
+        stored = data_file.stat().st_size - (0 if at_end else offset)
+        if encoding == "raw":
+            check_declared_size(declared, itemsize, file_size=stored, what=path.name)
+        elif encoding == "zlib":
+            check_compressed_size(math.prod(declared) * itemsize, stored, what=path.name)
     return size
 
 

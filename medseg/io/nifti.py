@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import GeometryError, InputError
-from medseg.io.safety import GeometryWarning, check_declared_size, convert_voxels
+from medseg.io.safety import GeometryWarning, check_compressed_size, check_declared_size, convert_voxels
 
 NIFTI_INTENT_LABEL = 1002
 _READ_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error, ValueError, gzip.BadGzipFile)
@@ -148,13 +148,15 @@ def _header_facts(path: Path, img: Any) -> dict[str, Any]:
     shape = tuple(int(s) for s in hdr.get_data_shape())
     dtype = hdr.get_data_dtype()
     compressed = _is_gzip(path)
-    check_declared_size(
+    n_bytes = check_declared_size(
         shape,
         dtype.itemsize,
         file_size=None if compressed else path.stat().st_size,
         data_offset=int(hdr.get_data_offset()),
         what=path.name,
     )
+    if compressed:
+        check_compressed_size(n_bytes + int(hdr.get_data_offset()), path.stat().st_size, what=path.name)
     if len(shape) < 2:
         raise InputError(f"{path.name}: a {len(shape)}D NIfTI is not an image; need 2D, 3D or 4D")
     with warnings.catch_warnings(record=True) as caught:

@@ -204,11 +204,9 @@ def orientation_code(affine: np.ndarray, ndim: int = 3) -> str:
     return "".join(c if c is not None else "?" for c in codes[:ndim])
 
 
-def _describe_tensor(tensor: Any) -> dict[str, Any]:
-    arr = tensor.detach().cpu().numpy() if hasattr(tensor, "detach") else np.asarray(tensor)
-    affine = np.asarray(tensor.affine, dtype=np.float64)
+def _describe_arrays(arr: np.ndarray, affine: np.ndarray, meta: dict[str, Any]) -> dict[str, Any]:
+    affine = np.asarray(affine, dtype=np.float64)
     ndim = arr.ndim - 1
-    meta = dict(tensor.meta)
     finite = arr[np.isfinite(arr)] if np.issubdtype(arr.dtype, np.floating) else arr
     out: dict[str, Any] = {
         "format": meta.get("format", "unknown"),
@@ -222,6 +220,7 @@ def _describe_tensor(tensor: Any) -> dict[str, Any]:
         "affine_ras": [[round(float(v), 6) for v in row] for row in affine],
         "dtype": str(arr.dtype),
         "value_range": [float(finite.min()), float(finite.max())] if finite.size else None,
+        "nonfinite_voxels": int(arr.size - finite.size),
     }
     for key in ("affine_source", "spacing_source", "series_instance_uid", "series_description"):
         if key in meta and meta[key] is not None:
@@ -264,22 +263,24 @@ def describe(path: str | os.PathLike[str], series: str | None = None) -> dict[st
     result: dict[str, Any] = {"path": str(path)}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        if fmt == "dicom" and not _is_dicom_seg(path):
-            from medseg.io import dicom as dicom_mod
+        if fmt == "dicom":
+            if not _is_dicom_seg(path):
+                from medseg.io import dicom as dicom_mod
 
-            found = dicom_mod.list_series(path)
-            result["series"] = [_series_summary(s) for s in found]
+                found = dicom_mod.list_series(path)
+                result["series"] = [_series_summary(s) for s in found]
             try:
                 tensor = load(path, series=series)
             except SeriesSelectionError:
-                if series is not None or len(found) <= 1:
+                if series is not None or len(result.get("series", [])) <= 1:
                     raise
                 result.update(format="dicom", selected=None)
                 result["warnings"] = _relevant(caught)
                 return result
-        else:
-            tensor = load(path, series=series, kind="auto" if fmt != "dicom" else "image")
-        result.update(_describe_tensor(tensor))
+            arr, affine, meta = tensor.detach().cpu().numpy(), tensor.affine.numpy(), dict(tensor.meta)
+        else:  # no MetaTensor needed, so `medseg info` does not import MONAI
+            arr, affine, meta = _read_arrays(path, fmt, kind="auto", allow_nonfinite=True)
+        result.update(_describe_arrays(arr, affine, meta))
         if fmt == "dicom":
             result["selected"] = result.get("series_instance_uid")
     result["warnings"] = _relevant(caught)

@@ -93,6 +93,26 @@ def check_declared_size(
     return n_bytes
 
 
+#: deflate (gzip/zlib) cannot compress better than about 1032:1, so a stream of N bytes never
+#: holds more than this many times N bytes of data.
+MAX_DEFLATE_RATIO = 1032
+
+
+def check_compressed_size(n_bytes: int, compressed_size: int, *, what: str = "input") -> None:
+    """Refuse, before decompressing, a gzip/zlib stream too small for what the header declares.
+
+    ``n_bytes``: uncompressed bytes the header declares; ``compressed_size``: bytes of the
+    compressed stream on disk. Deflate's ratio is bounded (:data:`MAX_DEFLATE_RATIO`), so a
+    smaller stream must be truncated (:class:`~medseg.errors.InputError`); no memory is
+    reserved for the declared size first.
+    """
+    if n_bytes > MAX_DEFLATE_RATIO * max(int(compressed_size), 0) + 4096:
+        raise InputError(
+            f"{what}: the file is truncated: {compressed_size} compressed bytes cannot hold the "
+            f"{n_bytes} bytes its header declares (deflate compresses at most {MAX_DEFLATE_RATIO}:1)"
+        )
+
+
 def count_nonfinite(array: np.ndarray) -> int:
     """Number of NaN / +-inf elements (0 for integer arrays)."""
     arr = np.asarray(array)
