@@ -67,6 +67,8 @@ def assemble(slices: Sequence[Slice], *, allow_missing_slices: bool = False,
              what: str = "series", progress: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
     """Stack ``slices`` into a (i, j, k) float32 volume and its voxel->RAS affine.
 
+    The volume is a Fortran-ordered view (i fastest in memory, as in NIfTI files).
+
     Returns (volume, affine_ras, info) where info holds "spacing" (mm, i j k), "order" (index in
     ``slices`` per k, or -1 for a filled missing slice) and "missing_slices".
     """
@@ -151,7 +153,9 @@ def assemble(slices: Sequence[Slice], *, allow_missing_slices: bool = False,
     nk = len(grid)
     from medseg.io.dicom._progress import progress_iter
 
-    volume = np.empty((first.columns, first.rows, nk), dtype=np.float32)
+    # Planes are stored contiguously as (k, rows=j, columns=i) and returned as the (i, j, k) view
+    # (Fortran order, like nibabel's and MONAI's own readers): no transposing copy.
+    stack = np.empty((nk, first.rows, first.columns), dtype=np.float32)
     for k in progress_iter(range(nk), total=nk, desc="reading slices", enabled=progress):
         o = grid[k]
         if o < 0:
@@ -160,7 +164,8 @@ def assemble(slices: Sequence[Slice], *, allow_missing_slices: bool = False,
         if plane.shape != (first.rows, first.columns):
             raise InputError(f"{slices[o].name}: pixel data is {plane.shape}, header says "
                              f"{first.rows}x{first.columns}")
-        volume[:, :, k] = plane.T
+        stack[k] = plane
+    volume = stack.transpose(2, 1, 0)
     if missing:
         present = [k for k in range(nk) if grid[k] >= 0]
         fill = float(volume[:, :, present].min())

@@ -122,7 +122,7 @@ def read_header(path: Path, display_name: str = "") -> Header | None:
     # pydicom stops silently at end of file: check that the last element read is complete.
     tags = list(ds.keys())
     if tags:
-        raw = ds.get_item(tags[-1])
+        raw = ds.get_item(tags[-1], keep_deferred=True)
         tell = getattr(raw, "value_tell", None)
         length = getattr(raw, "length", None)
         value = getattr(raw, "value", None)
@@ -132,7 +132,7 @@ def read_header(path: Path, display_name: str = "") -> Header | None:
                 raise InputError(f"{name}: file is truncated inside the {where} "
                                  f"(declares {tell + length} bytes, has {size}); re-export or re-transfer it")
     if "PixelData" in ds:
-        raw = ds.get_item(0x7FE00010)
+        raw = ds.get_item(0x7FE00010, keep_deferred=True)
         header.pixel_offset = getattr(raw, "value_tell", None)
         header.pixel_length = getattr(raw, "length", None)
         check_pixel_size(header)
@@ -148,6 +148,8 @@ def read_header(path: Path, display_name: str = "") -> Header | None:
 def check_pixel_size(header: Header) -> None:
     """Refuse, before decoding, pixel data larger than the cap or than the file holds."""
     cap = max_voxels()
+    if header.extra.get("size_checked_cap") == cap:
+        return
     voxels = header.voxels()
     if voxels > cap:
         raise UnsafeInputError(
@@ -156,6 +158,7 @@ def check_pixel_size(header: Header) -> None:
     ts = header.ds.file_meta.get("TransferSyntaxUID") if hasattr(header.ds, "file_meta") else None
     compressed = bool(ts) and UID(str(ts)).is_compressed
     if compressed:
+        header.extra["size_checked_cap"] = cap
         return
     declared = header.declared_pixel_bytes()
     available = header.file_size - (header.pixel_offset or 0)
@@ -165,3 +168,4 @@ def check_pixel_size(header: Header) -> None:
         raise InputError(
             f"{header.name}: header declares {declared} bytes of pixel data but the file holds "
             f"{available}: truncated or corrupt; re-export or re-transfer it")
+    header.extra["size_checked_cap"] = cap

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.uid import UID
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from medseg.errors import InputError, UnsafeInputError
 from medseg.io.dicom.geometry import assemble, slice_from_header
@@ -24,12 +24,52 @@ from medseg.io.dicom.series import SeriesInfo, scanned, select_series
 XRAY_MODALITIES = frozenset({"CR", "DX", "MG", "RF", "XA", "IO", "PX", "RG", "DR"})
 
 
+_NATIVE_LE = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
+
+
+def _read_native(header: Header) -> np.ndarray | None:
+    """Stored values read straight from the file for uncompressed little-endian 8/16/32-bit data.
+
+    Returns None when the fast path does not apply (pydicom's decoder is used instead). Bits
+    above BitsStored are not pixel data: masked off (unsigned) or sign-extended (signed).
+    """
+    ds = header.ds
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if ts not in _NATIVE_LE or header.pixel_offset is None or header.pixel_length in (None, 0xFFFFFFFF):
+        return None
+    try:
+        bits = int(ds.BitsAllocated)
+        stored = int(ds.get("BitsStored", bits) or bits)
+        signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+        rows, cols = int(ds.Rows), int(ds.Columns)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if bits not in (8, 16, 32) or not 0 < stored <= bits:
+        return None
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
+    count = header.n_frames * rows * cols
+    arr = np.fromfile(header.path, dtype=dtype, count=count, offset=header.pixel_offset)
+    if arr.size != count:
+        raise InputError(f"{header.name}: pixel data shorter than declared: truncated or corrupt; "
+                         "re-export or re-transfer it")
+    if stored < bits:
+        if signed:
+            shift = bits - stored
+            arr = (arr << shift) >> shift
+        else:
+            arr &= dtype.type((1 << stored) - 1)
+    return arr.reshape(header.n_frames, rows, cols)
+
+
 def load_frames(header: Header) -> np.ndarray:
     """Decoded stored values of all frames, shape (frames, rows, columns), after size checks."""
     check_pixel_size(header)
     spp = int(header.ds.get("SamplesPerPixel", 1) or 1)
     if spp != 1:
         raise InputError(f"{header.name}: {spp} samples per pixel (colour); medseg reads greyscale images only")
+    fast = _read_native(header)
+    if fast is not None:
+        return fast
     try:
         ds = pydicom.dcmread(header.path)
         arr = ds.pixel_array
@@ -106,7 +146,8 @@ def _to_metatensor(volume: np.ndarray, affine: np.ndarray, meta: dict):
     meta = dict(meta)
     meta["original_affine"] = np.asarray(affine, dtype=np.float64).copy()
     meta.pop("affine", None)
-    return MetaTensor(torch.from_numpy(np.ascontiguousarray(volume[None])),
+    # No copy: a Fortran-ordered (i, j, k) view stays one (torch keeps numpy's strides).
+    return MetaTensor(torch.from_numpy(np.expand_dims(volume, 0)),
                       affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
 
 
