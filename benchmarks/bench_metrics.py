@@ -154,10 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         pred_dir, ref_dir = write_cases(Path(tmp), args.cases, shape)
         print(f"wrote {args.cases} cases of {shape} ({time.perf_counter() - t:.1f} s)", flush=True)
-        # warm both code paths once (imports), untimed
-        first = sorted(pred_dir.iterdir())[0]
-        medseg_case(first.stem, first, ref_dir / first.name, labels)
-        monai_case(first, ref_dir / first.name, labels)
+        # warm both code paths once (imports) on a tiny case, untimed
+        warm_pred, warm_ref = write_cases(Path(tmp) / "warm", 1, (64, 64, 40))
+        warm = next(warm_pred.iterdir())
+        medseg_case("warm", warm, warm_ref / warm.name, labels)
+        monai_case(warm, warm_ref / warm.name, labels)
 
         per_case, max_diff = [], {m: 0.0 for m in ("dice", "iou", "hd95", "assd", "nsd")}
         mismatches = []

@@ -36,7 +36,7 @@ from medseg.metrics import (
     instance_metrics,
     summarize,
 )
-from medseg.metrics._arrays import GRID_TOLERANCE_MM, as_label_array, resolve_spacing
+from medseg.metrics._arrays import as_label_array, check_same_grid, resolve_spacing
 from medseg.metrics.policy import check_policy
 
 N_WORST_IN_SUMMARY = 20
@@ -54,22 +54,12 @@ class EvaluationResult:
 
 
 def _grid_check(case: str, pred: Any, ref: Any, involves_seg: bool) -> None:
-    p, r = as_label_array(pred, "prediction"), as_label_array(ref, "reference")
-    hint = " (for a DICOM SEG give its source series with --ref-image)" if involves_seg else ""
-    if p.shape != r.shape:
-        raise EvaluationError(
-            f"case {case}: prediction grid {p.shape} differs from reference grid {r.shape}: resample the "
-            f"prediction to the reference grid first{hint}"
-        )
-    a_p, a_r = np.asarray(pred.affine, dtype=np.float64), np.asarray(ref.affine, dtype=np.float64)
-    corners = np.array(np.meshgrid(*[[0, n - 1] for n in p.shape], indexing="ij")).reshape(p.ndim, -1)
-    homog = np.vstack([corners, np.zeros((3 - p.ndim, corners.shape[1])), np.ones((1, corners.shape[1]))])
-    diff = float(np.abs(a_p @ homog - a_r @ homog)[:3].max())
-    if not diff <= GRID_TOLERANCE_MM:
-        raise EvaluationError(
-            f"case {case}: prediction and reference grids differ by {diff:.4g} mm (tolerance "
-            f"{GRID_TOLERANCE_MM} mm): resample the prediction to the reference grid first{hint}"
-        )
+    """Shape and affine (1e-3 mm at the grid corners) must agree; the error names the case."""
+    try:
+        check_same_grid(pred, ref, as_label_array(pred, "prediction"), as_label_array(ref, "reference"))
+    except EvaluationError as exc:
+        hint = " (for a DICOM SEG give its source series with --ref-image)" if involves_seg else ""
+        raise EvaluationError(f"case {case}: {exc}{hint}") from None
 
 
 def evaluate_files(
