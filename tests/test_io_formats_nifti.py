@@ -297,3 +297,16 @@ def test_real_mni_template_matches_nibabel():
     ijk = (98, 134, 72)
     assert float(out[0][ijk]) == pytest.approx(float(ref.dataobj[ijk]), rel=1e-6)
     np.testing.assert_allclose(_world(out.affine.numpy(), ijk), _world(ref.affine, ijk))
+
+
+def test_big_endian_nifti_label_and_image(tmp_path):
+    raw = (np.arange(np.prod(SHAPE)) % 5).reshape(SHAPE).astype(np.int16)
+    hdr = nib.Nifti1Header(endianness=">")
+    hdr.set_data_dtype(np.int16)
+    img = nib.Nifti1Image(raw, _affine("LPS"), header=hdr)
+    img.to_filename(tmp_path / "be.nii")
+    assert nib.load(tmp_path / "be.nii").header.get_data_dtype() == np.dtype(">i2")
+    lab = load(tmp_path / "be.nii", kind="label")
+    assert lab.dtype == torch.int16
+    np.testing.assert_array_equal(lab[0].numpy(), raw)
+    np.testing.assert_array_equal(load(tmp_path / "be.nii")[0].numpy(), raw.astype(np.float32))

@@ -198,6 +198,11 @@ def convert_voxels(
     if kind not in KINDS:
         raise ConfigError(f"kind={kind!r} is not one of {KINDS}")
     data = np.asarray(data)
+    if data.dtype.fields is not None:
+        raise InputError(f"{what}: structured voxels ({data.dtype}) such as RGB24 are not supported; "
+                         "store one channel per volume")
+    if not data.dtype.isnative:  # big-endian files: torch only takes native byte order
+        data = data.astype(data.dtype.newbyteorder("="))
     if kind == "auto":
         kind = "label" if _looks_like_label(data, label_hint) else "image"
     if kind == "image":
