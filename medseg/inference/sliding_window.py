@@ -5,7 +5,9 @@ count map) for the whole volume: 100 classes on a 384^3 CT is 22.6 GB. Here the 
 positions and the same Gaussian importance map as MONAI) are grouped by their start along the
 LAST spatial axis and processed group by group. A ring buffer only ``roi[-1]`` wide along that
 axis accumulates the importance-weighted network outputs in float16 (float32 on request, or
-automatically when the outputs leave float16's range). When a group is done, every position
+automatically when the outputs leave float16's range), each window's scores shifted per voxel so
+that its best class is 0 (argmax is invariant to a per-voxel shift; small numbers keep float16's
+precision where the decision is made). When a group is done, every position
 before the next group's start is final: it is reduced to the argmax at once (uint8 / int16) and
 its ring slots are reused. Because the argmax of a weighted average equals the argmax of the
 weighted sum (the weight sum is the same for all classes), the labels equal MONAI's up to
@@ -30,7 +32,8 @@ from medseg.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
-_FP16_SAFE = 3.0e4  # above this a float16 accumulator could overflow (max 65504)
+_FP16_MAX = 6.0e4  # float16 overflows at 65504
+FLOAT32_RING_BYTES = 256 * 1024**2  # auto dtype: float32 ring buffers up to this size
 
 
 @dataclass
@@ -119,7 +122,7 @@ def sliding_window_labels(
     mode: str = "gaussian",
     device: str | torch.device = "cpu",
     stitch_device: str | torch.device | None = None,
-    accumulate_dtype: torch.dtype = torch.float16,
+    accumulate_dtype: torch.dtype | None = None,
     amp: bool = True,
     channels_last: bool = True,
     tta: bool = False,
@@ -139,7 +142,8 @@ def sliding_window_labels(
         mode: ``"gaussian"`` or ``"constant"`` blending.
         device: where the network runs (``"cpu"``, ``"cuda"``, ``torch.device``).
         stitch_device: where the ring buffer lives; None: ``device`` if it fits there, else CPU.
-        accumulate_dtype: ring-buffer dtype (float16 default; float32 for bit-for-bit sums).
+        accumulate_dtype: ring-buffer dtype; None: float32 while the float32 ring stays under
+            ``FLOAT32_RING_BYTES`` (few classes: exact sums, fastest), else float16.
         amp: autocast float16 on CUDA.
         channels_last: channels_last(_3d) memory format on CUDA.
         tta: flip test-time augmentation per window (identity + one flip per spatial axis);
@@ -215,6 +219,10 @@ def _run(x, predictor, roi_size, overlap, bs, sigma_scale, mode, device, stitch,
     wmap = compute_importance_map(roi, mode=mode, sigma_scale=sigma_scale, device=device,
                                   dtype=torch.float32)[None, None]
     ring_w = roi[-1]
+    # most windows that can cover one voxel: a float16 sum stays finite below _FP16_MAX / max_cover
+    interval = scan_interval(image_size, roi, overlap)
+    max_cover = math.prod(math.ceil(r / i) for r, i in zip(roi, interval, strict=True))
+    fp16_limit = _FP16_MAX / max_cover
     flips = _flip_dims(n_sp, tta)
 
     net_dtype = x.dtype
@@ -258,10 +266,13 @@ def _run(x, predictor, roi_size, overlap, bs, sigma_scale, mode, device, stitch,
                     pred = torch.stack(probs).mean(0)
                 else:
                     pred, ref_pred = preds[0], None
-                pred = pred * wmap
+                pred = _shift(pred * wmap)
                 if acc is None:
                     n_classes = pred.shape[1]
                     acc_shape = (n_classes, *image_size[:-1], ring_w)
+                    if acc_dtype is None:
+                        ring32 = math.prod(acc_shape) * 4 * (2 if tta else 1)
+                        acc_dtype = torch.float32 if ring32 <= FLOAT32_RING_BYTES else torch.float16
                     stitch_dev = stitch if stitch is not None else _pick_stitch_device(
                         device, acc_shape, acc_dtype, tta)
                     acc = torch.zeros(acc_shape, dtype=acc_dtype, device=stitch_dev)
@@ -272,7 +283,7 @@ def _run(x, predictor, roi_size, overlap, bs, sigma_scale, mode, device, stitch,
                     stats.accumulator_dtype = str(acc_dtype).replace("torch.", "")
                     stats.output_bytes = out_labels.nbytes * (2 if tta else 1)
                     stats.stitch_device = str(stitch_dev)
-                if acc.dtype == torch.float16 and float(pred.abs().amax()) > _FP16_SAFE:
+                if acc.dtype == torch.float16 and float(pred.abs().amax()) > fp16_limit:
                     acc = acc.float()
                     ref_acc = ref_acc.float() if ref_acc is not None else None
                     stats.fallbacks.append("scores beyond float16 range: accumulating in float32")
@@ -281,7 +292,7 @@ def _run(x, predictor, roi_size, overlap, bs, sigma_scale, mode, device, stitch,
                     log.info(stats.fallbacks[-1])
                 _accumulate(acc, pred, chunk, roi, ring_w)
                 if tta:
-                    _accumulate(ref_acc, ref_pred * wmap, chunk, roi, ring_w)
+                    _accumulate(ref_acc, _shift(ref_pred * wmap), chunk, roi, ring_w)
                 bar.update(len(chunk))
             done_to = groups[gi + 1][0][-1] if gi + 1 < len(groups) else image_size[-1]
             for ring_sl, local in _ring_pieces(g_start, done_to, ring_w):
@@ -304,13 +315,24 @@ def _run(x, predictor, roi_size, overlap, bs, sigma_scale, mode, device, stitch,
     return out_labels.contiguous()
 
 
+def _shift(weighted: torch.Tensor) -> torch.Tensor:
+    """Subtract each voxel's largest class score (several classes only).
+
+    The argmax of a sum is unchanged when every class at a voxel is shifted by the same amount,
+    and the shifted top scores sit near 0, where float16 resolves far finer steps: near ties
+    between the leading classes survive float16 accumulation.
+    """
+    if weighted.shape[1] == 1:
+        return weighted
+    return weighted - weighted.amax(dim=1, keepdim=True)
+
+
 def _accumulate(acc: torch.Tensor, pred: torch.Tensor, chunk, roi, ring_w: int) -> None:
     pred = pred.to(acc.device)
     for p, st in zip(pred, chunk, strict=False):
         lead = tuple(slice(s, s + r) for s, r in zip(st[:-1], roi[:-1], strict=False))
         for ring_sl, local in _ring_pieces(st[-1], st[-1] + roi[-1], ring_w):
-            view = acc[(slice(None), *lead, ring_sl)]
-            view.copy_((view.float() + p[..., local]).to(acc.dtype))
+            acc[(slice(None), *lead, ring_sl)] += p[..., local]
 
 
 def _fits(nbytes: int, device: torch.device) -> bool:
