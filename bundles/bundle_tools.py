@@ -1,0 +1,278 @@
+"""Shared helpers of the bundle training scripts in ``bundles/<name>/scripts/train.py``.
+
+Not a bundle (no ``configs/``), so :func:`medseg.bundle.list_bundles` skips it. Every script does
+``sys.path.insert(0, <repo>/bundles)`` and imports this module; nothing here downloads anything
+except through :func:`medseg.data.sample` (pip, sha256-verified).
+
+Flow of a script: write an MSD-layout training folder (:func:`write_msd`) -> :func:`train_run`
+(medseg.training.train) -> :func:`patch_model_spec` (inference-only settings the trainer does not
+write: task, postprocess) -> evaluate on held-out data with medseg.inference.segment and
+medseg.metrics -> :func:`ship` (medseg.bundle.build_bundle into a temporary folder, docs written,
+the old bundle folder swapped out by renames, its ``scripts/`` kept).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> Path:
+    """Write ``array`` (i, j[, k]) with its voxel->RAS mm ``affine`` as NIfTI (atomic)."""
+    import torch
+    from monai.data import MetaTensor
+
+    from medseg.io import save
+
+    t = MetaTensor(torch.from_numpy(np.ascontiguousarray(array))[None],
+                   affine=torch.as_tensor(affine, dtype=torch.float64), meta={"space": "RAS"})
+    return save(t, path)
+
+
+def write_msd(root: Path, cases: Any, labels: Mapping[int, str], modality: str) -> Path:
+    """Write an MSD folder from ``(case_id, image, label, affine)`` tuples (an iterable, consumed
+    only when the folder does not exist yet); return ``root``."""
+    from medseg.io.atomic import atomic_write_text
+
+    root = Path(root)
+    if (root / "dataset.json").is_file():  # written by an earlier run of the same script (same seeds)
+        print(f"reusing {root}", flush=True)
+        return root
+    training = []
+    for cid, img, lab, aff in cases:
+        save_nifti(img.astype(np.float32), aff, root / "imagesTr" / f"{cid}.nii.gz")
+        save_nifti(lab.astype(np.uint8), aff, root / "labelsTr" / f"{cid}.nii.gz")
+        training.append({"image": f"./imagesTr/{cid}.nii.gz", "label": f"./labelsTr/{cid}.nii.gz"})
+    ds = {"name": root.name, "modality": {"0": modality},
+          "labels": {"0": "background", **{str(k): v for k, v in sorted(labels.items())}},
+          "numTraining": len(training), "numTest": 0, "training": training, "test": []}
+    atomic_write_text(root / "dataset.json", json.dumps(ds, indent=2) + "\n")
+    return root
+
+
+def train_run(dataset: Path, run_dir: Path, preset: str, network: dict[str, Any], *,
+              preset_overrides: Mapping[str, Any] | None = None, **options: Any) -> Path:
+    """Train with :func:`medseg.training.train` (CPU, seeded, no AMP) and return the run folder.
+
+    ``preset_overrides`` (e.g. ``{"target_spacing": [2.5, 2.5, 2.5]}`` mm) change the preset for
+    training AND inference: ``TrainConfig`` has no such option yet, so
+    ``medseg.transforms.presets.preprocessing`` is wrapped for the duration of the run (the
+    training pipeline looks it up at call time), and the same overrides are written to
+    ``model_spec.json`` -> ``inference.preset_overrides``, which inference and bundles honour.
+    """
+    import medseg.transforms.presets as presets
+    from medseg.training import TrainConfig, train
+
+    cfg = TrainConfig(dataset=dataset, output=run_dir, preset=preset, network=network, device="cpu",
+                      amp=False, num_workers=0,
+                      progress=os.environ.get("MEDSEG_PROGRESS", "1") != "0", **options)
+    original = presets.preprocessing
+    overrides = dict(preset_overrides or {})
+
+    def with_overrides(name: str, **kw: Any):
+        if name == preset:
+            kw = {**overrides, **kw}
+        return original(name, **kw)
+
+    t0 = time.monotonic()
+    presets.preprocessing = with_overrides
+    try:
+        out = train(cfg)
+    finally:
+        presets.preprocessing = original
+    if overrides:
+        patch_model_spec(out, preset_overrides=overrides)
+    print(f"trained in {time.monotonic() - t0:.0f} s -> {out}", flush=True)
+    return out
+
+
+def patch_model_spec(run_dir: Path, **updates: Any) -> dict[str, Any]:
+    """Set inference-time fields of ``RUN/model_spec.json`` (``task``, ``name``, and inside
+    ``inference``: ``postprocess``, ``overlap``, ``sw_batch_size``); return the new spec."""
+    from medseg.io.atomic import atomic_write_text
+
+    path = Path(run_dir) / "model_spec.json"
+    spec = json.loads(path.read_text())
+    for key in ("task", "name"):
+        if key in updates:
+            spec[key] = updates.pop(key)
+    spec["inference"].update(updates)
+    atomic_write_text(path, json.dumps(spec, indent=2) + "\n")
+    return spec
+
+
+def load_run_model(run_dir: Path):
+    """The run's best checkpoint as a :class:`medseg.inference.SegmentationModel`.
+
+    The training checkpoint also holds optimiser and RNG state, which ``weights_only`` loading
+    refuses; the state dict is extracted here (our own file) and handed over as weights.
+    """
+    import torch
+
+    from medseg.inference import SegmentationModel
+
+    spec = json.loads((Path(run_dir) / "model_spec.json").read_text())
+    ck = torch.load(Path(run_dir) / "checkpoints" / "best.pt", map_location="cpu", weights_only=False)
+    return SegmentationModel.from_spec(spec, state_dict=ck["state_dict"], name=spec.get("name"))
+
+
+def slim_checkpoint(run_dir: Path) -> None:
+    """Rewrite ``checkpoints/best.pt`` as ``{"state_dict", "epoch"}`` so build_bundle (which loads
+    with ``weights_only=True``) accepts it; the full checkpoint stays in ``last.pt``."""
+    import torch
+
+    from medseg.io.atomic import atomic_path
+
+    best = Path(run_dir) / "checkpoints" / "best.pt"
+    ck = torch.load(best, map_location="cpu", weights_only=False)
+    with atomic_path(best) as tmp:
+        torch.save({"state_dict": ck["state_dict"], "epoch": int(ck["epoch"])}, tmp)
+
+
+def dice_per_label(pred: np.ndarray, ref: np.ndarray, labels: Mapping[int, str]) -> dict[str, float]:
+    """Dice per named label with :func:`medseg.metrics.dice` (same grid)."""
+    from medseg.metrics import dice
+
+    return {name: float(dice(pred, ref, label=int(k))) for k, name in labels.items()}
+
+
+def ship(run_dir: Path, out: Path, *, name: str, description: str, data_source: str, license_text: str,
+         readme_head: str, extra_docs: Mapping[str, Path] | None = None,
+         task_description: str | None = None, references: list[str] | None = None) -> Path:
+    """Build the bundle from ``run_dir`` and put it at ``out`` (replacing an older build).
+
+    ``out/scripts/`` (the training script) is carried over; ``docs/README.md`` becomes
+    ``readme_head`` followed by the builder's generic sections; ``extra_docs`` (name -> file) are
+    copied into ``docs/``. The new folder replaces the old one by renames.
+    """
+    from medseg.bundle import build_bundle
+    from medseg.io.atomic import atomic_write_text
+
+    out = Path(out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".build", dir=out.parent))
+    try:
+        new = build_bundle(run_dir, work / "bundle", name=name, description=description,
+                           data_source=data_source, data_license_text=license_text,
+                           task_description=task_description, references=references,
+                           intended_use="Research and demonstration only: not for diagnostic or treatment "
+                                        "decisions. See docs/README.md for what these weights are fit for.")
+        generic = (new / "docs" / "README.md").read_text(encoding="utf-8")
+        generic = generic.split("\n", 1)[1] if generic.startswith("# ") else generic
+        atomic_write_text(new / "docs" / "README.md", readme_head.rstrip() + "\n\n---\n# Generated bundle facts\n"
+                          + generic)
+        for fname, src in (extra_docs or {}).items():
+            shutil.copyfile(src, new / "docs" / fname)
+        if (out / "scripts").is_dir():
+            shutil.copytree(out / "scripts", new / "scripts",
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        old = None
+        if out.exists():
+            old = work / "old"
+            os.replace(out, old)
+        os.replace(new, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def fmt_table(rows: Mapping[str, Mapping[str, float]], cols: Sequence[str]) -> str:
+    """A Markdown table: one row per key of ``rows``, one column per name in ``cols`` (4 decimals)."""
+    head = "| case | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols) + "\n"
+    body = ""
+    for r, vals in rows.items():
+        body += f"| {r} | " + " | ".join(f"{vals[c]:.4f}" if c in vals else "-" for c in cols) + " |\n"
+    return head + body
+
+
+def common_args(description: str):
+    """argparse parser with ``--out`` (bundle folder), ``--work`` (scratch) and ``--quick``."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--out", required=True, type=Path, help="bundle folder to (re)build")
+    p.add_argument("--work", type=Path, default=None,
+                   help="scratch folder for the dataset and run (default: a new temporary folder)")
+    return p
+
+
+def work_dir(arg: Path | None, name: str) -> Path:
+    """Scratch folder: ``arg`` or a new temporary one (kept, printed)."""
+    w = Path(arg) if arg else Path(tempfile.mkdtemp(prefix=f"medseg-{name}-"))
+    w.mkdir(parents=True, exist_ok=True)
+    print(f"scratch folder: {w}", flush=True)
+    return w
+
+
+def phantom_cases(generator: str, plan: Sequence[tuple[int, Any]], **kwargs: Any
+                  ) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """Phantoms ``medseg.data.phantoms.<generator>(seed=s, orientation=o, **kwargs)`` for each
+    ``(s, o)`` of ``plan`` as ``(case_id, image, label, affine)`` (ids carry seed and orientation)."""
+    return list(iter_phantoms(generator, plan, **kwargs))
+
+
+def iter_phantoms(generator: str, plan: Sequence[tuple[int, Any]], **kwargs: Any):
+    """Generator version of :func:`phantom_cases` (one phantom in memory at a time)."""
+    from medseg.data import phantoms
+
+    gen = getattr(phantoms, generator)
+    for seed, orient in plan:
+        ph = gen(seed=seed, orientation=orient, **kwargs) if orient is not None else gen(seed=seed, **kwargs)
+        tag = orient if isinstance(orient, str) else ("oblique" if orient is not None else "2d")
+        yield (f"{generator}_s{seed:04d}_{tag}", ph.image, ph.label, ph.affine)
+
+
+def segment_array(model, image: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Run :func:`medseg.inference.segment` on an array with its voxel->RAS mm affine; labels on
+    the same grid."""
+    import torch
+    from monai.data import MetaTensor
+
+    from medseg.inference import segment
+
+    mt = MetaTensor(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None],
+                    affine=torch.as_tensor(affine, dtype=torch.float64), meta={"space": "RAS"})
+    return segment(mt, model, device="cpu", progress=False)[0].numpy()
+
+
+def eval_cases(model, cases: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
+               labels: Mapping[int, str], *, only_present: bool = False, merged: str | None = None
+               ) -> dict[str, dict[str, float]]:
+    """Segment each case with :func:`medseg.inference.segment` and return Dice per label
+    (medseg.metrics.dice on the SOURCE grid) per case id. ``only_present``: score only labels in
+    the reference; ``merged``: also score all foreground labels merged, under that column name."""
+    from medseg.metrics import dice
+
+    res = {}
+    for cid, img, lab, aff in cases:
+        pred = segment_array(model, img, aff)
+        present = {int(v) for v in np.unique(lab) if v}
+        res[cid] = dice_per_label(pred, lab, {k: v for k, v in labels.items()
+                                              if not only_present or k in present})
+        if merged:
+            res[cid][merged] = float(dice(pred > 0, lab > 0))
+        print(cid, {k: round(v, 4) for k, v in res[cid].items()}, flush=True)
+    return res
+
+
+def mean_row(res: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Mean over cases of each column (NaN skipped)."""
+    cols = sorted({c for r in res.values() for c in r})
+    return {c: float(np.nanmean([r[c] for r in res.values() if c in r])) for c in cols}
+
+
+OBLIQUE = [[0.9659258, -0.2588190, 0.0], [0.2588190, 0.9659258, 0.0], [0.0, 0.0, 1.0]]
+"""A 15 degree rotation about S-I of the i, j axes (columns = RAS directions of i, j, k)."""
