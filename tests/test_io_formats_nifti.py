@@ -310,3 +310,19 @@ def test_big_endian_nifti_label_and_image(tmp_path):
     assert lab.dtype == torch.int16
     np.testing.assert_array_equal(lab[0].numpy(), raw)
     np.testing.assert_array_equal(load(tmp_path / "be.nii")[0].numpy(), raw.astype(np.float32))
+
+
+def test_nifti_without_suffix_and_nifti2_found_by_magic(tmp_path):
+    aff = _affine("oblique")
+    nib.save(nib.Nifti1Image(_marker_volume(), aff), tmp_path / "a.nii.gz")
+    nib.save(nib.Nifti2Image(_marker_volume(), aff), tmp_path / "b.nii")
+    (tmp_path / "export_0001").write_bytes((tmp_path / "a.nii.gz").read_bytes())
+    (tmp_path / "export_0002").write_bytes((tmp_path / "b.nii").read_bytes())
+    expected = _world(aff, MARKER)
+    for name in ("export_0001", "export_0002", "b.nii"):
+        out = load(tmp_path / name)
+        ijk = np.argwhere(out[0].numpy() == 1000.0)[0]
+        np.testing.assert_allclose(_world(out.affine.numpy(), ijk), expected, atol=1e-4)
+    (tmp_path / "export_0003").write_bytes((tmp_path / "b.nii").read_bytes()[:-200])
+    with pytest.raises(InputError, match="truncated"):
+        load(tmp_path / "export_0003")

@@ -67,12 +67,38 @@ def _open_header(path: Path):
     if name.endswith(".nii") and _is_gzip(path):
         raise InputError(f"{path.name}: the file is gzip-compressed; rename it to .nii.gz")
     try:
-        img = nib.load(str(path))
+        if name.endswith((".nii", ".nii.gz")):
+            img = nib.load(str(path))
+        else:  # found by its magic bytes (no suffix): nibabel would dispatch on the name
+            img = _from_fileobj(path)
     except _nib_errors() as exc:
         raise InputError(f"{path.name}: not a readable NIfTI file ({_short(exc, path)})") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(f"{path.name}: {type(img).__name__} is not a single-file NIfTI image")
     return img
+
+
+def sniff_nifti(path: str | os.PathLike[str]) -> bool:
+    """True when the file (gzip-compressed or not) starts with a NIfTI-1 or NIfTI-2 header."""
+    path = Path(path)
+    try:
+        opener = gzip.open if _is_gzip(path) else open
+        with opener(path, "rb") as fh:
+            head = fh.read(544)
+    except _READ_ERRORS:
+        return False
+    return (len(head) >= 348 and head[344:348] == b"n+1\x00") or head[4:8] == b"n+2\x00"
+
+
+def _from_fileobj(path: Path):
+    import nibabel as nib
+
+    fobj = gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")  # kept open by the data proxy
+    head = fobj.read(8)
+    fobj.seek(0)
+    klass = nib.Nifti2Image if head[4:8] == b"n+2\x00" else nib.Nifti1Image
+    holder = nib.FileHolder(fileobj=fobj)
+    return klass.from_file_map({"header": holder, "image": holder})
 
 
 def _short(exc: BaseException, path: Path | None = None) -> str:

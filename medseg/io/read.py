@@ -75,8 +75,12 @@ def _magic_format(path: Path) -> str | None:
         return "nrrd"
     if head.startswith(b"PK\x03\x04") or (len(head) >= 262 and head[257:262] == b"ustar"):
         return "dicom"
-    if len(head) >= 348 and head[344:348] == b"n+1\x00":
+    if (len(head) >= 348 and head[344:348] == b"n+1\x00") or head[4:8] == b"n+2\x00":
         return "nifti"
+    if head.startswith(b"\x1f\x8b"):
+        from medseg.io.nifti import sniff_nifti
+
+        return "nifti" if sniff_nifti(path) else None
     if head.lstrip().startswith((b"ObjectType", b"NDims")):
         return "mha"
     return None
