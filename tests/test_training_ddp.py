@@ -44,7 +44,7 @@ def test_torchrun_two_processes_cpu(tmp_path):
     from medseg.models import build_network
     from medseg.training import weights_digest
 
-    ck = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    ck = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     net = build_network(ck["model_spec"]["network"])
     net.load_state_dict(ck["state_dict"])
     assert weights_digest(net) == d0

@@ -93,7 +93,7 @@ def test_quick_training_learns_and_writes_run_folder(spheres, tmp_path):
     from medseg.models import build_network
     from medseg.training.pipeline import base_transforms
 
-    ck = torch.load(run / "checkpoints" / "best.pt", map_location="cpu", weights_only=False)
+    ck = torch.load(run / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
     assert ck["epoch"] == metrics["best_epoch"]
     net = build_network(spec["network"])
     net.load_state_dict(ck["state_dict"])
@@ -110,6 +110,20 @@ def test_quick_training_learns_and_writes_run_folder(spheres, tmp_path):
     dice_np = 2 * (pred & ref).sum() / (pred.sum() + ref.sum())
     assert dice_np == pytest.approx(metrics["best_val_dice"]["liver"], abs=1e-4)
 
+    # the run folder is what the inference engine consumes: segment the source file and score
+    # the labels on the source grid against the label file read by nibabel
+    from medseg.inference import SegmentationModel, segment
+    from medseg.io import load
+
+    model = SegmentationModel.from_run_dir(run)
+    seg = segment(load(spheres / f"imagesTr/{val_id}.nii.gz"), model, device="cpu", progress=False)
+    ref_nib = np.asarray(nib.load(str(spheres / f"labelsTr/{val_id}.nii.gz")).dataobj) == 1
+    np.testing.assert_allclose(seg.affine.numpy(), nib.load(str(spheres / f"labelsTr/{val_id}.nii.gz")).affine,
+                               atol=1e-4)
+    got = np.asarray(seg[0]) == 1
+    dice_src = 2 * (got & ref_nib).sum() / (got.sum() + ref_nib.sum())
+    assert dice_src == pytest.approx(dice_np, abs=0.03)
+
 
 def test_resume_after_interruption_is_bit_exact(spheres, tmp_path):
     """Run A: 3 epochs straight. Run B: interrupted (KeyboardInterrupt) after epoch 1, then
@@ -124,12 +138,12 @@ def test_resume_after_interruption_is_bit_exact(spheres, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         train(TrainConfig(output=tmp_path / "b", **common), on_epoch_end=interrupt)
-    part = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=False)
+    part = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)
     assert part["epoch"] == 1
     run_b = train(TrainConfig(output=tmp_path / "b", resume=True, **common))
 
-    a = torch.load(run_a / "checkpoints" / "last.pt", weights_only=False)
-    b = torch.load(run_b / "checkpoints" / "last.pt", weights_only=False)
+    a = torch.load(run_a / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(run_b / "checkpoints" / "last.pt", weights_only=True)
     assert a["epoch"] == b["epoch"] == 3
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for k in a["state_dict"]:
@@ -141,7 +155,7 @@ def test_resume_after_interruption_is_bit_exact(spheres, tmp_path):
         assert {k: v for k, v in x.items() if k != "seconds"} == {k: v for k, v in y.items() if k != "seconds"}
     # a different seed gives different weights: the comparison above can fail
     run_c = train(TrainConfig(output=tmp_path / "c", **{**common, "seed": 12, "epochs": 1}))
-    c = torch.load(run_c / "checkpoints" / "last.pt", weights_only=False)
+    c = torch.load(run_c / "checkpoints" / "last.pt", weights_only=True)
     assert not all(torch.equal(c["state_dict"][k], part["state_dict"][k]) for k in c["state_dict"])
 
     # refusing to overwrite a run, and to resume with another network

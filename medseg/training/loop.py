@@ -158,8 +158,16 @@ def weights_digest(model: torch.nn.Module) -> str:
 
 
 def _rng_state() -> dict[str, Any]:
-    st: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                          "python": random.getstate()}
+    """torch/numpy/python RNG states as tensors and plain lists, so that a checkpoint loads with
+    ``torch.load(weights_only=True)`` (no pickled numpy objects)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, pystate, pygauss = random.getstate()
+    st: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": int(version), "state": list(pystate), "gauss": pygauss},
+    }
     if torch.cuda.is_available():
         st["cuda"] = torch.cuda.get_rng_state_all()
     return st
@@ -167,8 +175,11 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(st: dict[str, Any]) -> None:
     torch.set_rng_state(st["torch"])
-    np.random.set_state(st["numpy"])
-    random.setstate(st["python"])
+    n = st["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["gauss"]))
+    p = st["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])
 
@@ -314,7 +325,7 @@ def _train(cfg: TrainConfig, ctx: DistContext,
     start_epoch, best, best_epoch, best_dice, history = 0, -1.0, 0, {}, []
     resume_rng = None
     if cfg.resume:
-        ck = torch.load(last_path, map_location=ctx.device, weights_only=False)
+        ck = torch.load(last_path, map_location="cpu", weights_only=True)
         if ck.get("model_spec", {}).get("network") != spec:
             raise ConfigError("--resume: the network spec differs from the interrupted run's")
         if ck["model_spec"].get("labels") != model_spec["labels"]:
@@ -459,7 +470,7 @@ def _train(cfg: TrainConfig, ctx: DistContext,
     seen = all_gather_objects(patches_seen, ctx)
     if ctx.is_main:
         if not best_path.exists():  # no validation ever ran: best = last
-            _save_checkpoint(best_path, torch.load(last_path, map_location="cpu", weights_only=False))
+            _save_checkpoint(best_path, torch.load(last_path, map_location="cpu", weights_only=True))
         metrics = {
             "best_epoch": best_epoch or None,
             "best_val_dice": {k: (None if math.isnan(v) else v) for k, v in best_dice.items()},
