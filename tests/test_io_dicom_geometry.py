@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from medseg.data.dicom_writer import write_dicom_series
 from medseg.io.dicom import read_dicom
@@ -125,3 +126,24 @@ def test_sop_uids_follow_slice_position_not_instance_number(tmp_path):
     ds0 = pydicom.dcmread(img.meta["dicom_files"][0], stop_before_pixels=True)
     np.testing.assert_allclose(np.array([float(v) for v in ds0.ImagePositionPatient]) * [-1, -1, 1],
                                read_aff[:3, 3], atol=1e-4)
+
+
+def test_rescale_applied_per_slice(tmp_path):
+    import pydicom
+
+    affine = _affine(DIRECTIONS["axial"])
+    vol, _, _ = _phantom(affine)
+    files = write_dicom_series(vol, affine, tmp_path, order="reversed")
+    ds = pydicom.dcmread(files[4])  # slice k=4 gets its own slope/intercept
+    ds.RescaleSlope, ds.RescaleIntercept = "2.5", "-1024"
+    ds.save_as(files[4])
+    img = read_dicom(tmp_path, progress=False)
+    expected = vol.copy()
+    expected[:, :, 4] = pydicom.dcmread(files[4]).pixel_array.T * 2.5 - 1024
+    # The read grid may run k the other way; compare in world space through the affines.
+    ii, jj, kk = np.meshgrid(*[np.arange(n) for n in SHAPE], indexing="ij")
+    src = np.stack([ii, jj, kk, np.ones_like(ii)], -1).reshape(-1, 4).astype(float)
+    dst = np.rint((src @ affine.T) @ np.linalg.inv(img.affine.numpy()).T).astype(int)[:, :3]
+    np.testing.assert_allclose(img[0].numpy()[dst[:, 0], dst[:, 1], dst[:, 2]],
+                               expected[ii.ravel(), jj.ravel(), kk.ravel()], atol=1e-3)
+    assert img.dtype == torch.float32
