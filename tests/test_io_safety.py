@@ -19,7 +19,7 @@ import SimpleITK as sitk
 import tifffile
 
 from medseg.errors import ConfigError, InputError, UnsafeInputError
-from medseg.io import load
+from medseg.io import describe, load
 from medseg.io.safety import check_declared_size, check_finite, max_voxels
 
 
@@ -284,6 +284,8 @@ def test_nonfinite_voxels_refused_with_count_unless_allowed(tmp_path):
             load(tmp_path / name)
         out = load(tmp_path / name, allow_nonfinite=True).numpy()
         assert np.count_nonzero(~np.isfinite(out)) == int(count.split()[0])
+        info = describe(tmp_path / name)  # describing a file reports the count instead of failing
+        assert info["nonfinite_voxels"] == int(count.split()[0]) and info["value_range"] == [1.0, 1.0]
 
 
 def test_label_map_with_fractions_is_refused(tmp_path):
