@@ -276,11 +276,15 @@ def write_dicom_seg(
         if not np.all(np.isfinite(lab)) or not np.array_equal(lab, np.round(lab)):
             raise InputError("labels hold non-integer values; pass an integer label map, not "
                              "probabilities")
+        lab = lab.astype(np.int64)
     elif lab.dtype.kind not in "iub":
         raise InputError(f"labels must be an integer array, got dtype {lab.dtype}")
-    lab = lab.astype(np.int64)
-    if lab.size and lab.min() < 0:
+    if lab.dtype.kind == "b":
+        lab = lab.astype(np.uint8)
+    if lab.size and lab.dtype.kind == "i" and lab.min() < 0:
         raise InputError("labels hold negative values; label values must be 0 (background) or positive")
+    if lab.size and int(lab.max()) > 65535:
+        raise InputError(f"label value {int(lab.max())} is too large; DICOM SEG numbers segments below 65536")
     src_shape = tuple(_spatial(_as_numpy(source), "source").shape) if hasattr(source, "shape") else None
     if src_shape is not None and src_shape != lab.shape:
         raise GeometryError(f"label map shape {lab.shape} differs from the source's {src_shape}; "
@@ -294,7 +298,7 @@ def write_dicom_seg(
                             "the source grid first")
 
     names = {int(k): str(v) for k, v in label_names.items()}
-    present = [int(v) for v in np.unique(lab) if v != 0]
+    present = [int(v) for v in np.flatnonzero(np.bincount(lab.ravel())) if v != 0] if lab.size else []
     if not present:
         # an empty result is still a result (e.g. no nodule found): describe every named label,
         # highdicom then stores empty frames, as a SEG needs at least one
@@ -435,20 +439,20 @@ def _label_value_map(segments: Mapping[int, str], label_names: Mapping[int, str]
     return out
 
 
-def _combine(masks: Sequence[tuple[int, np.ndarray]], shape: tuple[int, ...], dtype: Any,
-             where: str) -> np.ndarray:
-    """Paint boolean masks in increasing segment number: the higher segment wins overlaps."""
-    out = np.zeros(shape, dtype=dtype)
-    covered = np.zeros(shape, dtype=bool)
-    overlap = 0
-    for value, mask in sorted(masks, key=lambda t: t[0]):
-        overlap += int(np.count_nonzero(covered & mask))
-        out[mask] = value
-        covered |= mask
-    if overlap:
-        warnings.warn(f"{where}: {overlap} voxels belong to several segments; each gets the label of "
-                      "the highest segment number", stacklevel=3)
-    return out
+def _paint(painted: np.ndarray, mask: np.ndarray, segno: int) -> int:
+    """Paint ``segno`` where ``mask``; return how many voxels already held another segment.
+    Called in increasing segment number, so the higher segment wins an overlap."""
+    if not mask.any():
+        return 0
+    clash = int(np.count_nonzero(mask & (painted != 0) & (painted != segno)))
+    np.copyto(painted, np.asarray(segno, dtype=painted.dtype), where=mask)
+    return clash
+
+
+def _warn_overlap(n: int, where: str) -> None:
+    if n:
+        warnings.warn(f"{where}: {n} voxels belong to several segments; each gets the label of the "
+                      "highest segment number", stacklevel=3)
 
 
 def _seg_frame_info(seg: Any) -> tuple[np.ndarray | None, list[tuple[int, np.ndarray | None, str | None]]]:
@@ -511,7 +515,7 @@ def _read_on_reference(seg: Any, reference: Any, name: str, values: dict[int, in
     normal_tol = _NORMAL_TOL * spacing[2]
     inplane_tol = _INPLANE_TOL * float(min(spacing[0], spacing[1]))
     binary = _frames_binary(seg)
-    per_value: dict[int, np.ndarray] = {}
+    placed: list[tuple[int, int, int]] = []  # (segment number, k, frame)
     for f, (segno, position, uid) in enumerate(frames):
         k_pos = None
         if position is not None:
@@ -533,10 +537,13 @@ def _read_on_reference(seg: Any, reference: Any, name: str, values: dict[int, in
                                 "instance of the reference series")
         if segno not in values:
             raise InputError(f"{name} frame {f + 1} refers to segment {segno}, which is not described")
-        vol = per_value.setdefault(segno, np.zeros((ni, nj, nk), dtype=bool))
-        vol[:, :, k] |= binary[f].T
-    masks = [(segno, m) for segno, m in per_value.items()]
-    painted = _combine(masks, (ni, nj, nk), np.int32, name)
+        placed.append((segno, k, f))
+    painted_kji = np.zeros((nk, nj, ni), dtype=np.int32)  # plane-contiguous while painting
+    clashes = 0
+    for segno, k, f in sorted(placed):
+        clashes += _paint(painted_kji[k], binary[f], segno)
+    _warn_overlap(clashes, name)
+    painted = np.ascontiguousarray(np.transpose(painted_kji, (2, 1, 0)))
     return _relabel(painted, values)
 
 
@@ -568,9 +575,13 @@ def _read_own_geometry(seg: Any, name: str, values: dict[int, int]) -> tuple[np.
         bin_arr = arr >= 0.5 if arr.dtype.kind == "f" else arr >= float(seg.MaximumFractionalValue) / 2
     else:
         bin_arr = arr > 0
-    masks = [(n, np.transpose(bin_arr[..., c], (2, 1, 0))) for c, n in enumerate(seg_numbers)]
-    shape = masks[0][1].shape
-    painted = _combine(masks, shape, np.int32, name)
+    painted_kji = np.zeros(bin_arr.shape[:3], dtype=np.int32)  # (slice, row, col) while painting
+    clashes = 0
+    for c, n in sorted(enumerate(seg_numbers), key=lambda t: t[1]):
+        clashes += _paint(painted_kji, np.ascontiguousarray(bin_arr[..., c]), n)
+    _warn_overlap(clashes, name)
+    painted = np.transpose(painted_kji, (2, 1, 0))
+    shape = painted.shape
     aff = np.eye(4)
     aff[:3, 0], aff[:3, 1], aff[:3, 2], aff[:3, 3] = aff_hd[:3, 2], aff_hd[:3, 1], aff_hd[:3, 0], aff_hd[:3, 3]
     normal = np.cross(aff[:3, 0], aff[:3, 1])
