@@ -237,3 +237,30 @@ def test_real_ct_nodule_side_matches_simpleitk(case):
     assert xs.size > 20
     on_right_half = float(np.mean(xs > panel.rgb.shape[1] / 2))
     assert on_right_half == (1.0 if patient_left else 0.0), (case, on_right_half)
+
+
+@pytest.mark.parametrize(("case", "expected"), [("cr_chest", ("R", "L", "H", "F")),
+                                                ("cr_rg3", ("L", "R", "H", "F"))])
+def test_real_radiograph_letters_follow_patient_orientation(case, expected):
+    """Real CR images (pydicom-data): letters from PatientOrientation as pydicom reads it, the
+    image shown as stored (rows top to bottom)."""
+    import pydicom
+
+    from medseg.data import sample
+    from medseg.io import load
+
+    path = sample(case)
+    raw = pydicom.dcmread(path)
+    assert [str(v) for v in raw.PatientOrientation] == [expected[1], expected[3]]
+    image = load(path)
+    (panel,) = overlay_slices(image, None)
+    assert panel.view == "2d" and panel.letters == expected
+    # shown as stored: the grey panel is the pixel array, resampled to at most 512 pixels
+    pixels = raw.pixel_array.astype(float)
+    h, w = panel.rgb.shape[:2]
+    assert max(h, w) == 512 and h / w == pytest.approx(pixels.shape[0] / pixels.shape[1], rel=0.01)
+    small = pixels[(np.arange(h) * pixels.shape[0]) // h][:, (np.arange(w) * pixels.shape[1]) // w]
+    if raw.PhotometricInterpretation == "MONOCHROME1":  # stored inverted: high value = dark
+        small = -small
+    grey = panel.rgb[..., 0].astype(float)
+    assert np.corrcoef(grey.ravel(), small.ravel())[0, 1] > 0.95

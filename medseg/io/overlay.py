@@ -10,7 +10,8 @@ oblique volume is shown along its closest RAS axes):
 Voxels are drawn with their true aspect ratio (spacing in mm): each panel is resampled with
 nearest neighbour to square display pixels. 2D images (X-ray, microscopy) are one panel shown
 as stored (pixel rows top to bottom). Pictures are written with matplotlib's Agg canvas (no
-display needed) and atomically.
+display needed) and atomically. A radiograph's edge letters come from its DICOM
+PatientOrientation (``meta["patient_orientation"]``); it is not flipped to a standard view.
 
 Public API::
 
@@ -195,13 +196,23 @@ def _pick(indices_with_label: np.ndarray, size: int, n: int) -> list[int]:
     return [int(p) for p in picks]
 
 
-def _direction_letter(vec: np.ndarray) -> str:
-    axis = int(np.argmax(np.abs(vec[:3])))
-    positive = vec[axis] > 0
-    return ("R", "A", "S")[axis] if positive else ("L", "P", "I")[axis]
+_OPPOSITE = {"R": "L", "L": "R", "A": "P", "P": "A", "S": "I", "I": "S", "H": "F", "F": "H"}
 
 
-_OPPOSITE = {"R": "L", "L": "R", "A": "P", "P": "A", "S": "I", "I": "S"}
+def _letters_2d(meta: Any) -> tuple[str, str, str, str]:
+    """Edge letters of a radiograph from its DICOM PatientOrientation (meta["patient_orientation"]:
+    direction of increasing column, then of increasing row, e.g. ["L", "F"]); empty when unknown.
+    Never guessed from an identity affine."""
+    if not isinstance(meta, Mapping):
+        return ("", "", "", "")
+    po = meta.get("patient_orientation")
+    if not isinstance(po, (list, tuple)) or len(po) != 2:
+        return ("", "", "", "")
+    right, down = (str(v).strip().upper() for v in po)
+    if not right or not down or any(c not in _OPPOSITE for c in right + down):
+        return ("", "", "", "")
+    flip = lambda code: "".join(_OPPOSITE[c] for c in code)  # noqa: E731
+    return (flip(right), right, flip(down), down)
 
 
 def overlay_slices(
@@ -261,12 +272,7 @@ def overlay_slices(
     spacing = np.linalg.norm(aff[:3, :3], axis=0)
     if img.ndim == 2:
         # as stored: rows = j, columns = i
-        letters = ("", "", "", "")
-        meta = getattr(image, "meta", None) or {}
-        if isinstance(meta, Mapping) and str(meta.get("format", "")).startswith("dicom"):
-            right = _direction_letter(aff[:3, 0])
-            down = _direction_letter(aff[:3, 1])
-            letters = (_OPPOSITE[right], right, _OPPOSITE[down], down)
+        letters = _letters_2d(getattr(image, "meta", None))
         sl = img.T
         lb = lab.T if lab is not None else None
         disp_img = _resample_square(sl, float(spacing[1]) or 1.0, float(spacing[0]) or 1.0, max_panel_px)
