@@ -188,3 +188,30 @@ def test_bad_options_are_config_errors(spheres, tmp_path):
     with pytest.raises(ConfigError, match="neither JSON"):
         train(TrainConfig(dataset=spheres, output=tmp_path / "r3", preset="ct_abdomen",
                           network="resnet", epochs=1, num_workers=0))
+
+
+def test_time_budget_stops_then_resume_finishes(tmp_path):
+    root = make_sphere_msd(tmp_path / "ds", n=3, shape=(16, 16, 12), seed=2)
+    common = dict(dataset=root, output=tmp_path / "run", preset="ct_abdomen", network=TINY, epochs=3,
+                  patch_size=(16, 16, 8), batch_size=2, num_samples=1, seed=1, num_workers=0)
+    run = train(TrainConfig(max_minutes=1e-6, **common))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["stopped_by_time_budget"] is True and metrics["epochs_completed"] == 1
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
+    train(TrainConfig(resume=True, **common))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["stopped_by_time_budget"] is False and metrics["epochs_completed"] == 3
+    assert [r["epoch"] for r in _rows(run)] == ["1", "2", "3"]
+
+
+@pytest.mark.gpu
+def test_amp_training_on_gpu(spheres, tmp_path):
+    run = train(TrainConfig(dataset=spheres, output=tmp_path / "run", preset="ct_abdomen", network=NET,
+                            epochs=3, patch_size=(32, 32, 16), lr=3e-3, device="cuda", amp=True,
+                            num_workers=0))
+    rows = _rows(run)
+    assert all(np.isfinite(float(r["train_loss"])) for r in rows)
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    ck = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    # autocast keeps the master weights in float32
+    assert all(v.dtype == torch.float32 for v in ck["state_dict"].values() if v.is_floating_point())
