@@ -295,3 +295,37 @@ def test_zip_and_tar_archives_read_like_the_folder(tmp_path):
         np.testing.assert_allclose(img.affine.numpy(), ref.affine.numpy())
         assert img.meta["sop_instance_uids"] == ref.meta["sop_instance_uids"]
         assert all(f.startswith(f"{arc}!") for f in img.meta["dicom_files"])
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_corrupted_real_files_give_typed_errors_only(tmp_path):
+    """Seeded fuzz: cut or flip bytes of real files; every failure must be a MedsegError."""
+    import logging
+
+    from medseg.data import sample
+    from medseg.errors import MedsegError
+
+    logging.getLogger("medseg.io.dicom").setLevel(logging.ERROR)
+    sources = [Path(sample(n)).read_bytes() for n in ("ct_small", "enhanced_ct", "cr_rg3")]
+    rng = np.random.default_rng(2024)
+    refused = {"cut": 0, "flip": 0}
+    n = 60
+    for it in range(n):
+        data = bytearray(sources[it % 3])
+        kind = "cut" if it % 2 else "flip"
+        if kind == "cut":
+            data = data[: int(rng.integers(132, len(data) - 2))]
+        else:
+            for _ in range(int(rng.integers(1, 6))):
+                data[int(rng.integers(132, min(len(data), 3000)))] = int(rng.integers(0, 256))
+        path = tmp_path / f"f{it}.dcm"
+        path.write_bytes(bytes(data))
+        try:
+            read_dicom(path, progress=False)
+        except MedsegError as exc:
+            refused[kind] += 1
+            msg = str(exc)
+            assert "\n" not in msg
+            assert path.name in msg or "series" in msg, msg
+        path.unlink()
+    assert refused["cut"] == n // 2, refused  # every truncated file is refused

@@ -10,12 +10,13 @@ file (uncompressed transfer syntaxes) and against an absolute cap on voxels
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.uid import UID
 
 from medseg.errors import InputError, UnsafeInputError
@@ -91,6 +92,36 @@ class Header:
         return int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0) * self.n_frames
 
 
+_PARSE_ERRORS = (EOFError, OSError, ValueError, KeyError, TypeError, NotImplementedError, IndexError,
+                 AttributeError, OverflowError, struct.error, BytesLengthException)
+
+
+def _convert_all(ds: Dataset) -> None:
+    """Decode every attribute now (pydicom decodes lazily), so corruption surfaces here and not
+    at some later attribute access. Deferred (large) values and pixel data are left unread."""
+    for tag in list(ds.keys()):
+        if tag == 0x7FE00010:
+            continue
+        raw = ds.get_item(tag, keep_deferred=True)
+        if getattr(raw, "value", 0) is None and getattr(raw, "length", 0):
+            continue  # deferred: larger than defer_size, read only if asked for
+        elem = ds[tag]
+        if elem.VR == "SQ":
+            for item in elem.value:
+                _convert_all(item)
+
+
+def _transfer_syntax(header: Header) -> UID | None:
+    ts = header.ds.file_meta.get("TransferSyntaxUID") if hasattr(header.ds, "file_meta") else None
+    if not ts:
+        return None
+    uid = UID(str(ts))
+    if not uid.is_transfer_syntax:
+        raise InputError(f"{header.name}: TransferSyntaxUID {uid} is not a known transfer syntax; "
+                         "the file is corrupt or uses a private encoding")
+    return uid
+
+
 def _is_image_sop(uid: str) -> bool:
     name = UID(uid).name if uid else ""
     return "Image Storage" in name
@@ -115,9 +146,14 @@ def read_header(path: Path, display_name: str = "") -> Header | None:
         ds = pydicom.dcmread(path, defer_size=1024)
     except InvalidDicomError:
         return None
-    except (EOFError, OSError, ValueError, KeyError, TypeError, NotImplementedError) as exc:
+    except _PARSE_ERRORS as exc:
         raise InputError(f"{name}: DICOM header is corrupt or truncated ({type(exc).__name__}); "
                          "re-export or re-transfer the file") from None
+    try:
+        _convert_all(ds)
+    except _PARSE_ERRORS as exc:
+        raise InputError(f"{name}: DICOM header is corrupt ({type(exc).__name__} while decoding an "
+                         "attribute); re-export or re-transfer the file") from None
     header = Header(path=path, ds=ds, file_size=size, display_name=name)
     # pydicom stops silently at end of file: check that the last element read is complete.
     tags = list(ds.keys())
@@ -155,8 +191,8 @@ def check_pixel_size(header: Header) -> None:
         raise UnsafeInputError(
             f"{header.name}: header declares {voxels} voxels, over the limit of {cap}; "
             "raise MEDSEG_MAX_VOXELS if this is a genuine image")
-    ts = header.ds.file_meta.get("TransferSyntaxUID") if hasattr(header.ds, "file_meta") else None
-    compressed = bool(ts) and UID(str(ts)).is_compressed
+    ts = _transfer_syntax(header)
+    compressed = ts is not None and ts.is_compressed
     if compressed:
         header.extra["size_checked_cap"] = cap
         return
