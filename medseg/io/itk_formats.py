@@ -255,7 +255,8 @@ def read_itk(
         raise InputError(
             f"{path.name}: voxel data cannot be read, the file is truncated or corrupt ({_short(exc, path, chatter)})"
         ) from None
-    arr = sitk.GetArrayFromImage(image)
+    view = sitk.GetArrayViewFromImage(image)  # no copy: the transposing copy below is the only one
+    arr = view
     dim = len(size)
     ncomp = image.GetNumberOfComponentsPerPixel()
     rev = list(range(dim - 1, -1, -1))
@@ -276,7 +277,11 @@ def read_itk(
         "modality": modality,
         "spacing": tuple(float(s) for s in np.linalg.norm(affine[:3, :ndim], axis=0)),
     }
-    return np.ascontiguousarray(arr), affine, meta
+    out = np.ascontiguousarray(arr)
+    if np.may_share_memory(out, view):  # never hand out memory owned by the ITK image
+        out = out.copy()
+    del image
+    return out, affine, meta
 
 
 def _in_plane_2d(affine: np.ndarray) -> bool:
