@@ -429,3 +429,29 @@ def test_source_from_a_zip_archive_and_load_dispatch(tmp_path):
     own = read_dicom_seg(out)
     np.testing.assert_array_equal(loaded.numpy(), own.numpy())
     np.testing.assert_allclose(loaded.affine.numpy(), own.affine.numpy())
+
+
+def test_reads_a_labelmap_seg_written_by_highdicom(tmp_path):
+    """LABELMAP SEG (pixels hold segment numbers, own SOP class), built with highdicom directly from
+    the source datasets in shuffled file order."""
+    image, labels = _series(tmp_path, _oblique_reversed(), "shuffled")
+    lab = labels[0].numpy()
+    sources = [pydicom.dcmread(f) for f in image.meta["dicom_files"]]  # per k
+    algo = hd.AlgorithmIdentificationSequence(name="test", family=codes.cid7162.ArtificialIntelligence,
+                                              version="1")
+    descs = [hd.seg.SegmentDescription(n, name, codes.SCT.AnatomicalStructure, prop, "AUTOMATIC", algo)
+             for n, name, prop in ((1, "Liver", codes.SCT.Liver), (2, "Spleen", codes.SCT.Spleen),
+                                   (4, "Left kidney", codes.SCT.Kidney))]
+    order = np.random.default_rng(1).permutation(len(sources))  # frames not in slice order
+    pixels = np.transpose(lab, (2, 1, 0))[order].astype(np.uint8)
+    seg = hd.seg.Segmentation([sources[i] for i in order], pixels, "LABELMAP", descs, hd.UID(), 1,
+                              hd.UID(), 1, "test", "test", "1", "1")
+    path = tmp_path / "labelmap.dcm"
+    seg.save_as(path)
+    assert pydicom.dcmread(path).SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.7"
+    np.testing.assert_array_equal(read_dicom_seg(path, image)[0].numpy(), lab)
+    own = read_dicom_seg(path)
+    binary = read_dicom_seg(write_dicom_seg(labels, image, tmp_path / "binary.dcm", label_names=NAMES),
+                            label_names=NAMES)
+    np.testing.assert_allclose(own.affine.numpy(), binary.affine.numpy(), atol=1e-6)
+    np.testing.assert_array_equal(own.numpy(), binary.numpy())

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS (its own inverse)
 _SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+_LABELMAP_SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.7"  # Label Map Segmentation (read only)
 # Refuse SEG objects whose decoded frames would exceed this many voxels (untrusted input).
 _MAX_VOXELS = 2_000_000_000
 # Position tolerances, as fractions of the spacing: along the slice normal / within the plane.
@@ -401,7 +402,7 @@ def _check_header(path: Path) -> Any:
         head = pydicom.dcmread(path, stop_before_pixels=True)
     except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
         raise InputError(f"{path.name} is not a readable DICOM file: {exc}") from exc
-    if str(getattr(head, "SOPClassUID", "")) != _SEG_SOP_CLASS:
+    if str(getattr(head, "SOPClassUID", "")) not in (_SEG_SOP_CLASS, _LABELMAP_SEG_SOP_CLASS):
         raise InputError(f"{path.name} is not a DICOM Segmentation (SOP class "
                          f"{getattr(head, 'SOPClassUID', 'missing')}); use medseg.io.load for images")
     try:
@@ -456,14 +457,16 @@ def _warn_overlap(n: int, where: str) -> None:
 
 
 def _seg_frame_info(seg: Any) -> tuple[np.ndarray | None, list[tuple[int, np.ndarray | None, str | None]]]:
-    """(shared IOP or None, per frame: (segment number, LPS position or None, referenced SOP UID))."""
+    """(shared IOP or None, per frame: (segment number, LPS position or None, referenced SOP UID)).
+    A LABELMAP SEG holds segment numbers in its pixels: its frames get segment number 0."""
+    labelmap = str(getattr(seg, "SegmentationType", "")) == "LABELMAP"
     shared = _first(seg, "SharedFunctionalGroupsSequence")
     ori = _first(shared, "PlaneOrientationSequence") if shared is not None else None
     iop = np.asarray(ori.ImageOrientationPatient, dtype=float) if ori is not None else None
     frames = []
     for f, item in enumerate(seg.PerFrameFunctionalGroupsSequence):
         ident = _first(item, "SegmentIdentificationSequence")
-        if ident is None:
+        if ident is None and not labelmap:
             raise InputError(f"SEG frame {f + 1} has no SegmentIdentificationSequence")
         pos = _first(item, "PlanePositionSequence")
         position = np.asarray(pos.ImagePositionPatient, dtype=float) if pos is not None else None
@@ -477,16 +480,20 @@ def _seg_frame_info(seg: Any) -> tuple[np.ndarray | None, list[tuple[int, np.nda
             srcimg = _first(deriv, "SourceImageSequence")
             if srcimg is not None and "ReferencedSOPInstanceUID" in srcimg:
                 uid = str(srcimg.ReferencedSOPInstanceUID)
-        frames.append((int(ident.ReferencedSegmentNumber), position, uid))
+        frames.append((0 if labelmap else int(ident.ReferencedSegmentNumber), position, uid))
     return iop, frames
 
 
 def _frames_binary(seg: Any) -> np.ndarray:
-    """All frames as booleans (n_frames, rows, cols); FRACTIONAL thresholded at one half."""
+    """All frames (n_frames, rows, cols): booleans, FRACTIONAL thresholded at one half; for a
+    LABELMAP SEG the stored segment numbers."""
     pix = np.asarray(seg.pixel_array)
     if pix.ndim == 2:
         pix = pix[None]
-    if str(seg.SegmentationType) == "FRACTIONAL":
+    kind = str(seg.SegmentationType)
+    if kind == "LABELMAP":
+        return pix
+    if kind == "FRACTIONAL":
         return pix >= (float(seg.MaximumFractionalValue) / 2.0)
     return pix > 0
 
@@ -535,13 +542,21 @@ def _read_on_reference(seg: Any, reference: Any, name: str, values: dict[int, in
         if k is None:
             raise GeometryError(f"{name} frame {f + 1} has neither a plane position nor a referenced "
                                 "instance of the reference series")
-        if segno not in values:
+        if segno not in values and segno != 0:
             raise InputError(f"{name} frame {f + 1} refers to segment {segno}, which is not described")
         placed.append((segno, k, f))
     painted_kji = np.zeros((nk, nj, ni), dtype=np.int32)  # plane-contiguous while painting
     clashes = 0
     for segno, k, f in sorted(placed):
-        clashes += _paint(painted_kji[k], binary[f], segno)
+        if segno == 0:  # LABELMAP: the frame holds segment numbers
+            frame = binary[f]
+            undescribed = set(np.unique(frame).tolist()) - set(values) - {0}
+            if undescribed:
+                raise InputError(f"{name} frame {f + 1} holds undescribed segment number(s) "
+                                 f"{sorted(undescribed)}")
+            np.copyto(painted_kji[k], frame.astype(np.int32), where=frame != 0)
+        else:
+            clashes += _paint(painted_kji[k], binary[f], segno)
     _warn_overlap(clashes, name)
     painted = np.ascontiguousarray(np.transpose(painted_kji, (2, 1, 0)))
     return _relabel(painted, values)
@@ -557,17 +572,23 @@ def _relabel(painted: np.ndarray, values: dict[int, int]) -> np.ndarray:
 
 
 def _read_own_geometry(seg: Any, name: str, values: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    labelmap = str(getattr(seg, "SegmentationType", "")) == "LABELMAP"
     try:
-        vol = seg.get_volume(combine_segments=False, allow_missing_positions=True)
+        vol = seg.get_volume(combine_segments=labelmap, allow_missing_positions=True)
     except (ValueError, RuntimeError, AttributeError) as exc:
         raise GeometryError(f"{name} frames do not form a regular 3D grid ({exc}); read it with a "
                             "reference series instead") from exc
     if vol is None:
         raise GeometryError(f"{name} has no 3D plane positions; read it with a reference series")
-    arr = np.asarray(vol.array)  # (slices, rows, cols, segments)
+    arr = np.asarray(vol.array)  # (slices, rows, cols, segments), LABELMAP: (slices, rows, cols)
+    seg_numbers = [int(s.SegmentNumber) for s in seg.SegmentSequence]
+    if labelmap:
+        undescribed = set(np.unique(arr).tolist()) - set(seg_numbers) - {0}
+        if undescribed:
+            raise InputError(f"{name} holds undescribed segment number(s) {sorted(undescribed)}")
+        arr = np.stack([arr == n for n in seg_numbers], axis=-1)
     if arr.ndim == 3:
         arr = arr[..., None]
-    seg_numbers = [int(s.SegmentNumber) for s in seg.SegmentSequence]
     if arr.shape[-1] != len(seg_numbers):
         raise InputError(f"{name}: {arr.shape[-1]} segment channels for {len(seg_numbers)} segments")
     aff_hd = np.asarray(vol.affine, dtype=float)  # (slice, row, col) index -> LPS
