@@ -197,3 +197,13 @@ def test_bad_input_and_bad_output_through_the_real_process(tmp_path):
     proc = _run("convert", str(tmp_path / "ok.nii.gz"), str(tmp_path / "out.vtk"))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and ".nii.gz" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.nii.gz", "zero.nii.gz"]
+
+
+def test_unwritable_outputs_are_config_errors(tmp_path, capfd):
+    nib.save(nib.Nifti1Image(np.ones((3, 3, 3), np.float32), np.eye(4)), tmp_path / "ok.nii.gz")
+    (tmp_path / "taken.nii.gz").mkdir()
+    code, _, err = _main(capfd, "convert", str(tmp_path / "ok.nii.gz"), str(tmp_path / "taken.nii.gz"))
+    assert code == 2 and "is a folder" in err and err.count("\n") == 1
+    (tmp_path / "file").write_bytes(b"x")  # a file where a parent folder should be
+    code, _, err = _main(capfd, "convert", str(tmp_path / "ok.nii.gz"), str(tmp_path / "file" / "out.nii.gz"))
+    assert code == 2 and "cannot write out.nii.gz" in err and err.count("\n") == 1

@@ -73,15 +73,21 @@ def _write(arr: np.ndarray, affine: np.ndarray, path: Path) -> Path:
     fmt = output_format(path)
     if arr.ndim not in (3, 4):
         raise InputError(f"cannot save an array of shape {arr.shape}; need channel first (C, X, Y[, Z])")
-    with atomic_path(path) as tmp:
-        if fmt == "nifti":
-            from medseg.io.nifti import write_nifti
+    if path.is_dir():
+        raise ConfigError(f"{path.name} is a folder; give an output file name ending in {', '.join(WRITABLE)}")
+    try:
+        with atomic_path(path) as tmp:
+            if fmt == "nifti":
+                from medseg.io.nifti import write_nifti
 
-            write_nifti(arr, affine, tmp)
-        else:
-            from medseg.io.itk_formats import write_itk
+                write_nifti(arr, affine, tmp)
+            else:
+                from medseg.io.itk_formats import write_itk
 
-            write_itk(arr, affine, tmp)
+                write_itk(arr, affine, tmp)
+    except OSError as exc:  # permissions, full disk, read-only file system
+        raise ConfigError(f"cannot write {path.name}: {exc.strerror or type(exc).__name__}; "
+                          "choose another output location") from None
     return path
 
 
