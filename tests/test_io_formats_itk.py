@@ -176,3 +176,20 @@ def test_real_pyradiomics_lung_ct_and_label_share_a_grid():
     # a lung nodule is soft tissue inside air: its mean HU lies far above the lung's
     nodule_hu = float(image[0].numpy()[lab == 1].mean())
     assert -500 < nodule_hu < 200
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["lung2", "brain1", "brain2", "breast1"])
+def test_other_pyradiomics_pairs_share_a_grid_and_match_simpleitk(case):
+    image_path, label_path = _sample(f"{case}_image"), _sample(f"{case}_label")
+    image, label = load(image_path), load(label_path, kind="label")
+    assert image.shape == label.shape and not label.dtype.is_floating_point
+    np.testing.assert_allclose(label.affine.numpy(), image.affine.numpy(), atol=1e-6)
+    lab = label[0].numpy()
+    assert lab.max() >= 1
+    ref = sitk.ReadImage(str(image_path))
+    assert image.shape[1:] == ref.GetSize()
+    centre = tuple(int(round(v)) for v in np.argwhere(lab > 0).mean(axis=0))
+    assert float(image[0][centre]) == pytest.approx(float(ref.GetPixel(*centre)))
+    np.testing.assert_allclose(_world(image.affine, centre),
+                               np.array(ref.TransformIndexToPhysicalPoint(list(centre))) * LPS2RAS, atol=1e-6)
