@@ -10,7 +10,7 @@ from monai.data import MetaTensor
 from nibabel.affines import apply_affine
 from PIL import Image
 
-from medseg.errors import GeometryError
+from medseg.errors import GeometryError, InputError
 from medseg.io.overlay import overlay_slices, save_overlay_montage
 from medseg.labels import get_label
 
@@ -172,6 +172,9 @@ def test_mismatched_grids_are_refused(tmp_path):
     shifted = MetaTensor(labels.as_tensor().clone(), affine=moved)
     with pytest.raises(GeometryError, match="affine"):
         overlay_slices(image, shifted)
+    one_hot = MetaTensor(torch.cat([1 - labels.as_tensor(), labels.as_tensor()]), affine=labels.affine.clone())
+    with pytest.raises(InputError, match="channels"):
+        overlay_slices(image, one_hot)
     assert not (tmp_path / "x.png").exists()
 
 

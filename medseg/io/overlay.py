@@ -85,9 +85,12 @@ def _affine(x: Any, ndim: int) -> np.ndarray:
     return aff
 
 
-def _spatial(arr: np.ndarray, what: str) -> np.ndarray:
+def _spatial(arr: np.ndarray, what: str, *, multi_channel_ok: bool = True) -> np.ndarray:
     """Drop the channel axis: (1, i, j[, k]) -> (i, j[, k]); multi-channel images use channel 0."""
     if arr.ndim == 4:
+        if arr.shape[0] != 1 and not multi_channel_ok:
+            raise InputError(f"{what} has {arr.shape[0]} channels; pass one integer label map "
+                             "(take the argmax of one-hot or probability maps first)")
         return arr[0]
     if arr.ndim == 3 and arr.shape[0] == 1:
         return arr[0]
@@ -244,7 +247,7 @@ def overlay_slices(
     aff = _affine(image, img.ndim)
     lab = None
     if labels is not None:
-        lab = _spatial(_array(labels), "labels")
+        lab = _spatial(_array(labels), "labels", multi_channel_ok=False)
         if lab.shape != img.shape:
             raise GeometryError(f"labels shape {lab.shape} differs from the image's {img.shape}; "
                                 "resample the labels to the image grid first")
