@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pydicom
@@ -19,6 +20,9 @@ from medseg.errors import InputError, UnsafeInputError
 from medseg.io.dicom.geometry import assemble, slice_from_header
 from medseg.io.dicom.headers import Header, check_pixel_size, max_voxels
 from medseg.io.dicom.series import SeriesInfo, scanned, select_series
+
+if TYPE_CHECKING:
+    from monai.data import MetaTensor
 
 #: Projection radiography modalities read as a 2D image (no patient position).
 XRAY_MODALITIES = frozenset({"CR", "DX", "MG", "RF", "XA", "IO", "PX", "RG", "DR"})
@@ -169,7 +173,7 @@ def _is_projection(info: SeriesInfo) -> bool:
 
 
 def read_dicom(path: str | os.PathLike[str], *, series: str | None = None,
-               allow_missing_slices: bool = False, progress: bool = True):
+               allow_missing_slices: bool = False, progress: bool = True) -> MetaTensor:
     """Read one DICOM image series from a folder (recursive), a file or a zip/tar(.gz) archive.
 
     ``series`` selects among several series: a SeriesInstanceUID or rules such as "modality=CT",
