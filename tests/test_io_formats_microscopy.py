@@ -141,3 +141,16 @@ def test_tiff_to_nifti_keeps_simpleitk_world_position(tmp_path):
     ref = sitk.ReadImage(str(tmp_path / "cells.tif"))
     np.testing.assert_allclose(_world(nii.affine, (*ijk, 0))[:2],
                                np.array(ref.TransformIndexToPhysicalPoint([5, 11])) * LPS2RAS[:2], atol=1e-6)
+
+
+def test_ome_tiff_physical_sizes(tmp_path):
+    stack = np.zeros((3, 10, 12), np.uint16)
+    stack[2, 7, 11] = 321
+    path = tmp_path / "cells.ome.tif"
+    tifffile.imwrite(path, stack, ome=True, metadata={
+        "axes": "ZYX", "PhysicalSizeX": 0.2, "PhysicalSizeY": 0.3, "PhysicalSizeZ": 1.5,
+        "PhysicalSizeYUnit": "nm"})
+    out = load(path)
+    assert out.shape == (1, 12, 10, 3) and float(out[0, 11, 7, 2]) == 321.0
+    np.testing.assert_allclose(out.meta["spacing"], (0.2e-3, 0.3e-6, 1.5e-3), rtol=1e-9)
+    assert out.meta["spacing_source"] == "ome"

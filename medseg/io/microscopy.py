@@ -9,6 +9,7 @@ direction in LPS), i.e. the RAS affine ``diag(-sx, -sy, sz)``, so a TIFF/PNG con
 sits where SimpleITK puts the original.
 
 Spacing (mm):
+* OME-TIFF: ``PhysicalSizeX/Y/Z`` (+ units, default micrometre) of the first ``<Pixels>``.
 * TIFF: XResolution/YResolution with ResolutionUnit inch or cm; with unit "none", an ImageJ
   ``unit`` (micron, nm, mm, cm) if present; ImageJ ``spacing`` gives z. Otherwise 1.0 and
   ``meta["spacing_source"] = "default"``.
@@ -18,6 +19,7 @@ Spacing (mm):
 from __future__ import annotations
 
 import os
+import re
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -63,8 +65,43 @@ def _ratio(value: Any) -> float | None:
         return None
 
 
-def _tiff_spacing(page: Any, imagej: dict[str, Any] | None) -> tuple[float, float, float | None, str]:
-    """``(sx, sy, sz or None, source)`` in mm from a TIFF page's tags (+ ImageJ metadata)."""
+_OME_UNIT_MM = {"\u00b5m": 1e-3, "um": 1e-3, "nm": 1e-6, "mm": 1.0, "cm": 10.0, "m": 1000.0}
+
+
+def _ome_spacing(ome_xml: str | None) -> tuple[float, float, float | None] | None:
+    """``(sx, sy, sz or None)`` in mm from the first OME ``<Pixels>`` element, else ``None``.
+
+    Read with a regular expression on the first element only (no XML parser on untrusted text).
+    OME's default unit is the micrometre.
+    """
+    if not ome_xml:
+        return None
+    tag = re.search(r"<(?:\w+:)?Pixels\b([^>]{0,4000})>", ome_xml[:200_000])
+    if tag is None:
+        return None
+    attrs = dict(re.findall(r'(\w+)="([^"]*)"', tag.group(1)))
+
+    def size(axis: str) -> float | None:
+        try:
+            value = float(attrs[f"PhysicalSize{axis}"])
+        except (KeyError, ValueError):
+            return None
+        unit = _OME_UNIT_MM.get(attrs.get(f"PhysicalSize{axis}Unit", "\u00b5m"))
+        return value * unit if unit is not None and value > 0 else None
+
+    sx, sy = size("X"), size("Y")
+    if sx is None or sy is None:
+        return None
+    return sx, sy, size("Z")
+
+
+def _tiff_spacing(page: Any, imagej: dict[str, Any] | None,
+                  ome_xml: str | None = None) -> tuple[float, float, float | None, str]:
+    """``(sx, sy, sz or None, source)`` in mm: OME-XML sizes, else the page's resolution tags
+    (+ ImageJ unit/spacing), else the 1.0 default."""
+    ome = _ome_spacing(ome_xml)
+    if ome is not None:
+        return (*ome, "ome")
     tags = page.tags
     xres = _ratio(tags["XResolution"].value) if "XResolution" in tags else None
     yres = _ratio(tags["YResolution"].value) if "YResolution" in tags else None
@@ -133,7 +170,7 @@ def read_tiff(
                             f"{off + count} but the file has {file_size} bytes"
                         )
             chan, (xa, ya), za = _layout(axes, shape, path.name)
-            sx, sy, sz, source = _tiff_spacing(pages[0], tif.imagej_metadata)
+            sx, sy, sz, source = _tiff_spacing(pages[0], tif.imagej_metadata, tif.ome_metadata if tif.is_ome else None)
             data = series.asarray()
     except (tifffile.TiffFileError, ValueError, OSError, KeyError, IndexError) as exc:
         raise InputError(f"{path.name}: not a readable TIFF image ({_short(exc, path)})") from None
