@@ -183,8 +183,9 @@ def _segment_description(number: int, label: LabelDef, algorithm_name: str, algo
     from highdicom.sr.coding import CodedConcept
     from pydicom.sr.codedict import codes
 
-    algo = hd.AlgorithmIdentificationSequence(
-        name=algorithm_name, family=codes.cid7162.ArtificialIntelligence, version=algorithm_version)
+    algo = hd.AlgorithmIdentificationSequence(  # LO values: at most 64 characters
+        name=algorithm_name[:64] or "medseg", family=codes.cid7162.ArtificialIntelligence,
+        version=algorithm_version[:64] or "unknown")
     desc = hd.seg.SegmentDescription(
         segment_number=number,
         segment_label=label.display[:64],
@@ -369,7 +370,7 @@ def write_dicom_seg(
             series_number=int(series_number),
             sop_instance_uid=generate_uid(),
             instance_number=1,
-            manufacturer=manufacturer,
+            manufacturer=manufacturer[:64],
             manufacturer_model_name="medseg",
             software_versions=str(medseg.__version__),
             device_serial_number="medseg",
