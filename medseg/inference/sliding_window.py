@@ -266,7 +266,7 @@ def _run(x, predictor, roi_size, overlap, bs, sigma_scale, mode, device, stitch,
                     pred = torch.stack(probs).mean(0)
                 else:
                     pred, ref_pred = preds[0], None
-                pred = _shift(pred * wmap)
+                pred = pred.mul_(wmap)  # the network's fresh output (or our flip average): ours to modify
                 if acc is None:
                     n_classes = pred.shape[1]
                     acc_shape = (n_classes, *image_size[:-1], ring_w)
@@ -283,25 +283,30 @@ def _run(x, predictor, roi_size, overlap, bs, sigma_scale, mode, device, stitch,
                     stats.accumulator_dtype = str(acc_dtype).replace("torch.", "")
                     stats.output_bytes = out_labels.nbytes * (2 if tta else 1)
                     stats.stitch_device = str(stitch_dev)
-                if acc.dtype == torch.float16 and float(pred.abs().amax()) > fp16_limit:
-                    acc = acc.float()
-                    ref_acc = ref_acc.float() if ref_acc is not None else None
-                    stats.fallbacks.append("scores beyond float16 range: accumulating in float32")
-                    stats.accumulator_dtype = "float32"
-                    stats.accumulator_bytes = acc.nbytes * (2 if tta else 1)
-                    log.info(stats.fallbacks[-1])
+                if tta:
+                    ref_pred = ref_pred.mul_(wmap)
+                if acc.dtype == torch.float16:
+                    pred = _shift(pred)
+                    ref_pred = _shift(ref_pred) if tta else None
+                    if _magnitude(pred) > fp16_limit or (tta and _magnitude(ref_pred) > fp16_limit):
+                        acc = acc.float()
+                        ref_acc = ref_acc.float() if ref_acc is not None else None
+                        stats.fallbacks.append("scores beyond float16 range: accumulating in float32")
+                        stats.accumulator_dtype = "float32"
+                        stats.accumulator_bytes = acc.nbytes * (2 if tta else 1)
+                        log.info(stats.fallbacks[-1])
                 _accumulate(acc, pred, chunk, roi, ring_w)
                 if tta:
-                    _accumulate(ref_acc, _shift(ref_pred * wmap), chunk, roi, ring_w)
+                    _accumulate(ref_acc, ref_pred, chunk, roi, ring_w)
                 bar.update(len(chunk))
             done_to = groups[gi + 1][0][-1] if gi + 1 < len(groups) else image_size[-1]
             for ring_sl, local in _ring_pieces(g_start, done_to, ring_w):
                 k0 = g_start + local.start
                 k_sl = slice(k0, k0 + (local.stop - local.start))
-                out_labels[..., k_sl] = _reduce(acc[..., ring_sl].float()).cpu()
+                out_labels[..., k_sl] = _reduce(acc[..., ring_sl]).cpu()
                 acc[..., ring_sl] = 0
                 if tta:
-                    ref_labels[..., k_sl] = _reduce(ref_acc[..., ring_sl].float()).cpu()
+                    ref_labels[..., k_sl] = _reduce(ref_acc[..., ring_sl]).cpu()
                     ref_acc[..., ring_sl] = 0
     finally:
         bar.close()
@@ -316,7 +321,7 @@ def _run(x, predictor, roi_size, overlap, bs, sigma_scale, mode, device, stitch,
 
 
 def _shift(weighted: torch.Tensor) -> torch.Tensor:
-    """Subtract each voxel's largest class score (several classes only).
+    """Subtract each voxel's largest class score in place (several classes only).
 
     The argmax of a sum is unchanged when every class at a voxel is shifted by the same amount,
     and the shifted top scores sit near 0, where float16 resolves far finer steps: near ties
@@ -324,7 +329,12 @@ def _shift(weighted: torch.Tensor) -> torch.Tensor:
     """
     if weighted.shape[1] == 1:
         return weighted
-    return weighted - weighted.amax(dim=1, keepdim=True)
+    return weighted.sub_(weighted.amax(dim=1, keepdim=True))
+
+
+def _magnitude(t: torch.Tensor) -> float:
+    """Largest absolute value, without an ``abs()`` copy of a big tensor."""
+    return max(float(t.amax()), -float(t.amin()))
 
 
 def _accumulate(acc: torch.Tensor, pred: torch.Tensor, chunk, roi, ring_w: int) -> None:
