@@ -155,13 +155,9 @@ def _read_arrays(path: Path, fmt: str, *, kind: str, allow_nonfinite: bool):
 
 
 def _read_dicom(path: Path, *, series: str | None, allow_missing_slices: bool):
-    try:
-        from medseg.io import dicom as dicom_mod
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("medseg"):
-            raise InputError(f"{path.name}: DICOM support (medseg.io.dicom) is not available in this build") from None
-        raise
-    return dicom_mod.read_dicom(path, series=series, allow_missing_slices=allow_missing_slices)
+    from medseg.io.dicom import read_dicom  # imported lazily: pydicom only when needed
+
+    return read_dicom(path, series=series, allow_missing_slices=allow_missing_slices)
 
 
 def load(
@@ -258,7 +254,8 @@ def describe(path: str | os.PathLike[str], series: str | None = None) -> dict[st
 
     Keys: ``format``, ``modality``, ``kind``, ``shape`` (channel first), ``spacing_mm``,
     ``orientation`` (axis codes of the RAS affine, e.g. ``"LPS"``), ``origin_ras_mm`` (world
-    position of voxel 0), ``affine_ras``, ``dtype``, ``value_range``, ``warnings``; for DICOM
+    position of voxel 0), ``affine_ras``, ``dtype``, ``value_range`` (finite voxels),
+    ``nonfinite_voxels`` (counted, not refused), ``warnings``; for DICOM
     also ``series`` (every series found). When a DICOM input holds several series and none is
     selected, only ``series`` is filled and ``selected`` is ``None``.
     """
