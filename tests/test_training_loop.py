@@ -215,3 +215,27 @@ def test_amp_training_on_gpu(spheres, tmp_path):
     ck = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     # autocast keeps the master weights in float32
     assert all(v.dtype == torch.float32 for v in ck["state_dict"].values() if v.is_floating_point())
+
+
+def test_class_subset_remaps_labels(tmp_path):
+    """classes=["spleen", "liver"]: spleen -> 1, liver -> 2, kidneys -> background (checked voxel by
+    voxel against the label file read by nibabel)."""
+    from medseg.data.phantoms import write_decathlon_dataset
+    from medseg.training.loop import select_classes
+    from medseg.training.pipeline import LoadCased
+
+    root = write_decathlon_dataset(tmp_path / "ds", task="abdomen", n_train=1, n_test=0,
+                                   shape=(24, 24, 16), seed=5)
+    declared = {1: "liver", 2: "spleen", 3: "kidney_right", 4: "kidney_left"}
+    labels, remap = select_classes(declared, ["spleen", "liver"])
+    assert labels == {1: "spleen", 2: "liver"} and remap == {2: 1, 1: 2}
+    out = LoadCased(sorted(declared), remap=remap)({"image": [str(root / "imagesTr/abdomen_000.nii.gz")],
+                                                    "label": str(root / "labelsTr/abdomen_000.nii.gz")})
+    ref = np.asarray(nib.load(str(root / "labelsTr/abdomen_000.nii.gz")).dataobj)
+    got = out["label"].as_tensor()[0].numpy()
+    assert (ref == 3).any() and (ref == 1).any() and (ref == 2).any()
+    np.testing.assert_array_equal(got == 1, ref == 2)
+    np.testing.assert_array_equal(got == 2, ref == 1)
+    np.testing.assert_array_equal(got == 0, ~np.isin(ref, [1, 2]))
+    with pytest.raises(ConfigError, match="class 'bladder' is not a label"):
+        select_classes(declared, ["bladder"])

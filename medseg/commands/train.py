@@ -29,6 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="network spec: JSON text, a .json file or an arch name (unet, dynunet, segresnet)")
     p.add_argument("--output", required=True, type=Path, help="run folder to create (or resume)")
     p.add_argument("--format", default="auto", choices=["auto", "msd", "nnunet", "folder", "csv"])
+    p.add_argument("--classes", default=None,
+                   help="comma-separated label names to train on (others become background)")
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--patch", type=_ints, default=None, help="patch size in voxels, e.g. 96,96,64")
     p.add_argument("--batch-size", type=int, default=2, help="volumes per step")
@@ -54,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--max-minutes must be positive")
     cfg = TrainConfig(dataset=args.dataset, output=args.output, preset=args.preset,
                       network=args.network, format=args.format, epochs=args.epochs,
+                      classes=[c.strip() for c in args.classes.split(",") if c.strip()]
+                      if args.classes else None,
                       patch_size=args.patch, batch_size=args.batch_size,
                       num_samples=args.samples_per_volume, lr=args.lr, scheduler=args.scheduler,
                       val_every=args.val_every, val_fraction=args.val_fraction, seed=args.seed,

@@ -57,7 +57,8 @@ class TrainConfig:
     ``pos:neg``), so a step sees ``batch_size * num_samples`` patches. ``patch_size`` None picks
     (96, 96, 64) for 3D networks and (256, 256) for 2D ones. ``num_workers`` None picks 0 on a
     machine with <= 2 cores, else min(4, cores // 2). ``max_minutes`` stops after the epoch in
-    which the budget ran out (resume later with ``resume=True``).
+    which the budget ran out (resume later with ``resume=True``). ``classes`` trains on a subset
+    of the dataset's label names (renumbered 1..n in the given order; the others become background).
     """
 
     dataset: str | Path
@@ -66,6 +67,7 @@ class TrainConfig:
     network: dict[str, Any] | str = "unet"
     format: str = "auto"
     labels: dict[int, str] | None = None
+    classes: list[str] | None = None
     epochs: int = 100
     patch_size: tuple[int, ...] | None = None
     batch_size: int = 2
@@ -128,6 +130,23 @@ def resolve_network_spec(network: dict[str, Any] | str, *, spatial_dims: int, in
             raise ConfigError(f"network spec says {key}={spec[key]} but the data needs {value}")
         spec[key] = value
     return spec
+
+
+def select_classes(labels: dict[int, str], classes: list[str] | None
+                   ) -> tuple[dict[int, str], dict[int, int] | None]:
+    """Keep the label ``classes`` (names) of ``labels``, renumbered 1..n in the given order.
+    Returns (new labels, remap old value -> new value), or ``(labels, None)`` for all classes."""
+    if not classes:
+        return labels, None
+    by_name = {v: k for k, v in labels.items()}
+    missing = [c for c in classes if c not in by_name]
+    if missing:
+        raise ConfigError(f"class '{missing[0]}' is not a label of the dataset; "
+                          f"choose from {', '.join(labels.values())}")
+    if len(set(classes)) != len(classes):
+        raise ConfigError("a class is listed twice in classes")
+    new = {i + 1: name for i, name in enumerate(classes)}
+    return new, {by_name[name]: i for i, name in new.items()}
 
 
 def _default_workers() -> int:
@@ -220,6 +239,28 @@ def _typed_errors() -> Iterator[None]:
         raise
 
 
+def _write_metrics(run: Path, history: list[dict[str, Any]], best: float, best_epoch: int,
+                   best_dice: dict[str, float], cfg: TrainConfig, ctx: DistContext,
+                   train_cases: list[dict[str, Any]], val_cases: list[dict[str, Any]], *,
+                   stopped: bool, seconds: float, extra: dict[str, Any] | None = None) -> None:
+    """``metrics.json``: best validation Dice per class (and its epoch), progress, provenance."""
+    metrics = {
+        "best_epoch": best_epoch or None,
+        "best_val_dice": {k: (None if math.isnan(v) else v) for k, v in best_dice.items()},
+        "best_val_dice_mean": best if best >= 0 else None,
+        "epochs_completed": history[-1]["epoch"] if history else 0,
+        "epochs_planned": cfg.epochs,
+        "stopped_by_time_budget": stopped,
+        "n_train_cases": len(train_cases),
+        "n_val_cases": len(val_cases),
+        "val_case_ids": [c["id"] for c in val_cases],
+        "world_size": ctx.world_size,
+        "seconds": round(seconds, 3),
+        **(extra or {}),
+    }
+    atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+
+
 def _json_config(cfg: TrainConfig) -> dict[str, Any]:
     d = asdict(cfg)
     d["dataset"], d["output"] = str(cfg.dataset), str(cfg.output)
@@ -282,9 +323,19 @@ def _train(cfg: TrainConfig, ctx: DistContext,
     if cfg.resume and not last_path.exists():
         raise ConfigError(f"--resume: no checkpoints/last.pt in '{run.name}'")
 
-    ds = load_dataset(cfg.dataset, format=cfg.format, labels=cfg.labels, validate=ctx.is_main)
-    barrier(ctx)
-    labels = dict(sorted(ds.labels.items()))
+    # rank 0 validates the dataset (headers of every file); a bad dataset stops every rank
+    problem: MedsegError | None = None
+    if ctx.is_main:
+        try:
+            load_dataset(cfg.dataset, format=cfg.format, labels=cfg.labels, validate=True)
+        except MedsegError as exc:
+            problem = exc
+    problem = broadcast_object(problem, ctx)
+    if problem is not None:
+        raise problem
+    ds = load_dataset(cfg.dataset, format=cfg.format, labels=cfg.labels, validate=False)
+    declared = dict(sorted(ds.labels.items()))
+    labels, remap = select_classes(declared, cfg.classes)
     train_cases, val_cases = split_cases(ds, val_fraction=cfg.val_fraction, seed=cfg.seed)
     if not train_cases:
         raise InputError(f"{Path(cfg.dataset).name}: no case left for training after the split")
@@ -356,14 +407,14 @@ def _train(cfg: TrainConfig, ctx: DistContext,
 
     # data ------------------------------------------------------------------------------------
     workers = _default_workers() if cfg.num_workers is None else int(cfg.num_workers)
-    train_tf = training_transforms(cfg.preset, labels, patch, modality=ds.modality,
+    train_tf = training_transforms(cfg.preset, declared, patch, modality=ds.modality, remap=remap,
                                    num_samples=cfg.num_samples, pos=cfg.pos, neg=cfg.neg,
                                    augmentation=cfg.augmentation)
     show = _progress_enabled(cfg, ctx)
     train_ds = CacheDataset(case_dicts(train_cases), transform=train_tf, cache_rate=cfg.cache_rate,
                             num_workers=max(1, workers), progress=show, copy_cache=True)
     my_val = case_dicts(val_cases)[ctx.rank::ctx.world_size]
-    val_ds = CacheDataset(my_val, transform=base_transforms(cfg.preset, labels),
+    val_ds = CacheDataset(my_val, transform=base_transforms(cfg.preset, declared, remap=remap),
                           cache_rate=cfg.cache_rate, num_workers=max(1, workers), progress=False)
     dice_metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
 
@@ -458,6 +509,8 @@ def _train(cfg: TrainConfig, ctx: DistContext,
                 _save_checkpoint(best_path, payload)
             write_log_csv(history, labels, run / "log.csv")
             plot_curves(history, labels, run / "curves.png")
+            _write_metrics(run, history, best, best_epoch, best_dice, cfg, ctx, train_cases, val_cases,
+                           stopped=False, seconds=time.monotonic() - t_start)
         barrier(ctx)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, dict(row))
@@ -471,22 +524,8 @@ def _train(cfg: TrainConfig, ctx: DistContext,
     if ctx.is_main:
         if not best_path.exists():  # no validation ever ran: best = last
             _save_checkpoint(best_path, torch.load(last_path, map_location="cpu", weights_only=True))
-        metrics = {
-            "best_epoch": best_epoch or None,
-            "best_val_dice": {k: (None if math.isnan(v) else v) for k, v in best_dice.items()},
-            "best_val_dice_mean": best if best >= 0 else None,
-            "epochs_completed": history[-1]["epoch"] if history else start_epoch,
-            "epochs_planned": cfg.epochs,
-            "stopped_by_time_budget": stopped_early,
-            "n_train_cases": len(train_cases),
-            "n_val_cases": len(val_cases),
-            "val_case_ids": [c["id"] for c in val_cases],
-            "world_size": ctx.world_size,
-            "weights_sha256_per_rank": digests,
-            "patches_seen_per_rank": seen,
-            "seconds": round(time.monotonic() - t_start, 3),
-        }
-        atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False,
-                                                           default=str) + "\n")
+        _write_metrics(run, history, best, best_epoch, best_dice, cfg, ctx, train_cases, val_cases,
+                       stopped=stopped_early, seconds=time.monotonic() - t_start,
+                       extra={"weights_sha256_per_rank": digests, "patches_seen_per_rank": seen})
     barrier(ctx)
     return run

@@ -24,14 +24,16 @@ class LoadCased(MapTransform):
     """Load ``d["image"]`` (a path or a list of channel paths) and ``d["label"]`` into MetaTensors.
 
     The image becomes float32 ``(C, *spatial)``; the label ``(1, *spatial)`` int64 whose values
-    must be 0 or one of ``allowed_labels`` (else InputError naming the case).
+    must be 0 or one of ``allowed_labels`` (else InputError naming the case). ``remap`` (old value
+    -> new value) keeps a subset of classes: values it does not list become background 0.
     """
 
     def __init__(self, allowed_labels: Sequence[int], image_key: str = "image",
-                 label_key: str = "label") -> None:
+                 label_key: str = "label", remap: dict[int, int] | None = None) -> None:
         super().__init__(keys=[image_key, label_key], allow_missing_keys=True)
         self.image_key, self.label_key = image_key, label_key
         self.allowed = {0, *(int(v) for v in allowed_labels)}
+        self.remap = {int(k): int(v) for k, v in remap.items()} if remap else None
 
     @staticmethod
     def _load(path: str | Path, kind: str) -> MetaTensor:
@@ -69,28 +71,35 @@ class LoadCased(MapTransform):
             if extra:
                 raise InputError(f"case '{cid}': label values {extra} are not declared in the "
                                  f"dataset's labels {sorted(self.allowed - {0})}")
+            if self.remap is not None:
+                lut = torch.zeros(max(self.allowed) + 1, dtype=torch.int64)
+                for old, new in self.remap.items():
+                    lut[old] = new
+                arr = lut[arr.to(torch.int64)]
             lab_meta = {k: v for k, v in lab.meta.items() if k != "affine"}
             lab_meta["kind"] = "label"
             d[self.label_key] = MetaTensor(arr.to(torch.int64), affine=lab.affine, meta=lab_meta)
         return d
 
 
-def base_transforms(preset: str, labels: dict[int, str], *, with_label: bool = True) -> Compose:
-    """Deterministic part: :class:`LoadCased` then the preset's preprocessing (cacheable)."""
+def base_transforms(preset: str, labels: dict[int, str], *, with_label: bool = True,
+                    remap: dict[int, int] | None = None) -> Compose:
+    """Deterministic part: :class:`LoadCased` then the preset's preprocessing (cacheable).
+    ``labels`` are the dataset's declared labels; ``remap`` see :class:`LoadCased`."""
     from medseg.transforms.presets import preprocessing
 
     # ``keys`` are the image keys (intensity-normalised); the label goes in ``label_key`` only.
     pre = preprocessing(preset, keys=("image",), label_key="label" if with_label else None)
-    return Compose([LoadCased(sorted(labels)), pre]).flatten()
+    return Compose([LoadCased(sorted(labels), remap=remap), pre]).flatten()
 
 
 def training_transforms(preset: str, labels: dict[int, str], patch_size: Sequence[int], *,
                         modality: str, num_samples: int, pos: float = 1.0, neg: float = 1.0,
-                        augmentation: Any = None) -> Compose:
+                        augmentation: Any = None, remap: dict[int, int] | None = None) -> Compose:
     """Full training chain: :func:`base_transforms` + patch sampling + augmentation (flattened so
     that a CacheDataset caches everything before the first random transform)."""
     from medseg.transforms.augment import training_augmentation
 
     aug = training_augmentation(patch_size, modality=modality, num_samples=num_samples, pos=pos,
                                 neg=neg, config=augmentation)
-    return Compose([base_transforms(preset, labels), aug]).flatten()
+    return Compose([base_transforms(preset, labels, remap=remap), aug]).flatten()
