@@ -30,6 +30,9 @@ Public API (lazy: importing :mod:`medseg.io` loads nothing heavy)::
 
     load(path, *, series=None, allow_missing_slices=False) -> MetaTensor   # any supported input
     save(tensor, path)               # NIfTI/NRRD/MHA by suffix, atomic
+    save_labels(labels, reference, path)   # label map on exactly the reference grid
+    convert(source, output, *, series=None) # any input -> NIfTI/NRRD/MHA, geometry preserved
+    detect_format(path) -> str
     describe(path, *, series=None) -> dict                                 # for `medseg info`
     atomic_path(final)               # context manager for atomic writes
 """
@@ -43,6 +46,9 @@ _LAZY = {
     "load": "medseg.io.read",
     "describe": "medseg.io.read",
     "save": "medseg.io.write",
+    "save_labels": "medseg.io.write",
+    "convert": "medseg.io.write",
+    "detect_format": "medseg.io.read",
     "atomic_path": "medseg.io.atomic",
     "atomic_write_bytes": "medseg.io.atomic",
     "atomic_write_text": "medseg.io.atomic",
