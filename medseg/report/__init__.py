@@ -1,1 +1,35 @@
-"""medseg.report"""
+"""Static HTML QA reports for segment, batch and evaluate output folders (``medseg report``).
+
+Public API::
+
+    build_report(folder, out_html=None, *, reference=None, title=...) -> Path
+    collect(folder, *, reference=None) -> (kind, list[CaseReport])
+    detect_kind(folder) -> "segment" | "batch" | "evaluate"
+    label_sizes(seg_path, *, instances=False) -> (sizes mL or mm^2, ndim, n_instances)
+    PLAUSIBLE_ML                       # adult organ volume ranges (mL) used for the flags
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "build_report": "medseg.report.builder",
+    "collect": "medseg.report.builder",
+    "detect_kind": "medseg.report.builder",
+    "label_sizes": "medseg.report.builder",
+    "render_html": "medseg.report.builder",
+    "CaseReport": "medseg.report.builder",
+    "TTA_DISAGREEMENT_THRESHOLD": "medseg.report.builder",
+    "PLAUSIBLE_ML": "medseg.report.plausible",
+    "plausible_range": "medseg.report.plausible",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'medseg.report' has no attribute {name!r}")

@@ -1,0 +1,517 @@
+"""``build_report``: one static HTML page for a segment, batch or evaluate output folder.
+
+The page works offline: no CDN, no web fonts, a few lines of inline vanilla JS (table sorting
+and an image-load counter); the overlay pictures are PNG files copied into ``<stem>_files/``
+next to the HTML and referenced by relative paths. Everything on the page comes from case
+names (file stems or ``series-<UID>``), model names, label names and numbers: no patient name,
+ID or birth date is ever read. Every file is written atomically.
+
+Folder kinds (:func:`detect_kind`):
+
+* ``segment``: ``DIR/<case>/{seg.nii.gz, overlay.png, provenance.json}`` (``medseg segment``),
+  or a single case folder itself;
+* ``batch``: the same plus ``DIR/manifest.jsonl`` (failed cases are listed with their reason);
+* ``evaluate``: ``DIR/metrics.csv`` + ``summary.json`` (``medseg evaluate``).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.errors import ConfigError, EvaluationError, InputError
+from medseg.report.plausible import NOTE as PLAUSIBLE_NOTE
+from medseg.report.plausible import plausible_range
+
+#: Flag a case when its TTA passes disagree on more than this fraction of voxels.
+TTA_DISAGREEMENT_THRESHOLD = 0.05
+
+KINDS = ("segment", "batch", "evaluate")
+
+
+@dataclass
+class CaseReport:
+    """Everything the report shows for one case (no patient identifiers)."""
+
+    case: str
+    status: str = "done"  # done | failed | no-output
+    reason: str = ""
+    model: str = ""
+    task: str = "semantic"
+    labels: dict[int, str] = field(default_factory=dict)
+    ndim: int = 3
+    #: label -> mL (3D) or mm^2 (2D); for instance tasks a single entry 0 = all instances
+    sizes: dict[int, float] = field(default_factory=dict)
+    n_instances: int | None = None
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    instance_metrics: dict[str, Any] | None = None
+    tta_disagreement: float | None = None
+    flags: list[str] = field(default_factory=list)
+    image: str | None = None  # path relative to the HTML file
+    image_note: str = ""
+
+    def worst_dice(self) -> float | None:
+        """The lowest Dice over labels (NaN when one side is empty counts as 0), None without metrics."""
+        vals = []
+        for row in self.metrics:
+            d = float(row.get("dice", math.nan))
+            if math.isnan(d):
+                one_empty = (float(row.get("volume_pred_ml", 0)) == 0) != (float(row.get("volume_ref_ml", 0)) == 0)
+                d = 0.0 if one_empty else 1.0
+            vals.append(d)
+        return min(vals) if vals else None
+
+    def worst_hd95(self) -> float | None:
+        vals = [float(r["hd95"]) for r in self.metrics if "hd95" in r and not math.isnan(float(r["hd95"]))]
+        return max(vals) if vals else None
+
+
+def detect_kind(folder: str | os.PathLike[str]) -> str:
+    """``"evaluate"``, ``"batch"`` or ``"segment"`` for an output folder (ConfigError otherwise)."""
+    d = Path(folder)
+    if not d.is_dir():
+        raise ConfigError(f"{d.name}: not a folder; give a segment, batch or evaluate output folder")
+    if (d / "metrics.csv").is_file() and (d / "summary.json").is_file():
+        return "evaluate"
+    if (d / "manifest.jsonl").is_file():
+        return "batch"
+    if _is_case_dir(d) or _case_dirs(d):
+        return "segment"
+    raise ConfigError(f"{d.name}: holds no segment output (<case>/seg.nii.gz), batch manifest.jsonl or "
+                      "evaluate metrics.csv + summary.json; give an output folder of medseg segment/batch/evaluate")
+
+
+def _is_case_dir(d: Path) -> bool:
+    return (d / "seg.nii.gz").is_file() or (d / "provenance.json").is_file()
+
+
+def _case_dirs(d: Path) -> list[Path]:
+    return sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".") and _is_case_dir(p))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path.parent.name}/{path.name} is not readable JSON ({type(exc).__name__}); "
+                         "re-run the command that wrote it") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path.parent.name}/{path.name} is not a JSON object; re-run the command that wrote it")
+    return data
+
+
+def label_sizes(seg_path: str | os.PathLike[str], *, instances: bool = False) -> tuple[dict[int, float], int, int | None]:
+    """Per-label size of a label map file: mL for 3D (voxel volume from the affine, mm^3 / 1000),
+    mm^2 for 2D. Returns ``(sizes, ndim, n_instances)``; with ``instances`` the sizes hold one entry
+    ``0`` (all instances together) and ``n_instances`` counts the distinct non-zero ids."""
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(seg_path))
+        arr = np.asarray(img.dataobj)
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"{Path(seg_path).parent.name}/{Path(seg_path).name} cannot be read as NIfTI "
+                         f"({type(exc).__name__}); re-run the segmentation") from None
+    arr = np.squeeze(arr) if arr.ndim > 3 else arr
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    ndim = arr.ndim
+    cols = np.asarray(img.affine, dtype=np.float64)[:3, :ndim]
+    lengths = np.linalg.norm(cols, axis=0)
+    unit = float(np.prod(lengths)) / (1000.0 if ndim == 3 else 1.0)
+    if arr.dtype.kind == "f":
+        arr = np.rint(arr)
+    arr = arr.astype(np.int64, copy=False)
+    if arr.size and arr.min() < 0:
+        raise InputError(f"{Path(seg_path).name} holds negative labels; it is not a medseg label map")
+    if instances:
+        ids = np.unique(arr)
+        n = int(np.count_nonzero(ids))
+        return {0: float(np.count_nonzero(arr)) * unit}, ndim, n
+    counts = np.bincount(arr.ravel())
+    return {int(v): float(c) * unit for v, c in enumerate(counts) if v != 0 and c > 0}, ndim, None
+
+
+def _find_reference(reference: Path, case: str) -> Path | None:
+    from medseg.evaluation.cases import case_name
+
+    for entry in sorted(reference.iterdir()):
+        if entry.name.startswith(".") or not entry.is_file():
+            continue
+        if case_name(entry) == case:
+            return entry
+    return None
+
+
+def _segment_case(case_dir: Path, reference: Path | None) -> CaseReport:
+    rep = CaseReport(case=case_dir.name)
+    prov_path = case_dir / "provenance.json"
+    if prov_path.is_file():
+        prov = _read_json(prov_path)
+        model = prov.get("model", {}) or {}
+        rep.model = str(model.get("name", ""))
+        rep.task = str(model.get("task", "semantic"))
+        rep.labels = {int(k): str(v) for k, v in (model.get("labels") or {}).items()}
+        tta = prov.get("tta_disagreement")
+        rep.tta_disagreement = float(tta) if isinstance(tta, int | float) else None
+    seg = case_dir / "seg.nii.gz"
+    if not seg.is_file():
+        rep.status = "no-output"
+        rep.flags.append("no seg.nii.gz in the case folder")
+        return rep
+    rep.sizes, rep.ndim, rep.n_instances = label_sizes(seg, instances=rep.task == "instance")
+    if reference is not None:
+        ref = _find_reference(reference, rep.case)
+        if ref is None:
+            rep.flags.append("no reference for this case")
+        else:
+            from medseg.evaluation import evaluate_files
+
+            labels = None if rep.task == "instance" else (sorted(rep.labels) or None)
+            try:
+                rows, inst = evaluate_files(rep.case, seg, ref, labels=labels, instances=rep.task == "instance")
+            except EvaluationError as exc:
+                rep.flags.append(f"metrics not computed: {exc}")
+            else:
+                rep.metrics = [{k: v for k, v in r.items() if k != "case"} for r in rows]
+                rep.instance_metrics = {k: v for k, v in inst.items() if k != "case"} if inst else None
+    return rep
+
+
+def _flag(rep: CaseReport) -> None:
+    """Add the QA flags: failed, empty, implausible adult volume, TTA disagreement."""
+    if rep.status == "failed":
+        rep.flags.insert(0, f"failed: {rep.reason}")
+        return
+    if rep.status != "done":
+        return
+    if not rep.sizes or all(v == 0 for v in rep.sizes.values()):
+        rep.flags.append("empty segmentation")
+    if rep.ndim == 3 and rep.task != "instance":
+        for lab, name in sorted(rep.labels.items()):
+            rng = plausible_range(name)
+            if rng is None:
+                continue
+            ml = rep.sizes.get(lab, 0.0)
+            if not rng[0] <= ml <= rng[1]:
+                rep.flags.append(f"implausible volume: {name} {ml:.0f} mL (adult range {rng[0]:.0f}-{rng[1]:.0f} mL)")
+    if rep.tta_disagreement is not None and rep.tta_disagreement > TTA_DISAGREEMENT_THRESHOLD:
+        rep.flags.append(f"TTA passes disagree on {100 * rep.tta_disagreement:.1f}% of voxels "
+                         f"(threshold {100 * TTA_DISAGREEMENT_THRESHOLD:.0f}%)")
+
+
+def _num(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _evaluate_cases(folder: Path) -> list[CaseReport]:
+    summary = _read_json(folder / "summary.json")
+    names = {int(k): str(v) for k, v in (summary.get("labels") or {}).items()}
+    by_case: dict[str, CaseReport] = {}
+    with open(folder / "metrics.csv", newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            case = row.get("case", "")
+            rep = by_case.setdefault(case, CaseReport(case=case, labels=dict(names), image_note=(
+                "evaluate output holds no images; run the report on the segment/batch folder with "
+                "--reference to see overlays")))
+            rep.metrics.append({k: (int(v) if k == "label" else _num(v)) for k, v in row.items() if k != "case"})
+    inst_path = folder / "instance_metrics.csv"
+    if inst_path.is_file():
+        with open(inst_path, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                if row.get("case") in by_case:
+                    by_case[row["case"]].instance_metrics = {k: _num(v) for k, v in row.items() if k != "case"}
+                    by_case[row["case"]].task = "instance"
+    for rep in by_case.values():
+        rep.sizes = {int(r["label"]): float(r["volume_pred_ml"]) for r in rep.metrics
+                     if not math.isnan(float(r["volume_pred_ml"])) and float(r["volume_pred_ml"]) > 0}
+    return list(by_case.values())
+
+
+def _batch_failures(folder: Path, done: set[str]) -> list[CaseReport]:
+    from medseg.batch.manifest import Manifest
+
+    latest: dict[str, Any] = {}
+    for rec in Manifest(folder / "manifest.jsonl").records():
+        latest[rec.case] = rec
+    out = []
+    for case, rec in sorted(latest.items()):
+        if rec.status == "failed" and case not in done:
+            out.append(CaseReport(case=case, status="failed", reason=rec.reason))
+    return out
+
+
+def _safe_name(case: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", case)[:120].strip("._") or "case"
+
+
+def _render_overlay(seg: Path, out_png: Path, label_names: Mapping[int, str]) -> None:
+    """Montage of the label map alone (the source image is not kept in a segment output)."""
+    from medseg.io import load
+    from medseg.io.overlay import save_overlay_montage
+
+    lab = load(seg, kind="label")
+    save_overlay_montage(lab.float(), lab, out_png, label_names=dict(label_names) or None)
+
+
+def _attach_image(rep: CaseReport, case_dir: Path | None, files_dir: Path, html_dir: Path, idx: int) -> None:
+    from medseg.io.atomic import atomic_write_bytes
+
+    if case_dir is None or rep.status != "done":
+        return
+    target = files_dir / f"{idx:04d}_{_safe_name(rep.case)}.png"
+    src = case_dir / "overlay.png"
+    if src.is_file():
+        atomic_write_bytes(target, src.read_bytes())
+    elif (case_dir / "seg.nii.gz").is_file():
+        _render_overlay(case_dir / "seg.nii.gz", target, rep.labels)
+        rep.image_note = "label map only (the source image is not part of the output folder)"
+    else:
+        return
+    rep.image = target.relative_to(html_dir).as_posix()
+
+
+def collect(folder: str | os.PathLike[str], *, reference: str | os.PathLike[str] | None = None,
+            kind: str | None = None) -> tuple[str, list[CaseReport]]:
+    """Read an output folder into :class:`CaseReport` s (no images yet); returns ``(kind, cases)``."""
+    d = Path(folder)
+    kind = kind or detect_kind(d)
+    if kind not in KINDS:
+        raise ConfigError(f"unknown report kind {kind!r}; choose from {', '.join(KINDS)}")
+    ref = None
+    if reference is not None:
+        ref = Path(reference)
+        if not ref.is_dir():
+            raise ConfigError(f"--reference {ref.name}: not a folder; give a folder of label maps named by case")
+    if kind == "evaluate":
+        cases = _evaluate_cases(d)
+    else:
+        dirs = [d] if _is_case_dir(d) else _case_dirs(d)
+        cases = [_segment_case(c, ref) for c in dirs]
+        if kind == "batch":
+            cases += _batch_failures(d, {c.case for c in cases})
+    for c in cases:
+        _flag(c)
+    return kind, cases
+
+
+def _sort_key(rep: CaseReport) -> tuple[int, float, str]:
+    """Failed cases first, then the worst Dice, then the most flags, then by name."""
+    if rep.status != "done":
+        return (0, 0.0, rep.case)
+    wd = rep.worst_dice()
+    return (1, wd if wd is not None else 2.0 - 0.01 * len(rep.flags), rep.case)
+
+
+# ------------------------------------------------------------------------------------ HTML
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:1.5em;color:#222}
+h1{font-size:1.5em} h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ccc}
+table{border-collapse:collapse;margin:0.5em 0} th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}
+th.sortable{cursor:pointer;background:#eef} th.sortable:hover{background:#dde}
+td.num{text-align:right;font-variant-numeric:tabular-nums} .flag{color:#a00} .ok{color:#070}
+.note{color:#555;font-size:0.9em} img.montage{max-width:100%;border:1px solid #999}
+tr.failed td{background:#fee}
+"""
+
+_JS = """
+function cellKey(row, col) {
+  var c = row.cells[col]; var v = c.getAttribute('data-v');
+  if (v !== null) { if (v === '') return null; var n = parseFloat(v); if (!isNaN(n)) return n; }
+  return c.textContent.trim().toLowerCase();
+}
+function sortTable(id, col, dir) {
+  var t = document.getElementById(id); var body = t.tBodies[0];
+  var th = t.tHead.rows[0].cells[col];
+  if (!dir) { dir = th.getAttribute('data-dir') === 'asc' ? 'desc' : 'asc'; }
+  var rows = Array.prototype.slice.call(body.rows);
+  rows.sort(function (a, b) {
+    var x = cellKey(a, col), y = cellKey(b, col);
+    if (x === null && y === null) return 0; if (x === null) return 1; if (y === null) return -1;
+    if (typeof x !== typeof y) { x = String(x); y = String(y); }
+    var r = x < y ? -1 : (x > y ? 1 : 0); return dir === 'asc' ? r : -r;
+  });
+  rows.forEach(function (r) { body.appendChild(r); });
+  var heads = t.tHead.rows[0].cells;
+  for (var i = 0; i < heads.length; i++) { heads[i].removeAttribute('data-dir'); }
+  th.setAttribute('data-dir', dir); t.setAttribute('data-sorted-by', col + ':' + dir);
+}
+window.addEventListener('load', function () {
+  var imgs = document.images; var ok = 0;
+  for (var i = 0; i < imgs.length; i++) { if (imgs[i].complete && imgs[i].naturalWidth > 0) ok++; }
+  document.body.setAttribute('data-images-loaded', ok + '/' + imgs.length);
+  var m = /sort=(\\d+):(asc|desc)/.exec(window.location.hash);
+  if (m) { sortTable('cases', parseInt(m[1], 10), m[2]); }
+});
+"""
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    f = _num(v)
+    if math.isnan(f):
+        return "n/a"
+    if math.isinf(f):
+        return "inf"
+    return f"{f:.{digits}f}"
+
+
+def _dv(v: Any) -> str:
+    f = _num(v)
+    return "" if math.isnan(f) else ("1e308" if math.isinf(f) and f > 0 else repr(f))
+
+
+def _size_text(rep: CaseReport) -> str:
+    unit = "mL" if rep.ndim == 3 else "mm²"
+    if rep.task == "instance" and rep.n_instances is not None:
+        return f"{rep.n_instances} instances, {rep.sizes.get(0, 0.0):.1f} {unit} in all"
+    if not rep.sizes:
+        return "none"
+    return "; ".join(f"{rep.labels.get(k, str(k))}: {v:.1f} {unit}" for k, v in sorted(rep.sizes.items()))
+
+
+def _overview(cases: Sequence[CaseReport], has_metrics: bool) -> str:
+    heads = ["#", "Case", "Status", "Model", "Sizes", "Flags"]
+    if has_metrics:
+        heads += ["Worst Dice", "Worst HD95 (mm)", "Instance F1"]
+    th = "".join(f'<th class="sortable" onclick="sortTable(\'cases\', {i})">{_e(h)}</th>' for i, h in enumerate(heads))
+    rows = []
+    for i, c in enumerate(cases, 1):
+        flags = "<br>".join(f'<span class="flag">{_e(f)}</span>' for f in c.flags) or '<span class="ok">none</span>'
+        total = sum(c.sizes.values()) if c.sizes else 0.0
+        cells = [f'<td class="num" data-v="{i}">{i}</td>',
+                 f'<td><a href="#case-{i}">{_e(c.case)}</a></td>',
+                 f"<td>{_e(c.status)}</td>", f"<td>{_e(c.model)}</td>",
+                 f'<td data-v="{total!r}">{_e(_size_text(c))}</td>',
+                 f'<td data-v="{len(c.flags)}">{flags}</td>']
+        if has_metrics:
+            wd, wh = c.worst_dice(), c.worst_hd95()
+            f1 = c.instance_metrics.get("f1") if c.instance_metrics else None
+            cells += [f'<td class="num" data-v="{_dv(wd)}">{_fmt(wd)}</td>',
+                      f'<td class="num" data-v="{_dv(wh)}">{_fmt(wh, 1)}</td>',
+                      f'<td class="num" data-v="{_dv(f1)}">{_fmt(f1)}</td>']
+        cls = ' class="failed"' if c.status != "done" else ""
+        rows.append(f'<tr{cls} data-case="{_e(c.case)}">{"".join(cells)}</tr>')
+    return (f'<table id="cases"><thead><tr>{th}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
+
+
+_METRIC_COLS = (("dice", "Dice", 3), ("iou", "IoU", 3), ("hd95", "HD95 mm", 1), ("assd", "ASSD mm", 2),
+                ("nsd", "NSD", 3), ("volume_pred_ml", "pred mL", 2), ("volume_ref_ml", "ref mL", 2))
+_INSTANCE_COLS = (("n_pred", "pred", 0), ("n_ref", "ref", 0), ("tp", "TP", 0), ("fp", "FP", 0), ("fn", "FN", 0),
+                  ("precision", "precision", 3), ("recall", "recall", 3), ("f1", "F1@0.5", 3),
+                  ("mean_ap", "mean AP", 3), ("pq", "PQ", 3))
+
+
+def _case_section(i: int, c: CaseReport) -> str:
+    parts = [f'<h2 id="case-{i}">{i}. {_e(c.case)}</h2>']
+    meta = [f"status: {c.status}"]
+    if c.model:
+        meta.append(f"model: {c.model} ({c.task})")
+    if c.tta_disagreement is not None:
+        meta.append(f"TTA disagreement: {100 * c.tta_disagreement:.2f}%")
+    parts.append(f"<p>{_e(' | '.join(meta))}</p>")
+    if c.reason:
+        parts.append(f'<p class="flag">reason: {_e(c.reason)}</p>')
+    parts.append(f"<p>sizes: {_e(_size_text(c))}</p>")
+    if c.flags:
+        parts.append("<ul>" + "".join(f'<li class="flag">{_e(f)}</li>' for f in c.flags) + "</ul>")
+    if c.metrics:
+        head = "".join(f"<th>{_e(h)}</th>" for h in ("label", *(m[1] for m in _METRIC_COLS)))
+        body = "".join(
+            "<tr><td>" + _e(c.labels.get(int(r["label"]), "foreground" if c.task == "instance" else r["label"]))
+            + "</td>" + "".join(f'<td class="num">{_fmt(r.get(k), d)}</td>' for k, _, d in _METRIC_COLS) + "</tr>"
+            for r in c.metrics)
+        parts.append(f'<table class="metrics"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
+    if c.instance_metrics:
+        head = "".join(f"<th>{_e(h)}</th>" for _, h, _ in _INSTANCE_COLS)
+        body = "".join(f'<td class="num">{_fmt(c.instance_metrics.get(k), d)}</td>' for k, _, d in _INSTANCE_COLS)
+        parts.append(f'<p>instances (matched at IoU &gt; 0.5):</p><table class="instances"><thead><tr>{head}</tr>'
+                     f"</thead><tbody><tr>{body}</tr></tbody></table>")
+    if c.image:
+        parts.append(f'<p><img class="montage" src="{_e(c.image)}" alt="overlay of {_e(c.case)}"></p>')
+    if c.image_note:
+        parts.append(f'<p class="note">{_e(c.image_note)}</p>')
+    return "\n".join(parts)
+
+
+def render_html(kind: str, source_name: str, cases: Sequence[CaseReport], *, title: str = "medseg QA report",
+                extra_notes: Sequence[str] = ()) -> str:
+    """The HTML page (a string) for already collected and ordered ``cases``."""
+    import medseg
+
+    has_metrics = any(c.metrics or c.instance_metrics for c in cases)
+    n_failed = sum(c.status != "done" for c in cases)
+    n_flagged = sum(bool(c.flags) for c in cases)
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")  # noqa: UP017
+    order = ("worst cases first (lowest Dice over labels; failed cases on top)" if has_metrics
+             else "failed and flagged cases first")
+    notes = [f"Source: {kind} output folder {source_name!r}. {len(cases)} case(s), {n_failed} failed, "
+             f"{n_flagged} flagged. Order: {order}; click a column header to sort.",
+             "Sizes are per label: mL for 3D label maps (voxel volume from the affine), mm² for 2D images.",
+             PLAUSIBLE_NOTE,
+             f"TTA flag: test-time-augmentation passes disagreeing on more than "
+             f"{100 * TTA_DISAGREEMENT_THRESHOLD:.0f}% of voxels.",
+             *extra_notes]
+    body = [f"<h1>{_e(title)}</h1>",
+            f'<p class="note">medseg {_e(medseg.__version__)}, written {_e(when)}</p>',
+            *(f'<p class="note">{_e(n)}</p>' for n in notes),
+            _overview(cases, has_metrics),
+            *(_case_section(i, c) for i, c in enumerate(cases, 1))]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{_e(title)}</title><style>{_CSS}</style><script>{_JS}</script></head>\n"
+            f"<body data-kind=\"{_e(kind)}\" data-cases=\"{len(cases)}\">\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def build_report(folder: str | os.PathLike[str], out_html: str | os.PathLike[str] | None = None, *,
+                 reference: str | os.PathLike[str] | None = None, title: str = "medseg QA report",
+                 progress: bool = True) -> Path:
+    """Write a static HTML QA report for a segment, batch or evaluate output ``folder``.
+
+    Args:
+        folder: output of ``medseg segment`` / ``batch`` / ``evaluate`` (detected, see module doc).
+        out_html: the page to write (default ``folder/report.html``); overlay PNGs go into
+            ``<stem>_files/`` beside it.
+        reference: folder of reference label maps named by case (``<case>.nii.gz``, ``.nrrd``,
+            ``.mha`` or a DICOM SEG ``.dcm``); metrics are computed with :mod:`medseg.evaluation`
+            on the segmentation grid (no resampling: a grid mismatch is reported as a flag).
+
+    Per case: overlay montage, size per label (mL in 3D, mm² in 2D), metrics when a reference
+    exists, and flags (failed with reason, empty, implausible adult volume, TTA disagreement).
+    Returns the HTML path. Raises ConfigError for a folder that is no medseg output.
+    """
+    from tqdm.auto import tqdm
+
+    from medseg.io.atomic import atomic_write_text
+
+    src = Path(folder)
+    kind, cases = collect(src, reference=reference)
+    out = Path(out_html) if out_html is not None else src / "report.html"
+    if out.exists() and out.is_dir():
+        raise ConfigError(f"-o {out.name} is a folder; give the path of the .html file to write")
+    cases.sort(key=_sort_key)
+    files_dir = out.parent / f"{out.stem}_files"
+    case_root = src if not _is_case_dir(src) else src.parent
+    show = progress and os.environ.get("MEDSEG_PROGRESS", "1") != "0"
+    if kind != "evaluate":
+        for i, c in enumerate(tqdm(cases, desc="report", unit="case", disable=not show), 1):
+            _attach_image(c, case_root / c.case, files_dir, out.parent, i)
+    atomic_write_text(out, render_html(kind, src.name, cases, title=title))
+    return out
