@@ -46,6 +46,7 @@ def _phantom(direction, shape=(36, 32, 12), spacing=(0.9, 1.0, 3.0), where="left
     ijk = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1)
     xyz = apply_affine(aff, ijk)
     extent = np.abs(aff[:3, :3]) @ (np.asarray(shape) - 1) / 2.0  # half-size of the box in x, y, z
+    extent = np.maximum(extent, 1.0)  # a one-slice volume has no extent along its normal
     body = ((xyz / (0.8 * extent)) ** 2).sum(-1) < 1
     img = np.where(body, 100.0, 50.0).astype(np.float32)
     sel = {"left": xyz[..., 0] < -0.15 * extent[0], "superior": xyz[..., 2] > 0.2 * extent[2],
@@ -267,3 +268,10 @@ def test_real_radiograph_letters_follow_patient_orientation(case, expected):
         small = -small
     grey = panel.rgb[..., 0].astype(float)
     assert np.corrcoef(grey.ravel(), small.ravel())[0, 1] > 0.95
+
+
+def test_single_slice_volume_shows_only_its_plane():
+    image, labels = _phantom(np.eye(3), shape=(36, 32, 1), spacing=(0.9, 1.0, 3.0))
+    panels = overlay_slices(image, labels, n_slices=3)
+    assert [p.view for p in panels] == ["axial"] and panels[0].index == 0
+    assert panels[0].labels_present == [1]

@@ -292,8 +292,11 @@ def overlay_slices(
     ras_aff = aff @ nio.inv_ornt_aff(ornt, img.shape)
     ras_spacing = np.linalg.norm(ras_aff[:3, :3], axis=0)
     panels: list[OverlayPanel] = []
+    flat_axes = [a for a in range(3) if ras_img.shape[a] == 1]
     for view in views:
         axis = _VIEW_AXIS[view]
+        if flat_axes and axis not in flat_axes:  # a one-slice volume: only its own plane is a picture
+            continue
         other = [a for a in range(3) if a != axis]  # (columns axis, rows axis) before flipping
         if ras_lab is not None:
             holds = np.flatnonzero(np.any(ras_lab != 0, axis=tuple(other)))
