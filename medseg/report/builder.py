@@ -482,7 +482,7 @@ def render_html(kind: str, source_name: str, cases: Sequence[CaseReport], *, tit
 
 def build_report(folder: str | os.PathLike[str], out_html: str | os.PathLike[str] | None = None, *,
                  reference: str | os.PathLike[str] | None = None, title: str = "medseg QA report",
-                 progress: bool = True) -> Path:
+                 notes: Sequence[str] = (), progress: bool = True) -> Path:
     """Write a static HTML QA report for a segment, batch or evaluate output ``folder``.
 
     Args:
@@ -492,6 +492,7 @@ def build_report(folder: str | os.PathLike[str], out_html: str | os.PathLike[str
         reference: folder of reference label maps named by case (``<case>.nii.gz``, ``.nrrd``,
             ``.mha`` or a DICOM SEG ``.dcm``); metrics are computed with :mod:`medseg.evaluation`
             on the segmentation grid (no resampling: a grid mismatch is reported as a flag).
+        notes: extra lines shown under the title (no patient identifiers).
 
     Per case: overlay montage, size per label (mL in 3D, mm² in 2D), metrics when a reference
     exists, and flags (failed with reason, empty, implausible adult volume, TTA disagreement).
@@ -513,5 +514,5 @@ def build_report(folder: str | os.PathLike[str], out_html: str | os.PathLike[str
     if kind != "evaluate":
         for i, c in enumerate(tqdm(cases, desc="report", unit="case", disable=not show), 1):
             _attach_image(c, case_root / c.case, files_dir, out.parent, i)
-    atomic_write_text(out, render_html(kind, src.name, cases, title=title))
+    atomic_write_text(out, render_html(kind, src.name, cases, title=title, extra_notes=notes))
     return out
