@@ -87,3 +87,39 @@ def test_medseg_and_monai_bundle_run_agree_on_real_mr(tmp_path_factory, tmp_path
     save(load(sample("breast1_image")), image)
     ours, theirs = _both_ways(bundle, image, tmp_path, capsys)
     _check_same(image, ours, theirs, n_classes=len(LABELS) + 1)
+
+
+def test_largest_component_postprocess_matches_medseg(tmp_path_factory, tmp_path):
+    """keep_largest_component is written as MONAI's KeepLargestConnectedComponentd (face
+    connectivity, before the inverse, as medseg does): both paths give one component per label."""
+    from monai.data import MetaTensor
+    from scipy import ndimage
+
+    from medseg.bundle import load_bundle, run_inference_config
+    from medseg.data.phantoms import abdomen_ct
+    from medseg.inference import segment
+    from medseg.io import load, save
+
+    bundle = make_tiny_bundle(tmp_path_factory.mktemp("lcc"), name="tiny_lcc",
+                              postprocess={"keep_largest_component": True})
+    # RAS on the preset's own spacing: the network grid is the source grid, so components survive
+    ph = abdomen_ct(shape=(36, 32, 16), spacing=(1.5, 1.5, 2.0), orientation="RAS", seed=5)
+    image = tmp_path / "in" / "abd.nii.gz"
+    save(MetaTensor(ph.image[None], affine=ph.affine), image)
+    theirs = run_inference_config(bundle, image.parent, tmp_path / "out", progress=False)
+    assert [p.name for p in theirs] == ["abd_seg.nii.gz"]
+    ours = segment(load(image), load_bundle(bundle), device="cpu", progress=False)
+    a = np.asarray(ours[0]).astype(np.int64)
+    b = np.squeeze(np.asarray(load(theirs[0])[0])).astype(np.int64)
+    assert a.shape == b.shape == ph.image.shape
+    for lab in (1, 2):
+        for arr in (a, b):
+            if (arr == lab).any():
+                assert ndimage.label(arr == lab, structure=ndimage.generate_binary_structure(3, 1))[1] == 1
+    assert min(_dice_monai(a, b, len(LABELS) + 1)) >= 0.98
+    # the step is active: the same weights without postprocessing leave more than one component
+    plain = run_inference_config(shared_bundle(tmp_path_factory), image.parent, tmp_path / "plain", progress=False)
+    c = np.squeeze(np.asarray(load(plain[0])[0])).astype(np.int64)
+    n_plain = [ndimage.label(c == lab, structure=ndimage.generate_binary_structure(3, 1))[1] for lab in (1, 2)]
+    assert max(n_plain) > 1
+    assert all(((b == lab) <= (c == lab)).all() for lab in (1, 2))  # only removals

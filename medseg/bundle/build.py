@@ -231,10 +231,10 @@ def _postprocessing(n_out: int, postprocess: Mapping[str, Any]) -> list[dict[str
         extra.append({"_target_": "KeepLargestConnectedComponentd", "keys": "pred",
                       "applied_labels": [int(v) for v in lcc] if isinstance(lcc, list) else None,
                       "is_onehot": False, "independent": True, "connectivity": 1})
-    return head + [
+    # medseg postprocesses on the network's grid, then inverts: same order here
+    return head + extra + [
         {"_target_": "Invertd", "keys": "pred", "transform": "@preprocessing", "orig_keys": "image",
          "nearest_interp": True, "to_tensor": True},
-        *extra,
         {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir", "output_postfix": "seg",
          "output_dtype": "uint8", "resample": False, "separate_folder": False, "print_log": False},
     ]
