@@ -15,7 +15,8 @@ def export_bundle(path_or_name: str | os.PathLike[str], fmt: str = "torchscript"
                   *, trust: bool = False, atol: float = 1e-4) -> Path:
     """Write the bundle's network as TorchScript (``.ts``) or ONNX (``.onnx``) to ``out``.
 
-    Default ``out``: ``models/model.ts`` / ``models/model.onnx`` inside the bundle. The network is
+    Default ``out``: ``<bundle name>.ts`` / ``<bundle name>.onnx`` in the current folder (the
+    bundle itself is never modified: its files are covered by its checksums). The network is
     built under the trust policy with checksum-verified weights, exported with
     ``torch.jit.script`` or ``torch.onnx.export`` (opset 17, dynamic batch and spatial axes), and
     the export is run once (TorchScript via ``torch.jit.load``, ONNX via onnxruntime) on a random
@@ -31,7 +32,7 @@ def export_bundle(path_or_name: str | os.PathLike[str], fmt: str = "torchscript"
     bundle = resolve_bundle(path_or_name)
     model = load_bundle(bundle, trust=trust)
     net = model.network.cpu().eval()
-    out = Path(out) if out is not None else bundle / "models" / ("model.ts" if fmt == "torchscript" else "model.onnx")
+    out = Path(out) if out is not None else Path.cwd() / f"{bundle.name}.{'ts' if fmt == 'torchscript' else 'onnx'}"
     n_in = int(model.network_spec.get("in_channels", 1))
     gen = torch.Generator().manual_seed(0)
     x = torch.rand((1, n_in, *model.roi_size), generator=gen)

@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     e = sub.add_parser("export", help="export the network to TorchScript or ONNX (checked against PyTorch)")
     e.add_argument("bundle", help="bundle folder or name")
     e.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript")
-    e.add_argument("-o", "--output", default=None, help="output file (default: models/model.ts|onnx in the bundle)")
+    e.add_argument("-o", "--output", default=None, help="output file (default: ./<bundle name>.ts|.onnx)")
     e.add_argument("--trust-bundle", action="store_true", help="evaluate the configs as given (trust the author)")
 
 
