@@ -38,12 +38,18 @@ def make_run(run: Path, *, spec: dict | None = None, preset: str = "ct_abdomen",
 
 
 def make_tiny_bundle(root: Path, name: str = "tiny_ct", **kw) -> Path:
-    from medseg.bundle import build_bundle
+    """Build through the CLI (`medseg bundle build`), the way a user does."""
+    from medseg import cli
 
     run = make_run(root / f"run_{name}", **kw)
-    return build_bundle(run, root / name, name=name, description="tiny test bundle",
-                        authors="medseg tests", data_source="synthetic weights, no training data",
-                        data_license_text="CC0 test data")
+    lic = root / f"{name}_license.txt"
+    lic.write_text("CC0 test data\n")
+    code = cli.main(["bundle", "build", str(run), "-o", str(root / name), "--name", name,
+                     "--description", "tiny test bundle", "--authors", "medseg tests",
+                     "--data-source", "synthetic weights, no training data", "--data-license-file", str(lic)])
+    if code != 0:
+        raise RuntimeError(f"medseg bundle build exited {code}")
+    return root / name
 
 
 _BUILT: dict[str, Path] = {}
