@@ -252,7 +252,9 @@ def read_nifti(
     descrip = hdr["descrip"].tobytes().split(b"\0", 1)[0].decode("ascii", "replace").strip()
     if descrip:
         meta["description"] = descrip
-    return np.ascontiguousarray(data), affine, meta
+    # No C-order copy: nibabel's arrays are Fortran-ordered (i, j, k), which torch takes as a
+    # strided view, like the DICOM reader's output (a transposing copy cost seconds per volume).
+    return data, affine, meta
 
 
 def _is_orthogonal(affine: np.ndarray) -> bool:

@@ -130,7 +130,9 @@ def _to_metatensor(array: np.ndarray, affine: np.ndarray, meta: dict[str, Any], 
         "original_channel_dim": 0,
         **meta,
     }
-    return MetaTensor(torch.from_numpy(np.ascontiguousarray(array)),
+    if any(st < 0 for st in array.strides) or not array.flags.writeable:
+        array = np.array(array, order="K")  # one copy, keeping the memory order
+    return MetaTensor(torch.from_numpy(array),
                       affine=torch.as_tensor(affine, dtype=torch.float64), meta=full_meta)
 
 

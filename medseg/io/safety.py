@@ -209,7 +209,7 @@ def convert_voxels(
         if np.issubdtype(data.dtype, np.complexfloating):
             raise InputError(f"{what}: complex-valued voxels are not supported; store magnitude images")
         check_finite(data, what, allow_nonfinite=allow_nonfinite)
-        return data.astype(np.float32, order="C", copy=False), kind
+        return data.astype(np.float32, order="K", copy=False), kind  # keep memory order: no transposing copy
     # label map
     if data.dtype == bool:
         return data.astype(np.uint8), kind
