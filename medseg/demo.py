@@ -183,7 +183,6 @@ def run_demo(output: str | os.PathLike[str], *, quick: bool = False, progress: b
     if not available:
         raise BundleError(f"none of the demo bundles ({', '.join(BUNDLES)}) is shipped in bundles/; "
                           "train or install one first")
-    _prepare_output(out)
     show = progress and os.environ.get("MEDSEG_PROGRESS", "1") != "0"
     steps = ["fetch samples"]
     if "ct_lung_lesion" in available:
@@ -206,7 +205,8 @@ def run_demo(output: str | os.PathLike[str], *, quick: bool = False, progress: b
         if "fluo_nuclei_2d" in available:
             needed += ["nuclei_image", "nuclei_mask"]
         for n in needed:
-            sample(n)
+            sample(n)  # DataFetchError (offline first run) before anything is written
+        _prepare_output(out)
         bar.update(1)
 
         if "ct_lung_lesion" in available:
@@ -228,7 +228,7 @@ def run_demo(output: str | os.PathLike[str], *, quick: bool = False, progress: b
             case_dir = segment_file(nuc_path, "fluo_nuclei_2d", out / "segment", model_loader=load_bundle,
                                     progress=show)
             jobs.append({"task": "nuclei", "bundle": "fluo_nuclei_2d", "case": case_dir.name, "ref": nuc_ref,
-                         "input": "stardist img2d (TIFF)" + (" crop" if quick else ""), "instances": True,
+                         "input": "stardist img2d crop (NIfTI)" if quick else "stardist img2d (TIFF)", "instances": True,
                          "seconds": time.perf_counter() - t0})
             bar.update(1)
 
@@ -236,7 +236,11 @@ def run_demo(output: str | os.PathLike[str], *, quick: bool = False, progress: b
         for job in jobs:
             case = job["case"]
             ref_path = out / "references" / f"{case}.nii.gz"
-            save(job["ref"], ref_path)
+            # io.save's temporary name keeps only the last suffix of names with many dots (series
+            # UIDs): save under a plain name, then rename (still atomic)
+            plain = out / "references" / f"reference_{job['task']}.nii.gz"
+            save(job["ref"], plain)
+            os.replace(plain, ref_path)
             ev = out / "evaluation" / job["task"]
             _copy(out / "segment" / case / "seg.nii.gz", ev / "predictions" / f"{case}.nii.gz")
             _copy(ref_path, ev / "references" / f"{case}.nii.gz")

@@ -196,9 +196,10 @@ def _flag(rep: CaseReport) -> None:
         return
     if rep.status != "done":
         return
-    if not rep.sizes or all(v == 0 for v in rep.sizes.values()):
+    empty = not rep.sizes or all(v == 0 for v in rep.sizes.values())
+    if empty:
         rep.flags.append("empty segmentation")
-    if rep.ndim == 3 and rep.task != "instance":
+    if rep.ndim == 3 and rep.task != "instance" and not empty:
         for lab, name in sorted(rep.labels.items()):
             rng = plausible_range(name)
             if rng is None:
@@ -326,7 +327,7 @@ table{border-collapse:collapse;margin:0.5em 0} th,td{border:1px solid #ccc;paddi
 th.sortable{cursor:pointer;background:#eef} th.sortable:hover{background:#dde}
 td.num{text-align:right;font-variant-numeric:tabular-nums} .flag{color:#a00} .ok{color:#070}
 .note{color:#555;font-size:0.9em} img.montage{max-width:100%;border:1px solid #999}
-tr.failed td{background:#fee}
+tr.failed td{background:#fee} td.case{word-break:break-all;max-width:24em}
 """
 
 _JS = """
@@ -390,15 +391,16 @@ def _size_text(rep: CaseReport) -> str:
 
 def _overview(cases: Sequence[CaseReport], has_metrics: bool) -> str:
     heads = ["#", "Case", "Status", "Model", "Sizes", "Flags"]
+    has_inst = any(c.instance_metrics for c in cases)
     if has_metrics:
-        heads += ["Worst Dice", "Worst HD95 (mm)", "Instance F1"]
+        heads += ["Worst Dice", "Worst HD95 (mm)"] + (["Instance F1"] if has_inst else [])
     th = "".join(f'<th class="sortable" onclick="sortTable(\'cases\', {i})">{_e(h)}</th>' for i, h in enumerate(heads))
     rows = []
     for i, c in enumerate(cases, 1):
         flags = "<br>".join(f'<span class="flag">{_e(f)}</span>' for f in c.flags) or '<span class="ok">none</span>'
         total = sum(c.sizes.values()) if c.sizes else 0.0
         cells = [f'<td class="num" data-v="{i}">{i}</td>',
-                 f'<td><a href="#case-{i}">{_e(c.case)}</a></td>',
+                 f'<td class="case"><a href="#case-{i}">{_e(c.case)}</a></td>',
                  f"<td>{_e(c.status)}</td>", f"<td>{_e(c.model)}</td>",
                  f'<td data-v="{total!r}">{_e(_size_text(c))}</td>',
                  f'<td data-v="{len(c.flags)}">{flags}</td>']
@@ -406,8 +408,9 @@ def _overview(cases: Sequence[CaseReport], has_metrics: bool) -> str:
             wd, wh = c.worst_dice(), c.worst_hd95()
             f1 = c.instance_metrics.get("f1") if c.instance_metrics else None
             cells += [f'<td class="num" data-v="{_dv(wd)}">{_fmt(wd)}</td>',
-                      f'<td class="num" data-v="{_dv(wh)}">{_fmt(wh, 1)}</td>',
-                      f'<td class="num" data-v="{_dv(f1)}">{_fmt(f1)}</td>']
+                      f'<td class="num" data-v="{_dv(wh)}">{_fmt(wh, 1)}</td>']
+            if has_inst:
+                cells.append(f'<td class="num" data-v="{_dv(f1)}">{_fmt(f1)}</td>')
         cls = ' class="failed"' if c.status != "done" else ""
         rows.append(f'<tr{cls} data-case="{_e(c.case)}">{"".join(cells)}</tr>')
     return (f'<table id="cases"><thead><tr>{th}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
