@@ -173,3 +173,43 @@ def test_bad_arguments():
         sliding_window_labels(torch.zeros(8, 8), torch.nn.Identity(), (4, 4, 4), overlap=0.5)
     with pytest.raises(ModelError, match="window size"):
         sliding_window_labels(img, lambda x: x[..., :2], (4, 4, 4), progress=False)
+
+
+@pytest.mark.gpu
+def test_cuda_amp_channels_last_matches_cpu_and_oom_falls_back():
+    img = torch.randn(1, 64, 48, 40, generator=torch.Generator().manual_seed(9))
+    net = _random_net(3, 1, 5)
+    cpu = sliding_window_labels(img, net, (32, 32, 32), overlap=0.5, progress=False)
+    gpu = sliding_window_labels(img, net.cuda(), (32, 32, 32), overlap=0.5, device="cuda", progress=False)
+    assert (gpu == cpu).float().mean() >= 0.995  # autocast float16 on CUDA
+
+    calls = []
+
+    def tight(x):  # pretend the GPU only fits one window at a time
+        calls.append(x.shape[0])
+        if x.shape[0] > 1:
+            raise torch.cuda.OutOfMemoryError("simulated")
+        return net(x)
+
+    stats = StitchStats()
+    got = sliding_window_labels(img, tight, (32, 32, 32), overlap=0.5, sw_batch_size=4, device="cuda",
+                                progress=False, stats=stats)
+    assert stats.sw_batch_size == 1 and any("sw_batch_size" in f for f in stats.fallbacks)
+    assert (got == gpu).float().mean() >= 0.999
+
+
+@pytest.mark.slow
+def test_bench_stitching_peak_rss_in_fresh_processes(tmp_path):
+    """Peak RSS (VmHWM) per method in fresh subprocesses, through the benchmark script."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_stitching.py"
+    out = tmp_path / "r.json"
+    subprocess.run([sys.executable, str(script), "--size", "128", "--roi", "64", "--classes", "100",
+                    "--out", str(out)], check=True, capture_output=True, text=True)
+    report = json.loads(out.read_text())
+    assert report["label_agreement"] >= 0.999
+    assert report["peak_above_baseline_ratio"] <= 0.6
