@@ -64,7 +64,11 @@ def _variants(canary: Path) -> dict:
     def unsafe_load(cfg):
         cfg["ckpt"] = "$torch.load(@bundle_root + '/models/model.pt', weights_only=False)"
 
+    def pretrained(cfg):
+        cfg["network_def"]["pretrained"] = True
+
     return {
+        "pretrained": (pretrained, "pretrained asks to fetch weights at run time"),
         "statement": (statement, "import os; os.system"),
         "target": (target, "_target_ 'os.system' is not allow-listed"),
         "imports": (imports, "import '$import subprocess'"),

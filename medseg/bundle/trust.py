@@ -37,7 +37,12 @@ these hold:
     must name an id present in the config (a reference chain is as safe as its end, and every
     value on the way is checked by the same rules).
 ``%`` macros, ``_requires_`` and ``_mode_`` other than ``default``/``callable``
-    are refused.
+    are refused, and so are arguments that fetch weights at run time (``pretrained``,
+    ``pretrained_path``, ``url``, ``weights_url``, ``download`` set to anything but false/null).
+
+What the policy does NOT cover (residual risk, accepted): allow-listed MONAI classes still do
+their job with the arguments given, e.g. ``SaveImaged`` writes files where its ``output_dir``
+says (medseg overrides ``output_dir`` when it runs a bundle) and ``LoadImaged`` reads any path.
 
 Weights: ``models/model.pt`` is checked against ``models/sha256sums.txt`` (and the sha256 in
 metadata) BEFORE it is read, then read with ``torch.load(..., weights_only=True)`` so that a
@@ -83,6 +88,7 @@ _EXPLICIT_TARGETS = {
 }
 _ALLOWED_FUNCTIONS = {"monai.handlers.from_engine"}
 _MONAI_READERS = {"ITKReader", "NibabelReader", "NumpyReader", "PILReader", "PydicomReader", "NrrdReader"}
+_DOWNLOAD_KEYS = {"pretrained", "pretrained_path", "url", "weights_url", "download"}
 _ALLOWED_IMPORTS = {"import monai", "import torch", "import numpy", "import numpy as np", "import glob"}
 
 _EXPR_NAMES = {"torch", "monai", "np", "numpy", "glob", "True", "False", "None"}
@@ -289,6 +295,10 @@ def find_untrusted(config: Any, *, source: str = "config", known_ids: dict | Non
             continue
         if key == "_mode_" and value not in ("default", "callable"):
             findings.append(f"{source}:{where}: _mode_ {str(value)[:30]!r} is not allowed")
+            continue
+        if key in _DOWNLOAD_KEYS and value not in (False, None, ""):
+            findings.append(f"{source}:{where}: {key} asks to fetch weights at run time (not allowed offline, "
+                            "and unverified)")
             continue
         if key == "reader" and isinstance(value, str) and value not in _MONAI_READERS:
             findings.append(f"{source}:{where}: reader {value[:60]!r} is not a MONAI reader")
