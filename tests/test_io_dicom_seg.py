@@ -455,3 +455,17 @@ def test_reads_a_labelmap_seg_written_by_highdicom(tmp_path):
                             label_names=NAMES)
     np.testing.assert_allclose(own.affine.numpy(), binary.affine.numpy(), atol=1e-6)
     np.testing.assert_array_equal(own.numpy(), binary.numpy())
+
+
+def test_given_uids_make_a_rerun_produce_the_same_instance(tmp_path):
+    image, labels = _series(tmp_path, AXIAL, "sorted")
+    uids = ("2.25.1234567890123456789", "2.25.9876543210987654321")
+    a = write_dicom_seg(labels, image, tmp_path / "a.dcm", label_names=NAMES,
+                        series_instance_uid=uids[0], sop_instance_uid=uids[1])
+    b = write_dicom_seg(labels, image, tmp_path / "b.dcm", label_names=NAMES,
+                        series_instance_uid=uids[0], sop_instance_uid=uids[1])
+    da, db = pydicom.dcmread(a), pydicom.dcmread(b)
+    assert (da.SeriesInstanceUID, da.SOPInstanceUID) == uids == (db.SeriesInstanceUID, db.SOPInstanceUID)
+    assert da.PixelData == db.PixelData
+    c = write_dicom_seg(labels, image, tmp_path / "c.dcm", label_names=NAMES)  # default: fresh UIDs
+    assert pydicom.dcmread(c).SOPInstanceUID not in (da.SOPInstanceUID,)

@@ -256,6 +256,8 @@ def write_dicom_seg(
     series_description: str = "medseg segmentation",
     manufacturer: str = "medseg",
     series_number: int = 300,
+    series_instance_uid: str | None = None,
+    sop_instance_uid: str | None = None,
 ) -> Path:
     """Write an integer label map as a BINARY DICOM SEG in the study of its source series.
 
@@ -266,7 +268,10 @@ def write_dicom_seg(
     numbered 1..n in increasing label value; an all-zero map gets one empty segment per entry of
     ``label_names``); ``label_names`` maps label value -> name, described
     with the SNOMED CT codes of :mod:`medseg.labels` (unknown names: generic "Tissue"). Empty
-    frames are omitted. Patient/study attributes are copied from the source as the SEG IOD
+    frames are omitted. ``series_instance_uid`` / ``sop_instance_uid`` default to fresh UIDs; pass
+    UIDs derived from the input and model to make a rerun produce the same instance (batch jobs
+    rely on this so a PACS never receives a second SEG for the same input and model).
+    Patient/study attributes are copied from the source as the SEG IOD
     requires; nothing is logged about them. The file is validated by highdicom and written
     atomically. Returns ``out_path``.
     """
@@ -366,9 +371,9 @@ def write_dicom_seg(
             pixel_array=pixel,
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=descriptions,
-            series_instance_uid=generate_uid(),
+            series_instance_uid=series_instance_uid or generate_uid(),
             series_number=int(series_number),
-            sop_instance_uid=generate_uid(),
+            sop_instance_uid=sop_instance_uid or generate_uid(),
             instance_number=1,
             manufacturer=manufacturer[:64],
             manufacturer_model_name="medseg",
