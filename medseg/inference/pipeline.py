@@ -87,7 +87,7 @@ def segment_file(input_path: str | Path, model_source: SegmentationModel | str |
                  formats: str | Sequence[str] = FORMATS, device: str = "auto", tta: bool = False,
                  series: str | None = None, trust_bundle: bool = False,
                  model_loader: Callable[..., SegmentationModel] | None = None,
-                 progress: bool = True) -> Path:
+                 progress: bool = True, seg_uids: tuple[str, str] | None = None) -> Path:
     """Read ``input_path``, segment it, write ``output_dir/<case>/`` atomically; return that folder.
 
     Args:
@@ -98,6 +98,8 @@ def segment_file(input_path: str | Path, model_source: SegmentationModel | str |
         formats: subset of ``nifti``, ``dicom-seg`` (written for 3D DICOM inputs), ``png``.
         device, tta: see :func:`medseg.inference.segment`.
         series: DICOM series selector (UID or rule, see ``medseg.io.dicom.select_series``).
+        seg_uids: (SeriesInstanceUID, SOPInstanceUID) for the DICOM SEG; default fresh UIDs.
+            Batch jobs derive them from input + weights so a rerun yields the same SEG instance.
 
     Raises ConfigError (bad options, existing case folder), InputError/GeometryError (bad
     input), ModelError/BundleError (model). Nothing is left on disk on failure.
@@ -150,7 +152,9 @@ def segment_file(input_path: str | Path, model_source: SegmentationModel | str |
 
                 write_dicom_seg(labels, image, tmp / "seg.dcm", label_names=model.labels,
                                 algorithm_name=model.name, algorithm_version=medseg.__version__,
-                                series_description=f"medseg {model.name}"[:64])
+                                series_description=f"medseg {model.name}"[:64],
+                                series_instance_uid=seg_uids[0] if seg_uids else None,
+                                sop_instance_uid=seg_uids[1] if seg_uids else None)
                 written.append("seg.dcm")
             else:
                 skipped["dicom-seg"] = "input is not a 3D DICOM series"
@@ -162,7 +166,7 @@ def segment_file(input_path: str | Path, model_source: SegmentationModel | str |
                     raise
                 raise ConfigError("png output needs medseg.io.overlay, which this install lacks; "
                                   "use --format nifti,dicom-seg") from None
-            save_overlay_montage(image, labels, tmp / "overlay.png")
+            save_overlay_montage(image, labels, tmp / "overlay.png", label_names=model.labels)
             written.append("overlay.png")
         timings["write"] = time.perf_counter() - t0
         prov = provenance(model, model_kind, image, labels, digest, hashed, timings, written, skipped, tta)
