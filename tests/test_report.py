@@ -213,7 +213,8 @@ def test_report_batch_output_lists_failures(segment_output, tmp_path):
     run = segment_output["run"]
     batch = tmp_path / "batch"
     src = segment_output["root"] / "bone_ras.nii.gz"
-    case_dir = segment_file(src, run, batch, progress=False)
+    case_dir = segment_file(src, run, batch, formats="nifti", progress=False)  # no overlay.png
+    assert not (case_dir / "overlay.png").exists()
     broken = tmp_path / "broken.nii.gz"
     broken.write_bytes(b"not a NIfTI file" * 20)
     with pytest.raises(MedsegError) as info:
@@ -232,6 +233,16 @@ def test_report_batch_output_lists_failures(segment_output, tmp_path):
     # the good case's volume is the nibabel one, no metrics without a reference
     assert f"liver: {_nib_ml(case_dir / 'seg.nii.gz', 1):.1f} mL" in page
     assert "Worst Dice" not in page
+    # the report rendered the missing overlay itself, from the label map, into report_files/
+    (img,) = re.findall(r'<img[^>]*src="([^"]+)"', page)
+    assert img.startswith("report_files/")
+    from PIL import Image
+
+    with Image.open(batch / img) as im:
+        assert im.format == "PNG" and im.size[0] > 100 and im.size[1] > 100
+        rgb = np.asarray(im.convert("RGB")).astype(int)
+    assert (np.abs(rgb[..., 0] - rgb[..., 1]) > 30).any()  # coloured label pixels are drawn
+    assert "label map only" in page
 
 
 def test_report_evaluate_output_worst_first(segment_output, tmp_path):

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.errors import ConfigError, EvaluationError, InputError
+from medseg.errors import ConfigError, InputError, MedsegError
 from medseg.report.plausible import NOTE as PLAUSIBLE_NOTE
 from medseg.report.plausible import plausible_range
 
@@ -181,7 +181,7 @@ def _segment_case(case_dir: Path, reference: Path | None) -> CaseReport:
             labels = None if rep.task == "instance" else (sorted(rep.labels) or None)
             try:
                 rows, inst = evaluate_files(rep.case, seg, ref, labels=labels, instances=rep.task == "instance")
-            except EvaluationError as exc:
+            except MedsegError as exc:  # one bad reference must not sink the whole report
                 rep.flags.append(f"metrics not computed: {exc}")
             else:
                 rep.metrics = [{k: v for k, v in r.items() if k != "case"} for r in rows]
@@ -279,7 +279,11 @@ def _attach_image(rep: CaseReport, case_dir: Path | None, files_dir: Path, html_
     if src.is_file():
         atomic_write_bytes(target, src.read_bytes())
     elif (case_dir / "seg.nii.gz").is_file():
-        _render_overlay(case_dir / "seg.nii.gz", target, rep.labels)
+        try:
+            _render_overlay(case_dir / "seg.nii.gz", target, rep.labels)
+        except MedsegError as exc:
+            rep.image_note = f"no overlay: {exc}"
+            return
         rep.image_note = "label map only (the source image is not part of the output folder)"
     else:
         return
