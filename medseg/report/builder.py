@@ -441,7 +441,10 @@ def _case_section(i: int, c: CaseReport) -> str:
     if c.flags:
         parts.append("<ul>" + "".join(f'<li class="flag">{_e(f)}</li>' for f in c.flags) + "</ul>")
     if c.metrics:
-        head = "".join(f"<th>{_e(h)}</th>" for h in ("label", *(m[1] for m in _METRIC_COLS)))
+        names = [m[1] for m in _METRIC_COLS]
+        if c.ndim == 2:  # medseg.metrics: 2D "volume" = area x a notional 1 mm, mm^2 / 1000
+            names = [n.replace("mL", "mm²/1000") for n in names]
+        head = "".join(f"<th>{_e(h)}</th>" for h in ("label", *names))
         body = "".join(
             "<tr><td>" + _e(c.labels.get(int(r["label"]), "foreground" if c.task == "instance" else r["label"]))
             + "</td>" + "".join(f'<td class="num">{_fmt(r.get(k), d)}</td>' for k, _, d in _METRIC_COLS) + "</tr>"
