@@ -142,7 +142,7 @@ def main() -> None:
     summary = json.loads((out / "report" / "summary.json").read_text())
     print("\n  summary.json keys:", ", ".join(summary))
     print(f"  empty_policy: {summary['empty_policy']['name']}")
-    for value, entry in summary["per_label"].items():
+    for entry in summary["per_label"].values():
         d = entry["metrics"]["dice"]
         h = entry["metrics"]["hd95"]
         print(f"  {entry['name']:13s} Dice mean {d['mean']:.3f} (95% CI {d['ci95'][0]:.3f}-{d['ci95'][1]:.3f}, "
