@@ -123,3 +123,51 @@ def test_largest_component_postprocess_matches_medseg(tmp_path_factory, tmp_path
     n_plain = [ndimage.label(c == lab, structure=ndimage.generate_binary_structure(3, 1))[1] for lab in (1, 2)]
     assert max(n_plain) > 1
     assert all(((b == lab) <= (c == lab)).all() for lab in (1, 2))  # only removals
+
+
+@pytest.mark.slow
+def test_train_and_evaluate_configs_run_under_monai(tmp_path_factory, tmp_path):
+    """configs/train.json trains one epoch on an MSD-layout folder; configs/evaluate.json (merged
+    over inference.json) reports a mean Dice equal to MONAI's DiceMetric on the saved prediction."""
+    import re
+
+    import nibabel as nib
+    import torch
+
+    from medseg.data.phantoms import write_decathlon_dataset
+
+    pytest.importorskip("ignite", reason="MONAI's bundle workflow needs pytorch-ignite")
+    pytest.importorskip("fire", reason="`python -m monai.bundle` needs fire")
+    bundle = shared_bundle(tmp_path_factory)
+    data = write_decathlon_dataset(tmp_path / "msd", "abdomen", n_train=2, n_test=1, shape=(40, 36, 20), seed=0)
+    base = [sys.executable, "-m", "monai.bundle", "run", "--bundle_root", str(bundle)]
+    env = {**os.environ, "MEDSEG_PROGRESS": "0"}
+    # the phantom has 4 organ labels: train a 5-class head of the same architecture
+    proc = subprocess.run(base + ["--config_file", str(bundle / "configs/train.json"), "--dataset_dir", str(data),
+                                  "--max_epochs", "1", "--ckpt_dir", str(tmp_path / "ckpt"),
+                                  "--network_def#out_channels", "5"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = torch.load(tmp_path / "ckpt" / "model.pt", weights_only=True)
+    from test_bundle_build import SPEC
+
+    from medseg.models import build_network
+
+    build_network({**SPEC, "out_channels": 5}).load_state_dict(state, strict=True)  # the trained 5-class net
+
+    ev = tmp_path / "ev"
+    (ev / "imagesTs").mkdir(parents=True)
+    (ev / "labelsTs").mkdir()
+    img = data / "imagesTr" / "abdomen_000.nii.gz"
+    lab = nib.load(str(data / "labelsTr" / "abdomen_000.nii.gz"))
+    (ev / "imagesTs" / img.name).write_bytes(img.read_bytes())
+    arr = np.clip(np.asarray(lab.dataobj), 0, 2).astype(np.uint8)  # the tiny bundle has 2 labels
+    nib.save(nib.Nifti1Image(arr, lab.affine), str(ev / "labelsTs" / img.name))
+    cfgs = f"['{bundle / 'configs/inference.json'}','{bundle / 'configs/evaluate.json'}']"
+    proc = subprocess.run(base + ["--config_file", cfgs, "--dataset_dir", str(ev), "--output_dir",
+                                  str(tmp_path / "evout")], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    logged = [float(v) for v in re.findall(r"val_mean_dice: ([0-9.]+)", proc.stdout + proc.stderr)]
+    assert logged, (proc.stdout + proc.stderr)[-2000:]
+    pred = np.squeeze(np.asarray(nib.load(str(tmp_path / "evout" / "abdomen_000_seg.nii.gz")).dataobj))
+    expected = float(np.nanmean(_dice_monai(pred, arr, len(LABELS) + 1)))
+    assert abs(logged[-1] - expected) < 1e-3

@@ -310,6 +310,7 @@ def train_config(net_def: dict, pre: list[dict], roi: list[int], n_out: int) -> 
             "preprocessing": {"_target_": "Compose", "transforms": [
                 {"_target_": "LoadImaged", "keys": keys, "ensure_channel_first": True, "image_only": True},
                 *label_pre,
+                {"_target_": "SpatialPadd", "keys": keys, "spatial_size": roi},
                 {"_target_": "RandCropByPosNegLabeld", "keys": keys, "label_key": "label",
                  "spatial_size": roi, "pos": 1, "neg": 1, "num_samples": 2},
                 {"_target_": "RandFlipd", "keys": keys, "prob": 0.5, "spatial_axis": 0},
@@ -337,18 +338,23 @@ def train_config(net_def: dict, pre: list[dict], roi: list[int], n_out: int) -> 
     }
 
 
-def evaluate_config(n_out: int, postprocess: Mapping[str, Any]) -> dict[str, Any]:
+def evaluate_config(pre: list[dict], n_out: int, postprocess: Mapping[str, Any]) -> dict[str, Any]:
     """``configs/evaluate.json``: merged over inference.json (``--config_file "['configs/inference.json',
     'configs/evaluate.json']"``); reads ``imagesTs/`` + ``labelsTs/`` and reports the mean Dice on the
     source grid (prediction inverted, label read as stored)."""
     post = _postprocessing(n_out, postprocess)
-    post.append({"_target_": "LoadImaged", "keys": "label", "ensure_channel_first": True, "image_only": True})
     return {
         "labels": "$list(sorted(glob.glob(@dataset_dir + '/labelsTs/*.nii*')))",
         "datalist": "$list(sorted(glob.glob(@dataset_dir + '/imagesTs/*.nii*')))",
         "dataset": {"_target_": "Dataset",
                     "data": "$[{'image': i, 'label': l} for i, l in zip(@datalist, @labels)]",
                     "transform": "@preprocessing"},
+        # the label is read as stored (source grid) and left alone; only the image is preprocessed
+        "preprocessing": {"_target_": "Compose", "transforms": [
+            {"_target_": "LoadImaged", "keys": ["image", "label"], "ensure_channel_first": True,
+             "image_only": True},
+            *pre,
+        ]},
         "postprocessing": {"_target_": "Compose", "transforms": post},
         "key_metric": {"val_mean_dice": {"_target_": "MeanDice", "include_background": False,
                                          "num_classes": max(n_out, 2),
@@ -642,7 +648,7 @@ def build_bundle(
         _write_json(tmp / "configs" / "metadata.json", meta)
         _write_json(tmp / "configs" / "inference.json", infer_cfg)
         _write_json(tmp / "configs" / "train.json", train_config(net_def, pre, roi, n_out))
-        _write_json(tmp / "configs" / "evaluate.json", evaluate_config(n_out, postprocess))
+        _write_json(tmp / "configs" / "evaluate.json", evaluate_config(pre, n_out, postprocess))
         _write_json(tmp / "configs" / "medseg.json", medseg_cfg)
         (tmp / "docs" / "data_license.txt").write_text(
             (data_license_text or "No licence conditions were stated for the training data.") + "\n",
