@@ -48,7 +48,7 @@ def write_msd(root: Path, cases: Any, labels: Mapping[int, str], modality: str) 
     from medseg.io.atomic import atomic_write_text
 
     root = Path(root)
-    if (root / "dataset.json").is_file():  # written by an earlier run of the same script (same seeds)
+    if (root / "dataset.json").is_file():  # written by an earlier call of the same script (same seeds)
         print(f"reusing {root}", flush=True)
         return root
     training = []
@@ -64,7 +64,8 @@ def write_msd(root: Path, cases: Any, labels: Mapping[int, str], modality: str) 
 
 
 def train_run(dataset: Path, run_dir: Path, preset: str, network: dict[str, Any], *,
-              preset_overrides: Mapping[str, Any] | None = None, **options: Any) -> Path:
+              preset_overrides: Mapping[str, Any] | None = None, ship_only: bool = False,
+              **options: Any) -> Path:
     """Train with :func:`medseg.training.train` (CPU, seeded, no AMP) and return the run folder.
 
     ``preset_overrides`` (e.g. ``{"target_spacing": [2.5, 2.5, 2.5]}`` mm) change the preset for
@@ -75,6 +76,11 @@ def train_run(dataset: Path, run_dir: Path, preset: str, network: dict[str, Any]
     """
     import medseg.transforms.presets as presets
     from medseg.training import TrainConfig, train
+
+    if ship_only:
+        if not (Path(run_dir) / "checkpoints" / "best.pt").is_file():
+            raise SystemExit(f"--ship-only: no finished run in {run_dir}")
+        return Path(run_dir)
 
     cfg = TrainConfig(dataset=dataset, output=run_dir, preset=preset, network=network, device="cpu",
                       amp=False, num_workers=0,
@@ -170,6 +176,7 @@ def ship(run_dir: Path, out: Path, *, name: str, description: str, data_source: 
                            task_description=task_description, references=references,
                            intended_use="Research and demonstration only: not for diagnostic or treatment "
                                         "decisions. See docs/README.md for what these weights are fit for.")
+        readme_head = readme_head.rstrip() + "\n\n" + run_summary(run_dir)
         generic = (new / "docs" / "README.md").read_text(encoding="utf-8")
         generic = generic.split("\n", 1)[1] if generic.startswith("# ") else generic
         atomic_write_text(new / "docs" / "README.md", readme_head.rstrip() + "\n\n---\n# Generated bundle facts\n"
@@ -189,6 +196,26 @@ def ship(run_dir: Path, out: Path, *, name: str, description: str, data_source: 
     return out
 
 
+def run_summary(run_dir: Path) -> str:
+    """A README paragraph on how the shipped weights were trained, from ``RUN/metrics.json``
+    and ``RUN/train_config.json`` (epochs done, time-budget stop, best epoch, wall time)."""
+    m = json.loads((Path(run_dir) / "metrics.json").read_text())
+    c = json.loads((Path(run_dir) / "train_config.json").read_text())
+    stop = (f"stopped by the time budget (`max_minutes={c.get('max_minutes')}`) after "
+            f"{m['epochs_completed']} of {m['epochs_planned']} planned epochs"
+            if m.get("stopped_by_time_budget") else f"all {m['epochs_completed']} epochs")
+    best = m.get("best_val_dice_mean")
+    return ("## Training run of the shipped weights\n"
+            f"CPU, seed {c.get('seed')}, {stop}; {m['n_train_cases']} training / {m['n_val_cases']} "
+            f"validation cases; patch {c.get('patch_size')}, batch {c.get('batch_size')} x "
+            f"{c.get('num_samples')} patches, AdamW lr {c.get('lr')} ({c.get('scheduler')}); best "
+            f"validation mean Dice {best if best is None else round(best, 4)} at epoch {m.get('best_epoch')}; "
+            f"{m.get('seconds', 0) / 60:.1f} min wall on a shared 2-core machine. The numbers above are "
+            "those of the shipped weights. A run stopped by the time budget did not finish its "
+            "planned schedule; `--resume` with the same `--work` folder continues it exactly (the "
+            "same weights as one uninterrupted run).\n")
+
+
 def fmt_table(rows: Mapping[str, Mapping[str, float]], cols: Sequence[str]) -> str:
     """A Markdown table: one row per key of ``rows``, one column per name in ``cols`` (4 decimals)."""
     head = "| case | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols) + "\n"
@@ -199,13 +226,20 @@ def fmt_table(rows: Mapping[str, Mapping[str, float]], cols: Sequence[str]) -> s
 
 
 def common_args(description: str):
-    """argparse parser with ``--out`` (bundle folder), ``--work`` (scratch) and ``--quick``."""
+    """argparse parser: ``--out`` (bundle folder), ``--work`` (scratch), ``--max-minutes``, ``--resume``."""
     import argparse
 
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--out", required=True, type=Path, help="bundle folder to (re)build")
     p.add_argument("--work", type=Path, default=None,
                    help="scratch folder for the dataset and run (default: a new temporary folder)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop training after the epoch in which this wall-time budget ran out; the bundle "
+                        "is still built and its README says so (continue later with --resume)")
+    p.add_argument("--ship-only", action="store_true",
+                   help="do not train: evaluate and rebuild the bundle from the finished run in --work")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --work (exact: same weights as one uninterrupted run)")
     return p
 
 
@@ -272,6 +306,15 @@ def mean_row(res: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     """Mean over cases of each column (NaN skipped)."""
     cols = sorted({c for r in res.values() for c in r})
     return {c: float(np.nanmean([r[c] for r in res.values() if c in r])) for c in cols}
+
+
+def no_flip_augmentation():
+    """medseg's default augmentation WITHOUT random flips: a left-right flip of an image whose labels
+    name a side (kidney_right, lung_left, ...) or an order along an axis (vertebral levels) teaches
+    the network to ignore that side / order. Rotations, scaling, intensity changes stay on."""
+    from medseg.transforms.augment import AugmentationConfig
+
+    return AugmentationConfig(flip_axes=())
 
 
 OBLIQUE = [[0.9659258, -0.2588190, 0.0], [0.2588190, 0.9659258, 0.0], [0.0, 0.0, 1.0]]

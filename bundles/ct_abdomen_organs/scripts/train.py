@@ -36,7 +36,9 @@ def main() -> None:
     run = bt.train_run(ds, work / "run", "ct_abdomen", NETWORK, epochs=40, patch_size=(48, 48, 48),
                        preset_overrides={"target_spacing": [2.5, 2.5, 2.5]},
                        batch_size=2, num_samples=2, lr=3e-3, val_fraction=0.2, val_every=5, seed=0,
-                       max_minutes=12, overlap=0.25, sw_batch_size=2)
+                       max_minutes=args.max_minutes, resume=args.resume,
+                       ship_only=args.ship_only, overlap=0.25, sw_batch_size=2,
+                       augmentation=bt.no_flip_augmentation())
     bt.patch_model_spec(run, name=NAME, postprocess=POSTPROCESS)
     bt.slim_checkpoint(run)
     res = bt.eval_cases(bt.load_run_model(run), bt.phantom_cases("abdomen_ct", TEST_PLAN), LABELS)
@@ -48,6 +50,10 @@ def main() -> None:
 3D segmentation of liver (1), spleen (2), right kidney (3) and left kidney (4) on CT (HU).
 Small 3D U-Net (channels 8-16-32-64), preset `ct_abdomen` with 2.5 mm isotropic resampling (RAS,
 window -160..240 HU), sliding window 48^3, largest component kept per organ.
+
+Training augmentation: medseg's default chain (rotation, scaling, intensity, gamma, noise) with
+random flips switched OFF: a left-right flip would put the liver on the left and swap the kidney
+labels, teaching the network to ignore the side.
 
 ## What the weights are (and are not) fit for
 **Trained on synthetic phantoms only** (`medseg.data.phantoms.abdomen_ct`: analytic organs with

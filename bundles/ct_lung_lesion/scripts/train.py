@@ -59,7 +59,8 @@ def main() -> None:
     run = bt.train_run(ds, work / "run", "ct_lung", NETWORK, epochs=40, patch_size=(48, 48, 48),
                        preset_overrides={"target_spacing": [2.0, 2.0, 2.0]},
                        batch_size=2, num_samples=2, pos=3.0, neg=1.0, lr=3e-3, val_fraction=0.17,
-                       val_every=5, seed=0, max_minutes=12, overlap=0.25, sw_batch_size=2)
+                       val_every=5, seed=0, max_minutes=args.max_minutes, resume=args.resume,
+                       ship_only=args.ship_only, overlap=0.25, sw_batch_size=2)
     bt.patch_model_spec(run, name=NAME, postprocess=POSTPROCESS)
     bt.slim_checkpoint(run)
     model = bt.load_run_model(run)

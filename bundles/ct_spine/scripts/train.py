@@ -38,7 +38,9 @@ def main() -> None:
     run = bt.train_run(ds, work / "run", "ct_spine", NETWORK, epochs=40, patch_size=(48, 48, 72),
                        preset_overrides={"target_spacing": [2.0, 2.0, 2.0]},
                        batch_size=2, num_samples=1, lr=3e-3, val_fraction=0.17, val_every=5, seed=0,
-                       max_minutes=14, overlap=0.25, sw_batch_size=2)
+                       max_minutes=args.max_minutes, resume=args.resume,
+                       ship_only=args.ship_only, overlap=0.25, sw_batch_size=2,
+                       augmentation=bt.no_flip_augmentation())
     bt.patch_model_spec(run, name=NAME, postprocess={})
     bt.slim_checkpoint(run)
     test_cases = bt.phantom_cases("spine_ct", TEST_PLAN)
@@ -53,6 +55,10 @@ def main() -> None:
 3 = L2, 4 = L3, 5 = L4, 6 = L5. Small 3D U-Net (channels 8-16-32-64), preset `ct_spine` with 2 mm isotropic
 resampling (RAS, window -200..1200 HU), sliding window 48 x 48 x 72 (the whole S-I extent of the
 training phantoms, so the network sees the column end to end).
+
+Training augmentation: medseg's default chain (rotation, scaling, intensity, gamma, noise) with
+random flips switched OFF: a flip along S-I reverses the order of the levels, a left-right flip is harmless
+but all flips are off for simplicity.
 
 ## What the weights are (and are not) fit for
 **Trained on synthetic phantoms only** (`medseg.data.phantoms.spine_ct`: analytic vertebrae, 3-6

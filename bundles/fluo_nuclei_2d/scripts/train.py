@@ -30,8 +30,12 @@ SPLIT_I = 384
 LABELS = {1: "nucleus", 2: "nucleus_boundary"}
 NETWORK = {"arch": "unet", "spatial_dims": 2, "channels": [16, 32, 64, 128], "strides": [2, 2, 2],
            "num_res_units": 1}
-POSTPROCESS = {"instance": {"foreground": [1], "boundary_class": 2, "split": "watershed",
-                            "min_distance_mm": 4.0, "min_size_mm3": 12.0}}
+# chosen on the TRAINING region (columns i < 384, F1 against its true instances) among
+# min_distance_mm 3/4/5/6/8, boundary class kept apart or merged, watershed or plain components;
+# the held-out quarter played no part in the choice
+POSTPROCESS = {"instance": {"foreground": [1, 2], "boundary_class": None, "split": "watershed",
+                            "min_distance_mm": 8.0, "min_size_mm3": 12.0}}
+BASELINE_DISTANCES = (3, 4, 5, 6, 8)
 SEED = 0
 
 
@@ -74,7 +78,17 @@ def held_out(image: np.ndarray, inst: np.ndarray, affine: np.ndarray):
     return img, ref
 
 
-def classical_baseline(image: np.ndarray) -> np.ndarray:
+def baseline_distance(image: np.ndarray, inst: np.ndarray) -> int:
+    """The baseline's watershed seed distance (px) with the best F1 on the TRAINING region: the
+    baseline gets the same chance to be tuned as the network's postprocessing."""
+    from medseg.metrics import instance_metrics
+
+    scores = {d: instance_metrics(classical_baseline(image[:SPLIT_I], d), inst[:SPLIT_I])["f1"]
+              for d in BASELINE_DISTANCES}
+    return max(scores, key=lambda d: (scores[d], -d))
+
+
+def classical_baseline(image: np.ndarray, min_distance: int = 4) -> np.ndarray:
     """Otsu threshold on a Gaussian-smoothed image, holes filled, distance-transform watershed
     (scikit-image); instances ``(i, j)`` int32."""
     from scipy import ndimage
@@ -86,10 +100,10 @@ def classical_baseline(image: np.ndarray) -> np.ndarray:
 
     sm = gaussian(image.astype(np.float64), sigma=1.0, preserve_range=True)
     fg = ndimage.binary_fill_holes(sm > threshold_otsu(sm))
-    fg = remove_small_objects(fg, 12)
+    fg = remove_small_objects(fg, max_size=12)
     dist = ndimage.distance_transform_edt(fg)
     comps = label(fg, connectivity=1)
-    peaks = peak_local_max(dist, min_distance=4, labels=comps, exclude_border=False)
+    peaks = peak_local_max(dist, min_distance=min_distance, labels=comps, exclude_border=False)
     markers = np.zeros(fg.shape, dtype=np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     return watershed(-dist, markers, mask=fg).astype(np.int32)
@@ -103,12 +117,14 @@ def evaluate(model) -> dict[str, dict[str, float]]:
     image, inst, affine = load_pair()
     img, ref = held_out(image, inst, affine)
     pred = segment(img, model, device="cpu", progress=False)[0].numpy().astype(np.int32)
-    base = classical_baseline(image[SPLIT_I:])
+    base_d = baseline_distance(image, inst)
+    base = classical_baseline(image[SPLIT_I:], base_d)
     out = {}
     for key, p in (("medseg fluo_nuclei_2d", pred), ("Otsu + watershed (scikit-image)", base)):
         m = instance_metrics(p, ref, threshold=0.5)
         out[key] = {"F1@0.5": float(m["f1"]), "PQ": float(m["pq"]), "precision": float(m["precision"]),
                     "recall": float(m["recall"]), "n_pred": float(m["n_pred"]), "n_ref": float(m["n_ref"])}
+    out["Otsu + watershed (scikit-image)"]["min_distance_px"] = float(base_d)
     return out
 
 
@@ -117,27 +133,33 @@ def main() -> None:
     work = bt.work_dir(args.work, NAME)
     image, inst, affine = load_pair()
     sem = semantic_from_instances(inst)
-    # six training tiles (192 x 256 px) of the left three quarters; shifted copies of the affine
+    # twelve overlapping training tiles (192 x 256 px) of the left three quarters (shifted affines)
     cases = []
-    for ti, i0 in enumerate((0, 96, 192)):
-        for tj, j0 in enumerate((0, 256)):
+    for ti, i0 in enumerate((0, 64, 128, 192)):
+        for tj, j0 in enumerate((0, 128, 256)):
             aff = affine.copy()
             aff[:3, 3] = affine[:3, :3] @ np.array([i0, j0, 0]) + affine[:3, 3]
             cases.append((f"nuclei_{ti}{tj}", image[i0:i0 + 192, j0:j0 + 256], sem[i0:i0 + 192, j0:j0 + 256], aff))
     ds = bt.write_msd(work / "dataset", cases, LABELS, "microscopy")
-    run = bt.train_run(ds, work / "run", "fluo_nuclei", NETWORK, epochs=120, patch_size=(128, 128),
-                       batch_size=2, num_samples=4, lr=3e-3, val_fraction=0.17, val_every=10,
-                       seed=SEED, max_minutes=10, overlap=0.5, sw_batch_size=4)
+    run = bt.train_run(ds, work / "run", "fluo_nuclei", NETWORK, epochs=60, patch_size=(128, 128),
+                       batch_size=2, num_samples=2, lr=3e-3, val_fraction=0.09, val_every=10,
+                       seed=SEED, max_minutes=args.max_minutes, resume=args.resume,
+                       ship_only=args.ship_only, overlap=0.5, sw_batch_size=4)
     bt.patch_model_spec(run, task="instance", name=NAME, postprocess=POSTPROCESS)
     bt.slim_checkpoint(run)
     scores = evaluate(bt.load_run_model(run))
     print(json.dumps(scores, indent=2))
     ours, base = scores["medseg fluo_nuclei_2d"], scores["Otsu + watershed (scikit-image)"]
+    ok = ours["F1@0.5"] >= 0.85 and ours["F1@0.5"] > base["F1@0.5"]
+    verdict = ("Reached." if ok else f"Not reached: F1 {ours['F1@0.5']:.3f} vs the baseline's "
+               f"{base['F1@0.5']:.3f}. The network is small and was trained on CPU for minutes (see below); "
+               "the classical baseline is the better tool on this image for now.")
     readme = f"""# fluo_nuclei_2d
 
 Instance segmentation of fluorescence nuclei in 2D images (one channel). A small 2D U-Net predicts
 nucleus interior (1) and nucleus boundary (2); medseg's postprocessing turns that into nucleus
-instances (watershed on the interior, boundary pixels returned to the nearest nucleus). With
+instances (interior and boundary merged, split by a watershed on the distance transform seeded at
+maxima >= 8 px apart). With
 `medseg segment` / `medseg.inference.segment` the output is an instance-ID map (int32); the plain
 MONAI path (`python -m monai.bundle run`) writes the 3-class semantic map only.
 
@@ -151,8 +173,8 @@ MONAI path (`python -m monai.bundle run`) writes the 3-class semantic map only.
 
 ## Split and measured numbers (held-out part of the real image)
 The image is read by `medseg.io.load` as `(i, j)` = (column, row). Training and checkpoint choice
-use columns `i < {SPLIT_I}` (left three quarters, cut into six overlapping 192 x 256 tiles, one of
-them for validation); the test part is the right quarter `i >= {SPLIT_I}` (128 x 512 px,
+use columns `i < {SPLIT_I}` (left three quarters, cut into twelve overlapping 192 x 256 tiles, one of
+them for validation / checkpoint choice); the test part is the right quarter `i >= {SPLIT_I}` (128 x 512 px,
 {int(ours['n_ref'])} nuclei, those cut by the border included), never seen in training.
 Metrics: `medseg.metrics.instance_metrics` (Hungarian matching, a match needs IoU > 0.5).
 
@@ -161,11 +183,14 @@ Metrics: `medseg.metrics.instance_metrics` (Hungarian matching, a match needs Io
 | medseg fluo_nuclei_2d | {ours['F1@0.5']:.4f} | {ours['PQ']:.4f} | {ours['precision']:.4f} | {ours['recall']:.4f} | {int(ours['n_pred'])} / {int(ours['n_ref'])} |
 | Otsu + watershed (scikit-image, same metrics) | {base['F1@0.5']:.4f} | {base['PQ']:.4f} | {base['precision']:.4f} | {base['recall']:.4f} | {int(base['n_pred'])} / {int(base['n_ref'])} |
 
-Target was F1@0.5 >= 0.85 and above the classical baseline; see the table for what was reached.
+Target: F1@0.5 >= 0.85 and above the classical baseline. **{verdict}**
 The classical baseline: Gaussian smoothing (sigma 1 px), Otsu threshold, hole filling, removal of
-objects < 12 px, watershed on the distance transform seeded at maxima >= 4 px apart.
+objects <= 12 px, watershed on the distance transform seeded at maxima >= {int(base['min_distance_px'])} px apart
+(that distance chosen among {BASELINE_DISTANCES} px by F1 on the training region, the same rule
+as for the network's postprocessing: watershed of interior + boundary merged, seeds >= 8 px apart,
+chosen on the training region as well).
 
-Reproduce (CPU, seeded, a few minutes):
+Reproduce (CPU, seeded; the full 60 epochs take about 30 minutes on 2 free cores):
 ```
 python bundles/fluo_nuclei_2d/scripts/train.py --out bundles/fluo_nuclei_2d
 ```

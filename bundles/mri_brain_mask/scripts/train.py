@@ -157,7 +157,8 @@ def main() -> None:
     run = bt.train_run(ds, work / "run", "mr_brain", NETWORK, epochs=30, patch_size=(64, 64, 64),
                        preset_overrides={"target_spacing": [2.0, 2.0, 2.0]},
                        batch_size=2, num_samples=2, lr=3e-3, val_fraction=0.17, val_every=5, seed=0,
-                       max_minutes=14, overlap=0.25, sw_batch_size=2, augmentation=strong)
+                       max_minutes=args.max_minutes, resume=args.resume,
+                       ship_only=args.ship_only, overlap=0.25, sw_batch_size=2, augmentation=strong)
     bt.patch_model_spec(run, name=NAME, postprocess=POSTPROCESS)
     bt.slim_checkpoint(run)
     model = bt.load_run_model(run)

@@ -31,7 +31,8 @@ POSTPROCESS = {"keep_largest_component": True, "fill_holes": True}
 
 
 def real_cr_overlay(model, out_png: Path) -> dict[str, float]:
-    """Segment the real CR (RG1_UNCR.dcm), write the overlay PNG; return label areas in cm^2."""
+    """Segment the real CR (RG1_UNCR.dcm), write the overlay PNG; return each label's share of
+    the image area (RG1's PixelSpacing is blank, so physical areas are unknown)."""
     from medseg.data import sample
     from medseg.inference import segment
     from medseg.io import load
@@ -40,18 +41,19 @@ def real_cr_overlay(model, out_png: Path) -> dict[str, float]:
     img = load(sample("cr_chest"))
     seg = segment(img, model, device="cpu", progress=False)
     save_overlay_montage(img, seg, out_png)
-    sp = [float(s) for s in img.meta.get("spacing", (1.0, 1.0))[:2]]
     lab = seg[0].numpy()
-    return {f"{name}_area_cm2": float((lab == k).sum() * sp[0] * sp[1] / 100.0) for k, name in LABELS.items()}
+    return {f"{name}_image_fraction": float((lab == k).mean()) for k, name in LABELS.items()}
 
 
 def main() -> None:
     args = bt.common_args(__doc__.splitlines()[0]).parse_args()
     work = bt.work_dir(args.work, NAME)
     ds = bt.write_msd(work / "dataset", bt.iter_phantoms("chest_xray", TRAIN_PLAN), LABELS, "DX")
-    run = bt.train_run(ds, work / "run", "xray_chest", NETWORK, epochs=40, patch_size=(256, 256), preset_overrides={"long_side": 256},
-                       batch_size=4, num_samples=2, lr=3e-3, val_fraction=0.125, val_every=5, seed=0,
-                       max_minutes=10, overlap=0.25, sw_batch_size=4)
+    run = bt.train_run(ds, work / "run", "xray_chest", NETWORK, epochs=30, patch_size=(256, 256), preset_overrides={"long_side": 256},
+                       batch_size=4, num_samples=1, lr=3e-3, val_fraction=0.125, val_every=5, seed=0,
+                       max_minutes=args.max_minutes, resume=args.resume,
+                       ship_only=args.ship_only, overlap=0.25, sw_batch_size=4,
+                       augmentation=bt.no_flip_augmentation())
     bt.patch_model_spec(run, name=NAME, postprocess=POSTPROCESS)
     bt.slim_checkpoint(run)
     model = bt.load_run_model(run)
@@ -69,6 +71,9 @@ scaling), one 256 x 256 window, largest component kept and holes filled per lung
 "Right" is the PATIENT's right: on a PA film in display convention it is on the viewer's LEFT
 (medseg keeps the geometry; the labels follow the patient, not the screen).
 
+Training augmentation: medseg's default chain (rotation, scaling, intensity, gamma, noise) with
+random flips switched OFF: a left-right flip would swap which lung is the right one.
+
 ## What the weights are (and are not) fit for
 **Trained on synthetic radiograph phantoms only** (`medseg.data.phantoms.chest_xray`). They are
 **NOT fit for patients** and not a lung-field segmenter for real films: see the real-CR result
@@ -82,8 +87,10 @@ Dice (`medseg.metrics.dice`) on the source grid, after `medseg.inference.segment
 ## On a real radiograph
 `docs/real_cr_overlay.png` is the output on the real chest CR shipped with pydicom's test files
 (`RG1_UNCR.dcm`, 1955 x 1841 px, via `medseg.data.sample("cr_chest")`). There is no ground truth
-for it. Areas found: right {areas['lung_right_area_cm2']:.0f} cm^2, left {areas['lung_left_area_cm2']:.0f} cm^2
-(an adult lung field is roughly 150-300 cm^2 on a PA film). Look at the picture before trusting
+for it, and its PixelSpacing is blank (medseg falls back to 1 mm and says so). Share of the image
+labelled: right lung {100 * areas['lung_right_image_fraction']:.1f} %, left lung
+{100 * areas['lung_left_image_fraction']:.1f} % (on a well-collimated PA film each lung field
+typically covers roughly 10-20 % of the image). Look at the picture before trusting
 anything: phantom-trained weights see a real film as out-of-distribution (different texture,
 collimation, markers, exposure), so the outline is at best rough and may be badly wrong; that is
 the honest state of these weights and why they are marked not fit for patients.
@@ -121,7 +128,7 @@ for the demonstration overlay is pydicom's test file RG1_UNCR.dcm (MIT licence o
             extra_docs={"heldout_metrics.json": metrics_file, "real_cr_overlay.png": png},
             task_description="chest radiograph lung field segmentation (2D)")
     print(json.dumps(res_all, indent=2))
-    print(f"bundle written to {args.out}; mean label areas on the real CR: {np.round(list(areas.values()), 1)}")
+    print(f"bundle written to {args.out}; real CR label fractions: {np.round(list(areas.values()), 3)}")
 
 
 if __name__ == "__main__":
