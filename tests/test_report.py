@@ -263,6 +263,7 @@ def test_report_evaluate_output_worst_first(segment_output, tmp_path):
         nib.save(nib.Nifti1Image(truth.astype(np.uint8), truth_img.affine), refs / f"{name}.nii.gz")
     ev = tmp_path / "eval"
     evaluate(pred, refs, ev, labels={1: "liver"}, n_boot=50, plots=False)
+    assert cli.main(["report", str(ev), "-o", str(tmp_path / "r.html"), "--reference", str(refs)]) == 2
     assert cli.main(["report", str(ev), "-o", str(tmp_path / "r.html")]) == 0
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert 'data-kind="evaluate"' in page

@@ -303,6 +303,9 @@ def collect(folder: str | os.PathLike[str], *, reference: str | os.PathLike[str]
         if not ref.is_dir():
             raise ConfigError(f"--reference {ref.name}: not a folder; give a folder of label maps named by case")
     if kind == "evaluate":
+        if ref is not None:
+            raise ConfigError("--reference applies to segment/batch folders; an evaluate folder already "
+                              "holds its metrics: drop --reference")
         cases = _evaluate_cases(d)
     else:
         dirs = [d] if _is_case_dir(d) else _case_dirs(d)
