@@ -176,6 +176,7 @@ def test_undeclared_label_value_names_the_case(tmp_path):
     with pytest.raises(InputError, match=r"case 'case_001': label values \[7\] are not declared"):
         train(TrainConfig(dataset=root, output=tmp_path / "run", preset="ct_abdomen", network=TINY,
                           epochs=1, patch_size=(16, 16, 8), num_workers=0))
+    assert not (tmp_path / "run").exists()  # no half-made run folder
 
 
 def test_bad_options_are_config_errors(spheres, tmp_path):

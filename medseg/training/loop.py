@@ -400,11 +400,6 @@ def _train(cfg: TrainConfig, ctx: DistContext,
         net = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda"
                                       else None)
 
-    if ctx.is_main:
-        run.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run / "model_spec.json", json.dumps(model_spec, indent=2) + "\n")
-        atomic_write_text(run / "train_config.json", json.dumps(_json_config(cfg), indent=2) + "\n")
-
     # data ------------------------------------------------------------------------------------
     workers = _default_workers() if cfg.num_workers is None else int(cfg.num_workers)
     train_tf = training_transforms(cfg.preset, declared, patch, modality=ds.modality, remap=remap,
@@ -417,6 +412,12 @@ def _train(cfg: TrainConfig, ctx: DistContext,
     val_ds = CacheDataset(my_val, transform=base_transforms(cfg.preset, declared, remap=remap),
                           cache_rate=cfg.cache_rate, num_workers=max(1, workers), progress=False)
     dice_metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
+
+    # the run folder appears only once the data loaded and preprocessed without error
+    if ctx.is_main:
+        run.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run / "model_spec.json", json.dumps(model_spec, indent=2) + "\n")
+        atomic_write_text(run / "train_config.json", json.dumps(_json_config(cfg), indent=2) + "\n")
 
     if resume_rng is not None:
         _set_rng_state(resume_rng)
