@@ -251,3 +251,34 @@ def test_07_chest_xray_lungs_full_with_real_cr(tmp_path):
     assert isinstance(r["real_cr_areas_plausible"], bool)
     w, h = open_png(out / "real_cr_overlay.png")
     assert w > 100 and h > 100
+
+
+@pytest.mark.slow
+@pytest.mark.orthanc
+def test_05_pacs_batch_job(tmp_path):
+    import highdicom as hd
+
+    from medseg.batch.local_orthanc import orthanc_available
+
+    if not orthanc_available():
+        pytest.skip("Debian's orthanc + orthanc-dicomweb are not installed")
+    out = tmp_path / "t05"
+    run_tutorial("05_pacs_batch_job.py", out, timeout=3000)
+    r = json.loads((out / "results.json").read_text())
+    n = r["n_ct_series"]
+    # Only the CT series were segmented (the MR one is not a match for --modality CT).
+    assert r["manifest_records"] == n and len(r["case_folders"]) == n
+    assert r["seg_series_after_first"] == n
+    # Rerun: everything skipped, nothing new stored in the PACS.
+    assert r["seg_series_after_second"] == n and r["seg_instances_after_second"] == n
+    last = r["second_stdout"].strip().splitlines()[1].split()
+    assert last[:3] == ["0", "0", str(n)], r["second_stdout"]
+    for check in r["seg_checks"]:
+        assert check["shape_matches_source"]
+        assert check["liver_dice"] > 0.5, check
+    # The SEGs fetched back from the PACS, read by highdicom: they reference the uploaded CTs.
+    uploaded = {c["referenced_series"] for c in r["seg_checks"]}
+    for f in sorted((out / "from_pacs").glob("*.dcm")):
+        seg = hd.seg.segread(f)
+        assert seg.Modality == "SEG"
+        assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID in uploaded
