@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
         a = np.asarray(seg_med.dataobj).astype(np.int64)
         b = np.asarray(seg_mon.dataobj).astype(np.int64).reshape(a.shape)
         prov = json.loads((tmp / "medseg_out" / "ct" / "provenance.json").read_text())
-    labels = sorted(set(np.unique(a)) | set(np.unique(b)) - {0})
+    labels = sorted((set(np.unique(a).tolist()) | set(np.unique(b).tolist())) - {0})
     metric = DiceMetric(include_background=True, reduction="none")
     dice = {}
     for lab in labels:
