@@ -46,6 +46,13 @@ def test_bad_network_json_exit_2(tmp_path, capsys):
     assert "network spec is not valid JSON" in _err_line(capsys)
 
 
+def test_bad_preset_overrides_exit_2(tmp_path, capsys):
+    rc = main(["train", str(tmp_path), "--preset", "ct_abdomen", "--output", str(tmp_path / "r"),
+               "--preset-overrides", "[1, 2]"])
+    assert rc == 2
+    assert _err_line(capsys) == "medseg: error: --preset-overrides must be a JSON object"
+
+
 def test_bad_patch_is_usage_error(tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["train", str(tmp_path), "--preset", "ct_abdomen", "--output", str(tmp_path / "r"),
@@ -60,8 +67,24 @@ def test_cli_trains_and_prints_run_folder(tmp_path, capsys):
     out = tmp_path / "run"
     rc = main(["train", str(ds), "--preset", "ct_abdomen", "--network",
                json.dumps({"arch": "unet", "channels": [4, 8], "num_res_units": 0}), "--output", str(out),
-               "--epochs", "1", "--patch", "16,16,8", "--num-workers", "0", "--device", "cpu"])
+               "--epochs", "1", "--patch", "16,16,8", "--num-workers", "0", "--device", "cpu",
+               "--preset-overrides", '{"target_spacing": [3.0, 3.0, 4.0]}'])
     assert rc == 0
     assert capsys.readouterr().out.strip() == str(out)
-    assert json.loads((out / "model_spec.json").read_text())["inference"]["roi_size"] == [16, 16, 8]
+    spec = json.loads((out / "model_spec.json").read_text())
+    assert spec["inference"]["roi_size"] == [16, 16, 8]
+    assert spec["inference"]["preset_overrides"] == {"target_spacing": [3.0, 3.0, 4.0]}
     assert (out / "checkpoints" / "best.pt").is_file() and (out / "log.csv").is_file()
+
+    # the override reaches the training pipeline: voxels of 3 x 3 x 4 mm (affine column norms)
+    import numpy as np
+
+    from medseg.inference import SegmentationModel
+    from medseg.training.pipeline import base_transforms
+
+    assert SegmentationModel.from_run_dir(out).preset_overrides == {"target_spacing": [3.0, 3.0, 4.0]}
+    item = base_transforms("ct_abdomen", {1: "liver"}, preset_overrides={"target_spacing": (3.0, 3.0, 4.0)})(
+        {"image": [str(ds / "imagesTr/case_000.nii.gz")], "label": str(ds / "labelsTr/case_000.nii.gz")})
+    for key in ("image", "label"):
+        spacing = np.linalg.norm(np.asarray(item[key].affine)[:3, :3], axis=0)
+        np.testing.assert_allclose(spacing, [3.0, 3.0, 4.0], atol=1e-5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -27,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", required=True, help="preprocessing preset, e.g. ct_abdomen, mr_brain")
     p.add_argument("--network", default="unet",
                    help="network spec: JSON text, a .json file or an arch name (unet, dynunet, segresnet)")
+    p.add_argument("--preset-overrides", default=None,
+                   help='JSON object of preset parameters to replace, e.g. \'{"target_spacing": [2.5, 2.5, 2.5]}\'')
     p.add_argument("--output", required=True, type=Path, help="run folder to create (or resume)")
     p.add_argument("--format", default="auto", choices=["auto", "msd", "nnunet", "folder", "csv"])
     p.add_argument("--classes", default=None,
@@ -54,7 +57,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_minutes is not None and args.max_minutes <= 0:
         raise ConfigError("--max-minutes must be positive")
+    overrides = {}
+    if args.preset_overrides:
+        try:
+            overrides = json.loads(args.preset_overrides)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--preset-overrides is not valid JSON ({exc.msg})") from exc
+        if not isinstance(overrides, dict):
+            raise ConfigError("--preset-overrides must be a JSON object")
     cfg = TrainConfig(dataset=args.dataset, output=args.output, preset=args.preset,
+                      preset_overrides=overrides,
                       network=args.network, format=args.format, epochs=args.epochs,
                       classes=[c.strip() for c in args.classes.split(",") if c.strip()]
                       if args.classes else None,

@@ -59,12 +59,16 @@ class TrainConfig:
     machine with <= 2 cores, else min(4, cores // 2). ``max_minutes`` stops after the epoch in
     which the budget ran out (resume later with ``resume=True``). ``classes`` trains on a subset
     of the dataset's label names (renumbered 1..n in the given order; the others become background).
+    ``preset_overrides`` replace parameters of the preset (e.g. ``{"target_spacing": [2.5, 2.5,
+    2.5]}`` mm) for training and, through ``model_spec.json`` ``inference.preset_overrides``, for
+    inference.
     """
 
     dataset: str | Path
     output: str | Path
     preset: str
     network: dict[str, Any] | str = "unet"
+    preset_overrides: dict[str, Any] = field(default_factory=dict)
     format: str = "auto"
     labels: dict[int, str] | None = None
     classes: list[str] | None = None
@@ -357,6 +361,9 @@ def _train(cfg: TrainConfig, ctx: DistContext,
                       "sw_batch_size": cfg.sw_batch_size, "postprocess": dict(cfg.postprocess)},
         "task": "semantic",
     }
+    if cfg.preset_overrides:
+        model_spec["inference"]["preset_overrides"] = {
+            k: list(v) if isinstance(v, (tuple, list)) else v for k, v in cfg.preset_overrides.items()}
 
     # model, optimiser, schedule -------------------------------------------------------------
     torch.manual_seed(cfg.seed)
@@ -404,12 +411,13 @@ def _train(cfg: TrainConfig, ctx: DistContext,
     workers = _default_workers() if cfg.num_workers is None else int(cfg.num_workers)
     train_tf = training_transforms(cfg.preset, declared, patch, modality=ds.modality, remap=remap,
                                    num_samples=cfg.num_samples, pos=cfg.pos, neg=cfg.neg,
-                                   augmentation=cfg.augmentation)
+                                   augmentation=cfg.augmentation, preset_overrides=cfg.preset_overrides)
     show = _progress_enabled(cfg, ctx)
     train_ds = CacheDataset(case_dicts(train_cases), transform=train_tf, cache_rate=cfg.cache_rate,
                             num_workers=max(1, workers), progress=show, copy_cache=True)
     my_val = case_dicts(val_cases)[ctx.rank::ctx.world_size]
-    val_ds = CacheDataset(my_val, transform=base_transforms(cfg.preset, declared, remap=remap),
+    val_ds = CacheDataset(my_val, transform=base_transforms(cfg.preset, declared, remap=remap,
+                                                    preset_overrides=cfg.preset_overrides),
                           cache_rate=cfg.cache_rate, num_workers=max(1, workers), progress=False)
     dice_metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
 

@@ -83,23 +83,28 @@ class LoadCased(MapTransform):
 
 
 def base_transforms(preset: str, labels: dict[int, str], *, with_label: bool = True,
-                    remap: dict[int, int] | None = None) -> Compose:
+                    remap: dict[int, int] | None = None,
+                    preset_overrides: dict[str, Any] | None = None) -> Compose:
     """Deterministic part: :class:`LoadCased` then the preset's preprocessing (cacheable).
-    ``labels`` are the dataset's declared labels; ``remap`` see :class:`LoadCased`."""
+    ``labels`` are the dataset's declared labels; ``remap`` see :class:`LoadCased`;
+    ``preset_overrides`` replace preset parameters (e.g. ``target_spacing`` in mm)."""
     from medseg.transforms.presets import preprocessing
 
     # ``keys`` are the image keys (intensity-normalised); the label goes in ``label_key`` only.
-    pre = preprocessing(preset, keys=("image",), label_key="label" if with_label else None)
+    pre = preprocessing(preset, keys=("image",), label_key="label" if with_label else None,
+                        **dict(preset_overrides or {}))
     return Compose([LoadCased(sorted(labels), remap=remap), pre]).flatten()
 
 
 def training_transforms(preset: str, labels: dict[int, str], patch_size: Sequence[int], *,
                         modality: str, num_samples: int, pos: float = 1.0, neg: float = 1.0,
-                        augmentation: Any = None, remap: dict[int, int] | None = None) -> Compose:
+                        augmentation: Any = None, remap: dict[int, int] | None = None,
+                        preset_overrides: dict[str, Any] | None = None) -> Compose:
     """Full training chain: :func:`base_transforms` + patch sampling + augmentation (flattened so
     that a CacheDataset caches everything before the first random transform)."""
     from medseg.transforms.augment import training_augmentation
 
     aug = training_augmentation(patch_size, modality=modality, num_samples=num_samples, pos=pos,
                                 neg=neg, config=augmentation)
-    return Compose([base_transforms(preset, labels, remap=remap), aug]).flatten()
+    return Compose([base_transforms(preset, labels, remap=remap, preset_overrides=preset_overrides),
+                    aug]).flatten()
