@@ -95,6 +95,12 @@ anything: phantom-trained weights see a real film as out-of-distribution (differ
 collimation, markers, exposure), so the outline is at best rough and may be badly wrong; that is
 the honest state of these weights and why they are marked not fit for patients.
 
+What the overlay of the shipped weights shows (looked at by eye): the sides are right (label 1 on
+the patient's right, shown on the viewer's left with the R marker), both lung fields are found,
+but the outlines are rough: the right lung misses its lateral and lower parts, the left lung
+leaves a hole in its middle and runs down over the heart border towards the diaphragm. Usable as
+a smoke test of the pipeline, not as a lung mask.
+
 Reproduce (CPU, seeded; about 10 minutes on 2 cores):
 ```
 python bundles/xray_chest_lungs/scripts/train.py --out bundles/xray_chest_lungs
