@@ -210,7 +210,8 @@ def run_summary(run_dir: Path) -> str:
             f"validation cases; patch {c.get('patch_size')}, batch {c.get('batch_size')} x "
             f"{c.get('num_samples')} patches, AdamW lr {c.get('lr')} ({c.get('scheduler')}); best "
             f"validation mean Dice {best if best is None else round(best, 4)} at epoch {m.get('best_epoch')}; "
-            f"{m.get('seconds', 0) / 60:.1f} min wall on a shared 2-core machine. The numbers above are "
+            f"{m.get('seconds', 0) / 60:.1f} min wall for the last call of the script (a resumed run counts "
+            "only its own part) on a shared 2-core machine. The numbers above are "
             "those of the shipped weights. A run stopped by the time budget did not finish its "
             "planned schedule; `--resume` with the same `--work` folder continues it exactly (the "
             "same weights as one uninterrupted run).\n")
