@@ -57,7 +57,7 @@ def _rows(run: Path) -> list[dict[str, str]]:
 
 def test_quick_training_learns_and_writes_run_folder(spheres, tmp_path):
     """6 epochs on 3 training volumes: train loss falls and validation Dice on the sphere reaches
-    >= 0.6 (measured 0.74 on this machine); the run folder follows the contract."""
+    >= 0.6 (measured 0.45 after epoch 1, 0.749 after epoch 6 on this machine); the run folder follows the contract."""
     cfg = TrainConfig(dataset=spheres, output=tmp_path / "run", preset="ct_abdomen", network=NET,
                       epochs=6, patch_size=(32, 32, 16), batch_size=2, num_samples=2, lr=3e-3,
                       val_fraction=0.25, seed=0, num_workers=0)
