@@ -178,7 +178,7 @@ def run_batch(
             bar.close()
 
     summary.seconds = time.monotonic() - t_start
-    _barrier(world_size)
+    _sum_across_ranks(summary, world_size)
     if rank == 0:
         summary.manifest = merge_manifests(_journal_paths(out)[:-1] or [journal.path], out / "manifest.jsonl")
     return summary
@@ -202,12 +202,18 @@ def _reason(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _barrier(world_size: int) -> None:
-    """Wait for all ranks when running under torchrun (gloo on CPU)."""
+def _sum_across_ranks(summary: BatchSummary, world_size: int) -> None:
+    """Wait for all ranks (torchrun, gloo) and make the counts job totals on every rank."""
     if world_size <= 1:
         return
+    import torch
     import torch.distributed as dist
 
     if not dist.is_initialized():
         dist.init_process_group(backend="gloo")
-    dist.barrier()
+    counts = torch.tensor([summary.done, summary.failed, summary.skipped], dtype=torch.int64)
+    dist.all_reduce(counts)  # also a barrier: every rank has finished its shard
+    summary.done, summary.failed, summary.skipped = (int(v) for v in counts)
+    failures: list[list[tuple[str, str]]] = [[] for _ in range(world_size)]
+    dist.all_gather_object(failures, summary.failures)
+    summary.failures = [f for part in failures for f in part]

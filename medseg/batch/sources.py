@@ -186,3 +186,21 @@ def pacs_cases(client, query) -> list[BatchCase]:
         cases.append(BatchCase(series_case_name(s.series_instance_uid), "dicom:" + uid_identity(uids),
                                PacsInput(s.study_instance_uid, s.series_instance_uid)))
     return cases
+
+
+def build_cases(source: str, *, select: str | None = None, modality: str | None = "CT",
+                study_date: str | None = None, description: str | None = None):
+    """Cases for a ``medseg batch`` SOURCE; returns ``(cases, pacs_client_or_None)``."""
+    if source.startswith(("http://", "https://", "dimse://")):
+        from medseg.batch.pacs import SeriesQuery, client_from_uri
+
+        client = client_from_uri(source)
+        query = SeriesQuery(modality=modality, study_date=study_date, description_regex=description)
+        return pacs_cases(client, query), client
+    path = Path(source)
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return csv_cases(path), None
+    if path.is_dir():
+        return folder_cases(path, select=select), None
+    raise InputError(f"batch source {path.name!r} is not a folder, a .csv manifest or a PACS address "
+                     "(http(s)://HOST:PORT/dicom-web, dimse://AET@HOST:PORT)")

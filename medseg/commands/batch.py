@@ -1,0 +1,59 @@
+"""``medseg batch SOURCE --bundle B --output DIR``: segment many cases, resumably.
+
+SOURCE is a folder tree, a CSV manifest (column ``input``), a DICOMweb URL
+(``http://host:8042/dicom-web``) or a DIMSE node (``dimse://AET@host:104``). Credentials come from
+``MEDSEG_PACS_USER`` / ``MEDSEG_PACS_PASSWORD`` or ``~/.netrc``, never from the command line.
+Scale out with ``torchrun --nproc_per_node=N -m medseg batch ...`` (each case runs on one rank).
+
+Exit codes: 0 all cases done, 3 the job finished but some cases failed (see the manifest), 2 bad
+options or source.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "segment a folder, CSV manifest or PACS query; resumable, one manifest, SEG stored back"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="folder, manifest .csv, http(s)://HOST:PORT/dicom-web or dimse://AET@HOST:PORT")
+    parser.add_argument("--bundle", required=True, help="bundle name or folder, or a training run folder")
+    parser.add_argument("--output", required=True, help="output folder: one sub-folder per case + manifest.jsonl")
+    parser.add_argument("--format", default="nifti,dicom-seg,png", help="comma-separated: nifti, dicom-seg, png")
+    parser.add_argument("--store-back", action="store_true", help="store each DICOM SEG back to the PACS source")
+    parser.add_argument("--no-resume", dest="resume", action="store_false",
+                        help="redo cases that are already done (default: resume, skipping them)")
+    parser.add_argument("--resume", dest="resume", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=1, help="cases processed concurrently per process")
+    parser.add_argument("--retries", type=int, default=2, help="retries for network errors (backoff 2, 4, ... s)")
+    parser.add_argument("--select", default=None,
+                        help="series rules for folders: modality=CT,description~REGEX,thickness<=3,"
+                             "orientation=axial,min-slices=N")
+    parser.add_argument("--modality", default="CT", help="PACS query: modality (default CT)")
+    parser.add_argument("--study-date", default=None, help="PACS query: DICOM date or range, e.g. 20240101-20241231")
+    parser.add_argument("--description", default=None, help="PACS query: series description regex")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--tta", action="store_true")
+    parser.add_argument("--trust-bundle", action="store_true")
+    parser.set_defaults(resume=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from medseg.batch.job import JobOptions, run_job
+    from medseg.batch.runner import distributed_rank_world
+    from medseg.batch.sources import build_cases
+    from medseg.bundle import load_bundle
+    from medseg.inference.pipeline import parse_formats, resolve_model
+
+    cases, client = build_cases(args.source, select=args.select, modality=args.modality,
+                                study_date=args.study_date, description=args.description)
+    model, _ = resolve_model(args.bundle, trust=args.trust_bundle, model_loader=load_bundle)
+    options = JobOptions(output_dir=args.output, formats=parse_formats(args.format), device=args.device,
+                         tta=args.tta, store_back=args.store_back, resume=args.resume, workers=args.workers,
+                         retries=args.retries)
+    summary = run_job(cases, model, options, client=client)
+    rank, _ = distributed_rank_world()
+    if rank == 0:
+        print(summary.table())
+    return 3 if summary.failed else 0
