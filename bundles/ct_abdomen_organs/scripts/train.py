@@ -66,6 +66,8 @@ below to train real weights.
 Dice (`medseg.metrics.dice`) on the source grid, after `medseg.inference.segment`:
 
 {bt.fmt_table(res_all, cols)}
+Target (Dice >= 0.9 per organ on held-out phantoms): {", ".join(f"{k} {'met' if v >= 0.9 else 'NOT met'} ({v:.3f})" for k, v in mean.items())}.
+
 Training: seeds 1-10, orientations LPS/RAS/LAS/RPI (two of the ten used for validation /
 checkpoint choice). Test: seed 9001 RAS, 9002 LPS, 9003 PIL, 9004 oblique (15 degrees about S-I).
 Left/right is checked implicitly: a swap of kidney_right / kidney_left would give Dice ~0.

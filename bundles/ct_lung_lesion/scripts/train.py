@@ -89,7 +89,10 @@ Dice and HD95 (mm) from `medseg.metrics` on the source grid after `medseg.infere
 volumes in ml:
 
 {bt.fmt_table(rows, ["lung_nodule", "hd95_mm", "pred_ml", "ref_ml"])}
-(`lung_nodule` = Dice. HD95 is NaN/inf when one side is empty.) Lesion-level detection on the
+(`lung_nodule` = Dice. HD95 is NaN/inf when one side is empty.) On the real CTs the phantom-trained
+model touches the true lesion but also marks dozens of false-positive components elsewhere in the
+chest (lesion-level counts in `docs/heldout_metrics.json`), so the Dice is near zero: these
+weights do not transfer to real CT. Lesion-level detection on the
 real cases (`medseg.metrics.lesion_metrics`) is in `docs/heldout_metrics.json`.
 
 Reproduce (CPU, seeded; about 15 minutes on 2 cores):
