@@ -18,6 +18,8 @@ FORBIDDEN = {
     "transforms": {"models", "metrics", "inference", "training", "bundle", "batch", "report"},
     "inference": {"training", "bundle", "batch", "report", "metrics"},
     "data": {"models", "metrics", "inference", "training", "bundle", "batch", "report"},
+    "evaluation": {"models", "inference", "training", "bundle", "batch", "report", "transforms"},
+    "training": {"bundle", "batch", "report", "evaluation"},
 }
 
 
