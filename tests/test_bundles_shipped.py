@@ -35,12 +35,15 @@ PHANTOM_CHECKS: dict[str, tuple[str, int, str | None, dict[int, float]]] = {
     # README (9001-9004): nodule Dice 0.71-0.82
     "ct_lung_lesion": ("lung_ct", 7001, "ASR", {1: 0.4}),
 }
+# ct_spine: per-level naming is not reliable (README), so the unseen phantom is scored with the
+# levels merged (vertebra vs background; README 0.87-0.92)
+SPINE_MERGED_FLOOR = 0.8
 
 FLOOR_NUCLEI_F1 = 0.8
 
 SHIPPED = sorted(p.name for p in BUNDLES.iterdir() if (p / "configs" / "metadata.json").is_file()) \
     if BUNDLES.is_dir() else []
-EXPECTED = ["ct_abdomen_organs", "ct_lung_lesion", "fluo_nuclei_2d", "xray_chest_lungs"]
+EXPECTED = ["ct_abdomen_organs", "ct_lung_lesion", "ct_spine", "fluo_nuclei_2d", "xray_chest_lungs"]
 
 
 def test_expected_bundles_are_shipped():
@@ -101,6 +104,22 @@ def test_bundle_segments_unseen_phantom(name):
             centre = np.concatenate([idx.mean(axis=0)[None], pad], axis=1)[0]
             cents.append(nib.affines.apply_affine(ph.affine, centre))
         assert cents[0][0] > cents[1][0], f"{name}: {right_name} is not on the patient's right of {left_name}"
+
+
+def test_ct_spine_unseen_phantom_merged():
+    from medseg.bundle import load_bundle
+    from medseg.data.phantoms import spine_ct
+    from medseg.inference import segment
+    from medseg.metrics import dice
+
+    ph = spine_ct(seed=7001, orientation="ASR")
+    model = load_bundle(BUNDLES / "ct_spine")
+    pred = segment(_mt(ph.image, ph.affine), model, device="cpu", progress=False)
+    np.testing.assert_allclose(np.asarray(pred.affine), ph.affine, atol=1e-5)
+    lab = pred[0].numpy()
+    assert set(np.unique(lab).tolist()) <= {0, *model.labels}
+    d = dice(lab > 0, ph.label > 0)
+    assert d >= SPINE_MERGED_FLOOR, f"ct_spine: merged vertebra Dice {d:.3f} < {SPINE_MERGED_FLOOR}"
 
 
 def test_fluo_nuclei_heldout_quarter_f1():

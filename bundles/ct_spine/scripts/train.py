@@ -76,6 +76,8 @@ absent from a phantom is left blank:
 Column `all_levels_merged`: vertebrae vs background with the levels merged (segmentation
 without naming).
 
+Target (Dice >= 0.9 per level on held-out phantoms): {"met" if min(v for k, v in mean.items() if k != "all_levels_merged") >= 0.9 else "NOT met"}; the vertebrae themselves are found (merged Dice {mean["all_levels_merged"]:.3f}).
+
 Training: seeds 1-12, orientations LPS/RAS/LAS/RPI (two for validation / checkpoint choice).
 Test: seed 9001 RAS, 9002 LPS, 9003 PIL, 9004 oblique (15 degrees about S-I).
 
