@@ -15,8 +15,7 @@ The trust policy (what a bundle config may contain without ``trust=True``) is do
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from medseg._lazy import lazy_getattr
 
 _LAZY = {
     "build_bundle": "medseg.bundle.build",
@@ -37,7 +36,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'medseg.bundle' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

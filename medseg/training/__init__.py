@@ -12,8 +12,7 @@ Public API (lazy: importing :mod:`medseg.training` loads nothing heavy)::
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from medseg._lazy import lazy_getattr
 
 _LAZY = {
     "TrainConfig": "medseg.training.loop",
@@ -34,7 +33,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'medseg.training' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
