@@ -9,7 +9,6 @@ file (uncompressed transfer syntaxes) and against an absolute cap on voxels
 
 from __future__ import annotations
 
-import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,27 +19,13 @@ from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.uid import UID
 
 from medseg.errors import InputError, UnsafeInputError
-
-DEFAULT_MAX_VOXELS = 2**31
+from medseg.io.safety import max_voxels  # the one voxel cap shared by every reader
 
 #: Modalities that hold no image medseg reads (their own readers live elsewhere, e.g. SEG).
 NON_IMAGE_MODALITIES = frozenset({"SEG", "RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "PR", "KO", "REG",
                                   "DOC", "FID", "PLAN"})
 
 
-def max_voxels() -> int:
-    """The cap on voxels in one volume: ``$MEDSEG_MAX_VOXELS`` or 2**31."""
-    raw = os.environ.get("MEDSEG_MAX_VOXELS", "")
-    if not raw:
-        return DEFAULT_MAX_VOXELS
-    try:
-        value = int(float(raw))
-    except ValueError:
-        raise InputError(f"MEDSEG_MAX_VOXELS={raw!r} is not a number: set a voxel count such as 2147483648") \
-            from None
-    if value <= 0:
-        raise InputError("MEDSEG_MAX_VOXELS must be > 0")
-    return value
 
 
 @dataclass
