@@ -231,9 +231,9 @@ def test_07_chest_xray_lungs(tmp_path):
     # The predicted right lung lies on the patient's right of the predicted left lung.
     assert all(r["pred_left_right_correct"])
     assert len(r["phantoms"]) == 2
-    # Floor the phantom-trained bundle reaches on the right lung (see its docs/README.md); the
-    # weak left lung is reported by the tutorial, not hidden.
-    assert r["phantom_mean_dice"]["lung_right"] > 0.6
+    # Floor the phantom-trained bundle reaches on held-out phantoms (see its docs/README.md).
+    assert r["phantom_mean_dice"]["lung_right"] > 0.8
+    assert r["phantom_mean_dice"]["lung_left"] > 0.8
     open_png(out / "phantom_overlay.png")
 
 
@@ -247,7 +247,18 @@ def test_07_chest_xray_lungs_full_with_real_cr(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads((out / "results.json").read_text())
     assert len(r["phantoms"]) == 6
-    assert set(r["real_cr_area_cm2"]) == {"lung_right", "lung_left"}
+    import pydicom
+
+    from medseg.data import sample
+
+    # RG1_UNCR.dcm has a blank PixelSpacing: no cm^2 may be claimed, only shares of the film.
+    ds = pydicom.dcmread(sample("cr_chest"), stop_before_pixels=True)
+    blank = not any(float(v) > 0 for v in ds.get("PixelSpacing", []) or [0])
+    assert (r["real_cr_spacing_source"] == "default") == blank
+    assert (r["real_cr_area_cm2"] is None) == blank
+    n_pixels = int(ds.Rows) * int(ds.Columns)
+    for name in ("lung_right", "lung_left"):
+        assert r["real_cr_area_fraction"][name] == pytest.approx(r["real_cr_pixels"][name] / n_pixels)
     assert isinstance(r["real_cr_areas_plausible"], bool)
     w, h = open_png(out / "real_cr_overlay.png")
     assert w > 100 and h > 100

@@ -10,7 +10,8 @@ What you will learn
    affine says where the patient's right is, and we check the prediction against it.
 3. Running the shipped bundle ``bundles/xray_chest_lungs`` on phantom radiographs (exact lung
    masks, so we can score Dice) and on a REAL chest CR from pydicom's test files (no mask: we
-   look at the picture and at the lung areas in cm^2, and judge them).
+   look at the picture and at the lung areas - in cm^2 when the file stores a pixel size - and
+   judge them).
 
 The bundle's weights were trained on phantoms only (see its docs/README.md): the real film is
 out of distribution, and this tutorial shows what that looks like instead of hiding it.
@@ -133,14 +134,31 @@ def main() -> None:
               f"({cr.meta.get('spacing_source')})")
         pred = segment(cr, model, device="cpu", progress=progress)
         p = pred[0].numpy()
-        px_cm2 = float(np.prod(cr.meta["spacing"])) / 100.0
-        areas = {name: float((p == value).sum() * px_cm2) for value, name in model.labels.items()}
-        results["real_cr_area_cm2"] = areas
-        print(f"  lung field areas: {', '.join(f'{k} {v:.0f} cm^2' for k, v in areas.items())}")
-        plausible = all(80.0 <= v <= 400.0 for v in areas.values())
+        n_px = {name: int((p == value).sum()) for value, name in model.labels.items()}
+        fraction = {name: n / p.size for name, n in n_px.items()}
+        results["real_cr_pixels"] = n_px
+        results["real_cr_area_fraction"] = fraction
+        results["real_cr_spacing_source"] = cr.meta.get("spacing_source")
+        if cr.meta.get("spacing_source") == "default":
+            # This file's PixelSpacing is blank (0.000): there is NO physical pixel size, so no
+            # area in cm^2 can be given. medseg says so (spacing_source "default") instead of
+            # inventing one; we fall back to the share of the film each lung field covers.
+            results["real_cr_area_cm2"] = None
+            print("  no physical pixel size in this file: areas as a share of the film instead of cm^2")
+            print("  " + ", ".join(f"{k} {100 * v:.1f} % of the film" for k, v in fraction.items()))
+            plausible = all(0.05 <= v <= 0.25 for v in fraction.values())
+            rule = "each lung field covers roughly 5-25 % of a PA chest film"
+        else:
+            px_cm2 = float(np.prod(cr.meta["spacing"])) / 100.0
+            areas = {name: n * px_cm2 for name, n in n_px.items()}
+            results["real_cr_area_cm2"] = areas
+            print(f"  lung field areas: {', '.join(f'{k} {v:.0f} cm^2' for k, v in areas.items())}")
+            plausible = all(80.0 <= v <= 400.0 for v in areas.values())
+            rule = "an adult lung field is roughly 150-300 cm^2 on a PA film"
         results["real_cr_areas_plausible"] = plausible
-        print("  an adult lung field is roughly 150-300 cm^2 on a PA film: "
-              + ("plausible" if plausible else "NOT plausible - do not trust this output (out-of-distribution film)"))
+        print(f"  {rule}: " + ("plausible - still look at the picture: the outline can be rough"
+                               if plausible else "NOT plausible - do not trust this output"))
+        print("  The weights were trained on phantoms only: a real film is out of distribution.")
         save_overlay_montage(cr, pred, out / "real_cr_overlay.png", views=("axial",), n_slices=1,
                              title="real CR (RG1_UNCR): phantom-trained lung model", label_names=model.labels)
 
