@@ -21,9 +21,15 @@ def _umask() -> int:
     return mask
 
 
+_COMPRESSION = (".gz", ".bz2", ".xz", ".zst")
+
+
 def _full_suffix(path: Path) -> str:
-    suffixes = "".join(path.suffixes)
-    return suffixes if len(suffixes) <= 12 else path.suffix
+    """The format suffix: ``.nii.gz`` for ``series-1.2.840.nii.gz``, ``.dcm`` for ``a.b.dcm``."""
+    suffixes = path.suffixes
+    if len(suffixes) >= 2 and suffixes[-1].lower() in _COMPRESSION:
+        return "".join(suffixes[-2:])
+    return path.suffix
 
 
 @contextlib.contextmanager
