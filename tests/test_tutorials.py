@@ -285,6 +285,8 @@ def test_05_pacs_batch_job(tmp_path):
     last = r["second_stdout"].strip().splitlines()[1].split()
     assert last[:3] == ["0", "0", str(n)], r["second_stdout"]
     shipped = Path(r["model"]).name == "ct_abdomen_organs"
+    # The left-handed LAS grid comes back from DICOM with k reversed (LAI): same world positions.
+    assert {(c["orientation_written"], c["orientation_read"]) for c in r["seg_checks"]} == {("LAS", "LAI"), ("RAS", "RAS")}
     for check in r["seg_checks"]:
         assert check["shape_matches_source"]
         if shipped:  # the 2-epoch fallback model (no shipped bundle) has no Dice floor

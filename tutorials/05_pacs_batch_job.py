@@ -70,6 +70,19 @@ def choose_model(arg: str | None, out: Path, progress: bool) -> Path:
                              device="cpu", amp=False, num_workers=0, progress=progress))
 
 
+def labels_on_grid(label: np.ndarray, affine: np.ndarray, shape: tuple[int, ...],
+                   target_affine: np.ndarray) -> np.ndarray:
+    """Nearest-neighbour copy of ``label`` (voxel->RAS mm ``affine``) onto another grid (``shape``,
+    ``target_affine``): each target voxel centre is mapped through the world into ``label``."""
+    to_src = np.linalg.inv(affine) @ target_affine
+    ijk = np.indices(shape).reshape(len(shape), -1)
+    src = np.rint(to_src[:3, :3] @ ijk + to_src[:3, 3:4]).astype(np.int64)
+    inside = np.all((src >= 0) & (src < np.array(label.shape)[:, None]), axis=0)
+    out = np.zeros(ijk.shape[1], dtype=label.dtype)
+    out[inside] = label[tuple(src[:, inside])]
+    return out.reshape(shape)
+
+
 def main() -> None:
     args = parse_args()
     out = Path(args.out)
@@ -99,7 +112,7 @@ def main() -> None:
     files: list[Path] = []
     truths = {}
     for n in range(n_ct):
-        orient = ("LPS", "RAS", "LAS", "LPS")[n % 4]
+        orient = ("LAS", "RAS", "LPS", "RPI")[n % 4]  # LAS and RPI are left-handed grids
         ph = phantoms.abdomen_ct(shape=shape, spacing=spacing, orientation=orient, seed=300 + n)
         uid = f"1.2.826.0.1.3680043.8.498.5{n:03d}"
         files += write_dicom_series(ph.image, ph.affine, out / "series" / f"ct_{n}", modality="CT",
@@ -144,6 +157,7 @@ def main() -> None:
 
         from medseg.io import load
         from medseg.io.dicom_seg import read_dicom_seg
+        from medseg.io.read import orientation_code
         from medseg.metrics import dice
 
         seg_checks = []
@@ -163,11 +177,19 @@ def main() -> None:
             # values: an organ the model missed has no segment. Match segments by their label.
             names = {int(k): str(v) for k, v in seg.meta["labels"].items()}
             liver_value = next((k for k, v in names.items() if v.lower() == "liver"), None)
-            liver = dice(labels == liver_value, ph.label == 1) if liver_value is not None else 0.0
+            # Compare in the WORLD, not by array index: the DICOM reader orders slices along the
+            # normal row x column, so a left-handed grid such as LAS comes back with k reversed
+            # (same world positions, another index order). Carry the exact label onto the grid
+            # of the series as read, voxel centre by voxel centre (nearest neighbour).
+            truth = labels_on_grid(ph.label, ph.affine, labels.shape, source.affine.numpy())
+            liver = dice(labels == liver_value, truth == 1) if liver_value is not None else 0.0
             seg_checks.append({"referenced_series": ref_uid, "segments": names,
-                               "shape_matches_source": list(labels.shape) == list(ph.label.shape),
+                               "orientation_read": orientation_code(source.affine.numpy()),
+                               "orientation_written": orientation_code(ph.affine),
+                               "shape_matches_source": list(labels.shape) == list(source.shape[1:]),
                                "liver_dice": float(liver)})
-            print(f"  SEG for series ...{ref_uid[-6:]}: segments {names}; "
+            print(f"  SEG for series ...{ref_uid[-6:]} (written {orientation_code(ph.affine)}, read "
+                  f"{orientation_code(source.affine.numpy())}): segments {names}; "
                   f"liver Dice vs exact phantom {liver:.3f}")
         results["seg_checks"] = seg_checks
 
