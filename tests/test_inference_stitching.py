@@ -30,12 +30,12 @@ def test_random_net_agrees_with_monai_3d(roi, overlap):
     img = torch.randn(1, 33, 29, 23, generator=torch.Generator().manual_seed(1))
     net = _random_net(3, 1, 5)
     ref = _monai_labels(img, net, roi, overlap)
-    got = sliding_window_labels(img, net, roi, overlap=overlap, sw_batch_size=3, progress=False,
+    got = sliding_window_labels(img, net, roi, overlap=overlap, sw_batch_size=3, progress=False, amp=False,
                                 accumulate_dtype=torch.float16)
     assert got.shape == ref.shape and got.dtype == torch.uint8
     assert (got.long() == ref).float().mean() >= 0.999
     # float32 accumulation is the same sum as MONAI's: identical labels
-    got32 = sliding_window_labels(img, net, roi, overlap=overlap, accumulate_dtype=torch.float32, progress=False)
+    got32 = sliding_window_labels(img, net, roi, overlap=overlap, accumulate_dtype=torch.float32, progress=False, amp=False)
     assert torch.equal(got32.long(), ref)
 
 
@@ -44,10 +44,10 @@ def test_random_net_agrees_with_monai_2d_and_small_image_padding():
     net = _random_net(2, 2, 4)
     for roi in [(16, 16), (48, 64), (-1, 8)]:  # larger than the image (padded), and "full extent"
         ref = _monai_labels(img, net, roi, 0.25)
-        got = sliding_window_labels(img, net, roi, overlap=0.25, progress=False, accumulate_dtype=torch.float16)
+        got = sliding_window_labels(img, net, roi, overlap=0.25, progress=False, amp=False, accumulate_dtype=torch.float16)
         assert got.shape == ref.shape
         assert (got.long() == ref).float().mean() >= 0.999
-        got32 = sliding_window_labels(img, net, roi, overlap=0.25, accumulate_dtype=torch.float32, progress=False)
+        got32 = sliding_window_labels(img, net, roi, overlap=0.25, accumulate_dtype=torch.float32, progress=False, amp=False)
         assert torch.equal(got32.long(), ref)
 
 
@@ -62,7 +62,7 @@ class _Deterministic(torch.nn.Module):
 def test_deterministic_net_exact_with_float16():
     img = torch.rand(1, 33, 27, 19, generator=torch.Generator().manual_seed(3))
     ref = _monai_labels(img, _Deterministic(), (16, 16, 16), 0.5)
-    got = sliding_window_labels(img, _Deterministic(), (16, 16, 16), overlap=0.5, progress=False,
+    got = sliding_window_labels(img, _Deterministic(), (16, 16, 16), overlap=0.5, progress=False, amp=False,
                                 accumulate_dtype=torch.float16)
     assert torch.equal(got.long(), ref)
     expected = (img[0] >= 0.3).long() + (img[0] > 0.7).long()
@@ -76,18 +76,18 @@ def test_auto_dtype_float32_for_few_classes_float16_for_many(monkeypatch):
     img = torch.randn(1, 24, 24, 24, generator=torch.Generator().manual_seed(8))
     net = _random_net(3, 1, 6)
     stats = StitchStats()
-    got = sliding_window_labels(img, net, (12, 12, 12), overlap=0.5, progress=False, stats=stats)
+    got = sliding_window_labels(img, net, (12, 12, 12), overlap=0.5, progress=False, amp=False, stats=stats)
     assert stats.accumulator_dtype == "float32"
     assert torch.equal(got.long(), _monai_labels(img, net, (12, 12, 12), 0.5))
     monkeypatch.setattr(sw, "FLOAT32_RING_BYTES", 1024)
     stats = StitchStats()
-    sliding_window_labels(img, net, (12, 12, 12), overlap=0.5, progress=False, stats=stats)
+    sliding_window_labels(img, net, (12, 12, 12), overlap=0.5, progress=False, amp=False, stats=stats)
     assert stats.accumulator_dtype == "float16"
 
 
 def test_single_channel_thresholds_at_zero_logit():
     img = torch.rand(1, 20, 20, 20, generator=torch.Generator().manual_seed(4)) - 0.5
-    got = sliding_window_labels(img, torch.nn.Identity(), (8, 8, 8), overlap=0.25, progress=False)
+    got = sliding_window_labels(img, torch.nn.Identity(), (8, 8, 8), overlap=0.25, progress=False, amp=False)
     assert torch.equal(got.bool(), img[0] > 0)
 
 
@@ -99,7 +99,7 @@ def test_scores_beyond_float16_range_switch_to_float32():
         return net(x) * 1e6
 
     stats = StitchStats()
-    got = sliding_window_labels(img, huge, (8, 8, 8), overlap=0.5, progress=False, stats=stats,
+    got = sliding_window_labels(img, huge, (8, 8, 8), overlap=0.5, progress=False, amp=False, stats=stats,
                                 accumulate_dtype=torch.float16)
     assert stats.accumulator_dtype == "float32" and stats.fallbacks
     assert torch.equal(got.long(), _monai_labels(img, huge, (8, 8, 8), 0.5))
@@ -129,7 +129,7 @@ def test_many_class_stitching_allocates_far_less_than_monai():
         ref = _monai_labels(img, net, roi, 0.25, bs=4)
     stats = StitchStats()
     with _LargestBuffer() as probe_medseg:
-        got = sliding_window_labels(img, net, roi, overlap=0.25, sw_batch_size=4, progress=False, stats=stats,
+        got = sliding_window_labels(img, net, roi, overlap=0.25, sw_batch_size=4, progress=False, amp=False, stats=stats,
                                     accumulate_dtype=torch.float16)
     full_fp32 = n_classes * int(np.prod(shape)) * 4
     assert probe_monai.largest >= full_fp32  # MONAI holds the whole C x D x H x W float32 volume
@@ -141,13 +141,13 @@ def test_many_class_stitching_allocates_far_less_than_monai():
 def test_tta_flip_invariant_net_has_no_disagreement():
     img = torch.rand(1, 24, 20, 16, generator=torch.Generator().manual_seed(7))
     stats = StitchStats()
-    got = sliding_window_labels(img, _Deterministic(), (12, 12, 12), overlap=0.5, tta=True, progress=False,
+    got = sliding_window_labels(img, _Deterministic(), (12, 12, 12), overlap=0.5, tta=True, progress=False, amp=False,
                                 stats=stats)
-    plain = sliding_window_labels(img, _Deterministic(), (12, 12, 12), overlap=0.5, progress=False)
+    plain = sliding_window_labels(img, _Deterministic(), (12, 12, 12), overlap=0.5, progress=False, amp=False)
     assert stats.tta_disagreement == 0.0
     assert (got == plain).float().mean() > 0.999
     stats = StitchStats()
-    sliding_window_labels(img, _random_net(3, 1, 4), (12, 12, 12), overlap=0.5, tta=True, progress=False,
+    sliding_window_labels(img, _random_net(3, 1, 4), (12, 12, 12), overlap=0.5, tta=True, progress=False, amp=False,
                           stats=stats)
     assert 0.0 < stats.tta_disagreement < 1.0
 
@@ -171,7 +171,7 @@ def test_bad_arguments():
     with pytest.raises(ModelError):
         sliding_window_labels(torch.zeros(8, 8), torch.nn.Identity(), (4, 4, 4), overlap=0.5)
     with pytest.raises(ModelError, match="window size"):
-        sliding_window_labels(img, lambda x: x[..., :2], (4, 4, 4), progress=False)
+        sliding_window_labels(img, lambda x: x[..., :2], (4, 4, 4), progress=False, amp=False)
 
 
 @pytest.mark.gpu
@@ -212,3 +212,26 @@ def test_bench_stitching_peak_rss_in_fresh_processes(tmp_path):
     report = json.loads(out.read_text())
     assert report["label_agreement"] >= 0.999
     assert report["peak_above_baseline_ratio"] <= 0.6
+
+
+def test_cpu_amp_uses_native_bf16_only_and_agrees_with_float32(monkeypatch):
+    """amp=True computes the network in bfloat16 on a CPU with native bf16 (AVX512-BF16/AMX), which
+    must keep the labels of float32 on >= 99% of voxels even for a random network (noisy scores);
+    without native bf16 it stays float32 and equals float32 exactly."""
+    from medseg.inference import sliding_window as sw
+
+    torch.manual_seed(0)
+    img = torch.randn(1, 40, 36, 28)
+    net = _random_net(3, 1, 4)
+    ref = sliding_window_labels(img, net, (16, 16, 16), overlap=0.5, progress=False, amp=False)
+    stats = StitchStats()
+    got = sliding_window_labels(img, net, (16, 16, 16), overlap=0.5, progress=False, stats=stats)
+    if sw.cpu_has_native_bf16():
+        assert stats.precision == "bfloat16"
+        assert (got == ref).float().mean().item() >= 0.99
+    else:
+        assert stats.precision == "float32" and torch.equal(got, ref)
+    monkeypatch.setattr(sw, "cpu_has_native_bf16", lambda: False)
+    stats = StitchStats()
+    assert torch.equal(sliding_window_labels(img, net, (16, 16, 16), overlap=0.5, progress=False, stats=stats), ref)
+    assert stats.precision == "float32"

@@ -32,6 +32,7 @@ class JobOptions:
     formats: tuple[str, ...] = ("nifti", "dicom-seg", "png")
     device: str = "auto"
     tta: bool = False
+    amp: bool = True
     store_back: bool = False
     resume: bool = True
     workers: int = 1
@@ -74,7 +75,7 @@ def run_job(cases: Sequence[BatchCase], model, options: JobOptions, *, client=No
                 raise ConfigError(f"unknown case payload {type(payload).__name__}")
             produced = segment_file(input_path, model, work / "out", formats=options.formats,
                                     device=options.device, tta=options.tta, series=series,
-                                    seg_uids=seg_uids_for(key), progress=False)
+                                    seg_uids=seg_uids_for(key), progress=False, amp=options.amp)
             final = out / case.case
             if final.exists():  # left by an interrupted run of this same case (not done in the journal)
                 shutil.rmtree(final)

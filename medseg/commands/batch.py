@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--description", default=None, help="PACS query: series description regex")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--tta", action="store_true")
+    parser.add_argument("--no-amp", dest="amp", action="store_false",
+                        help="float32 throughout (default: bfloat16 on CPUs with native bf16, float16 on CUDA)")
     parser.add_argument("--trust-bundle", action="store_true")
     parser.set_defaults(resume=True)
 
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     model, _ = resolve_model(args.bundle, trust=args.trust_bundle, model_loader=load_bundle)
     options = JobOptions(output_dir=args.output, formats=parse_formats(args.format), device=args.device,
                          tta=args.tta, store_back=args.store_back, resume=args.resume, workers=args.workers,
-                         retries=args.retries)
+                         retries=args.retries, amp=args.amp)
     summary = run_job(cases, model, options, client=client)
     rank, _ = distributed_rank_world()
     if rank == 0:

@@ -16,6 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated: nifti, dicom-seg (DICOM inputs), png (default: all three)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    parser.add_argument("--no-amp", dest="amp", action="store_false",
+                        help="float32 throughout (default: bfloat16 on CPUs with native bf16, float16 on CUDA)")
     parser.add_argument("--series", default=None,
                         help="DICOM series: a SeriesInstanceUID or a rule (modality=CT, description~REGEX, largest)")
     parser.add_argument("--trust-bundle", action="store_true",
@@ -28,6 +30,6 @@ def run(args: argparse.Namespace) -> int:
 
     case_dir = segment_file(args.input, args.bundle, args.output, formats=args.format, device=args.device,
                             tta=args.tta, series=args.series, trust_bundle=args.trust_bundle,
-                            model_loader=load_bundle)
+                            model_loader=load_bundle, amp=args.amp)
     print(case_dir)
     return 0

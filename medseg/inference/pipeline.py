@@ -87,7 +87,7 @@ def segment_file(input_path: str | Path, model_source: SegmentationModel | str |
                  formats: str | Sequence[str] = FORMATS, device: str = "auto", tta: bool = False,
                  series: str | None = None, trust_bundle: bool = False,
                  model_loader: Callable[..., SegmentationModel] | None = None,
-                 progress: bool = True, seg_uids: tuple[str, str] | None = None) -> Path:
+                 progress: bool = True, seg_uids: tuple[str, str] | None = None, amp: bool = True) -> Path:
     """Read ``input_path``, segment it, write ``output_dir/<case>/`` atomically; return that folder.
 
     Args:
@@ -98,6 +98,8 @@ def segment_file(input_path: str | Path, model_source: SegmentationModel | str |
         formats: subset of ``nifti``, ``dicom-seg`` (written for 3D DICOM inputs), ``png``.
         device, tta: see :func:`medseg.inference.segment`.
         series: DICOM series selector (UID or rule, see ``medseg.io.dicom.select_series``).
+        amp: reduced precision for the network where the hardware has it natively (see
+            :func:`medseg.inference.sliding_window.autocast_dtype`); False for float32 throughout.
         seg_uids: (SeriesInstanceUID, SOPInstanceUID) for the DICOM SEG; default fresh UIDs.
             Batch jobs derive them from input + weights so a rerun yields the same SEG instance.
 
@@ -132,7 +134,7 @@ def segment_file(input_path: str | Path, model_source: SegmentationModel | str |
     digest, hashed = input_hash(image, input_path)
 
     stats = StitchStats()
-    labels = segment(image, model, device=device, tta=tta, progress=progress, stats=stats)
+    labels = segment(image, model, device=device, tta=tta, progress=progress, stats=stats, amp=amp)
     timings.update(labels.meta["timings_s"])
 
     is_dicom = image.meta.get("format") == "dicom"

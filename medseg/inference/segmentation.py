@@ -51,7 +51,7 @@ class _SliceWise:
 
 
 def segment(image, model: SegmentationModel, *, device: str | Any = "auto", tta: bool = False,
-            progress: bool = True, stats: StitchStats | None = None):
+            progress: bool = True, stats: StitchStats | None = None, amp: bool = True):
     """Segment ``image`` with ``model`` and return the label map on the source grid.
 
     Args:
@@ -64,6 +64,7 @@ def segment(image, model: SegmentationModel, *, device: str | Any = "auto", tta:
             label the augmentation changed.
         progress: progress bar (off when ``MEDSEG_PROGRESS=0``).
         stats: optional :class:`StitchStats` filled with buffer sizes and fallbacks.
+        amp: run the network in float16 (CUDA) / bfloat16 (CPUs with native bf16); False: float32.
 
     Returns:
         MetaTensor ``(1, *spatial)`` of an integer dtype (uint8 up to 255 classes, int32 for
@@ -113,7 +114,7 @@ def segment(image, model: SegmentationModel, *, device: str | Any = "auto", tta:
     roi = (*model.roi_size, 1) if slice_mode else model.roi_size
     labels = sliding_window_labels(x.as_tensor(), predictor, roi, overlap=model.overlap,
                                    sw_batch_size=model.sw_batch_size, device=dev, tta=tta,
-                                   progress=progress, stats=stats)
+                                   progress=progress, stats=stats, amp=amp)
     timings["inference"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -152,6 +153,7 @@ def segment(image, model: SegmentationModel, *, device: str | Any = "auto", tta:
         "tta": bool(tta), "tta_disagreement": stats.tta_disagreement, "timings_s": timings,
         "stitch": {"n_windows": stats.n_windows, "accumulator_bytes": stats.accumulator_bytes,
                    "accumulator_dtype": stats.accumulator_dtype, "stitch_device": stats.stitch_device,
+                   "precision": stats.precision,
                    "fallbacks": list(stats.fallbacks)},
     })
     out = MetaTensor(values, affine=src_affine.clone(), meta=meta)

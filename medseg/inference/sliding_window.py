@@ -49,6 +49,26 @@ class StitchStats:
     sw_batch_size: int = 0
     fallbacks: list[str] = field(default_factory=list)
     tta_disagreement: float | None = None
+    precision: str = ""  # the network's compute precision: float32, bfloat16 (CPU) or float16 (CUDA)
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes bfloat16 natively (AVX512-BF16 or AMX tiles): bf16 autocast is
+    then 2-3x faster than float32 for convolutions. Elsewhere bf16 is emulated and slower."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(bool(check()) for check in checks if callable(check))
+
+
+def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    """Reduced precision for the network under ``amp``: float16 on CUDA, bfloat16 on a CPU with
+    native bf16, else None (float32). Stitching always accumulates in float32/float16 as documented."""
+    if not amp:
+        return None
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return None
 
 
 def progress_enabled(progress: bool = True) -> bool:
@@ -144,7 +164,9 @@ def sliding_window_labels(
         stitch_device: where the ring buffer lives; None: ``device`` if it fits there, else CPU.
         accumulate_dtype: ring-buffer dtype; None: float32 while the float32 ring stays under
             ``FLOAT32_RING_BYTES`` (few classes: exact sums, fastest), else float16.
-        amp: autocast float16 on CUDA.
+        amp: reduced precision for the network where the hardware has it natively: float16 on
+            CUDA, bfloat16 on a CPU with AVX512-BF16/AMX (:func:`autocast_dtype`); float32 elsewhere
+            or with ``amp=False``. ``stats.precision`` records what was used.
         channels_last: channels_last(_3d) memory format on CUDA.
         tta: flip test-time augmentation per window (identity + one flip per spatial axis);
             softmax (sigmoid for one channel) probabilities are averaged. The fraction of
@@ -225,6 +247,8 @@ def _run(x, predictor, roi_size, overlap, bs, sigma_scale, mode, device, stitch,
     fp16_limit = _FP16_MAX / max_cover
     flips = _flip_dims(n_sp, tta)
 
+    amp_dtype = autocast_dtype(device, amp)
+    stats.precision = str(amp_dtype or torch.float32).replace("torch.", "")
     net_dtype = x.dtype
     if isinstance(predictor, torch.nn.Module):
         p0 = next(iter(predictor.parameters()), None)
@@ -237,7 +261,8 @@ def _run(x, predictor, roi_size, overlap, bs, sigma_scale, mode, device, stitch,
         batch = batch.to(device=device, dtype=net_dtype)
         if mem_fmt is not None:
             batch = batch.contiguous(memory_format=mem_fmt)
-        with torch.no_grad(), torch.autocast(device_type="cuda", dtype=torch.float16, enabled=on_cuda and amp):
+        with torch.no_grad(), torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32,
+                                             enabled=amp_dtype is not None):
             out = _network_output(predictor(batch))
         if tuple(out.shape[2:]) != roi:
             raise ModelError(f"the network changed the window size {roi} to {tuple(out.shape[2:])}; "
