@@ -13,8 +13,7 @@ Public API (importing this package is light; torch/MONAI load on first use)::
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from medseg._lazy import lazy_getattr
 
 _LAZY = {
     "SegmentationModel": "medseg.inference.model",
@@ -28,7 +27,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'medseg.inference' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

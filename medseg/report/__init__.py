@@ -11,8 +11,7 @@ Public API::
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from medseg._lazy import lazy_getattr
 
 _LAZY = {
     "build_report": "medseg.report.builder",
@@ -29,7 +28,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'medseg.report' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
