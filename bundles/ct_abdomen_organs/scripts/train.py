@@ -33,7 +33,7 @@ def main() -> None:
     args = bt.common_args(__doc__.splitlines()[0]).parse_args()
     work = bt.work_dir(args.work, NAME)
     ds = bt.write_msd(work / "dataset", bt.iter_phantoms("abdomen_ct", TRAIN_PLAN), LABELS, "CT")
-    run = bt.train_run(ds, work / "run", "ct_abdomen", NETWORK, epochs=40, patch_size=(48, 48, 48),
+    run = bt.train_run(ds, work / "run", "ct_abdomen", NETWORK, epochs=80, patch_size=(48, 48, 48),
                        preset_overrides={"target_spacing": [2.5, 2.5, 2.5]},
                        batch_size=2, num_samples=2, lr=3e-3, val_fraction=0.2, val_every=5, seed=0,
                        max_minutes=args.max_minutes, resume=args.resume,
