@@ -1,4 +1,4 @@
-"""Projection radiographs (CR, DX, MG, ...): one frame -> a 2D MetaTensor (1, i, j).
+r"""Projection radiographs (CR, DX, MG, ...): one frame -> a 2D MetaTensor (1, i, j).
 
 * ``i`` runs along the pixel rows (the column index of the pixel array), ``j`` down the columns,
   so ``out[0, i, j] == pixel_array[j, i]`` after rescale (and inversion, below).
@@ -10,9 +10,15 @@
 * MONOCHROME1 (low values bright) is inverted after rescale, ``out = lo + hi - value`` over the
   range of BitsStored, so that bright = dense in every output; ``meta["photometric_original"]``
   keeps the stored interpretation. No VOI LUT/window is applied.
-* A projection has no position in the patient frame: the affine is ``diag(spacing_i, spacing_j,
-  1, 1)`` with identity directions and origin 0. No patient position is invented;
-  ``meta["patient_orientation"]`` copies PatientOrientation (e.g. ["L", "F"]) when present.
+* Directions come from PatientOrientation (0020,0020), which names the patient direction of
+  increasing ``i`` (along a row) and ``j`` (down a column): letters L/R/A/P/H/F become RAS unit
+  vectors (R = +x, A = +y, H = +z; an oblique value such as "LF" is their normalised sum), and the
+  normal is ``i x j``. So a PA chest film stored ``L\F`` gets i -> patient's left (RAS -x) and
+  j -> feet (RAS -z), and ``meta["orientation_known"]`` is True. Without a usable
+  PatientOrientation the directions are the identity, ``meta["orientation_known"]`` is False and a
+  warning says left/right is unknown: never trust that affine's sides.
+* A projection has no position in the patient frame: the origin is 0 (no patient position is
+  invented). ``meta["patient_orientation"]`` copies PatientOrientation when present.
 """
 
 from __future__ import annotations
@@ -26,6 +32,27 @@ from medseg.errors import GeometryError, InputError
 from medseg.io.dicom.series import SeriesInfo
 
 log = logging.getLogger("medseg.io.dicom")
+
+_RAS = {"R": (1.0, 0.0, 0.0), "L": (-1.0, 0.0, 0.0), "A": (0.0, 1.0, 0.0), "P": (0.0, -1.0, 0.0),
+        "H": (0.0, 0.0, 1.0), "F": (0.0, 0.0, -1.0)}
+
+
+def orientation_directions(patient_orientation) -> np.ndarray | None:
+    """3x3 matrix whose columns are the RAS directions of i, j and the normal, from
+    PatientOrientation (e.g. ``["L", "F"]``); None when absent, malformed or not orthogonal."""
+    values = [str(v).strip().upper() for v in (patient_orientation or [])]
+    if len(values) != 2 or not all(v and set(v) <= set(_RAS) for v in values):
+        return None
+    cols = []
+    for v in values:
+        vec = np.sum([_RAS[c] for c in v], axis=0)
+        norm = float(np.linalg.norm(vec))
+        if norm == 0.0:  # e.g. "LR"
+            return None
+        cols.append(vec / norm)
+    if abs(float(np.dot(cols[0], cols[1]))) > 1e-3:
+        return None
+    return np.stack([cols[0], cols[1], np.cross(cols[0], cols[1])], axis=1)
 
 
 def _spacing(ds, name: str) -> tuple[float, float, str]:
@@ -85,7 +112,14 @@ def read_xray(info: SeriesInfo, path: Path):
         raise InputError(f"{h.name}: PhotometricInterpretation {photometric} is not greyscale")
     sr, sc, source = _spacing(ds, h.name)
     image = np.ascontiguousarray(frame.T)
-    affine = np.diag([sc, sr, 1.0, 1.0])
+    po = ds.get("PatientOrientation")
+    directions = orientation_directions(po)
+    affine = np.eye(4)
+    if directions is None:
+        log.warning("%s: no usable PatientOrientation; left/right of this radiograph is unknown", h.name)
+        affine[:3, :3] = np.diag([sc, sr, 1.0])
+    else:
+        affine[:3, :3] = directions * np.array([sc, sr, 1.0])
     meta = _base_meta(info, path)
     meta.update({
         "spacing": (float(sc), float(sr)),
@@ -94,8 +128,8 @@ def read_xray(info: SeriesInfo, path: Path):
         "sop_instance_uids": [str(ds.get("SOPInstanceUID", ""))],
         "dicom_files": [_file_label(h, info.source)],
         "projection": True,
+        "orientation_known": directions is not None,
     })
-    po = ds.get("PatientOrientation")
     if po:
         meta["patient_orientation"] = [str(v) for v in po]
     return image, affine, meta
