@@ -139,3 +139,14 @@ def test_bad_arguments_raise_typed_errors(tmp_path):
     with pytest.raises(InputError):
         write_dicom_xray(np.full((4, 4), -5), 1.0, tmp_path / "x.dcm")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_second_series_into_the_same_folder_is_refused(tmp_path):
+    from medseg.errors import ConfigError
+
+    vol = np.zeros((8, 8, 4), np.float32)
+    first = write_dicom_series(vol, np.diag([1.0, 1.0, 2.0, 1.0]), tmp_path / "s")
+    before = {p.name: p.read_bytes() for p in first}
+    with pytest.raises(ConfigError, match="own"):
+        write_dicom_series(vol + 100, np.diag([1.0, 1.0, 2.0, 1.0]), tmp_path / "s")
+    assert {p.name: p.read_bytes() for p in first} == before  # the first series is untouched

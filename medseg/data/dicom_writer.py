@@ -176,6 +176,10 @@ def write_dicom_series(
     if np.linalg.norm(col_k) == 0:
         thickness = 1.0
 
+    existing = sorted(Path(out_dir).glob("*.dcm")) if Path(out_dir).is_dir() else []
+    if existing:  # file names are 0000.dcm...: a second series would overwrite the first one's slices
+        raise ConfigError(f"{Path(out_dir).name} already holds {len(existing)} DICOM files; write each "
+                          "series into its own (empty) folder")
     n = volume.shape[2]
     rng = np.random.default_rng(seed)
     if order == "sorted":
