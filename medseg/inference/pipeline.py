@@ -168,7 +168,13 @@ def segment_file(input_path: str | Path, model_source: SegmentationModel | str |
                     raise
                 raise ConfigError("png output needs medseg.io.overlay, which this install lacks; "
                                   "use --format nifti,dicom-seg") from None
-            save_overlay_montage(image, labels, tmp / "overlay.png", label_names=model.labels)
+            if model.task == "instance":  # one colour for the class, not a legend row per instance
+                import torch
+
+                shown, names = (labels > 0).to(torch.uint8), {1: next(iter(model.labels.values()), "object")}
+            else:
+                shown, names = labels, model.labels
+            save_overlay_montage(image, shown, tmp / "overlay.png", label_names=names)
             written.append("overlay.png")
         timings["write"] = time.perf_counter() - t0
         prov = provenance(model, model_kind, image, labels, digest, hashed, timings, written, skipped, tta)
