@@ -34,6 +34,8 @@ PHANTOM_CHECKS: dict[str, tuple[str, int, str | None, dict[int, float]]] = {
     "ct_abdomen_organs": ("abdomen_ct", 7001, "ASR", {1: 0.8, 2: 0.55, 3: 0.7, 4: 0.7}),
     # README (9001-9004): nodule Dice 0.71-0.82
     "ct_lung_lesion": ("lung_ct", 7001, "ASR", {1: 0.4}),
+    # README (9001-9002): brain 0.96-0.97
+    "mri_brain_mask": ("brain_mr", 7001, "ASR", {1: 0.9}),
 }
 # ct_spine: per-level naming is not reliable (README), so the unseen phantom is scored with the
 # levels merged (vertebra vs background; README 0.87-0.92)
@@ -43,7 +45,8 @@ FLOOR_NUCLEI_F1 = 0.8
 
 SHIPPED = sorted(p.name for p in BUNDLES.iterdir() if (p / "configs" / "metadata.json").is_file()) \
     if BUNDLES.is_dir() else []
-EXPECTED = ["ct_abdomen_organs", "ct_lung_lesion", "ct_spine", "fluo_nuclei_2d", "xray_chest_lungs"]
+EXPECTED = ["ct_abdomen_organs", "ct_lung_lesion", "ct_spine", "fluo_nuclei_2d", "mri_brain_mask",
+            "xray_chest_lungs"]
 
 
 def test_expected_bundles_are_shipped():

