@@ -151,7 +151,6 @@ def test_02_training_a_3d_organ_model(tmp_path):
     assert metrics["best_val_dice_mean"] == pytest.approx(r["best_val_dice_mean"], abs=1e-6)
 
 
-@pytest.mark.slow
 def test_04_packaging_a_monai_bundle(tmp_path):
     import nibabel as nib
 
@@ -264,7 +263,6 @@ def test_07_chest_xray_lungs_full_with_real_cr(tmp_path):
     assert w > 100 and h > 100
 
 
-@pytest.mark.slow
 @pytest.mark.orthanc
 def test_05_pacs_batch_job(tmp_path):
     import highdicom as hd
