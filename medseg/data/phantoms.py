@@ -175,6 +175,20 @@ class _Deform:
         return x + dx, y + dy, z + dz
 
 
+def _world_grid(shape: tuple[int, ...], spacing: Sequence[float], orientation: Orientation, seed: int,
+                deform: float):
+    """What every 3D generator starts from: its seeded RNG, the voxel->RAS affine, the half extents
+    of the field of view (mm), the world points of each voxel and the same points smoothly deformed
+    (relative amplitude ``deform``). The RNG is consumed in the same order as before, so a seed
+    gives the same phantom."""
+    rng = np.random.default_rng(seed)
+    d = direction_matrix(orientation)
+    affine = grid_affine(shape, spacing, d)
+    half = _half_extents(shape, spacing, d)
+    points = _world_points(shape, affine)
+    return rng, affine, half, points, _Deform(rng, half, deform)(*points)
+
+
 def _ellipsoid(x, y, z, centre, semi) -> np.ndarray:
     """Normalised squared radius of points w.r.t. an axis-aligned ellipsoid (<= 1 is inside)."""
     return (((x - centre[0]) / semi[0]) ** 2 + ((y - centre[1]) / semi[1]) ** 2
@@ -213,12 +227,7 @@ def abdomen_ct(shape: Sequence[int] = (96, 96, 64), spacing: Sequence[float] = (
     ``spacing`` is mm along i, j, k; see the module docstring for ``orientation``.
     """
     shape = _check_shape(shape, 3)
-    rng = np.random.default_rng(seed)
-    d = direction_matrix(orientation)
-    affine = grid_affine(shape, spacing, d)
-    half = _half_extents(shape, spacing, d)
-    x0, y0, z0 = _world_points(shape, affine)
-    x, y, z = _Deform(rng, half, 0.04)(x0, y0, z0)
+    rng, affine, half, (x0, y0, z0), (x, y, z) = _world_grid(shape, spacing, orientation, seed, 0.04)
     # normalised body units: a = half width (R-L), b = half depth (A-P), c = half height (S-I)
     a, b, c = 0.9 * half[0], 0.68 * half[1], half[2]
     j = lambda s: _jitter(rng, s)  # noqa: E731
@@ -312,12 +321,7 @@ def lung_ct(shape: Sequence[int] = (96, 96, 64), spacing: Sequence[float] = (1.5
     their number (1-3 drawn from ``seed`` otherwise).
     """
     shape = _check_shape(shape, 3)
-    rng = np.random.default_rng(seed)
-    d = direction_matrix(orientation)
-    affine = grid_affine(shape, spacing, d)
-    half = _half_extents(shape, spacing, d)
-    x0, y0, z0 = _world_points(shape, affine)
-    x, y, z = _Deform(rng, half, 0.03)(x0, y0, z0)
+    rng, affine, half, (x0, y0, z0), (x, y, z) = _world_grid(shape, spacing, orientation, seed, 0.03)
     a, b, c = 0.9 * half[0], 0.68 * half[1], half[2]
 
     body = _ellipse(x, y, (0, 0), (a, b)) <= 1
@@ -445,12 +449,7 @@ def spine_ct(shape: Sequence[int] = (64, 64, 96), spacing: Sequence[float] = (1.
     (~90 HU) are unlabelled. The column runs along the patient's S-I axis.
     """
     shape = _check_shape(shape, 3)
-    rng = np.random.default_rng(seed)
-    d = direction_matrix(orientation)
-    affine = grid_affine(shape, spacing, d)
-    half = _half_extents(shape, spacing, d)
-    x0, y0, z0 = _world_points(shape, affine)
-    x, y, z = _Deform(rng, half, 0.02)(x0, y0, z0)
+    rng, affine, half, (x0, y0, z0), (x, y, z) = _world_grid(shape, spacing, orientation, seed, 0.02)
     a, b, c = half
 
     n = int(rng.integers(3, len(SPINE_LEVELS) + 1))
@@ -528,12 +527,7 @@ def brain_mr(shape: Sequence[int] = (80, 96, 80), spacing: Sequence[float] = (2.
     and Rician noise (``noise``) vary with ``seed``.
     """
     shape = _check_shape(shape, 3)
-    rng = np.random.default_rng(seed)
-    d = direction_matrix(orientation)
-    affine = grid_affine(shape, spacing, d)
-    half = _half_extents(shape, spacing, d)
-    x0, y0, z0 = _world_points(shape, affine)
-    x, y, z = _Deform(rng, half, 0.03)(x0, y0, z0)
+    rng, affine, half, (x0, y0, z0), (x, y, z) = _world_grid(shape, spacing, orientation, seed, 0.03)
     hs = np.array([0.88 * half[0], 0.9 * half[1], 0.85 * half[2]])
     hc = np.array([0.0, 0.0, -0.05 * half[2]])
 
