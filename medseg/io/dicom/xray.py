@@ -24,12 +24,14 @@ r"""Projection radiographs (CR, DX, MG, ...): one frame -> a 2D MetaTensor (1, i
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from medseg.errors import GeometryError, InputError
 from medseg.io.dicom.series import SeriesInfo
+from medseg.io.safety import GeometryWarning
 
 log = logging.getLogger("medseg.io.dicom")
 
@@ -116,7 +118,8 @@ def read_xray(info: SeriesInfo, path: Path):
     directions = orientation_directions(po)
     affine = np.eye(4)
     if directions is None:
-        log.warning("%s: no usable PatientOrientation; left/right of this radiograph is unknown", h.name)
+        warnings.warn(f"{h.name}: no usable PatientOrientation; left/right of this radiograph is unknown",
+                      GeometryWarning, stacklevel=2)
         affine[:3, :3] = np.diag([sc, sr, 1.0])
     else:
         affine[:3, :3] = directions * np.array([sc, sr, 1.0])
