@@ -34,7 +34,7 @@ PHANTOM_CHECKS: dict[str, tuple[str, int, str | None, dict[int, float]]] = {
     "ct_abdomen_organs": ("abdomen_ct", 7001, "ASR", {1: 0.8, 2: 0.55, 3: 0.7, 4: 0.7}),
     # README (9001-9004): nodule Dice 0.71-0.82
     "ct_lung_lesion": ("lung_ct", 7001, "ASR", {1: 0.4}),
-    # README (9001-9002): brain 0.96-0.97
+    # README (9001-9002): brain 0.97-0.98
     "mri_brain_mask": ("brain_mr", 7001, "ASR", {1: 0.9}),
 }
 # ct_spine: per-level naming is not reliable (README), so the unseen phantom is scored with the
