@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from medseg._hashing import sha256_file
 from medseg.batch.runner import BatchCase
 from medseg.errors import ConfigError, InputError
 
@@ -51,12 +52,6 @@ class PacsInput:
     series_instance_uid: str
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def uid_identity(sop_instance_uids: list[str]) -> str:
@@ -131,7 +126,7 @@ def folder_cases(root: str | Path, *, select: str | None = None) -> list[BatchCa
     files = sorted(p for p in root.rglob("*") if p.is_file())
     for p in files:
         if p.name.lower().endswith(IMAGE_SUFFIXES):
-            cases.append(BatchCase(_file_case_name(p), "file:" + _sha256_file(p), FileInput(p)))
+            cases.append(BatchCase(_file_case_name(p), "file:" + sha256_file(p), FileInput(p)))
     dicom_candidates = [p for p in files if not p.name.lower().endswith(IMAGE_SUFFIXES)]
     if dicom_candidates:
         try:
@@ -174,7 +169,7 @@ def csv_cases(manifest: str | Path) -> list[BatchCase]:
             uids = [str(h.ds.SOPInstanceUID) for h in chosen.headers]
             cases.append(BatchCase(name, "dicom:" + uid_identity(uids), DicomSeriesInput(p, chosen.series_instance_uid)))
         else:
-            cases.append(BatchCase(name, "file:" + _sha256_file(p), FileInput(p)))
+            cases.append(BatchCase(name, "file:" + sha256_file(p), FileInput(p)))
     return cases
 
 

@@ -52,7 +52,6 @@ pickle payload cannot run code.
 from __future__ import annotations
 
 import ast
-import hashlib
 import importlib
 import inspect
 import re
@@ -60,6 +59,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from medseg._hashing import sha256_file
 from medseg.errors import BundleError, TrustError
 
 TRUST_HINT = "rerun with --trust-bundle if you trust its author"
@@ -331,13 +331,6 @@ def ensure_trusted(configs: dict[str, Any], *, trust: bool = False) -> None:
         raise TrustError(f"bundle config runs code that is not allow-listed: {shown}{more}; {TRUST_HINT}")
 
 
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_checksums(bundle_dir: str | Path) -> dict[str, str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -24,6 +23,7 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
+from medseg._hashing import sha256_file as sha256_of
 from medseg.data.registry import PACKAGES, SAMPLES, Package, Sample
 from medseg.errors import ConfigError, DataFetchError
 from medseg.io.atomic import atomic_dir
@@ -40,13 +40,6 @@ def cache_dir() -> Path:
     return root
 
 
-def sha256_of(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _get_sample(name: str) -> Sample:
