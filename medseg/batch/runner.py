@@ -78,8 +78,13 @@ def shard(cases: Sequence[BatchCase], rank: int, world_size: int) -> list[BatchC
     return [c for i, c in enumerate(ordered) if i % world_size == rank]
 
 
+def _rank_journals(output_dir: Path) -> list[Path]:
+    return sorted(output_dir.glob("manifest.rank*.jsonl"))
+
+
 def _journal_paths(output_dir: Path) -> list[Path]:
-    return sorted(output_dir.glob("manifest.rank*.jsonl")) + [output_dir / "manifest.jsonl"]
+    """Every journal that can record a done case: the per-rank ones and the merged manifest."""
+    return _rank_journals(output_dir) + [output_dir / "manifest.jsonl"]
 
 
 def run_batch(
@@ -180,7 +185,7 @@ def run_batch(
     summary.seconds = time.monotonic() - t_start
     _sum_across_ranks(summary, world_size)
     if rank == 0:
-        summary.manifest = merge_manifests(_journal_paths(out)[:-1] or [journal.path], out / "manifest.jsonl")
+        summary.manifest = merge_manifests(_rank_journals(out), out / "manifest.jsonl")
     return summary
 
 
