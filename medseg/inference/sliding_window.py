@@ -125,10 +125,21 @@ def _label_dtype(n_classes: int) -> torch.dtype:
 
 
 def _reduce(acc: torch.Tensor) -> torch.Tensor:
-    """Class scores (C, ...) -> labels: argmax, or ``score > 0`` for a single channel."""
+    """Class scores (C, ...) -> labels: argmax, or ``score > 0`` for a single channel.
+
+    The argmax runs as a running maximum over the class planes: each plane is a plain strided
+    view, where ``torch.argmax(dim=0)`` on the (non-contiguous) ring-buffer view walks the class
+    axis voxel by voxel, about 10x slower on CPU. Ties keep the lowest class, as argmax does.
+    """
     if acc.shape[0] == 1:
         return (acc[0] > 0).to(torch.uint8)
-    return torch.argmax(acc, dim=0).to(_label_dtype(acc.shape[0]))
+    labels = torch.zeros(acc.shape[1:], dtype=_label_dtype(acc.shape[0]), device=acc.device)
+    best = acc[0].clone()
+    for c in range(1, acc.shape[0]):
+        plane = acc[c]
+        labels.masked_fill_(plane > best, c)
+        torch.maximum(best, plane, out=best)
+    return labels
 
 
 def sliding_window_labels(
