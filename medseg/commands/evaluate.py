@@ -8,7 +8,7 @@ HELP = "score predicted label maps against references (Dice, IoU, HD95, ASSD, NS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("pred", help="prediction: a label file (NIfTI/NRRD/MHA/DICOM SEG) or a folder of them")
+    parser.add_argument("pred", help="prediction: a label file (NIfTI/NRRD/MHA/DICOM SEG/TIFF/PNG) or a folder of them")
     parser.add_argument("ref", help="reference: same kind as PRED; cases are paired by file name without suffix")
     parser.add_argument("-o", "--output", required=True, help="folder for metrics.csv, summary.json, plots")
     parser.add_argument("--labels", nargs="+", metavar="L",
@@ -39,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
         if names:
             more = f" (+{len(names) - 10} more)" if len(names) > 10 else ""
             print(f"  unmatched {side.replace('_', '-')}: {', '.join(names[:10])}{more}")
+    if s.get("ignored_files"):
+        print(f"  ignored {len(s['ignored_files'])} picture(s) next to a label volume of the same case "
+              f"(e.g. {s['ignored_files'][0]})")
     for lab, info in s["per_label"].items():
         d = info["metrics"]["dice"]
         mean = "n/a" if d["mean"] is None else f"{d['mean']:.4f}"

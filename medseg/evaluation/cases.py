@@ -11,8 +11,12 @@ from typing import Any
 
 from medseg.errors import EvaluationError
 
-#: File suffixes a case may have; the case name is the file name without it.
-CASE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+#: 2D picture formats (microscopy, X-ray exports) read through :func:`medseg.io.load`.
+PICTURE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png")
+
+#: File suffixes a case may have; the case name is the file name without it (the first suffix
+#: that matches, so ``cell1.ome.tif`` is case ``cell1``).
+CASE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", *PICTURE_SUFFIXES)
 
 
 def case_name(path: str | os.PathLike[str]) -> str | None:
@@ -25,19 +29,32 @@ def case_name(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
-def _index_folder(folder: Path, what: str) -> dict[str, Path]:
-    found: dict[str, Path] = {}
+def is_picture(path: str | os.PathLike[str]) -> bool:
+    """True for a 2D picture file (TIFF / PNG, see :data:`PICTURE_SUFFIXES`)."""
+    return Path(path).name.lower().endswith(PICTURE_SUFFIXES)
+
+
+def _index_folder(folder: Path, what: str, ignored: list[str]) -> dict[str, Path]:
+    """Case name -> file. A picture next to a label volume of the same case (``case1.nii.gz``
+    and its ``case1.png`` overlay) is left out and its name appended to ``ignored``; any other
+    two files for one case raise EvaluationError."""
+    by_case: dict[str, list[Path]] = {}
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith(".") or not entry.is_file():
             continue
         name = case_name(entry)
-        if name is None:
-            continue
-        if name in found:
+        if name is not None:
+            by_case.setdefault(name, []).append(entry)
+    found: dict[str, Path] = {}
+    for name, files in by_case.items():
+        volumes = [f for f in files if not is_picture(f)]
+        keep = volumes if volumes else files
+        if len(keep) > 1:
             raise EvaluationError(
-                f"{what} folder holds two files for case {name!r} ({found[name].name}, {entry.name}): keep one"
+                f"{what} folder holds two files for case {name!r} ({keep[0].name}, {keep[1].name}): keep one"
             )
-        found[name] = entry
+        found[name] = keep[0]
+        ignored.extend(f"{what}/{f.name}" for f in files if f not in keep)
     return found
 
 
@@ -48,13 +65,16 @@ class CaseMatch:
     pairs: list[tuple[str, Path, Path]] = field(default_factory=list)
     pred_only: list[str] = field(default_factory=list)
     ref_only: list[str] = field(default_factory=list)
+    #: pictures left out because a label volume of the same case sits next to them
+    ignored: list[str] = field(default_factory=list)
 
 
 def match_cases(pred: str | os.PathLike[str], ref: str | os.PathLike[str]) -> CaseMatch:
     """Pair files of two folders by case name (file name without suffix), or two single files.
 
-    Suffixes: :data:`CASE_SUFFIXES` (NIfTI, NRRD, MetaImage, DICOM SEG ``.dcm``); names
-    starting with ``.`` are ignored. Raises EvaluationError for missing inputs or a folder
+    Suffixes: :data:`CASE_SUFFIXES` (NIfTI, NRRD, MetaImage, DICOM SEG ``.dcm``, TIFF / OME-TIFF
+    and PNG label pictures); names starting with ``.`` are ignored. When a case has a label
+    volume and a picture (an overlay), the volume is used and the picture listed in ``ignored``. Raises EvaluationError for missing inputs or a folder
     compared with a file.
     """
     p, r = Path(pred), Path(ref)
@@ -66,7 +86,8 @@ def match_cases(pred: str | os.PathLike[str], ref: str | os.PathLike[str]) -> Ca
     if p.is_file():
         name = case_name(p) or p.name
         return CaseMatch(pairs=[(name, p, r)])
-    pi, ri = _index_folder(p, "prediction"), _index_folder(r, "reference")
+    ignored: list[str] = []
+    pi, ri = _index_folder(p, "prediction", ignored), _index_folder(r, "reference", ignored)
     if not pi and not ri:
         raise EvaluationError(f"no label files ({', '.join(CASE_SUFFIXES)}) in {p.name!r} or {r.name!r}")
     common = sorted(set(pi) & set(ri))
@@ -74,6 +95,7 @@ def match_cases(pred: str | os.PathLike[str], ref: str | os.PathLike[str]) -> Ca
         pairs=[(c, pi[c], ri[c]) for c in common],
         pred_only=sorted(set(pi) - set(ri)),
         ref_only=sorted(set(ri) - set(pi)),
+        ignored=ignored,
     )
 
 
@@ -118,7 +140,9 @@ def reference_image_for(ref_image: str | os.PathLike[str] | None, case: str) -> 
 def read_label_map(path: str | os.PathLike[str], reference_image: str | os.PathLike[str] | None = None) -> Any:
     """Read a label map as an integer MetaTensor ``(1, i, j, k)`` with a RAS affine (mm).
 
-    NIfTI / NRRD / MetaImage through :func:`medseg.io.load` (``kind="label"``). A DICOM SEG is
+    NIfTI / NRRD / MetaImage / TIFF / PNG through :func:`medseg.io.load` (``kind="label"``; a
+    picture comes back ``(1, rows, columns)`` with its pixel spacing in mm, or 1.0 flagged as a
+    default). A DICOM SEG is
     placed on the grid of ``reference_image`` (its source series) when given, else on its own
     geometry (only the frames it stores).
     """

@@ -187,6 +187,7 @@ def evaluate(
         "n_cases": len(match.pairs),
         "cases": [c for c, _, _ in match.pairs],
         "unmatched": {"pred_only": match.pred_only, "ref_only": match.ref_only},
+        "ignored_files": match.ignored,
         "labels": {str(k): v for k, v in label_names.items()},
         "tolerance_mm": float(tolerance_mm),
         "empty_policy": {
