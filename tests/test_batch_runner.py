@@ -146,3 +146,17 @@ def test_stale_partials_from_a_killed_run_are_removed(tmp_path):
     (tmp_path / ".case01.xyz.part").mkdir()
     run_batch([], lambda c, k: CaseResult(), output_dir=tmp_path, weights_sha256="w", progress=False)
     assert not list(tmp_path.rglob("*.part*"))
+
+
+def test_resume_keeps_the_records_of_a_manifest_whose_rank_journals_are_gone(tmp_path):
+    def process(case, key):
+        return CaseResult(outputs={"seg": case.case})
+
+    run_batch(_cases(3), process, output_dir=tmp_path, weights_sha256="w", progress=False)
+    first = (tmp_path / "manifest.jsonl").read_text()
+    (tmp_path / "manifest.rank0.jsonl").unlink()  # e.g. only manifest.jsonl was copied with the outputs
+    s = run_batch(_cases(4), process, output_dir=tmp_path, weights_sha256="w", progress=False)
+    assert (s.done, s.skipped) == (1, 3)
+    latest = Manifest(tmp_path / "manifest.jsonl").latest()
+    assert sorted(r.case for r in latest.values()) == ["case00", "case01", "case02", "case03"]
+    assert set(first.splitlines()) <= set((tmp_path / "manifest.jsonl").read_text().splitlines())

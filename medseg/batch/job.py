@@ -1,6 +1,10 @@
 """A batch segmentation job: cases from a folder, a CSV or a PACS, segmented with one model,
 outputs per case under ``OUTPUT/<case>/``, optionally the DICOM SEG stored back to the PACS.
 
+Case folders: ``OUTPUT/<case>/`` is named exactly as ``medseg segment`` names it (the folder
+``segment_file`` returns is moved as is), unless a CSV manifest gives the case a name. A folder
+that holds the finished output of another input is never replaced: that case fails with a reason.
+
 Idempotence across crashes: the SEG's Series and SOP Instance UIDs are derived from the case key
 (input identity + weights sha256), so a case redone after a crash produces the same SEG instance,
 and store-back first asks the PACS whether that series is already there.
@@ -11,14 +15,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from medseg.batch.runner import BatchCase, BatchSummary, CaseResult, run_batch
+from medseg.batch.runner import BatchCase, BatchSummary, CaseResult, done_case_folders, run_batch
 from medseg.batch.sources import DicomSeriesInput, FileInput, PacsInput
-from medseg.errors import ConfigError
+from medseg.errors import ConfigError, InputError
 
 
 def seg_uids_for(key: str) -> tuple[str, str]:
@@ -49,6 +54,19 @@ def run_job(cases: Sequence[BatchCase], model, options: JobOptions, *, client=No
         raise ConfigError("--store-back needs a PACS source (--pacs URL)")
     out = Path(options.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    owners = done_case_folders(out)  # folder name -> key of the input whose finished output it holds
+    owners_lock = threading.Lock()
+
+    def claim(name: str, key: str) -> Path:
+        """The final folder for case ``key``; refuses one holding another input's finished output."""
+        final = out / name
+        with owners_lock:
+            owner = owners.get(name)
+            if owner is not None and owner != key and final.exists():
+                raise InputError(f"case folder {name} already holds the finished output of another input; "
+                                 "give this input its own 'case' in a CSV manifest, or remove that folder")
+            owners[name] = key
+        return final
 
     def process(case: BatchCase, key: str) -> CaseResult:
         t0 = time.perf_counter()
@@ -76,7 +94,7 @@ def run_job(cases: Sequence[BatchCase], model, options: JobOptions, *, client=No
             produced = segment_file(input_path, model, work / "out", formats=options.formats,
                                     device=options.device, tta=options.tta, series=series,
                                     seg_uids=seg_uids_for(key), progress=False, amp=options.amp)
-            final = out / case.case
+            final = claim(case.case if case.explicit_name else produced.name, key)
             if final.exists():  # left by an interrupted run of this same case (not done in the journal)
                 shutil.rmtree(final)
             os.replace(produced, final)
@@ -102,7 +120,7 @@ def run_job(cases: Sequence[BatchCase], model, options: JobOptions, *, client=No
         if prov.exists():
             timings.update({f"segment.{k}": v for k, v in json.loads(prov.read_text())["timings_s"].items()})
         timings["total"] = time.perf_counter() - t0
-        return CaseResult(outputs=outputs, timings_s=timings, extra=extra)
+        return CaseResult(outputs=outputs, timings_s=timings, extra=extra, case=final.name)
 
     return run_batch(cases, process, output_dir=out, weights_sha256=model.weights_sha256 or "unknown",
                      resume=options.resume, workers=options.workers, retries=options.retries,

@@ -26,11 +26,17 @@ from medseg.errors import MedsegError, PACSError
 
 @dataclass
 class BatchCase:
-    """A unit of work. ``identity`` must not contain patient identifiers (use hashes / UIDs)."""
+    """A unit of work. ``identity`` must not contain patient identifiers (use hashes / UIDs).
+
+    ``case`` is the output folder name known up front; ``explicit_name`` is True when the user
+    chose it (CSV column ``case``), False when it is derived from the input and the process
+    function may report the folder it really wrote (:attr:`CaseResult.case`).
+    """
 
     case: str
     identity: str
     payload: Any = None
+    explicit_name: bool = False
 
     def key(self, weights_sha256: str) -> str:
         return hashlib.sha256(f"{self.identity}\n{weights_sha256}".encode()).hexdigest()
@@ -38,11 +44,16 @@ class BatchCase:
 
 @dataclass
 class CaseResult:
-    """What a process function returns for a finished case."""
+    """What a process function returns for a finished case.
+
+    ``case``: the name of the case folder really written, when it differs from the name the case
+    had up front (the manifest records this one, so it always points at an existing folder).
+    """
 
     outputs: dict[str, str] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     extra: dict[str, object] = field(default_factory=dict)
+    case: str | None = None
 
 
 @dataclass
@@ -85,6 +96,12 @@ def _rank_journals(output_dir: Path) -> list[Path]:
 def _journal_paths(output_dir: Path) -> list[Path]:
     """Every journal that can record a done case: the per-rank ones and the merged manifest."""
     return _rank_journals(output_dir) + [output_dir / "manifest.jsonl"]
+
+
+def done_case_folders(output_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """Case folder name -> key of the input whose ``done`` record (any journal, newest wins) names it."""
+    records = [r for path in _journal_paths(Path(output_dir)) for r in Manifest(path).records() if r.status == "done"]
+    return {r.case: r.key for r in sorted(records, key=lambda r: r.finished_at)}
 
 
 def run_batch(
@@ -158,7 +175,7 @@ def run_batch(
             else:
                 timings = dict(result.timings_s)
                 timings.setdefault("total", time.monotonic() - t0)
-                record = CaseRecord(key, case.case, "done", outputs=result.outputs, timings_s=timings,
+                record = CaseRecord(key, result.case or case.case, "done", outputs=result.outputs, timings_s=timings,
                                     attempts=tries, rank=rank, extra=result.extra)
             break
         with lock:
@@ -184,8 +201,8 @@ def run_batch(
 
     summary.seconds = time.monotonic() - t_start
     _sum_across_ranks(summary, world_size)
-    if rank == 0:
-        summary.manifest = merge_manifests(_rank_journals(out), out / "manifest.jsonl")
+    if rank == 0:  # the merged manifest is an input too: records of journals deleted since are kept
+        summary.manifest = merge_manifests(_journal_paths(out), out / "manifest.jsonl")
     return summary
 
 

@@ -2,7 +2,9 @@
 
 Each source returns :class:`~medseg.batch.runner.BatchCase` objects whose ``identity`` is a hash
 of the input (file bytes, or the sorted SOP Instance UIDs of a DICOM series) and whose ``case``
-name holds no patient data (file stems, or ``series-<hash>`` for DICOM).
+name is the folder ``medseg segment`` would write for that input (:mod:`medseg.batch.naming`:
+file names without suffix, ``series-<SeriesInstanceUID>`` for DICOM; never a DICOM folder name),
+or the ``case`` a CSV manifest gives.
 
 Series rules (``--select``), comma-separated, all must hold::
 
@@ -22,6 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medseg._hashing import sha256_file
+from medseg.batch.naming import (
+    check_case_name,
+    check_unique,
+    dicom_file_series_uid,
+    explicit_case_name,
+    pipeline_case_name,
+)
 from medseg.batch.runner import BatchCase
 from medseg.errors import ConfigError, InputError
 
@@ -57,20 +66,6 @@ class PacsInput:
 def uid_identity(sop_instance_uids: list[str]) -> str:
     """Identity of a DICOM input: sha256 of its sorted SOP Instance UIDs."""
     return hashlib.sha256("\n".join(sorted(sop_instance_uids)).encode()).hexdigest()
-
-
-def series_case_name(series_instance_uid: str) -> str:
-    """A folder name for a series: a short hash of its UID (UIDs can be long; no patient data)."""
-    return "series-" + hashlib.sha256(series_instance_uid.encode()).hexdigest()[:16]
-
-
-def _file_case_name(path: Path) -> str:
-    name = path.name
-    for suf in IMAGE_SUFFIXES:
-        if name.lower().endswith(suf):
-            name = name[: -len(suf)]
-            break
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "case"
 
 
 def _orientation(iop) -> str:
@@ -126,7 +121,7 @@ def folder_cases(root: str | Path, *, select: str | None = None) -> list[BatchCa
     files = sorted(p for p in root.rglob("*") if p.is_file())
     for p in files:
         if p.name.lower().endswith(IMAGE_SUFFIXES):
-            cases.append(BatchCase(_file_case_name(p), "file:" + sha256_file(p), FileInput(p)))
+            cases.append(BatchCase(pipeline_case_name(p), "file:" + sha256_file(p), FileInput(p)))
     dicom_candidates = [p for p in files if not p.name.lower().endswith(IMAGE_SUFFIXES)]
     if dicom_candidates:
         try:
@@ -137,18 +132,23 @@ def folder_cases(root: str | Path, *, select: str | None = None) -> list[BatchCa
         for s in series:
             if all(rule(s) for rule in rules):
                 uids = [str(h.ds.SOPInstanceUID) for h in s.headers]
-                cases.append(BatchCase(series_case_name(s.series_instance_uid), "dicom:" + uid_identity(uids),
-                                       DicomSeriesInput(root, s.series_instance_uid)))
-    names = [c.case for c in cases]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise InputError(f"several inputs map to the same case name: {', '.join(dupes[:5])}; rename them")
+                cases.append(BatchCase(pipeline_case_name(root, s.series_instance_uid),
+                                       "dicom:" + uid_identity(uids), DicomSeriesInput(root, s.series_instance_uid)))
+    for c in cases:
+        check_case_name(c.case, root.name)
+    check_unique([c.case for c in cases])
     return cases
 
 
 def csv_cases(manifest: str | Path) -> list[BatchCase]:
     """A CSV with a column ``input`` (file or DICOM folder, relative to the CSV) and optional
-    ``series`` (UID or rule for a DICOM folder) and ``case`` (output folder name)."""
+    ``series`` (UID or rule for a DICOM folder) and ``case`` (output folder name).
+
+    Without ``case`` a row's output folder is the one ``medseg segment`` writes for its input
+    (``series-<SeriesInstanceUID>`` for a DICOM folder or ``.dcm`` file). A ``case`` is made safe
+    as a folder name (see :func:`medseg.batch.naming.explicit_case_name`). Raises InputError for a
+    missing input, an unusable ``case`` or two rows that map to the same folder.
+    """
     manifest = Path(manifest)
     try:
         rows = list(csv.DictReader(manifest.read_text(encoding="utf-8-sig").splitlines()))
@@ -158,18 +158,27 @@ def csv_cases(manifest: str | Path) -> list[BatchCase]:
         raise InputError(f"the manifest {manifest.name} needs a header row with a column 'input'")
     cases = []
     for n, row in enumerate(rows, start=2):
+        where = f"{manifest.name} line {n}"
         p = (manifest.parent / row["input"]).resolve()
         if not p.exists():
-            raise InputError(f"{manifest.name} line {n}: input {row['input']!r} does not exist")
-        name = re.sub(r"[^A-Za-z0-9._-]+", "_", row.get("case") or "") or _file_case_name(p)
+            raise InputError(f"{where}: input {row['input']!r} does not exist")
+        given = (row.get("case") or "").strip()
         if p.is_dir():
             from medseg.io.dicom import list_series, select_series
 
             chosen = select_series(list_series(p), row.get("series") or None)
             uids = [str(h.ds.SOPInstanceUID) for h in chosen.headers]
-            cases.append(BatchCase(name, "dicom:" + uid_identity(uids), DicomSeriesInput(p, chosen.series_instance_uid)))
+            name = pipeline_case_name(p, chosen.series_instance_uid)
+            case = BatchCase(name, "dicom:" + uid_identity(uids), DicomSeriesInput(p, chosen.series_instance_uid))
         else:
-            cases.append(BatchCase(name, "file:" + sha256_file(p), FileInput(p)))
+            name = pipeline_case_name(p, dicom_file_series_uid(p))
+            case = BatchCase(name, "file:" + sha256_file(p), FileInput(p))
+        if given:
+            case.case, case.explicit_name = explicit_case_name(given, where), True
+        else:
+            check_case_name(case.case, where)
+        cases.append(case)
+    check_unique([c.case for c in cases])
     return cases
 
 
@@ -178,8 +187,8 @@ def pacs_cases(client, query) -> list[BatchCase]:
     cases = []
     for s in client.find_series(query):
         uids = client.list_instances(s)
-        cases.append(BatchCase(series_case_name(s.series_instance_uid), "dicom:" + uid_identity(uids),
-                               PacsInput(s.study_instance_uid, s.series_instance_uid)))
+        cases.append(BatchCase(pipeline_case_name("pacs", s.series_instance_uid),
+                               "dicom:" + uid_identity(uids), PacsInput(s.study_instance_uid, s.series_instance_uid)))
     return cases
 
 
