@@ -118,7 +118,10 @@ def test_report_segment_output_with_reference(segment_output, tmp_path, capsys):
     out, ref, dicom_case = segment_output["out"], segment_output["ref"], segment_output["dicom_case"]
     html_path = tmp_path / "qa" / "report.html"
     assert cli.main(["report", str(out), "-o", str(html_path), "--reference", str(ref)]) == 0
-    assert capsys.readouterr().out.strip() == str(html_path)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == str(html_path)
+    # the all-air case has Dice 0 (empty prediction, non-empty reference): the one low-Dice flag
+    assert printed[1] == "low Dice: 1 case/label pair(s) in 1 case(s) below 0.70 flagged (of 3 case(s))"
     page = html_path.read_text(encoding="utf-8")
 
     kind, cases = collect(out, reference=ref)
@@ -301,3 +304,121 @@ def test_report_errors_are_one_line(tmp_path, capsys):
     atomic_write_bytes(tmp_path / "x.txt", b"x")
     assert cli.main(["report", str(tmp_path / "x.txt")]) == 2
     assert not os.path.exists(tmp_path / "x.txt.html")
+
+
+# ------------------------------------------------------------------ low Dice from `medseg evaluate`
+
+LABELS = {1: "liver", 2: "spleen", 3: "kidney_right", 4: "kidney_left"}
+
+
+@pytest.fixture(scope="module")
+def damaged_evaluation(tmp_path_factory):
+    """Three abdomen phantoms; predictions: exact, spleen erased (Dice 0), liver eroded once (Dice
+    about 0.8). `medseg evaluate` scores them; its metrics.csv is the reference for the flags."""
+    import csv
+
+    from scipy import ndimage
+
+    root = tmp_path_factory.mktemp("lowdice")
+    pred, ref, seg = root / "pred", root / "ref", root / "seg"
+    for d in (pred, ref):
+        d.mkdir()
+    from medseg.data.phantoms import abdomen_ct
+
+    for seed, case in enumerate(("exact", "spleen_erased", "liver_eroded"), start=1):
+        ph = abdomen_ct(shape=(48, 48, 24), spacing=(4.0, 4.0, 6.0), seed=seed)
+        damaged = ph.label.copy()
+        if case == "spleen_erased":
+            damaged[damaged == 2] = 0
+        elif case == "liver_eroded":
+            damaged[(damaged == 1) & ~ndimage.binary_erosion(ph.label == 1)] = 0
+        nib.save(nib.Nifti1Image(ph.label.astype(np.uint8), ph.affine), ref / f"{case}.nii.gz")
+        nib.save(nib.Nifti1Image(damaged.astype(np.uint8), ph.affine), pred / f"{case}.nii.gz")
+        (seg / case).mkdir(parents=True)  # the same predictions as a segment output folder
+        shutil.copy(pred / f"{case}.nii.gz", seg / case / "seg.nii.gz")
+    ev = seg / "eval"  # evaluate output inside the segment folder: the report finds it
+    labels = [f"{k}={v}" for k, v in LABELS.items()]
+    assert cli.main(["evaluate", str(pred), str(ref), "-o", str(ev), "--no-plots", "--labels", *labels]) == 0
+    with open(ev / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 12
+    # evaluate's Dice agrees with MONAI's on the damaged labels
+    for case, label in (("spleen_erased", 2), ("liver_eroded", 1)):
+        p = np.asarray(nib.load(pred / f"{case}.nii.gz").dataobj) == label
+        r = np.asarray(nib.load(ref / f"{case}.nii.gz").dataobj) == label
+        (row,) = [x for x in rows if x["case"] == case and int(x["label"]) == label]
+        assert float(row["dice"]) == pytest.approx(_dice(p, r), abs=1e-6)
+    return {"root": root, "seg": seg, "ev": ev, "ref": ref, "rows": rows}
+
+
+def _below(rows: list[dict], threshold: float) -> set[tuple[str, int]]:
+    """(case, label) pairs of metrics.csv under ``threshold`` (NaN with one empty mask counts as 0)."""
+    out = set()
+    for r in rows:
+        d = float(r["dice"])
+        if np.isnan(d):
+            one_empty = (float(r["volume_pred_ml"]) == 0) != (float(r["volume_ref_ml"]) == 0)
+            d = 0.0 if one_empty else 1.0
+        if d < threshold:
+            out.add((r["case"], int(r["label"])))
+    return out
+
+
+def _warned(page: str) -> set[tuple[str, int]]:
+    box = page.split('id="low-dice"', 1)[1].split("</section>", 1)[0]
+    return {(c, int(lab)) for c, lab in re.findall(r'<tr class="lowdice" data-case="([^"]+)" data-label="(\d+)"', box)}
+
+
+def _highlighted(page: str) -> set[str]:
+    table = page.split('id="cases"', 1)[1].split("</table>", 1)[0]
+    return set(re.findall(r'<tr class="lowdice" data-case="([^"]+)"', table))
+
+
+def test_report_flags_low_dice_from_an_evaluate_folder(damaged_evaluation, tmp_path, capsys):
+    ev, rows = damaged_evaluation["ev"], damaged_evaluation["rows"]
+    assert _below(rows, 0.7) == {("spleen_erased", 2)}  # the one damage under the default threshold
+    eroded = float(next(r["dice"] for r in rows if r["case"] == "liver_eroded" and r["label"] == "1"))
+    assert 0.7 < eroded < 0.95  # ... and one that only a stricter threshold catches
+
+    html_path = tmp_path / "ev.html"
+    assert cli.main(["report", str(ev), "-o", str(html_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [str(html_path), "low Dice: 1 case/label pair(s) in 1 case(s) below 0.70 flagged (of 3 case(s))"]
+    page = html_path.read_text(encoding="utf-8")
+    assert _warned(page) == {("spleen_erased", 2)} and _highlighted(page) == {"spleen_erased"}
+    # the warning sits at the top: before the notes and the case table
+    assert page.index('id="low-dice"') < page.index('class="note">Source:') < page.index('id="cases"')
+    assert "low Dice: spleen 0.000 (below 0.70)" in page
+
+    assert cli.main(["report", str(ev), "-o", str(html_path), "--min-dice", "0.95"]) == 0
+    expected = _below(rows, 0.95)
+    assert ("liver_eroded", 1) in expected
+    assert capsys.readouterr().out.splitlines()[1].startswith(f"low Dice: {len(expected)} case/label pair(s) in 2 ")
+    page = html_path.read_text(encoding="utf-8")
+    assert _warned(page) == expected
+    assert f"low Dice: liver {eroded:.3f} (below 0.95)" in page
+
+
+def test_report_finds_or_takes_the_evaluation_of_a_segment_folder(damaged_evaluation, tmp_path, capsys):
+    from medseg.report import write_report
+
+    seg, ev, ref = damaged_evaluation["seg"], damaged_evaluation["ev"], damaged_evaluation["ref"]
+    found = write_report(seg, tmp_path / "found.html", progress=False)
+    assert found.kind == "segment" and found.evaluation == ev
+    assert {(x.case, x.label, x.name) for x in found.low_dice} == {("spleen_erased", 2, "spleen")}
+    page = (tmp_path / "found.html").read_text(encoding="utf-8")
+    assert _warned(page) == {("spleen_erased", 2)} and _highlighted(page) == {"spleen_erased"}
+    assert "evaluate output found in eval/" in page
+
+    # given explicitly (from elsewhere), and the same cases scored in the report itself with --reference
+    moved = tmp_path / "evaluation_elsewhere"
+    shutil.copytree(ev, moved)
+    given = write_report(seg, tmp_path / "given.html", evaluation=moved, progress=False)
+    computed = write_report(seg, tmp_path / "computed.html", reference=ref, progress=False)
+    assert given.low_dice == found.low_dice
+    assert {(x.case, x.label) for x in computed.low_dice} == {("spleen_erased", 2)}
+
+    assert cli.main(["report", str(seg), "--evaluation", str(moved), "--reference", str(ref)]) == 2
+    assert cli.main(["report", str(seg), "--min-dice", "1.5"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(e.startswith("medseg: error:") for e in err)

@@ -1,4 +1,6 @@
-"""``medseg report OUTDIR [-o OUTDIR/report.html] [--reference DIR]``: static HTML QA report."""
+"""``medseg report OUTDIR [-o OUTDIR/report.html] [--reference DIR | --evaluation DIR] [--min-dice 0.7]``:
+static HTML QA report. Prints the page's path and one line saying how many case/label pairs were
+flagged for low Dice."""
 
 from __future__ import annotations
 
@@ -12,10 +14,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", default=None, help="HTML file to write (default: OUTDIR/report.html)")
     parser.add_argument("--reference", default=None,
                         help="folder of reference label maps named by case (<case>.nii.gz/.nrrd/.mha/.dcm)")
+    parser.add_argument("--evaluation", default=None, metavar="DIR",
+                        help="output folder of medseg evaluate for these cases (default: the one sub-folder of "
+                             "OUTDIR holding metrics.csv + summary.json, if any)")
+    parser.add_argument("--min-dice", type=float, default=0.7,
+                        help="flag every case/label with Dice below this, 0..1 (default 0.7)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from medseg.report import build_report
+    from medseg.report import write_report
 
-    print(build_report(args.outdir, args.output, reference=args.reference))
+    result = write_report(args.outdir, args.output, reference=args.reference, evaluation=args.evaluation,
+                          min_dice=args.min_dice)
+    print(result.html)
+    print(result.summary_line())
     return 0

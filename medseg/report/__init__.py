@@ -2,7 +2,9 @@
 
 Public API::
 
-    build_report(folder, out_html=None, *, reference=None, title=...) -> Path
+    build_report(folder, out_html=None, *, reference=None, evaluation=None, min_dice=0.7, ...) -> Path
+    write_report(...same...) -> ReportResult   # .html, .low_dice (case, label, name, Dice), .summary_line()
+    find_evaluation(folder) -> Path | None     # the one evaluate sub-folder of a segment/batch folder
     collect(folder, *, reference=None) -> (kind, list[CaseReport])
     detect_kind(folder) -> "segment" | "batch" | "evaluate"
     label_sizes(seg_path, *, instances=False) -> (sizes mL or mm^2, ndim, n_instances)
@@ -15,6 +17,12 @@ from medseg._lazy import lazy_getattr
 
 _LAZY = {
     "build_report": "medseg.report.builder",
+    "write_report": "medseg.report.builder",
+    "find_evaluation": "medseg.report.builder",
+    "effective_dice": "medseg.report.builder",
+    "LowDice": "medseg.report.builder",
+    "ReportResult": "medseg.report.builder",
+    "DEFAULT_MIN_DICE": "medseg.report.builder",
     "collect": "medseg.report.builder",
     "detect_kind": "medseg.report.builder",
     "label_sizes": "medseg.report.builder",

@@ -12,6 +12,11 @@ Folder kinds (:func:`detect_kind`):
   or a single case folder itself;
 * ``batch``: the same plus ``DIR/manifest.jsonl`` (failed cases are listed with their reason);
 * ``evaluate``: ``DIR/metrics.csv`` + ``summary.json`` (``medseg evaluate``).
+
+Low Dice: wherever per-label Dice is known (an evaluate folder, ``--reference``, or an evaluate
+folder given with ``evaluation=`` / found as the one sub-folder of a segment/batch folder holding
+``metrics.csv`` + ``summary.json``), every case and label under ``min_dice`` (default 0.7) is
+flagged, listed in a warning section at the top of the page and its rows highlighted.
 """
 
 from __future__ import annotations
@@ -37,7 +42,30 @@ from medseg.report.plausible import plausible_range
 #: Flag a case when its TTA passes disagree on more than this fraction of voxels.
 TTA_DISAGREEMENT_THRESHOLD = 0.05
 
+#: Flag a case and label whose Dice is below this (``medseg report --min-dice``).
+DEFAULT_MIN_DICE = 0.7
+
 KINDS = ("segment", "batch", "evaluate")
+
+
+def effective_dice(row: Mapping[str, Any]) -> float | None:
+    """Dice of one metrics row for QA: NaN with exactly one mask empty counts as 0; None when both
+    masks are empty (nothing to judge)."""
+    d = _num(row.get("dice", math.nan))
+    if not math.isnan(d):
+        return d
+    one_empty = (_num(row.get("volume_pred_ml", 0)) == 0) != (_num(row.get("volume_ref_ml", 0)) == 0)
+    return 0.0 if one_empty else None
+
+
+@dataclass(frozen=True)
+class LowDice:
+    """One case and label under the Dice threshold (``dice`` as :func:`effective_dice`)."""
+
+    case: str
+    label: int
+    name: str
+    dice: float
 
 
 @dataclass
@@ -60,17 +88,16 @@ class CaseReport:
     flags: list[str] = field(default_factory=list)
     image: str | None = None  # path relative to the HTML file
     image_note: str = ""
+    low_dice: list[LowDice] = field(default_factory=list)
 
     def worst_dice(self) -> float | None:
         """The lowest Dice over labels (NaN when one side is empty counts as 0), None without metrics."""
-        vals = []
-        for row in self.metrics:
-            d = float(row.get("dice", math.nan))
-            if math.isnan(d):
-                one_empty = (float(row.get("volume_pred_ml", 0)) == 0) != (float(row.get("volume_ref_ml", 0)) == 0)
-                d = 0.0 if one_empty else 1.0
-            vals.append(d)
-        return min(vals) if vals else None
+        vals = [effective_dice(row) for row in self.metrics]
+        return min(1.0 if d is None else d for d in vals) if vals else None
+
+    def label_name(self, label: int) -> str:
+        """The label's name (its number when unknown; "foreground" for instance tasks)."""
+        return self.labels.get(int(label), "foreground" if self.task == "instance" else str(label))
 
     def worst_hd95(self) -> float | None:
         vals = [float(r["hd95"]) for r in self.metrics if "hd95" in r and not math.isnan(float(r["hd95"]))]
@@ -212,6 +239,17 @@ def _flag(rep: CaseReport) -> None:
                          f"(threshold {100 * TTA_DISAGREEMENT_THRESHOLD:.0f}%)")
 
 
+def _flag_low_dice(rep: CaseReport, min_dice: float) -> None:
+    """Flag every label of ``rep`` whose Dice is below ``min_dice``."""
+    for row in rep.metrics:
+        d = effective_dice(row)
+        if d is None or d >= min_dice:
+            continue
+        low = LowDice(rep.case, int(row["label"]), rep.label_name(int(row["label"])), d)
+        rep.low_dice.append(low)
+        rep.flags.append(f"low Dice: {low.name} {d:.3f} (below {min_dice:.2f})")
+
+
 def _num(v: Any) -> float:
     try:
         return float(v)
@@ -219,7 +257,38 @@ def _num(v: Any) -> float:
         return math.nan
 
 
+def find_evaluation(folder: str | os.PathLike[str]) -> Path | None:
+    """The one sub-folder of ``folder`` holding ``medseg evaluate`` output (metrics.csv +
+    summary.json), None when there is none; ConfigError when there are several."""
+    d = Path(folder)
+    found = sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")
+                   and (p / "metrics.csv").is_file() and (p / "summary.json").is_file())
+    if len(found) > 1:
+        raise ConfigError(f"{d.name} holds several evaluate outputs ({', '.join(p.name for p in found[:5])}); "
+                          "choose one with --evaluation DIR")
+    return found[0] if found else None
+
+
+def _merge_evaluation(cases: Sequence[CaseReport], evaluation: Path) -> list[str]:
+    """Copy the metrics of an evaluate folder into the cases of the same name; returns the
+    evaluated case names that have no case here (listed on the page, never dropped silently)."""
+    evaluated = {c.case: c for c in _evaluate_cases(evaluation)}
+    for rep in cases:
+        ev = evaluated.pop(rep.case, None)
+        if ev is None or rep.status != "done":
+            continue
+        rep.metrics, rep.instance_metrics = ev.metrics, ev.instance_metrics
+        if ev.instance_metrics:
+            rep.task = "instance"
+        for lab, name in ev.labels.items():
+            rep.labels.setdefault(lab, name)
+    return sorted(evaluated)
+
+
 def _evaluate_cases(folder: Path) -> list[CaseReport]:
+    for name in ("metrics.csv", "summary.json"):
+        if not (folder / name).is_file():
+            raise ConfigError(f"{folder.name} has no {name}; give the output folder of medseg evaluate")
     summary = _read_json(folder / "summary.json")
     names = {int(k): str(v) for k, v in (summary.get("labels") or {}).items()}
     by_case: dict[str, CaseReport] = {}
@@ -291,12 +360,23 @@ def _attach_image(rep: CaseReport, case_dir: Path | None, files_dir: Path, html_
 
 
 def collect(folder: str | os.PathLike[str], *, reference: str | os.PathLike[str] | None = None,
-            kind: str | None = None) -> tuple[str, list[CaseReport]]:
-    """Read an output folder into :class:`CaseReport` s (no images yet); returns ``(kind, cases)``."""
+            kind: str | None = None, min_dice: float = DEFAULT_MIN_DICE,
+            evaluation: str | os.PathLike[str] | None = None,
+            unmatched: list[str] | None = None) -> tuple[str, list[CaseReport]]:
+    """Read an output folder into :class:`CaseReport` s (no images yet); returns ``(kind, cases)``.
+
+    ``evaluation``: a ``medseg evaluate`` folder whose metrics are shown for the cases of the same
+    name (segment/batch folders only); evaluated cases without a case folder are appended to
+    ``unmatched`` when given. Cases and labels with Dice below ``min_dice`` are flagged.
+    """
     d = Path(folder)
     kind = kind or detect_kind(d)
     if kind not in KINDS:
         raise ConfigError(f"unknown report kind {kind!r}; choose from {', '.join(KINDS)}")
+    _check_min_dice(min_dice)
+    if evaluation is not None and (reference is not None or kind == "evaluate"):
+        raise ConfigError("--evaluation applies to segment/batch folders without --reference: give one source "
+                          "of metrics")
     ref = None
     if reference is not None:
         ref = Path(reference)
@@ -312,9 +392,22 @@ def collect(folder: str | os.PathLike[str], *, reference: str | os.PathLike[str]
         cases = [_segment_case(c, ref) for c in dirs]
         if kind == "batch":
             cases += _batch_failures(d, {c.case for c in cases})
+        if evaluation is not None:
+            ev = Path(evaluation)
+            if not ev.is_dir():
+                raise ConfigError(f"--evaluation {ev.name}: not a folder; give the output folder of medseg evaluate")
+            missing = _merge_evaluation(cases, ev)
+            if unmatched is not None:
+                unmatched.extend(missing)
     for c in cases:
         _flag(c)
+        _flag_low_dice(c, min_dice)
     return kind, cases
+
+
+def _check_min_dice(min_dice: float) -> None:
+    if not (isinstance(min_dice, int | float) and 0.0 <= float(min_dice) <= 1.0):
+        raise ConfigError(f"--min-dice must be a number from 0 to 1, not {min_dice!r}")
 
 
 def _sort_key(rep: CaseReport) -> tuple[int, float, str]:
@@ -335,6 +428,8 @@ th.sortable{cursor:pointer;background:#eef} th.sortable:hover{background:#dde}
 td.num{text-align:right;font-variant-numeric:tabular-nums} .flag{color:#a00} .ok{color:#070}
 .note{color:#555;font-size:0.9em} img.montage{max-width:100%;border:1px solid #999}
 tr.failed td{background:#fee} td.case{word-break:break-all;max-width:24em}
+tr.lowdice td{background:#fff1c2} section.warning{border:2px solid #c60;background:#fff8e6;padding:0.3em 1em}
+section.warning h2{margin-top:0.5em;border:none;color:#a40}
 """
 
 _JS = """
@@ -418,7 +513,7 @@ def _overview(cases: Sequence[CaseReport], has_metrics: bool) -> str:
                       f'<td class="num" data-v="{_dv(wh)}">{_fmt(wh, 1)}</td>']
             if has_inst:
                 cells.append(f'<td class="num" data-v="{_dv(f1)}">{_fmt(f1)}</td>')
-        cls = ' class="failed"' if c.status != "done" else ""
+        cls = ' class="failed"' if c.status != "done" else (' class="lowdice"' if c.low_dice else "")
         rows.append(f'<tr{cls} data-case="{_e(c.case)}">{"".join(cells)}</tr>')
     return (f'<table id="cases"><thead><tr>{th}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
 
@@ -448,8 +543,9 @@ def _case_section(i: int, c: CaseReport) -> str:
         if c.ndim == 2:  # medseg.metrics: 2D "volume" = area x a notional 1 mm, mm^2 / 1000
             names = [n.replace("mL", "mm²/1000") for n in names]
         head = "".join(f"<th>{_e(h)}</th>" for h in ("label", *names))
+        low = {ld.label for ld in c.low_dice}
         body = "".join(
-            "<tr><td>" + _e(c.labels.get(int(r["label"]), "foreground" if c.task == "instance" else r["label"]))
+            ('<tr class="lowdice"><td>' if int(r["label"]) in low else "<tr><td>") + _e(c.label_name(int(r["label"])))
             + "</td>" + "".join(f'<td class="num">{_fmt(r.get(k), d)}</td>' for k, _, d in _METRIC_COLS) + "</tr>"
             for r in c.metrics)
         parts.append(f'<table class="metrics"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
@@ -465,12 +561,31 @@ def _case_section(i: int, c: CaseReport) -> str:
     return "\n".join(parts)
 
 
+def _low_dice_section(cases: Sequence[CaseReport], min_dice: float) -> str:
+    """The warning box at the top: every case and label under ``min_dice``, lowest first."""
+    index = {c.case: i for i, c in enumerate(cases, 1)}
+    lows = sorted((ld for c in cases for ld in c.low_dice), key=lambda ld: (ld.dice, ld.case, ld.label))
+    if not lows:
+        return (f'<p class="ok" id="low-dice">Dice check: no case/label below {min_dice:.2f}.</p>')
+    n_cases = len({ld.case for ld in lows})
+    rows = "".join(f'<tr class="lowdice" data-case="{_e(ld.case)}" data-label="{ld.label}">'
+                   f'<td class="case"><a href="#case-{index[ld.case]}">{_e(ld.case)}</a></td>'
+                   f"<td>{_e(ld.name)} ({ld.label})</td><td class=\"num\">{ld.dice:.3f}</td></tr>" for ld in lows)
+    return (f'<section class="warning" id="low-dice"><h2>Warning: {len(lows)} case/label pair(s) in {n_cases} '
+            f"case(s) have Dice below {min_dice:.2f}</h2>"
+            '<table id="low-dice-table"><thead><tr><th>Case</th><th>Label</th><th>Dice</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table>"
+            '<p class="note">An empty prediction against a non-empty reference counts as Dice 0.</p></section>')
+
+
 def render_html(kind: str, source_name: str, cases: Sequence[CaseReport], *, title: str = "medseg QA report",
-                extra_notes: Sequence[str] = ()) -> str:
-    """The HTML page (a string) for already collected and ordered ``cases``."""
+                extra_notes: Sequence[str] = (), min_dice: float = DEFAULT_MIN_DICE) -> str:
+    """The HTML page (a string) for already collected and ordered ``cases``; the low-Dice warning
+    (cases' :attr:`CaseReport.low_dice`, threshold ``min_dice``) is shown when any Dice is known."""
     import medseg
 
     has_metrics = any(c.metrics or c.instance_metrics for c in cases)
+    has_dice = any(c.metrics for c in cases)
     n_failed = sum(c.status != "done" for c in cases)
     n_flagged = sum(bool(c.flags) for c in cases)
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")  # noqa: UP017
@@ -485,6 +600,7 @@ def render_html(kind: str, source_name: str, cases: Sequence[CaseReport], *, tit
              *extra_notes]
     body = [f"<h1>{_e(title)}</h1>",
             f'<p class="note">medseg {_e(medseg.__version__)}, written {_e(when)}</p>',
+            *((_low_dice_section(cases, min_dice),) if has_dice else ()),
             *(f'<p class="note">{_e(n)}</p>' for n in notes),
             _overview(cases, has_metrics),
             *(_case_section(i, c) for i, c in enumerate(cases, 1))]
@@ -493,9 +609,31 @@ def render_html(kind: str, source_name: str, cases: Sequence[CaseReport], *, tit
             f"<body data-kind=\"{_e(kind)}\" data-cases=\"{len(cases)}\">\n" + "\n".join(body) + "\n</body></html>\n")
 
 
-def build_report(folder: str | os.PathLike[str], out_html: str | os.PathLike[str] | None = None, *,
-                 reference: str | os.PathLike[str] | None = None, title: str = "medseg QA report",
-                 notes: Sequence[str] = (), progress: bool = True) -> Path:
+@dataclass
+class ReportResult:
+    """What :func:`write_report` wrote and found."""
+
+    html: Path
+    kind: str
+    n_cases: int
+    min_dice: float
+    dice_checked: bool  # some per-label Dice was known (evaluate folder, --reference or --evaluation)
+    low_dice: list[LowDice] = field(default_factory=list)
+    evaluation: Path | None = None  # the evaluate folder merged in (given or found)
+
+    def summary_line(self) -> str:
+        """One line for the terminal: how many case/label pairs were flagged for low Dice."""
+        if not self.dice_checked:
+            return "low Dice: not checked (no evaluation results: give --reference or --evaluation DIR)"
+        n_cases = len({ld.case for ld in self.low_dice})
+        return (f"low Dice: {len(self.low_dice)} case/label pair(s) in {n_cases} case(s) below "
+                f"{self.min_dice:.2f} flagged (of {self.n_cases} case(s))")
+
+
+def write_report(folder: str | os.PathLike[str], out_html: str | os.PathLike[str] | None = None, *,
+                 reference: str | os.PathLike[str] | None = None, evaluation: str | os.PathLike[str] | None = None,
+                 min_dice: float = DEFAULT_MIN_DICE, title: str = "medseg QA report",
+                 notes: Sequence[str] = (), progress: bool = True) -> ReportResult:
     """Write a static HTML QA report for a segment, batch or evaluate output ``folder``.
 
     Args:
@@ -505,18 +643,36 @@ def build_report(folder: str | os.PathLike[str], out_html: str | os.PathLike[str
         reference: folder of reference label maps named by case (``<case>.nii.gz``, ``.nrrd``,
             ``.mha`` or a DICOM SEG ``.dcm``); metrics are computed with :mod:`medseg.evaluation`
             on the segmentation grid (no resampling: a grid mismatch is reported as a flag).
+        evaluation: a ``medseg evaluate`` output folder whose metrics belong to the cases of
+            ``folder`` (matched by case name). Without it and without ``reference``, the one
+            sub-folder of ``folder`` holding ``metrics.csv`` + ``summary.json`` is used if there is one.
+        min_dice: flag every case and label with Dice below this (0..1; an empty prediction
+            against a non-empty reference counts as 0).
         notes: extra lines shown under the title (no patient identifiers).
 
-    Per case: overlay montage, size per label (mL in 3D, mm² in 2D), metrics when a reference
-    exists, and flags (failed with reason, empty, implausible adult volume, TTA disagreement).
-    Returns the HTML path. Raises ConfigError for a folder that is no medseg output.
+    Per case: overlay montage, size per label (mL in 3D, mm² in 2D), metrics when known, and
+    flags (failed with reason, empty, implausible adult volume, TTA disagreement, low Dice).
+    Raises ConfigError for a folder that is no medseg output or a bad option.
     """
     from tqdm.auto import tqdm
 
     from medseg.io.atomic import atomic_write_text
 
     src = Path(folder)
-    kind, cases = collect(src, reference=reference)
+    kind = detect_kind(src)
+    extra_notes = list(notes)
+    if evaluation is None and reference is None and kind != "evaluate" and not _is_case_dir(src):
+        evaluation = find_evaluation(src)
+        if evaluation is not None:
+            extra_notes.append(f"Metrics from the evaluate output found in {evaluation.name}/.")
+    elif evaluation is not None:
+        extra_notes.append(f"Metrics from the evaluate output {Path(evaluation).name}.")
+    unmatched: list[str] = []
+    kind, cases = collect(src, reference=reference, kind=kind, min_dice=min_dice, evaluation=evaluation,
+                          unmatched=unmatched)
+    if unmatched:
+        more = f" (+{len(unmatched) - 10} more)" if len(unmatched) > 10 else ""
+        extra_notes.append(f"Evaluated cases without a case folder here: {', '.join(unmatched[:10])}{more}.")
     out = Path(out_html) if out_html is not None else src / "report.html"
     if out.exists() and out.is_dir():
         raise ConfigError(f"-o {out.name} is a folder; give the path of the .html file to write")
@@ -527,5 +683,18 @@ def build_report(folder: str | os.PathLike[str], out_html: str | os.PathLike[str
     if kind != "evaluate":
         for i, c in enumerate(tqdm(cases, desc="report", unit="case", disable=not show), 1):
             _attach_image(c, case_root / c.case, files_dir, out.parent, i)
-    atomic_write_text(out, render_html(kind, src.name, cases, title=title, extra_notes=notes))
-    return out
+    atomic_write_text(out, render_html(kind, src.name, cases, title=title, extra_notes=extra_notes,
+                                       min_dice=min_dice))
+    return ReportResult(html=out, kind=kind, n_cases=len(cases), min_dice=float(min_dice),
+                        dice_checked=any(c.metrics for c in cases),
+                        low_dice=[ld for c in cases for ld in c.low_dice],
+                        evaluation=Path(evaluation) if evaluation is not None else None)
+
+
+def build_report(folder: str | os.PathLike[str], out_html: str | os.PathLike[str] | None = None, *,
+                 reference: str | os.PathLike[str] | None = None, title: str = "medseg QA report",
+                 notes: Sequence[str] = (), progress: bool = True, min_dice: float = DEFAULT_MIN_DICE,
+                 evaluation: str | os.PathLike[str] | None = None) -> Path:
+    """:func:`write_report`, returning only the HTML path."""
+    return write_report(folder, out_html, reference=reference, evaluation=evaluation, min_dice=min_dice,
+                        title=title, notes=notes, progress=progress).html
