@@ -5,8 +5,11 @@ Each line is written with a single ``write`` of a complete line followed by ``fs
 line is ignored on reading. A case counts as done only when its ``done`` record is on disk, which
 happens after its outputs were renamed into place (atomic), so resume never skips unfinished work.
 
-Records hold no patient identifiers: case ids are file stems or hashes, reasons are medseg error
-messages (which are built without patient data).
+Records hold no patient identifiers: a record's ``case`` is the name of its output folder (what
+``medseg segment`` names it: a file stem, or ``series-<SeriesInstanceUID>``; or a CSV ``case``),
+reasons are medseg error messages (which are built without patient data). Records written by
+earlier versions (series folders named ``series-<sha256 prefix>``) still resume: resume goes by
+``key``, which has not changed.
 """
 
 from __future__ import annotations
