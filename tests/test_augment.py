@@ -16,7 +16,7 @@ from medseg.transforms.augment import (
     training_augmentation,
 )
 
-STRONG = AugmentationConfig(rotate_deg=30, scale=0.2, p_affine=1.0, p_flip=0.5, elastic=True,
+STRONG = AugmentationConfig(rotate_deg=30, scale=0.2, p_affine=1.0, flip_axes=(0, 1, 2), p_flip=0.5, elastic=True,
                             p_elastic=1.0, p_intensity=1.0, p_gamma=1.0, p_noise=1.0, bias_field=True,
                             p_bias=1.0)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import sys
 from pathlib import Path
 
 from medseg.errors import ConfigError
@@ -49,11 +51,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-workers", type=int, default=None)
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop after the epoch in which this time budget runs out")
+    p.add_argument("--flip-axes", default="auto", metavar="auto|none|0,1,2",
+                   help="random flips of the augmentation: auto (default: no left-right flip when a label "
+                        "is sided, e.g. kidney_left; no superior-inferior flip for ordered levels, e.g. "
+                        "vertebra_L1; every axis otherwise), none, or voxel axes of the preset's grid "
+                        "(RAS: 0 = left-right, 1 = posterior-anterior, 2 = inferior-superior)")
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (not at creation)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sys.stderr.write(self.format(record) + "\n")
+
+
+def _show_training_log() -> None:
+    """Send medseg.training's INFO lines (e.g. which axes are flipped and why) to stderr, once."""
+    logger = logging.getLogger("medseg.training")
+    if any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        return
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("medseg train: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build a TrainConfig from the options and call :func:`medseg.training.train`."""
     from medseg.training import TrainConfig, train
+    from medseg.transforms.augment import AugmentationConfig, parse_flip_axes
 
     if args.max_minutes is not None and args.max_minutes <= 0:
         raise ConfigError("--max-minutes must be positive")
@@ -65,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--preset-overrides is not valid JSON ({exc.msg})") from exc
         if not isinstance(overrides, dict):
             raise ConfigError("--preset-overrides must be a JSON object")
+    augmentation = AugmentationConfig(flip_axes=parse_flip_axes(args.flip_axes))
+    _show_training_log()
     cfg = TrainConfig(dataset=args.dataset, output=args.output, preset=args.preset,
                       preset_overrides=overrides,
                       network=args.network, format=args.format, epochs=args.epochs,
@@ -74,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
                       num_samples=args.samples_per_volume, lr=args.lr, scheduler=args.scheduler,
                       val_every=args.val_every, val_fraction=args.val_fraction, seed=args.seed,
                       resume=args.resume, device=args.device, amp=not args.no_amp,
-                      max_minutes=args.max_minutes, num_workers=args.num_workers)
+                      max_minutes=args.max_minutes, num_workers=args.num_workers,
+                      augmentation=augmentation)
     out = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         print(out)

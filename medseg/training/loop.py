@@ -4,7 +4,8 @@ best/last checkpoints, exact resume, seeded determinism, AMP on GPU, DDP under t
 Run folder written by rank 0 (contract shared with inference and bundles)::
 
     RUN/model_spec.json      {"network", "preset", "labels", "inference": {...}, "task"}
-    RUN/train_config.json    the configuration of the run (no patient data)
+    RUN/train_config.json    the configuration of the run (no patient data), with "flip_plan":
+                             the augmentation's flipped voxel axes and why (see resolve_flip_axes)
     RUN/checkpoints/best.pt  {"state_dict", "epoch", "optimizer", "scheduler", "scaler", "rng", ...}
     RUN/checkpoints/last.pt  same, after the last finished epoch (what --resume restarts from)
     RUN/log.csv, RUN/curves.png, RUN/metrics.json
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
 import random
@@ -47,6 +49,8 @@ from medseg.training.distributed import (
 )
 
 ARCHS = ("unet", "dynunet", "segresnet")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -315,7 +319,7 @@ def _train(cfg: TrainConfig, ctx: DistContext,
     from tqdm.auto import tqdm
 
     from medseg.models import build_network
-    from medseg.training.pipeline import base_transforms, training_transforms
+    from medseg.training.pipeline import base_transforms, flip_plan, training_transforms
     from medseg.transforms.augment import seed_augmentation
 
     run = Path(cfg.output)
@@ -412,6 +416,8 @@ def _train(cfg: TrainConfig, ctx: DistContext,
     train_tf = training_transforms(cfg.preset, declared, patch, modality=ds.modality, remap=remap,
                                    num_samples=cfg.num_samples, pos=cfg.pos, neg=cfg.neg,
                                    augmentation=cfg.augmentation, preset_overrides=cfg.preset_overrides)
+    flips = flip_plan(cfg.preset, declared, patch, augmentation=cfg.augmentation, remap=remap,
+                      preset_overrides=cfg.preset_overrides)
     show = _progress_enabled(cfg, ctx)
     train_ds = CacheDataset(case_dicts(train_cases), transform=train_tf, cache_rate=cfg.cache_rate,
                             num_workers=max(1, workers), progress=show, copy_cache=True)
@@ -425,7 +431,10 @@ def _train(cfg: TrainConfig, ctx: DistContext,
     if ctx.is_main:
         run.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run / "model_spec.json", json.dumps(model_spec, indent=2) + "\n")
-        atomic_write_text(run / "train_config.json", json.dumps(_json_config(cfg), indent=2) + "\n")
+        atomic_write_text(run / "train_config.json",
+                          json.dumps({**_json_config(cfg), "flip_plan": flips.as_dict()}, indent=2) + "\n")
+        log.info("augmentation flips voxel axes %s (%s): %s", list(flips.axes) or "none", flips.mode,
+                 flips.reason)
 
     if resume_rng is not None:
         _set_rng_state(resume_rng)

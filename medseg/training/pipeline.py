@@ -96,15 +96,41 @@ def base_transforms(preset: str, labels: dict[int, str], *, with_label: bool = T
     return Compose([LoadCased(sorted(labels), remap=remap), pre]).flatten()
 
 
+def trained_label_names(labels: dict[int, str], remap: dict[int, int] | None = None) -> list[str]:
+    """Names of the classes a run trains on: all declared ``labels``, or those ``remap`` keeps."""
+    if remap is None:
+        return [labels[k] for k in sorted(labels)]
+    return [labels[old] for old, _new in sorted(remap.items(), key=lambda kv: kv[1]) if old in labels]
+
+
+def flip_plan(preset: str, labels: dict[int, str], patch_size: Sequence[int], *,
+              augmentation: Any = None, remap: dict[int, int] | None = None,
+              preset_overrides: dict[str, Any] | None = None) -> Any:
+    """The :class:`medseg.transforms.augment.FlipPlan` a training chain uses: the flip setting of
+    ``augmentation`` (default ``"auto"``) resolved against the trained label names and the
+    preset's orientation code (``"RAS"`` after its Orientation step; None for 2D presets)."""
+    from medseg.transforms.augment import AugmentationConfig, resolve_flip_axes
+    from medseg.transforms.presets import get_preset
+
+    cfg = augmentation or AugmentationConfig()
+    axcodes = get_preset(preset, **dict(preset_overrides or {})).axcodes
+    return resolve_flip_axes(cfg.flip_axes, trained_label_names(labels, remap),
+                             spatial_dims=len(tuple(patch_size)), axcodes=axcodes)
+
+
 def training_transforms(preset: str, labels: dict[int, str], patch_size: Sequence[int], *,
                         modality: str, num_samples: int, pos: float = 1.0, neg: float = 1.0,
                         augmentation: Any = None, remap: dict[int, int] | None = None,
                         preset_overrides: dict[str, Any] | None = None) -> Compose:
     """Full training chain: :func:`base_transforms` + patch sampling + augmentation (flattened so
-    that a CacheDataset caches everything before the first random transform)."""
+    that a CacheDataset caches everything before the first random transform). Flips follow
+    :func:`flip_plan` (no flip across a sided or ordered axis under the default ``"auto"``)."""
     from medseg.transforms.augment import training_augmentation
+    from medseg.transforms.presets import get_preset
 
+    axcodes = get_preset(preset, **dict(preset_overrides or {})).axcodes
     aug = training_augmentation(patch_size, modality=modality, num_samples=num_samples, pos=pos,
-                                neg=neg, config=augmentation)
+                                neg=neg, config=augmentation, label_names=trained_label_names(labels, remap),
+                                axcodes=axcodes)
     return Compose([base_transforms(preset, labels, remap=remap, preset_overrides=preset_overrides),
                     aug]).flatten()
