@@ -235,3 +235,21 @@ def test_cli_flip_axes_default_override_and_record(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("medseg: error: flip axes '0,5' are invalid")
     assert not (tmp_path / "bad").exists()
+
+
+def test_resume_refuses_a_different_flip_plan(tmp_path, capsys):
+    from test_training_loop import make_sphere_msd
+
+    ds = make_sphere_msd(tmp_path / "ds", n=1, shape=(16, 16, 12))
+    assert _train_cli(ds, tmp_path / "run", "--flip-axes", "none") == 0
+    capsys.readouterr()
+    rc = main(["train", str(ds), "--preset", "ct_abdomen", "--network",
+               json.dumps({"arch": "unet", "channels": [4, 8], "num_res_units": 0}), "--output",
+               str(tmp_path / "run"), "--epochs", "2", "--patch", "16,16,8", "--num-workers", "0",
+               "--device", "cpu", "--val-fraction", "0", "--resume"])  # default auto: axes [1, 2]
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["medseg: error: --resume: the interrupted run flipped axes [], this one would flip [1, 2]; "
+                   "pass --flip-axes none to continue it"]
+    assert _train_cli(ds, tmp_path / "run", "--flip-axes", "none", "--resume", "--epochs", "2") == 0
+    assert json.loads((tmp_path / "run/metrics.json").read_text())["epochs_completed"] == 2

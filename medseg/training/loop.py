@@ -365,6 +365,8 @@ def _train(cfg: TrainConfig, ctx: DistContext,
                       "sw_batch_size": cfg.sw_batch_size, "postprocess": dict(cfg.postprocess)},
         "task": "semantic",
     }
+    flips = flip_plan(cfg.preset, declared, patch, augmentation=cfg.augmentation, remap=remap,
+                      preset_overrides=cfg.preset_overrides)
     if cfg.preset_overrides:
         model_spec["inference"]["preset_overrides"] = {
             k: list(v) if isinstance(v, (tuple, list)) else v for k, v in cfg.preset_overrides.items()}
@@ -392,6 +394,11 @@ def _train(cfg: TrainConfig, ctx: DistContext,
             raise ConfigError("--resume: the network spec differs from the interrupted run's")
         if ck["model_spec"].get("labels") != model_spec["labels"]:
             raise ConfigError("--resume: the dataset labels differ from the interrupted run's")
+        before = ck.get("flip_plan")
+        if before is not None and list(before["axes"]) != list(flips.axes):
+            axes = ",".join(str(a) for a in before["axes"]) or "none"
+            raise ConfigError(f"--resume: the interrupted run flipped axes {list(before['axes'])}, this one "
+                              f"would flip {list(flips.axes)}; pass --flip-axes {axes} to continue it")
         model.load_state_dict(ck["state_dict"])
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
@@ -416,8 +423,6 @@ def _train(cfg: TrainConfig, ctx: DistContext,
     train_tf = training_transforms(cfg.preset, declared, patch, modality=ds.modality, remap=remap,
                                    num_samples=cfg.num_samples, pos=cfg.pos, neg=cfg.neg,
                                    augmentation=cfg.augmentation, preset_overrides=cfg.preset_overrides)
-    flips = flip_plan(cfg.preset, declared, patch, augmentation=cfg.augmentation, remap=remap,
-                      preset_overrides=cfg.preset_overrides)
     show = _progress_enabled(cfg, ctx)
     train_ds = CacheDataset(case_dicts(train_cases), transform=train_tf, cache_rate=cfg.cache_rate,
                             num_workers=max(1, workers), progress=show, copy_cache=True)
@@ -521,7 +526,7 @@ def _train(cfg: TrainConfig, ctx: DistContext,
                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                        "scaler": scaler.state_dict(), "rng": rngs, "best_metric": best,
                        "best_epoch": best_epoch, "best_dice": best_dice, "history": history,
-                       "model_spec": model_spec, "seed": cfg.seed}
+                       "model_spec": model_spec, "seed": cfg.seed, "flip_plan": flips.as_dict()}
             _save_checkpoint(last_path, payload)
             if improved or (not val_cases and epoch + 1 == cfg.epochs):
                 _save_checkpoint(best_path, payload)
