@@ -6,12 +6,14 @@ held-out test part is i >= 384 (the right quarter), never seen in training or ch
 except that one training tile is used for validation (checkpoint selection).
 
 Targets: semantic classes 1 = nucleus interior, 2 = nucleus boundary (inner one-pixel rim of each
-instance, so touching nuclei are separated); instances come from medseg's postprocess (watershed
-on the interior, boundary pixels given back to the nearest instance).
+instance, so touching nuclei are separated); instances come from medseg's postprocess
+(distance-transform watershed), whose parameters this script chooses on the TRAINING region after
+training (see ``choose_postprocess``); the held-out quarter is only measured.
 
-Usage (from the repository root)::
+Usage (from the repository root; ``--max-minutes`` + ``--resume`` split a run, ``--ship-only``
+redoes choice, evaluation and bundle from a finished run in ``--work``)::
 
-    python bundles/fluo_nuclei_2d/scripts/train.py --out bundles/fluo_nuclei_2d
+    python bundles/fluo_nuclei_2d/scripts/train.py --out bundles/fluo_nuclei_2d --work /tmp/fluo_work
 """
 
 from __future__ import annotations
