@@ -59,8 +59,9 @@ def _worker(args: argparse.Namespace) -> None:
             del out
         else:
             stats = StitchStats()
+            # amp=False: the network runs in float32 as in MONAI's call, so only the stitching differs
             labels = sliding_window_labels(img, net, roi, overlap=args.overlap, sw_batch_size=args.sw_batch,
-                                           progress=False, stats=stats)
+                                           progress=False, stats=stats, amp=False)
             extra = {"accumulator_bytes": stats.accumulator_bytes, "accumulator_dtype": stats.accumulator_dtype}
     wall = time.perf_counter() - t0
     np.save(args.labels_out, labels.numpy())

@@ -104,13 +104,15 @@ def _validate(spec: PresetSpec) -> None:
 
 
 def preprocessing(name: str, *, keys: Sequence[str] = ("image",), label_key: str | None = None,
-                  **overrides: Any):
+                  geometry: bool = True, **overrides: Any):
     """Build the MONAI ``Compose`` of dictionary transforms for preset ``name``.
 
     Args:
         name: a key of :data:`PRESETS`.
         keys: image keys (intensity-normalised, interpolated bilinearly).
         label_key: optional label-map key (same geometry, NEAREST interpolation, no intensity).
+        geometry: False leaves out the reorientation and resampling steps (the caller has put the
+            image on :func:`network_grid` itself); only for presets without ``long_side``.
         overrides: fields of :class:`PresetSpec` to replace (e.g. ``target_spacing=(2, 2, 2)`` mm).
 
     The input dict holds channel-first :class:`monai.data.MetaTensor` values with a RAS affine.
@@ -125,6 +127,11 @@ def preprocessing(name: str, *, keys: Sequence[str] = ("image",), label_key: str
     img_modes = ["bilinear"] * len(image_keys) + (["nearest"] if label_key else [])
     resize_modes = ["area"] * len(image_keys) + (["nearest"] if label_key else [])
     xforms: list = [mt.EnsureTyped(keys=image_keys, dtype=torch.float32, track_meta=True)]
+    if not geometry:
+        if spec.long_side is not None:
+            raise ConfigError(f"preset {spec.name!r} resizes to a long side; its geometry cannot be left out")
+        xforms.extend(_intensity_transforms(spec, image_keys))
+        return mt.Compose(xforms)
     if spec.axcodes is not None:
         xforms.append(mt.Orientationd(keys=all_keys, axcodes=spec.axcodes[:3],
                                      labels=(("L", "R"), ("P", "A"), ("I", "S"))))
@@ -136,6 +143,14 @@ def preprocessing(name: str, *, keys: Sequence[str] = ("image",), label_key: str
                                  mode=resize_modes))
         xforms.append(mt.SpatialPadd(keys=all_keys, spatial_size=(spec.long_side,) * spec.spatial_dims,
                                      mode="constant"))
+    xforms.extend(_intensity_transforms(spec, image_keys))
+    return mt.Compose(xforms)
+
+
+def _intensity_transforms(spec: PresetSpec, image_keys: list[str]) -> list:
+    import monai.transforms as mt
+
+    xforms: list = []
     if spec.intensity == "window":
         lo, hi = spec.window
         xforms.append(mt.ScaleIntensityRanged(keys=image_keys, a_min=lo, a_max=hi, b_min=0.0, b_max=1.0,
@@ -150,4 +165,53 @@ def preprocessing(name: str, *, keys: Sequence[str] = ("image",), label_key: str
         xforms.append(mt.ScaleIntensityRangePercentilesd(keys=image_keys, lower=lo, upper=hi, b_min=0.0,
                                                          b_max=1.0, clip=spec.clip,
                                                          channel_wise=spec.channel_wise))
-    return mt.Compose(xforms)
+    return xforms
+
+
+@dataclass(frozen=True)
+class NetworkGrid:
+    """Where a preset puts an image: after reorientation (``oriented_*``) and after resampling.
+
+    Affines map voxel indices to RAS mm (float64 4x4 tensors); shapes are spatial only.
+    """
+
+    affine: Any
+    shape: tuple[int, ...]
+    oriented_affine: Any
+    oriented_shape: tuple[int, ...]
+
+
+def network_grid(name: str, image: Any, **overrides: Any) -> NetworkGrid | None:
+    """The grid preset ``name`` puts ``image`` on, or None for presets that resize / pad (2D).
+
+    Computed by MONAI's own ``Orientationd`` / ``Spacingd`` in lazy mode (geometry only, no voxel
+    is touched), so it is exactly the grid :func:`preprocessing` resamples to.
+
+    Args:
+        name: a key of :data:`PRESETS`; ``overrides`` as for :func:`preprocessing`.
+        image: channel-first :class:`monai.data.MetaTensor` with a RAS affine.
+    """
+    import monai.transforms as mt
+    import torch
+    from monai.data import MetaTensor
+
+    spec = get_preset(name, **overrides)
+    if spec.long_side is not None:
+        return None
+
+    def pending(t):
+        if t.pending_operations:
+            return (torch.as_tensor(t.peek_pending_affine(), dtype=torch.float64).clone(),
+                    tuple(int(v) for v in t.peek_pending_shape()))
+        return torch.as_tensor(t.affine, dtype=torch.float64).clone(), tuple(int(v) for v in t.shape[1:])
+
+    data = {"image": MetaTensor(image.as_tensor(), affine=image.affine.clone())}
+    if spec.axcodes is not None:
+        data = mt.Orientationd(keys="image", axcodes=spec.axcodes[:3], labels=(("L", "R"), ("P", "A"), ("I", "S")),
+                               lazy=True)(data)
+    oriented = pending(data["image"])
+    if spec.target_spacing is not None:
+        data = mt.Spacingd(keys="image", pixdim=spec.target_spacing, mode="bilinear", padding_mode="border",
+                           lazy=True)(data)
+    final = pending(data["image"])
+    return NetworkGrid(final[0], final[1], oriented[0], oriented[1])
