@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from medseg._lean_imports import import_monai_for_inference
+
+    import_monai_for_inference()
     from medseg.batch.job import JobOptions, run_job
     from medseg.batch.runner import distributed_rank_world
     from medseg.batch.sources import build_cases
