@@ -6,8 +6,8 @@ of a preset -- the map from one grid's voxel indices to the other's is separable
 ``a`` reads input axis ``p(a)`` at ``index * scale + offset``. Then
 
 * linear interpolation is three 1D linear interpolations (trilinear IS the tensor product of
-  1D linear ones), each an ``index_select`` of two neighbours and a weighted sum, and
-* nearest-neighbour resampling of a label map is three ``index_select`` calls with per-axis
+  1D linear ones), each an gather of two neighbours and a weighted sum, and
+* nearest-neighbour resampling of a label map is three gathers with per-axis
   index vectors: labels are only copied, never interpolated. The index vectors come from MONAI's
   own coordinate arithmetic (:func:`monai_nearest_indices`), so even exact half-way ties go the
   way MONAI's ``Invertd`` sends them.
@@ -82,28 +82,32 @@ def _sub_affine(affine, n_spatial: int | None) -> np.ndarray | None:
     return sub
 
 
-def _coords(am: AxisMap, n_out: int) -> torch.Tensor:
-    return torch.arange(n_out, dtype=torch.float64) * am.scale + am.offset
-
-
 def resample_linear(data: torch.Tensor, maps: list[AxisMap], out_shape) -> torch.Tensor:
-    """Linear interpolation of ``data`` (C, *in_spatial), float, onto ``out_shape`` (border padding)."""
-    x = data
+    """Linear interpolation of ``data`` (C, *in_spatial), float, onto ``out_shape`` (border padding).
+
+    Gathers run through ``numpy.take`` (on a 2-core CPU ~10x faster than ``torch.index_select``
+    along a leading axis); the result is a float tensor of ``data``'s dtype on the CPU.
+    """
+    x = data.detach().cpu().numpy()
     for am in maps:
-        dim = 1 + am.in_axis
-        n_in = x.shape[dim]
-        c = _coords(am, int(out_shape[am.out_axis])).clamp_(0, n_in - 1)
-        i0 = torch.floor(c).clamp_(max=max(n_in - 2, 0)).to(torch.long)
-        w = (c - i0).to(x.dtype)
-        lo = x.index_select(dim, i0)
-        if n_in == 1 or not bool(torch.any(w != 0)):
+        axis = 1 + am.in_axis
+        n_in = x.shape[axis]
+        c = np.clip(np.arange(int(out_shape[am.out_axis]), dtype=np.float64) * am.scale + am.offset, 0, n_in - 1)
+        i0 = np.minimum(np.floor(c), max(n_in - 2, 0)).astype(np.intp)
+        w = (c - i0).astype(x.dtype)
+        lo = np.take(x, i0, axis=axis)
+        if n_in == 1 or not np.any(w):
             x = lo
             continue
         shape = [1] * x.ndim
-        shape[dim] = -1
-        x = torch.lerp(lo, x.index_select(dim, i0 + 1), w.view(shape))
+        shape[axis] = -1
+        hi = np.take(x, i0 + 1, axis=axis)
+        hi -= lo
+        hi *= w.reshape(shape)
+        lo += hi
+        x = lo
     order = [0] + [1 + am.in_axis for am in maps]
-    return x.permute(order).contiguous()
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(order)))
 
 
 def monai_nearest_indices(in_affine, in_shape, out_affine, out_shape, *,
@@ -149,7 +153,7 @@ def gather_axes(labels: torch.Tensor, picks: list[tuple[int, torch.Tensor]]) -> 
 
     ``labels`` is (C, *in_spatial) of any dtype; values are only copied, never interpolated.
     """
-    x = labels
+    x = labels.detach().cpu().numpy()
     for in_axis, idx in picks:
-        x = x.index_select(1 + in_axis, idx)
-    return x.permute([0] + [1 + in_axis for in_axis, _ in picks]).contiguous()
+        x = np.take(x, np.asarray(idx, dtype=np.intp), axis=1 + in_axis)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose([0] + [1 + in_axis for in_axis, _ in picks])))
