@@ -31,6 +31,10 @@ SHAPE, SPACING = (40, 40, 16), (6.0, 6.0, 12.0)
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
+    return make_band_run(tmp_path_factory.mktemp("run"), (48, 48, 16))
+
+
+def make_band_run(run: Path, roi_size: tuple[int, int, int]) -> Path:
     """A training-run folder holding a band model (40..90 HU -> label 1 'liver')."""
     spec = {"arch": "conv", "spatial_dims": 3, "in_channels": 1, "out_channels": 3}
     net = build_network(spec)
@@ -41,8 +45,7 @@ def run_dir(tmp_path_factory) -> Path:
         net.weight[0, 0], net.bias[0] = -200.0, 200.0 * lo
         net.weight[2, 0], net.bias[2] = 200.0, -200.0 * hi
     model = SegmentationModel(network=net, network_spec=spec, preset="ct_abdomen", labels={1: "liver"},
-                              roi_size=(48, 48, 16), preset_overrides={"target_spacing": None})
-    run = tmp_path_factory.mktemp("run")
+                              roi_size=roi_size, preset_overrides={"target_spacing": None})
     (run / "checkpoints").mkdir()
     torch.save({"state_dict": net.state_dict(), "epoch": 1, "optimizer": {}}, run / "checkpoints" / "best.pt")
     (run / "model_spec.json").write_text(json.dumps(model.to_spec()))

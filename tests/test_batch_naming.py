@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-import torch
+from test_batch_job import make_band_run
 
 import medseg.inference.pipeline as pipeline
 from medseg import cli
@@ -27,7 +27,6 @@ from medseg.data.dicom_writer import write_dicom_series
 from medseg.data.phantoms import abdomen_ct
 from medseg.errors import InputError
 from medseg.inference import SegmentationModel
-from medseg.models import build_network
 
 SHAPE, SPACING = (32, 32, 12), (6.0, 6.0, 12.0)
 NIFTI_NAMES = {"my scan (v2).nii.gz": "my_scan_v2", "a.b.nii.gz": "a.b"}
@@ -36,21 +35,7 @@ NIFTI_NAMES = {"my scan (v2).nii.gz": "my_scan_v2", "a.b.nii.gz": "a.b"}
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A training-run folder holding a hand-set band model (40..90 HU -> label 1 'liver')."""
-    spec = {"arch": "conv", "spatial_dims": 3, "in_channels": 1, "out_channels": 3}
-    net = build_network(spec)
-    lo, hi = ((v + 160.0) / 400.0 for v in (40.0, 90.0))  # ct_abdomen window -160..240 HU
-    with torch.no_grad():
-        net.weight.zero_()
-        net.bias.zero_()
-        net.weight[0, 0], net.bias[0] = -200.0, 200.0 * lo
-        net.weight[2, 0], net.bias[2] = 200.0, -200.0 * hi
-    model = SegmentationModel(network=net, network_spec=spec, preset="ct_abdomen", labels={1: "liver"},
-                              roi_size=(32, 32, 12), preset_overrides={"target_spacing": None})
-    run = tmp_path_factory.mktemp("run")
-    (run / "checkpoints").mkdir()
-    torch.save({"state_dict": net.state_dict(), "epoch": 1, "optimizer": {}}, run / "checkpoints" / "best.pt")
-    (run / "model_spec.json").write_text(json.dumps(model.to_spec()))
-    return run
+    return make_band_run(tmp_path_factory.mktemp("run"), (32, 32, 12))
 
 
 def _inputs(root: Path) -> Path:
