@@ -144,6 +144,9 @@ def segment(image, model: SegmentationModel, *, device: str | Any = "auto", tta:
     if fast is not None:
         values = _labels_to_source(torch.from_numpy(np.ascontiguousarray(lab))[None], grid, orient,
                                    src_shape).to(out_dtype)
+        if tuple(values.shape[1:]) != src_shape:
+            raise GeometryError(f"the label map did not return to the source grid (shape {tuple(values.shape[1:])} "
+                                f"vs {src_shape}); this is a bug in the per-axis inverse, please report it")
     else:
         values = _invert_with_monai(lab, x, pre, src_shape, src_affine, out_dtype)
     timings["invert"] = time.perf_counter() - t0
