@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from medseg.inference.grid import gather_axes, monai_nearest_indices, resample_linear, separable_map
-from medseg.inference.segmentation import _labels_to_source, _separable_plan
+from medseg.inference.segmentation import _separable_plan
 
 # (axis permutation, signs, spacing mm): stored axis i points along world axis perm[i]
 CASES = [
@@ -68,9 +68,9 @@ def test_linear_and_nearest_match_monai(perm, signs, spacing):
     src = MetaTensor(vol, affine=torch.tensor(aff))
     plan = _separable_plan("ct_abdomen", src, {})
     assert plan is not None
-    grid, _, orient = plan
+    grid, _, back = plan
     assert grid.shape == net_shape and np.allclose(grid.affine, ref.affine)
-    mine = _labels_to_source(lab.to(torch.int32), grid, orient, shape)
+    mine = gather_axes(lab.to(torch.int32), back)
     assert mine.dtype == torch.int32 and mine.shape == inv.shape
     assert torch.equal(mine.to(torch.float32), inv.as_tensor())
 

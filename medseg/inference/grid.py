@@ -6,7 +6,7 @@ of a preset -- the map from one grid's voxel indices to the other's is separable
 ``a`` reads input axis ``p(a)`` at ``index * scale + offset``. Then
 
 * linear interpolation is three 1D linear interpolations (trilinear IS the tensor product of
-  1D linear ones), each an gather of two neighbours and a weighted sum, and
+  1D linear ones), each a gather of two neighbours and a weighted sum, and
 * nearest-neighbour resampling of a label map is three gathers with per-axis
   index vectors: labels are only copied, never interpolated. The index vectors come from MONAI's
   own coordinate arithmetic (:func:`monai_nearest_indices`), so even exact half-way ties go the
@@ -118,8 +118,9 @@ def monai_nearest_indices(in_affine, in_shape, out_affine, out_shape, *,
 
     MONAI computes sampling coordinates in floating point (``AffineTransform`` -> ``affine_grid``
     -> ``grid_sample``, float64 for ``Spacing``), so a voxel centre exactly half way between two
-    input voxels goes to either one by rounding. Running MONAI's own ``AffineTransform`` on a one-voxel-thick probe per axis
-    (input values = their indices) reproduces that choice bit for bit: for a diagonal transform
+    input voxels goes to either one by rounding. Running MONAI's own ``AffineTransform`` on a
+    one-voxel-thick probe per axis (input values = their indices) reproduces that choice bit for
+    bit: for a diagonal transform
     each axis's coordinate involves only that axis's entries and sizes (the other terms are
     exact zeros). Cost: one tiny resampling per axis.
     """

@@ -108,7 +108,7 @@ def segment(image, model: SegmentationModel, *, device: str | Any = "auto", tta:
     overrides = dict(model.preset_overrides)
     fast = _separable_plan(model.preset, src, overrides)
     if fast is not None:  # axis-aligned: resample one axis at a time (same voxels as MONAI's Spacingd)
-        grid, forward, orient = fast
+        grid, forward, back = fast
         pre = preprocessing(model.preset, keys=("image",), geometry=False, **overrides)
         on_grid = MetaTensor(resample_linear(src.as_tensor(), forward, grid.shape), affine=grid.affine.clone(),
                              meta={k: v for k, v in src.meta.items() if k != "affine"})
@@ -142,8 +142,7 @@ def segment(image, model: SegmentationModel, *, device: str | Any = "auto", tta:
     out_dtype = torch.int32 if model.task == "instance" else (
         torch.uint8 if max(model.labels, default=0) <= 255 else torch.int16)
     if fast is not None:
-        values = _labels_to_source(torch.from_numpy(np.ascontiguousarray(lab))[None], grid, orient,
-                                   src_shape).to(out_dtype)
+        values = gather_axes(torch.from_numpy(np.ascontiguousarray(lab))[None], back).to(out_dtype)
         if tuple(values.shape[1:]) != src_shape:
             raise GeometryError(f"the label map did not return to the source grid (shape {tuple(values.shape[1:])} "
                                 f"vs {src_shape}); this is a bug in the per-axis inverse, please report it")
@@ -169,9 +168,12 @@ def segment(image, model: SegmentationModel, *, device: str | Any = "auto", tta:
 
 
 def _separable_plan(preset: str, src, overrides: dict[str, Any]):
-    """The preset's grid and the per-axis maps from it to the source grid and back, when the
-    preset only reorients and resamples and the source grid is axis-aligned with it; else None
-    (MONAI's general path)."""
+    """``(network grid, maps source -> network, picks network -> source)`` when the preset only
+    reorients and resamples and the source grid is axis-aligned with it; else None (MONAI's
+    general path). The picks, for :func:`gather_axes`, hold MONAI's own nearest-index choice for
+    the inverse resampling followed by the inverse reorientation (a permutation + flips)."""
+    import torch
+
     from medseg.transforms.presets import network_grid
 
     grid = network_grid(preset, src, **overrides)
@@ -184,28 +186,19 @@ def _separable_plan(preset: str, src, overrides: dict[str, Any]):
         return None
     if any(abs(abs(am.scale) - 1) > 1e-6 or abs(am.offset - round(am.offset)) > 1e-6 for am in orient):
         return None  # reorientation must be a pure axis permutation with flips
-    if n_sp == 3 and monai_nearest_indices(grid.affine, grid.shape, grid.oriented_affine,
-                                           grid.oriented_shape) is None:
-        return None
-    return grid, forward, orient
-
-
-def _labels_to_source(lab, grid, orient, src_shape):
-    """Labels (1, *network grid) -> (1, *source grid): the inverse of the preset's resampling with
-    MONAI's own nearest-index choice, then the inverse reorientation (a permutation + flips)."""
-    import torch
-
-    n_sp = len(src_shape)
     if n_sp == 3:
         picks_oriented = monai_nearest_indices(grid.affine, grid.shape, grid.oriented_affine, grid.oriented_shape)
+        if picks_oriented is None:
+            return None
     else:  # 2D presets keep the stored grid (no spacing step)
         picks_oriented = [torch.arange(s) for s in grid.oriented_shape]
-    picks: list = [None] * n_sp
+    src_shape = tuple(int(s) for s in src.shape[1:])
+    back: list = [None] * n_sp
     for am in orient:  # oriented axis am.out_axis reads source axis am.in_axis at scale * i + offset
         j = torch.arange(src_shape[am.in_axis], dtype=torch.float64)
         i = torch.round((j - am.offset) / am.scale).to(torch.long)
-        picks[am.in_axis] = (am.out_axis, picks_oriented[am.out_axis][i])
-    return gather_axes(lab, picks)
+        back[am.in_axis] = (am.out_axis, picks_oriented[am.out_axis][i])
+    return grid, forward, back
 
 
 def _invert_with_monai(lab, x, pre, src_shape, src_affine, out_dtype):

@@ -133,11 +133,9 @@ def preprocessing(name: str, *, keys: Sequence[str] = ("image",), label_key: str
         xforms.extend(_intensity_transforms(spec, image_keys))
         return mt.Compose(xforms)
     if spec.axcodes is not None:
-        xforms.append(mt.Orientationd(keys=all_keys, axcodes=spec.axcodes[:3],
-                                     labels=(("L", "R"), ("P", "A"), ("I", "S"))))
+        xforms.append(_reorient(spec, all_keys))
     if spec.target_spacing is not None:
-        xforms.append(mt.Spacingd(keys=all_keys, pixdim=spec.target_spacing, mode=img_modes,
-                                  padding_mode="border"))
+        xforms.append(_resample(spec, all_keys, img_modes))
     if spec.long_side is not None:
         xforms.append(mt.Resized(keys=all_keys, spatial_size=spec.long_side, size_mode="longest",
                                  mode=resize_modes))
@@ -145,6 +143,19 @@ def preprocessing(name: str, *, keys: Sequence[str] = ("image",), label_key: str
                                      mode="constant"))
     xforms.extend(_intensity_transforms(spec, image_keys))
     return mt.Compose(xforms)
+
+
+def _reorient(spec: PresetSpec, keys: Sequence[str], *, lazy: bool = False):
+    import monai.transforms as mt
+
+    return mt.Orientationd(keys=keys, axcodes=spec.axcodes[:3], labels=(("L", "R"), ("P", "A"), ("I", "S")),
+                           lazy=lazy)
+
+
+def _resample(spec: PresetSpec, keys: Sequence[str], modes, *, lazy: bool = False):
+    import monai.transforms as mt
+
+    return mt.Spacingd(keys=keys, pixdim=spec.target_spacing, mode=modes, padding_mode="border", lazy=lazy)
 
 
 def _intensity_transforms(spec: PresetSpec, image_keys: list[str]) -> list:
@@ -191,7 +202,6 @@ def network_grid(name: str, image: Any, **overrides: Any) -> NetworkGrid | None:
         name: a key of :data:`PRESETS`; ``overrides`` as for :func:`preprocessing`.
         image: channel-first :class:`monai.data.MetaTensor` with a RAS affine.
     """
-    import monai.transforms as mt
     import torch
     from monai.data import MetaTensor
 
@@ -207,11 +217,9 @@ def network_grid(name: str, image: Any, **overrides: Any) -> NetworkGrid | None:
 
     data = {"image": MetaTensor(image.as_tensor(), affine=image.affine.clone())}
     if spec.axcodes is not None:
-        data = mt.Orientationd(keys="image", axcodes=spec.axcodes[:3], labels=(("L", "R"), ("P", "A"), ("I", "S")),
-                               lazy=True)(data)
+        data = _reorient(spec, ["image"], lazy=True)(data)
     oriented = pending(data["image"])
     if spec.target_spacing is not None:
-        data = mt.Spacingd(keys="image", pixdim=spec.target_spacing, mode="bilinear", padding_mode="border",
-                           lazy=True)(data)
+        data = _resample(spec, ["image"], ["bilinear"], lazy=True)(data)
     final = pending(data["image"])
     return NetworkGrid(final[0], final[1], oriented[0], oriented[1])
