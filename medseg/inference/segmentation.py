@@ -135,7 +135,8 @@ def segment(image, model: SegmentationModel, *, device: str | Any = "auto", tta:
         if k < keep.size:
             keep[k] = True
     lab = np.where(keep[lab], lab, 0).astype(lab.dtype)
-    lab = apply_postprocess(lab, spacing, model.postprocess, task=model.task)
+    lab = apply_postprocess(lab, spacing, model.postprocess, task=model.task,
+                            affine=np.asarray(x.affine, dtype=np.float64))
     timings["postprocess"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

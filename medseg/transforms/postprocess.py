@@ -173,8 +173,11 @@ def validate_postprocess(config: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def apply_postprocess(labels: np.ndarray, spacing: Sequence[float], config: Mapping[str, Any] | None,
-                      *, task: str = "semantic") -> np.ndarray:
+                      *, task: str = "semantic", affine: np.ndarray | None = None) -> np.ndarray:
     """Apply a model's postprocess dict: small components, largest component, holes, instances.
+
+    ``spacing`` is mm per voxel axis of ``labels``; ``affine`` (4x4 voxel -> RAS mm of ``labels``)
+    is for operations that need world directions (None: none of those may be configured).
 
     Order: ``min_component_mm3`` -> ``keep_largest_component`` -> ``fill_holes`` -> ``instance``
     (the last only for ``task="instance"``, or when ``instance`` is given).
