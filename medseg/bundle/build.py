@@ -217,32 +217,95 @@ def preprocessing_config(preset: str, dims: int, modality: str,
     return entries
 
 
-def _postprocessing(n_out: int, postprocess: Mapping[str, Any]) -> list[dict[str, Any]]:
+MEDSEG_POSTPROCESS_TARGET = "medseg.transforms.monai_postprocess.MedsegPostprocessd"
+
+
+def medseg_postprocess_allowed() -> bool:
+    """True when the bundle trust policy (:mod:`medseg.bundle.trust`) accepts
+    :class:`~medseg.transforms.monai_postprocess.MedsegPostprocessd` as a ``_target_``.
+
+    The builder never writes a config that medseg itself would refuse to load without
+    ``--trust-bundle``: while the policy does not list it, postprocess operations MONAI has no
+    exact equivalent for are left out of the MONAI path (and listed in ``configs/medseg.json``
+    ``monai_path_skips_postprocess``).
+    """
+    from medseg.bundle.trust import find_untrusted
+
+    return not find_untrusted({"probe": {"_target_": MEDSEG_POSTPROCESS_TARGET}})
+
+
+def monai_postprocess_plan(postprocess: Mapping[str, Any], *, task: str = "semantic",
+                           labels: Mapping[str, Any] | None = None, n_out: int = 2,
+                           medseg_allowed: bool = True) -> tuple[list[dict[str, Any]], list[str]]:
+    """The label-map steps of the MONAI path (between ``AsDiscreted`` and ``Invertd``) and the
+    postprocess operations it leaves out.
+
+    ``keep_largest_component`` alone is MONAI's ``KeepLargestConnectedComponentd`` (face
+    connectivity, one component per class: the same voxels as medseg's). Any other operation
+    (``min_component_mm3``, ``fill_holes``, ``instance``, ...) has no voxel-identical MONAI
+    transform (MONAI's ``FillHolesd`` also overwrites other classes inside a hole and its
+    ``RemoveSmallObjectsd`` counts all pieces of a label as one object), so the whole dict runs
+    through medseg's own ``MedsegPostprocessd`` in medseg's order, when the trust policy allows it
+    (``medseg_allowed``); otherwise those operations are skipped and returned. ``task="instance"``
+    labels instances even without an ``instance`` entry (medseg's defaults), as medseg does. The
+    same transform also zeroes argmax indices that are not labels (``n_out`` > labels + 1).
+    """
+    label_ids = sorted(int(k) for k in (labels or {}))
+    postprocess = dict(postprocess)
+    others = sorted(set(postprocess) - {"keep_largest_component"} | ({"instance"} if task == "instance" else set()))
+    unlabelled = n_out > 1 and bool(label_ids) and bool(set(range(1, n_out)) - set(label_ids))
+    if (others or unlabelled) and medseg_allowed:
+        entry: dict[str, Any] = {"_target_": MEDSEG_POSTPROCESS_TARGET, "keys": "pred",
+                                 "postprocess": json.loads(json.dumps(postprocess)), "task": task}
+        if unlabelled:
+            entry["labels"] = label_ids
+        return [entry], []
+    steps = []
+    lcc = postprocess.get("keep_largest_component")
+    if lcc:
+        # medseg keeps the largest face-connected component per class: MONAI's equivalent
+        steps.append({"_target_": "KeepLargestConnectedComponentd", "keys": "pred",
+                      "applied_labels": [int(v) for v in lcc] if isinstance(lcc, list) else None,
+                      "is_onehot": False, "independent": True, "connectivity": 1})
+    return steps, others
+
+
+def _output_dtype(labels: Mapping[str, Any] | None, instances: bool) -> str:
+    """SaveImaged dtype: int32 for instance IDs (any count), else the smallest type for the labels."""
+    if instances:
+        return "int32"
+    top = max((int(k) for k in (labels or {})), default=1)
+    return "uint8" if top <= 255 else "uint16" if top <= 65535 else "int32"
+
+
+def _postprocessing(n_out: int, postprocess: Mapping[str, Any], labels: Mapping[str, Any] | None = None,
+                    task: str = "semantic", *, medseg_allowed: bool | None = None) -> list[dict[str, Any]]:
     if n_out == 1:
         head = [{"_target_": "Activationsd", "keys": "pred", "sigmoid": True},
                 {"_target_": "AsDiscreted", "keys": "pred", "threshold": 0.5}]
     else:
         head = [{"_target_": "Activationsd", "keys": "pred", "softmax": True},
                 {"_target_": "AsDiscreted", "keys": "pred", "argmax": True}]
-    extra = []
-    lcc = postprocess.get("keep_largest_component")
-    if lcc:
-        # medseg keeps the largest face-connected component per class: MONAI's equivalent
-        extra.append({"_target_": "KeepLargestConnectedComponentd", "keys": "pred",
-                      "applied_labels": [int(v) for v in lcc] if isinstance(lcc, list) else None,
-                      "is_onehot": False, "independent": True, "connectivity": 1})
+    if medseg_allowed is None:
+        medseg_allowed = medseg_postprocess_allowed()
+    extra, skipped = monai_postprocess_plan(postprocess, task=task, labels=labels, n_out=n_out,
+                                            medseg_allowed=medseg_allowed)
+    instances = (task == "instance" or "instance" in postprocess) and "instance" not in skipped
     # medseg postprocesses on the network's grid, then inverts: same order here
     return head + extra + [
         {"_target_": "Invertd", "keys": "pred", "transform": "@preprocessing", "orig_keys": "image",
          "nearest_interp": True, "to_tensor": True},
         {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir", "output_postfix": "seg",
-         "output_dtype": "uint8", "resample": False, "separate_folder": False, "print_log": False},
+         "output_dtype": _output_dtype(labels, instances), "resample": False, "separate_folder": False,
+         "print_log": False},
     ]
 
 
 def inference_config(net_def: dict, pre: list[dict], roi: list[int], overlap: float, sw_batch: int,
-                     n_out: int, postprocess: Mapping[str, Any]) -> dict[str, Any]:
-    """``configs/inference.json`` in the MONAI model-zoo convention."""
+                     n_out: int, postprocess: Mapping[str, Any], labels: Mapping[str, Any] | None = None,
+                     task: str = "semantic") -> dict[str, Any]:
+    """``configs/inference.json`` in the MONAI model-zoo convention (postprocess as in
+    :func:`monai_postprocess_plan`: the same label map as ``medseg segment``)."""
     return {
         "imports": ["$import glob"],
         "bundle_root": ".",
@@ -265,7 +328,7 @@ def inference_config(net_def: dict, pre: list[dict], roi: list[int], overlap: fl
                        "num_workers": 0},
         "inferer": {"_target_": "SlidingWindowInferer", "roi_size": roi, "sw_batch_size": sw_batch,
                     "overlap": overlap, "mode": "gaussian", "sigma_scale": 0.125},
-        "postprocessing": {"_target_": "Compose", "transforms": _postprocessing(n_out, postprocess)},
+        "postprocessing": {"_target_": "Compose", "transforms": _postprocessing(n_out, postprocess, labels, task)},
         "handlers": [
             {"_target_": "CheckpointLoader", "load_path": "$@bundle_root + '/models/model.pt'",
              "load_dict": {"model": "@network"}, "strict": True, "map_location": "@device"},
@@ -338,11 +401,13 @@ def train_config(net_def: dict, pre: list[dict], roi: list[int], n_out: int) -> 
     }
 
 
-def evaluate_config(pre: list[dict], n_out: int, postprocess: Mapping[str, Any]) -> dict[str, Any]:
+def evaluate_config(pre: list[dict], n_out: int, postprocess: Mapping[str, Any],
+                    labels: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``configs/evaluate.json``: merged over inference.json (``--config_file "['configs/inference.json',
     'configs/evaluate.json']"``); reads ``imagesTs/`` + ``labelsTs/`` and reports the mean Dice on the
-    source grid (prediction inverted, label read as stored)."""
-    post = _postprocessing(n_out, postprocess)
+    source grid (prediction inverted, label read as stored). The Dice is semantic: instance
+    labelling is left out here."""
+    post = _postprocessing(n_out, {k: v for k, v in postprocess.items() if k != "instance"}, labels)
     return {
         "labels": "$list(sorted(glob.glob(@dataset_dir + '/labelsTs/*.nii*')))",
         "datalist": "$list(sorted(glob.glob(@dataset_dir + '/imagesTs/*.nii*')))",
@@ -568,9 +633,15 @@ def build_bundle(
     if infer.get("slice_by_slice"):
         raise BundleError("slice_by_slice models (a 2D network over a 3D volume) cannot be written as a MONAI "
                           "bundle yet; train a 3D model or use the run folder directly")
-    monai_skips = sorted(set(postprocess) - {"keep_largest_component"})
+    from medseg.transforms.postprocess import validate_postprocess
+
+    postprocess = validate_postprocess(postprocess)
+    task = str(spec.get("task", "semantic"))
     labels = {str(int(k)): str(v) for k, v in spec["labels"].items()}
     n_out = int(net_spec.get("out_channels", len(labels) + 1))
+    medseg_allowed = medseg_postprocess_allowed()
+    _, monai_skips = monai_postprocess_plan(postprocess, task=task, labels=labels, n_out=n_out,
+                                            medseg_allowed=medseg_allowed)
     n_in = int(net_spec.get("in_channels", 1))
     modality, fmt = _modality(preset)
     metrics = _flatten_metrics(metrics_raw)
@@ -626,11 +697,11 @@ def build_bundle(
     }
     medseg_cfg = {
         "network": net_spec, "preset": preset, "labels": labels, "roi_size": roi, "overlap": overlap,
-        "sw_batch_size": sw_batch, "postprocess": postprocess, "task": str(spec.get("task", "semantic")),
+        "sw_batch_size": sw_batch, "postprocess": postprocess, "task": task,
         "spatial_dims": dims, "modality": modality, "preset_overrides": preset_overrides,
         "name": str(spec.get("name") or name), "monai_path_skips_postprocess": monai_skips,
     }
-    infer_cfg = inference_config(net_def, pre, roi, overlap, sw_batch, n_out, postprocess)
+    infer_cfg = inference_config(net_def, pre, roi, overlap, sw_batch, n_out, postprocess, labels, task)
 
     with atomic_dir(out_dir) as tmp:
         for sub in ("configs", "models", "docs", "tests"):
@@ -648,7 +719,7 @@ def build_bundle(
         _write_json(tmp / "configs" / "metadata.json", meta)
         _write_json(tmp / "configs" / "inference.json", infer_cfg)
         _write_json(tmp / "configs" / "train.json", train_config(net_def, pre, roi, n_out))
-        _write_json(tmp / "configs" / "evaluate.json", evaluate_config(pre, n_out, postprocess))
+        _write_json(tmp / "configs" / "evaluate.json", evaluate_config(pre, n_out, postprocess, labels))
         _write_json(tmp / "configs" / "medseg.json", medseg_cfg)
         (tmp / "docs" / "data_license.txt").write_text(
             (data_license_text or "No licence conditions were stated for the training data.") + "\n",
