@@ -10,7 +10,12 @@ The ``postprocess`` dict of a model (``model_spec.json`` -> ``inference.postproc
      "fill_holes": [1] | true,
      "min_component_mm3": 50.0 | {"1": 50.0, "2": 10.0},
      "instance": {"foreground": [1], "boundary_class": 2 | null, "split": "watershed" | "none",
-                  "min_distance_mm": 2.0, "min_size_mm3": 5.0}}   # task "instance" only
+                  "min_distance_mm": 2.0, "min_size_mm3": 5.0},   # task "instance" only
+     "vertebra_levels": {"levels": [1, 2, 3, 4, 5, 6],  # label values, superior (cranial) first
+                         "opening_mm": 1.0, "min_size_mm3": 100.0}}
+
+``vertebra_levels`` needs the label grid's voxel -> RAS affine (it orders vertebrae along the
+patient's superior axis in world coordinates, never along an array axis).
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ import numpy as np
 
 from medseg.errors import ConfigError
 
-_KEYS = {"keep_largest_component", "fill_holes", "min_component_mm3", "instance"}
+_KEYS = {"keep_largest_component", "fill_holes", "min_component_mm3", "instance", "vertebra_levels"}
 _INSTANCE_KEYS = {"foreground", "boundary_class", "split", "min_distance_mm", "min_size_mm3"}
+_VERTEBRA_KEYS = {"levels", "opening_mm", "min_size_mm3"}
 
 
 def _structure(ndim: int):
@@ -156,6 +162,130 @@ def label_instances(labels: np.ndarray, spacing: Sequence[float], *, foreground:
     return lut[inst]
 
 
+def _level_values(levels: Any) -> list[int]:
+    if isinstance(levels, str) or not isinstance(levels, Sequence) or not levels:
+        raise ConfigError("postprocess: vertebra_levels 'levels' must be a non-empty list of label values, "
+                          "superior (cranial) first, e.g. [1, 2, 3, 4, 5, 6]")
+    values = []
+    for v in levels:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) <= 0:
+            raise ConfigError(f"postprocess: vertebra_levels 'levels' must hold positive integers, got {v!r}")
+        values.append(int(v))
+    if len(set(values)) != len(values):
+        raise ConfigError(f"postprocess: vertebra_levels 'levels' lists a value twice: {values}")
+    return values
+
+
+def vertebra_instances(mask: np.ndarray, spacing: Sequence[float], *, opening_mm: float = 1.0,
+                       min_size_mm3: float = 100.0) -> np.ndarray:
+    """Split a 3D vertebra mask into instances 1..N (int32): connected components (face
+    connectivity) after a morphological opening with a ball of radius ``opening_mm`` (mm, per-axis
+    voxel radii from ``spacing``), which cuts thin bridges across the discs. Components smaller
+    than ``min_size_mm3`` (mm^3) are dropped; voxels the opening trimmed rejoin the nearest instance
+    (distance in mm) when they are connected to it in ``mask``, else they are dropped (0)."""
+    from scipy import ndimage
+
+    sp = np.asarray([float(s) for s in spacing[:mask.ndim]], dtype=np.float64)
+    if np.any(sp <= 0) or opening_mm < 0 or min_size_mm3 < 0:
+        raise ConfigError("postprocess: vertebra_levels needs positive spacing (mm) and non-negative "
+                          "opening_mm / min_size_mm3")
+    mask = np.asarray(mask, dtype=bool)
+    radius = opening_mm / sp
+    core = mask
+    if np.any(radius >= 1.0):
+        half = np.floor(radius).astype(int)
+        grids = np.meshgrid(*[np.arange(-h, h + 1) for h in half], indexing="ij")
+        ball = sum((g / max(r, 1e-6)) ** 2 for g, r in zip(grids, radius, strict=True)) <= 1.0
+        core = ndimage.binary_opening(mask, structure=ball)
+    comp, n = ndimage.label(core, structure=_structure(mask.ndim))
+    inst = np.zeros(mask.shape, dtype=np.int32)
+    if n == 0:
+        return inst
+    sizes_mm3 = np.bincount(comp.ravel(), minlength=n + 1) * float(np.prod(sp))
+    keep = np.flatnonzero(sizes_mm3 >= min_size_mm3)
+    keep = keep[keep > 0]
+    if keep.size == 0:
+        return inst
+    lut = np.zeros(n + 1, dtype=np.int32)
+    lut[keep] = np.arange(1, keep.size + 1, dtype=np.int32)
+    inst = lut[comp]
+    rest = mask & (inst == 0)
+    if rest.any():
+        parents, _ = ndimage.label(mask, structure=_structure(mask.ndim))
+        owned = np.unique(parents[inst > 0])
+        rejoin = rest & np.isin(parents, owned)
+        if rejoin.any():
+            _, nearest = ndimage.distance_transform_edt(inst == 0, sampling=sp, return_indices=True)
+            inst[rejoin] = inst[tuple(ix[rejoin] for ix in nearest)]
+    return inst
+
+
+def vertebra_levels(labels: np.ndarray, spacing: Sequence[float], affine: np.ndarray, levels: Sequence[int],
+                    *, opening_mm: float = 1.0, min_size_mm3: float = 100.0) -> np.ndarray:
+    """Relabel vertebrae with CONSECUTIVE levels, ordered along the patient's superior axis.
+
+    The voxels labelled with any value of ``levels`` (label values, superior/cranial first, e.g.
+    T12=1 ... L5=6) are split into vertebra instances (:func:`vertebra_instances`). Instances are
+    ordered by the world S coordinate (RAS +z, from ``affine``: 4x4 voxel -> RAS mm of
+    ``labels``) of their centroids, most superior first, and instance ``i`` gets
+    ``levels[i + offset]``. The offset is the one that maximises the number of voxels whose new
+    label equals the input (per-voxel network) label; ties go to the offset that names more
+    instances, then to the smaller offset. Instances that fall above the first or below the last
+    level for that offset (more instances than levels, e.g. a rib or the sacrum taken for a
+    vertebra) become background (0), as do dropped small components. Other label values are left
+    untouched. Returns a new array (same shape and dtype).
+    """
+    values = _level_values(levels)
+    if labels.ndim != 3:
+        raise ConfigError(f"postprocess: vertebra_levels needs a 3D label map, got {labels.ndim}D")
+    aff = np.asarray(affine, dtype=np.float64)
+    if aff.shape != (4, 4) or not np.all(np.isfinite(aff)):
+        raise ConfigError("postprocess: vertebra_levels needs the label grid's 4x4 voxel->RAS affine")
+    fg = np.isin(labels, values)
+    out = labels.copy()
+    if not fg.any():
+        return out
+    inst = vertebra_instances(fg, spacing, opening_mm=opening_mm, min_size_mm3=min_size_mm3)
+    out[fg] = 0
+    m = int(inst.max())
+    if m == 0:
+        return out
+    # centroids (voxel index) -> world superior coordinate
+    counts = np.bincount(inst.ravel(), minlength=m + 1)[1:].astype(np.float64)
+    idx = np.nonzero(inst)
+    ids = inst[idx]
+    cent = np.stack([np.bincount(ids, weights=ix.astype(np.float64), minlength=m + 1)[1:] for ix in idx],
+                    axis=1) / counts[:, None]
+    sup = cent @ aff[2, :3] + aff[2, 3]
+    order = np.argsort(-sup, kind="stable")  # order[r] = instance id - 1 at rank r (superior first)
+    rank = np.empty(m, dtype=np.int64)
+    rank[order] = np.arange(m)
+    # votes[r, j]: voxels of the instance at rank r that the input labels as levels[j]
+    lut = np.full(int(max(values)) + 1, -1, dtype=np.int64)
+    lut[values] = np.arange(len(values))
+    lab_fg = labels[idx]
+    col = lut[np.clip(lab_fg, 0, lut.size - 1)]
+    col[lab_fg >= lut.size] = -1
+    ok = col >= 0
+    n_lv = len(values)
+    votes = np.bincount(rank[ids[ok] - 1] * n_lv + col[ok], minlength=m * n_lv).reshape(m, n_lv)
+    best = None
+    for off in range(-(m - 1), n_lv):
+        r = np.arange(m)
+        valid = (r + off >= 0) & (r + off < n_lv)
+        score = int(votes[r[valid], (r + off)[valid]].sum())
+        key = (score, int(valid.sum()), -off)
+        if best is None or key > best[0]:
+            best = (key, off)
+    off = best[1]
+    new = np.zeros(m + 1, dtype=labels.dtype)
+    for r in range(m):
+        if 0 <= r + off < n_lv:
+            new[order[r] + 1] = values[r + off]
+    out[fg] = new[inst[fg]]
+    return out
+
+
 def validate_postprocess(config: Mapping[str, Any] | None) -> dict[str, Any]:
     """Check a postprocess dict (ConfigError on unknown keys) and return a plain copy."""
     config = dict(config or {})
@@ -169,24 +299,48 @@ def validate_postprocess(config: Mapping[str, Any] | None) -> dict[str, Any]:
         bad = sorted(set(inst) - _INSTANCE_KEYS)
         if bad:
             raise ConfigError(f"postprocess: unknown instance key(s) {', '.join(bad)}")
+    vl = config.get("vertebra_levels")
+    if vl is not None:
+        if not isinstance(vl, Mapping):
+            raise ConfigError("postprocess: 'vertebra_levels' must be a mapping such as "
+                              '{"levels": [1, 2, 3, 4, 5, 6], "opening_mm": 1.0, "min_size_mm3": 100.0}')
+        bad = sorted(set(vl) - _VERTEBRA_KEYS)
+        if bad:
+            raise ConfigError(f"postprocess: unknown vertebra_levels key(s) {', '.join(bad)}; "
+                              f"known: {', '.join(sorted(_VERTEBRA_KEYS))}")
+        _level_values(vl.get("levels"))
+        for key in ("opening_mm", "min_size_mm3"):
+            val = vl.get(key, 0.0)
+            if isinstance(val, bool) or not isinstance(val, (int, float)) or not np.isfinite(val) or val < 0:
+                raise ConfigError(f"postprocess: vertebra_levels {key!r} must be a non-negative number (mm / mm^3)")
     return config
 
 
 def apply_postprocess(labels: np.ndarray, spacing: Sequence[float], config: Mapping[str, Any] | None,
                       *, task: str = "semantic", affine: np.ndarray | None = None) -> np.ndarray:
-    """Apply a model's postprocess dict: small components, largest component, holes, instances.
+    """Apply a model's postprocess dict: small components, vertebra levels, largest component,
+    holes, instances.
 
     ``spacing`` is mm per voxel axis of ``labels``; ``affine`` (4x4 voxel -> RAS mm of ``labels``)
-    is for operations that need world directions (None: none of those may be configured).
+    is for operations that need world directions (``vertebra_levels``; None: ConfigError if it is
+    configured).
 
-    Order: ``min_component_mm3`` -> ``keep_largest_component`` -> ``fill_holes`` -> ``instance``
-    (the last only for ``task="instance"``, or when ``instance`` is given).
+    Order: ``min_component_mm3`` -> ``vertebra_levels`` -> ``keep_largest_component`` ->
+    ``fill_holes`` -> ``instance`` (the last only for ``task="instance"``, or when ``instance`` is
+    given).
     """
     config = validate_postprocess(config)
     present = np.unique(labels)
     out = labels
     if config.get("min_component_mm3") is not None:
         out = remove_small_components(out, spacing, config["min_component_mm3"], present)
+    if config.get("vertebra_levels") is not None:
+        if affine is None:
+            raise ConfigError("postprocess: vertebra_levels needs the label grid's voxel->RAS affine "
+                              "(pass affine=...)")
+        vl = dict(config["vertebra_levels"])
+        out = vertebra_levels(out, spacing, affine, vl["levels"], opening_mm=float(vl.get("opening_mm", 1.0)),
+                              min_size_mm3=float(vl.get("min_size_mm3", 100.0)))
     sel = _classes(config.get("keep_largest_component"), present)
     if sel:
         out = keep_largest_component(out, sel)
