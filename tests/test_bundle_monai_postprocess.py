@@ -276,3 +276,32 @@ def test_more_than_255_instances_keep_distinct_ids():
     ids = out[0].numpy()
     assert int(sk_label(sem > 0, connectivity=1).max()) == 400
     assert int(ids.max()) == 400 and len(np.unique(ids)) == 401
+
+
+def test_vertebra_levels_follow_the_world_superior_axis(tmp_path):
+    """vertebra_levels (needs the grid's RAS affine) through the transform on a NIfTI read by
+    MONAI: array axis 0 runs towards the head, so the most superior slab (by nibabel's world
+    coordinates) must get the first level, not the first array index."""
+    import nibabel as nib
+    from monai.transforms import LoadImaged
+
+    from medseg.transforms import postprocess
+    from medseg.transforms.monai_postprocess import MedsegPostprocessd
+
+    if "vertebra_levels" not in getattr(postprocess, "_KEYS", ()):
+        pytest.skip("this medseg has no vertebra_levels postprocess")
+    lab = np.zeros((30, 16, 16), np.int16)
+    for a0 in (2, 11, 20):
+        lab[a0:a0 + 6, 3:13, 3:13] = 1  # three 'vertebrae', all predicted as level 1
+    aff = np.array([[0.0, 1.0, 0.0, -8.0], [0.0, 0.0, 1.0, -8.0], [2.0, 0.0, 0.0, -30.0], [0, 0, 0, 1]])
+    path = str(tmp_path / "spine.nii.gz")
+    nib.save(nib.Nifti1Image(lab, aff), path)
+    data = LoadImaged("pred", ensure_channel_first=True, image_only=True)({"pred": path})
+    out = MedsegPostprocessd("pred", {"vertebra_levels": {"levels": [1, 2, 3]}})(data)["pred"][0].numpy()
+    z = {}
+    for level in (1, 2, 3):
+        idx = np.argwhere(out == level)
+        assert len(idx), level
+        z[level] = nib.affines.apply_affine(nib.load(path).affine, idx.mean(axis=0))[2]
+    assert z[1] > z[2] > z[3]  # level 1 is the most superior in world (RAS +z) coordinates
+    assert int(np.argwhere(out == 1)[:, 0].min()) == 20  # ... which is the LAST slab along the array
