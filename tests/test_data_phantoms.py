@@ -94,12 +94,40 @@ def test_abdomen_sides_through_simpleitk_lps(tmp_path):
         assert np.sign(lps[0]) == sign, (value, lps)
 
 
-def test_abdomen_hu_values():
-    ph = P.abdomen_ct(seed=2)
-    med = {v: float(np.median(ph.image[ph.label == v])) for v in ph.labels}
-    assert 50 <= med[1] <= 70  # liver
-    assert 40 <= med[2] <= 60  # spleen
-    assert 100 <= med[3] <= 170 and 100 <= med[4] <= 170  # enhanced kidneys
+# Literature ranges (adult abdominal CT, HU), written here independently of the generator's table:
+# portal-venous phase (~70 s) and native (no contrast). Organ cores are eroded by 2 voxels so
+# the partial-volume blur at the borders does not count.
+_PHASE_RANGES = {
+    "portal_venous": {"liver": (100, 120), "spleen": (110, 130), "kidney": (130, 200), "muscle": (50, 65)},
+    "native": {"liver": (55, 65), "spleen": (40, 50), "kidney": (25, 40), "muscle": (40, 60)},
+}
+
+
+def _organ_and_muscle_medians(ph: P.Phantom) -> dict[str, float]:
+    """Median HU inside each organ's core and in a shell 2-4 voxels around the spleen outside
+    every organ (the abdominal wall / paraspinal muscle the spleen borders)."""
+    img, lab = ph.image, ph.label
+    core = {name: float(np.median(img[ndimage.binary_erosion(lab == v, iterations=2)]))
+            for v, name in ph.labels.items()}
+    spleen = lab == 2
+    shell = ndimage.binary_dilation(spleen, iterations=4) & ~ndimage.binary_dilation(spleen, iterations=2) & (lab == 0)
+    assert shell.sum() > 500
+    core["muscle"] = float(np.median(img[shell]))
+    return core
+
+
+@pytest.mark.parametrize("phase", ["portal_venous", "native"])
+def test_abdomen_hu_values(phase):
+    ph = P.abdomen_ct(seed=2, phase=phase)
+    assert ph.meta["phase"] == phase
+    med = _organ_and_muscle_medians(ph)
+    lit = _PHASE_RANGES[phase]
+    for organ in ("liver", "spleen", "muscle"):
+        lo, hi = lit[organ]
+        assert lo <= med[organ] <= hi, (phase, organ, med[organ])
+    for side in ("kidney_right", "kidney_left"):
+        lo, hi = lit["kidney"]
+        assert lo <= med[side] <= hi, (phase, side, med[side])
     corner = ph.image[:4, :4, :]
     assert corner.max() < -900  # air outside the body
     assert 400 <= np.percentile(ph.image, 99.9) <= 1100  # bone
@@ -109,6 +137,50 @@ def test_abdomen_hu_values():
     assert -160 <= np.median(ph.image[ring]) <= -40
     assert ph.image.dtype == np.float32 and ph.label.dtype == np.uint8
     assert np.all(np.round(ph.image) == ph.image)  # integer HU like a real CT
+
+
+def test_abdomen_spleen_muscle_contrast_by_phase():
+    """Portal-venous: the spleen enhances well above the muscle it borders (> 3 noise SD, so its
+    boundary is visible) and above the liver; native: spleen ~ muscle (within one noise SD) and
+    below the liver, as on real unenhanced CT."""
+    noise = 12.0
+    pv = _organ_and_muscle_medians(P.abdomen_ct(seed=4, phase="portal_venous", noise_hu=noise))
+    nat = _organ_and_muscle_medians(P.abdomen_ct(seed=4, phase="native", noise_hu=noise))
+    assert pv["spleen"] - pv["muscle"] >= 3 * noise, pv
+    assert pv["spleen"] > pv["liver"], pv
+    assert abs(nat["spleen"] - nat["muscle"]) <= noise, nat
+    assert nat["liver"] > nat["spleen"], nat
+    # kidneys: enhanced (cortex brighter than medulla) only with contrast
+    assert pv["kidney_right"] > pv["liver"] + 30 and nat["kidney_right"] < nat["liver"] - 15, (pv, nat)
+
+
+def test_abdomen_kidney_cortex_brighter_than_medulla_portal_venous():
+    ph = P.abdomen_ct(seed=6, phase="portal_venous")
+    for v in (3, 4):
+        depth = ndimage.distance_transform_edt(ph.label == v)
+        deep, outer = ph.image[depth >= np.percentile(depth[depth > 0], 95)], ph.image[(depth >= 2) & (depth <= 3)]
+        assert np.median(outer) - np.median(deep) >= 20, (v, np.median(outer), np.median(deep))
+
+
+def test_abdomen_phase_changes_intensities_only():
+    """Labels, geometry and the random stream (noise) are the same for every phase: far from the
+    body (beyond the partial-volume blur) the two images agree voxel for voxel."""
+    kw = {"shape": (48, 44, 28), "spacing": (3.0, 3.0, 4.5), "orientation": "RAS", "seed": 8}
+    pv, nat = P.abdomen_ct(**kw), P.abdomen_ct(**kw, phase="native")
+    assert pv.meta["phase"] == "portal_venous"  # the default
+    np.testing.assert_array_equal(pv.label, nat.label)
+    np.testing.assert_array_equal(pv.affine, nat.affine)
+    far = ~ndimage.binary_dilation(pv.image > -500, structure=np.ones((3, 3, 3), bool), iterations=4)
+    assert far.sum() > 1000
+    np.testing.assert_array_equal(pv.image[far], nat.image[far])
+    organs = pv.label > 0
+    assert np.median(pv.image[organs] - nat.image[organs]) > 30  # contrast enhancement
+
+
+@pytest.mark.parametrize("bad", ["arterial", "PORTAL_VENOUS", ""])
+def test_abdomen_unknown_phase_is_config_error(bad):
+    with pytest.raises(ConfigError, match="phase"):
+        P.abdomen_ct((24, 24, 16), (3.0, 3.0, 5.0), seed=0, phase=bad)
 
 
 @pytest.mark.parametrize("gen,kw", [
