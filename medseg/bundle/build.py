@@ -279,17 +279,15 @@ def _output_dtype(labels: Mapping[str, Any] | None, instances: bool) -> str:
 
 
 def _postprocessing(n_out: int, postprocess: Mapping[str, Any], labels: Mapping[str, Any] | None = None,
-                    task: str = "semantic", *, medseg_allowed: bool | None = None) -> list[dict[str, Any]]:
+                    task: str = "semantic") -> list[dict[str, Any]]:
     if n_out == 1:
         head = [{"_target_": "Activationsd", "keys": "pred", "sigmoid": True},
                 {"_target_": "AsDiscreted", "keys": "pred", "threshold": 0.5}]
     else:
         head = [{"_target_": "Activationsd", "keys": "pred", "softmax": True},
                 {"_target_": "AsDiscreted", "keys": "pred", "argmax": True}]
-    if medseg_allowed is None:
-        medseg_allowed = medseg_postprocess_allowed()
     extra, skipped = monai_postprocess_plan(postprocess, task=task, labels=labels, n_out=n_out,
-                                            medseg_allowed=medseg_allowed)
+                                            medseg_allowed=medseg_postprocess_allowed())
     instances = (task == "instance" or "instance" in postprocess) and "instance" not in skipped
     # medseg postprocesses on the network's grid, then inverts: same order here
     return head + extra + [
@@ -639,9 +637,8 @@ def build_bundle(
     task = str(spec.get("task", "semantic"))
     labels = {str(int(k)): str(v) for k, v in spec["labels"].items()}
     n_out = int(net_spec.get("out_channels", len(labels) + 1))
-    medseg_allowed = medseg_postprocess_allowed()
     _, monai_skips = monai_postprocess_plan(postprocess, task=task, labels=labels, n_out=n_out,
-                                            medseg_allowed=medseg_allowed)
+                                            medseg_allowed=medseg_postprocess_allowed())
     n_in = int(net_spec.get("in_channels", 1))
     modality, fmt = _modality(preset)
     metrics = _flatten_metrics(metrics_raw)
