@@ -86,11 +86,11 @@ class MedsegPostprocessd(MapTransform):
         import torch
         from monai.data import MetaTensor
 
-        affine = ras_affine(label_map)
         n_sp = label_map.ndim - 1
         if label_map.shape[0] != 1 or n_sp not in (2, 3):
             raise GeometryError(f"MedsegPostprocessd needs a (1, i, j[, k]) label map, got "
                                 f"{tuple(label_map.shape)}; put it after AsDiscreted(argmax=True)")
+        affine = ras_affine(label_map)
         spacing = [float(s) for s in label_map.pixdim[:n_sp]]  # the same mm values medseg's segment uses
         values = label_map.detach().cpu().numpy()[0]
         lab = np.rint(values).astype(np.int64)
@@ -101,8 +101,7 @@ class MedsegPostprocessd(MapTransform):
             keep = np.zeros(max(int(lab.max(initial=0)) + 1, 1), dtype=bool)
             keep[[v for v in self.labels if v < keep.size]] = True
             lab = np.where(keep[lab], lab, 0)
-        lab = lab.astype(np.int32 if int(lab.max(initial=0)) < 2**31 else np.int64)
-        out = apply_postprocess(lab, spacing, self.postprocess, task=self.task, affine=affine[:4, :4])
+        out = apply_postprocess(lab.astype(np.int32), spacing, self.postprocess, task=self.task, affine=affine)
         result = MetaTensor(torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))[None],
                             affine=label_map.affine.clone(),
                             meta={k: v for k, v in label_map.meta.items() if k != "affine"})
