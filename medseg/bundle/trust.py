@@ -12,7 +12,9 @@ these hold:
     ``monai.handlers``, ``monai.engines``, ``monai.losses``, ``monai.metrics``, one of
     ``monai.data.{Dataset, CacheDataset, DataLoader, ThreadDataLoader}``,
     ``torch.optim.{Adam, AdamW, SGD}``, ``torch.optim.lr_scheduler.{StepLR, CosineAnnealingLR}``,
-    or medseg's own ``medseg.models.build_network`` / ``medseg.transforms.presets.preprocessing``.
+    or medseg's own ``medseg.models.build_network`` / ``medseg.transforms.presets.preprocessing`` /
+    ``medseg.transforms.monai_postprocess.MedsegPostprocessd`` (its postprocess dict is validated
+    against a fixed set of operations; it runs no code from the config).
     Short names (``"Compose"``) are resolved the way MONAI does (its component locator, MONAI
     modules only) and the result must be allowed. A ``reader`` argument must name a MONAI reader.
 ``imports``
@@ -85,6 +87,7 @@ _EXPLICIT_TARGETS = {
     "torch.optim.lr_scheduler.CosineAnnealingLR",
     "medseg.models.build_network",
     "medseg.transforms.presets.preprocessing",
+    "medseg.transforms.monai_postprocess.MedsegPostprocessd",
 }
 _ALLOWED_FUNCTIONS = {"monai.handlers.from_engine"}
 _MONAI_READERS = {"ITKReader", "NibabelReader", "NumpyReader", "PILReader", "PydicomReader", "NrrdReader"}
