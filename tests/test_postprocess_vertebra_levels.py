@@ -119,7 +119,8 @@ def test_opening_cuts_a_bridge_and_trimmed_voxels_rejoin():
     for k in gap:
         labels[ci, cj, k] = present[0]
     assert sk_label(labels > 0, connectivity=1).max() == len(present) - 1  # merged without the opening
-    out = vertebra_levels(labels, spacing, ph.affine, LEVELS, opening_mm=2.5)
+    # the erosion must reach the bridge's 2-voxel length from both bodies: a 6 mm ball on this 2 mm grid
+    out = vertebra_levels(labels, spacing, ph.affine, LEVELS, opening_mm=6.0)
     np.testing.assert_array_equal(out[ph.label > 0], ph.label[ph.label > 0])
     # the bridge voxels (trimmed by the opening) went to one of the two vertebrae it joined
     assert set(out[ci, cj, list(gap)].tolist()) <= set(present[:2])
@@ -186,7 +187,9 @@ def test_apply_postprocess_config_and_errors():
         apply_postprocess(noisy, spacing, cfg)
     for bad in ({"vertebra_levels": {"levels": []}}, {"vertebra_levels": {"levels": [1, 1, 2]}},
                 {"vertebra_levels": {"levels": "T12"}}, {"vertebra_levels": {"levels": [1, 2], "radius": 1}},
-                {"vertebra_levels": {"levels": [1, 2], "opening_mm": -1}}, {"vertebra_levels": [1, 2, 3]}):
+                {"vertebra_levels": {"levels": [1, 2], "opening_mm": -1}}, {"vertebra_levels": [1, 2, 3]},
+                {"vertebra_levels": {"levels": [1, 2], "min_fraction": 1.5}},
+                {"vertebra_levels": {"levels": [1, 2], "min_fraction": "half"}}):
         with pytest.raises(ConfigError, match="vertebra_levels"):
             validate_postprocess(bad)
     with pytest.raises(ConfigError, match="3D"):

@@ -12,7 +12,7 @@ The ``postprocess`` dict of a model (``model_spec.json`` -> ``inference.postproc
      "instance": {"foreground": [1], "boundary_class": 2 | null, "split": "watershed" | "none",
                   "min_distance_mm": 2.0, "min_size_mm3": 5.0},   # task "instance" only
      "vertebra_levels": {"levels": [1, 2, 3, 4, 5, 6],  # label values, superior (cranial) first
-                         "opening_mm": 1.0, "min_size_mm3": 100.0}}
+                         "opening_mm": 1.0, "min_size_mm3": 100.0, "min_fraction": 0.3}}
 
 ``vertebra_levels`` needs the label grid's voxel -> RAS affine (it orders vertebrae along the
 patient's superior axis in world coordinates, never along an array axis).
@@ -29,7 +29,7 @@ from medseg.errors import ConfigError
 
 _KEYS = {"keep_largest_component", "fill_holes", "min_component_mm3", "instance", "vertebra_levels"}
 _INSTANCE_KEYS = {"foreground", "boundary_class", "split", "min_distance_mm", "min_size_mm3"}
-_VERTEBRA_KEYS = {"levels", "opening_mm", "min_size_mm3"}
+_VERTEBRA_KEYS = {"levels", "opening_mm", "min_size_mm3", "min_fraction"}
 
 
 def _structure(ndim: int):
@@ -177,18 +177,20 @@ def _level_values(levels: Any) -> list[int]:
 
 
 def vertebra_instances(mask: np.ndarray, spacing: Sequence[float], *, opening_mm: float = 1.0,
-                       min_size_mm3: float = 100.0) -> np.ndarray:
+                       min_size_mm3: float = 100.0, min_fraction: float = 0.3) -> np.ndarray:
     """Split a 3D vertebra mask into instances 1..N (int32): connected components (face
     connectivity) after a morphological opening with a ball of radius ``opening_mm`` (mm, per-axis
     voxel radii from ``spacing``), which cuts thin bridges across the discs. Components smaller
-    than ``min_size_mm3`` (mm^3) are dropped; voxels the opening trimmed rejoin the nearest instance
-    (distance in mm) when they are connected to it in ``mask``, else they are dropped (0)."""
+    than ``min_size_mm3`` (mm^3) or than ``min_fraction`` x the median volume of the others (a
+    posterior arch or process the opening cut off its body) are not instances; they and the other voxels of ``mask`` (trimmed by the opening,
+    or small pieces) rejoin the nearest instance (distance in mm) when they are connected to one in
+    ``mask`` (26-connectivity), else they are dropped (0)."""
     from scipy import ndimage
 
     sp = np.asarray([float(s) for s in spacing[:mask.ndim]], dtype=np.float64)
-    if np.any(sp <= 0) or opening_mm < 0 or min_size_mm3 < 0:
+    if np.any(sp <= 0) or opening_mm < 0 or min_size_mm3 < 0 or not 0 <= min_fraction < 1:
         raise ConfigError("postprocess: vertebra_levels needs positive spacing (mm) and non-negative "
-                          "opening_mm / min_size_mm3")
+                          "opening_mm / min_size_mm3, and min_fraction in [0, 1)")
     mask = np.asarray(mask, dtype=bool)
     radius = opening_mm / sp
     core = mask
@@ -204,6 +206,8 @@ def vertebra_instances(mask: np.ndarray, spacing: Sequence[float], *, opening_mm
     sizes_mm3 = np.bincount(comp.ravel(), minlength=n + 1) * float(np.prod(sp))
     keep = np.flatnonzero(sizes_mm3 >= min_size_mm3)
     keep = keep[keep > 0]
+    if keep.size:
+        keep = keep[sizes_mm3[keep] >= min_fraction * float(np.median(sizes_mm3[keep]))]
     if keep.size == 0:
         return inst
     lut = np.zeros(n + 1, dtype=np.int32)
@@ -211,7 +215,8 @@ def vertebra_instances(mask: np.ndarray, spacing: Sequence[float], *, opening_mm
     inst = lut[comp]
     rest = mask & (inst == 0)
     if rest.any():
-        parents, _ = ndimage.label(mask, structure=_structure(mask.ndim))
+        # pieces touching an instance by an edge or a corner count as connected to it
+        parents, _ = ndimage.label(mask, structure=ndimage.generate_binary_structure(mask.ndim, mask.ndim))
         owned = np.unique(parents[inst > 0])
         rejoin = rest & np.isin(parents, owned)
         if rejoin.any():
@@ -221,7 +226,8 @@ def vertebra_instances(mask: np.ndarray, spacing: Sequence[float], *, opening_mm
 
 
 def vertebra_levels(labels: np.ndarray, spacing: Sequence[float], affine: np.ndarray, levels: Sequence[int],
-                    *, opening_mm: float = 1.0, min_size_mm3: float = 100.0) -> np.ndarray:
+                    *, opening_mm: float = 1.0, min_size_mm3: float = 100.0, min_fraction: float = 0.3
+                    ) -> np.ndarray:
     """Relabel vertebrae with CONSECUTIVE levels, ordered along the patient's superior axis.
 
     The voxels labelled with any value of ``levels`` (label values, superior/cranial first, e.g.
@@ -245,7 +251,8 @@ def vertebra_levels(labels: np.ndarray, spacing: Sequence[float], affine: np.nda
     out = labels.copy()
     if not fg.any():
         return out
-    inst = vertebra_instances(fg, spacing, opening_mm=opening_mm, min_size_mm3=min_size_mm3)
+    inst = vertebra_instances(fg, spacing, opening_mm=opening_mm, min_size_mm3=min_size_mm3,
+                              min_fraction=min_fraction)
     out[fg] = 0
     m = int(inst.max())
     if m == 0:
@@ -309,10 +316,12 @@ def validate_postprocess(config: Mapping[str, Any] | None) -> dict[str, Any]:
             raise ConfigError(f"postprocess: unknown vertebra_levels key(s) {', '.join(bad)}; "
                               f"known: {', '.join(sorted(_VERTEBRA_KEYS))}")
         _level_values(vl.get("levels"))
-        for key in ("opening_mm", "min_size_mm3"):
+        for key in ("opening_mm", "min_size_mm3", "min_fraction"):
             val = vl.get(key, 0.0)
             if isinstance(val, bool) or not isinstance(val, (int, float)) or not np.isfinite(val) or val < 0:
-                raise ConfigError(f"postprocess: vertebra_levels {key!r} must be a non-negative number (mm / mm^3)")
+                raise ConfigError(f"postprocess: vertebra_levels {key!r} must be a non-negative number")
+        if float(vl.get("min_fraction", 0.0)) >= 1:
+            raise ConfigError("postprocess: vertebra_levels 'min_fraction' must lie in [0, 1)")
     return config
 
 
@@ -340,7 +349,8 @@ def apply_postprocess(labels: np.ndarray, spacing: Sequence[float], config: Mapp
                               "(pass affine=...)")
         vl = dict(config["vertebra_levels"])
         out = vertebra_levels(out, spacing, affine, vl["levels"], opening_mm=float(vl.get("opening_mm", 1.0)),
-                              min_size_mm3=float(vl.get("min_size_mm3", 100.0)))
+                              min_size_mm3=float(vl.get("min_size_mm3", 100.0)),
+                              min_fraction=float(vl.get("min_fraction", 0.3)))
     sel = _classes(config.get("keep_largest_component"), present)
     if sel:
         out = keep_largest_component(out, sel)
