@@ -239,8 +239,10 @@ def main() -> None:
 Instance segmentation of fluorescence nuclei in 2D images (one channel). A small 2D U-Net predicts
 nucleus interior (1) and nucleus boundary (2); medseg's postprocessing turns that into nucleus
 instances ({how}). With
-`medseg segment` / `medseg.inference.segment` the output is an instance-ID map (int32); the plain
-MONAI path (`python -m monai.bundle run`) writes the 3-class semantic map only.
+`medseg segment` / `medseg.inference.segment` the output is an instance-ID map; the MONAI path
+(`python -m monai.bundle run`, configs/inference.json) runs the same postprocessing through
+`medseg.transforms.monai_postprocess.MedsegPostprocessd` (medseg must be installed) and writes the
+same instance-ID map (int32).
 
 ## What the weights are (and are not) fit for
 - Trained on **three quarters of ONE real image**: the stardist sample `img2d.tif` (a 2018 Data
