@@ -305,3 +305,29 @@ def test_vertebra_levels_follow_the_world_superior_axis(tmp_path):
         z[level] = nib.affines.apply_affine(nib.load(path).affine, idx.mean(axis=0))[2]
     assert z[1] > z[2] > z[3]  # level 1 is the most superior in world (RAS +z) coordinates
     assert int(np.argwhere(out == 1)[:, 0].min()) == 20  # ... which is the LAST slab along the array
+
+
+def test_masked_t1_gives_the_same_voxels_both_ways(tmp_path, capsys):
+    """The real MNI152 T1 (nilearn; brain-masked, 78 % of it exactly 0), cropped, with the shipped
+    mri_brain_mask bundle: the z-score over nonzero voxels depends on which voxels are exactly 0, so
+    medseg must resample the way MONAI (and training) does. Both outputs are equal voxel for voxel
+    on the source grid."""
+    import nibabel as nib
+
+    from medseg.data import sample
+
+    bundle = Path(__file__).resolve().parents[1] / "bundles" / "mri_brain_mask"
+    mni = nib.load(str(sample("mni_t1")))
+    crop = mni.slicer[20:180, 25:210, 30:189]  # nibabel keeps the world position of the crop
+    data = np.asarray(crop.dataobj, dtype=np.float32)
+    assert (data == 0).mean() > 0.5  # masked: a large exactly-zero background
+    (tmp_path / "in").mkdir()
+    image = tmp_path / "in" / "t1.nii.gz"
+    nib.save(nib.Nifti1Image(data, crop.affine), str(image))
+    ((med, mon),) = _segment_both_ways(bundle, [image], tmp_path, capsys)
+    a, b = np.asarray(med.dataobj).squeeze(), np.asarray(mon.dataobj).squeeze()
+    np.testing.assert_allclose(med.affine, crop.affine, atol=1e-4)
+    np.testing.assert_allclose(mon.affine, crop.affine, atol=1e-4)
+    assert a.shape == b.shape == data.shape
+    assert (a > 0).sum() > 100_000
+    assert int((a != b).sum()) == 0
