@@ -115,15 +115,17 @@ def test_flip_and_oblique_give_the_same_world_labels():
 def test_band_model_on_abdomen_phantom_matches_numpy_band_and_dice():
     ph = abdomen_ct(shape=(64, 64, 40), spacing=(3.0, 3.0, 4.0), orientation="LPS", seed=7)
     image, _ = as_metatensors(ph)
-    out = segment(image, band_model(95.0, 168.0), progress=False)
+    # portal-venous phantom (the default): kidney cortex ~180 / medulla ~140 HU lie in the band,
+    # liver ~105 / spleen ~120 below it; the aorta (~170) and IVC (~140) fall in it too
+    out = segment(image, band_model(130.0, 200.0), progress=False)
     pred = out.numpy()[0]
     assert set(np.unique(pred)) <= {0, 1}  # class 2 ("above the band") is not a model label
     assert np.array_equal(np.asarray(out.affine), ph.affine)
-    direct = (ph.image > 95.0) & (ph.image < 168.0)
-    exact = (np.abs(ph.image - 95.0) > 0.01) & (np.abs(ph.image - 168.0) > 0.01)
+    direct = (ph.image > 130.0) & (ph.image < 200.0)
+    exact = (np.abs(ph.image - 130.0) > 0.01) & (np.abs(ph.image - 200.0) > 0.01)
     assert np.array_equal((pred == 1)[exact], direct[exact])
     kidneys = np.isin(ph.label, [3, 4])
-    assert _dice(pred == 1, kidneys) >= 0.5
+    assert _dice(pred == 1, kidneys) >= 0.45
     # each kidney is found (recall), on its own side of the patient (RAS x > 0 is the right)
     for value, side in ((3, 1.0), (4, -1.0)):
         kidney = ph.label == value
