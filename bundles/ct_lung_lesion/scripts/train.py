@@ -1,17 +1,26 @@
 """Train and ship ``ct_lung_lesion``: lung nodules / masses on chest CT (3D), trained on phantoms.
 
 Training data: medseg chest CT phantoms with 1-3 nodules (``medseg.data.phantoms.lung_ct``, the
-generator behind ``write_decathlon_dataset(task="lung")``), seeds 1-12 in four orientations.
-Evaluated on held-out phantoms (seeds 9001-9004) AND on the two real chest CTs with a lesion label
-shipped in pyradiomics (``lung1`` and ``lung2``), which are never used in training.
+generator behind ``write_decathlon_dataset(task="lung")``), seeds 1-40 on nine grids (six axis
+orders incl. permuted ones, +15 / -25 degree oblique about S-I, +20 degree oblique about R-L),
+plus the REAL pyradiomics chest CT ``lung2`` (oversampled: two entries). Evaluated on held-out
+phantoms (seeds 9001-9004) and on both real CTs: ``lung1`` is never used in training, ``lung2``
+is a TRAINING case (its row says so).
+
+Resolution: 1.5 mm isotropic. The upper bound of the pipeline (the TRUE label resampled to the
+network grid and back with the same transforms, :func:`pipeline_upper_bound`) is a mean Dice of
+0.897 at 2 mm on the held-out phantoms -- below the 0.9 target before any network error -- and
+1.000 at 1.5 mm (the phantoms' in-plane spacing), so the grid is 1.5 mm.
 
 Usage (from the repository root)::
 
-    python bundles/ct_lung_lesion/scripts/train.py --out bundles/ct_lung_lesion
+    python bundles/ct_lung_lesion/scripts/train.py --out bundles/ct_lung_lesion \
+        [--work DIR] [--max-minutes M] [--resume] [--ship-only]
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -23,15 +32,96 @@ import numpy as np  # noqa: E402
 
 NAME = "ct_lung_lesion"
 LABELS = {1: "lung_nodule"}
-NETWORK = {"arch": "unet", "spatial_dims": 3, "channels": [8, 16, 32, 64], "strides": [2, 2, 2],
+NETWORK = {"arch": "unet", "spatial_dims": 3, "channels": [16, 32, 64, 128], "strides": [2, 2, 2],
            "num_res_units": 1}
-TRAIN_PLAN = [(s, ("LPS", "RAS", "LAS", "RPI")[s % 4]) for s in range(1, 13)]
+SPACING_MM = 1.5
+
+
+def _rot(axis: int, deg: float) -> list[list[float]]:
+    """Columns = RAS directions of i, j, k: the identity rotated by ``deg`` degrees about RAS ``axis``."""
+    c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
+    m = np.eye(3)
+    a, b = [k for k in range(3) if k != axis]
+    m[a, a], m[a, b], m[b, a], m[b, b] = c, -s, s, c
+    return m.tolist()
+
+
+# nine grids; the held-out ones (RAS, LPS, PIL, bt.OBLIQUE) and the test's ASR use other seeds
+GRIDS = ["LPS", "RAS", "LAS", "RPI", "ASL", "SLP", bt.OBLIQUE, _rot(2, -25.0), _rot(0, 20.0)]
+TRAIN_PLAN = [(s, GRIDS[s % len(GRIDS)]) for s in range(1, 41)]
 TEST_PLAN = [(9001, "RAS"), (9002, "LPS"), (9003, "PIL"), (9004, bt.OBLIQUE)]
 POSTPROCESS = {"min_component_mm3": 30.0}
+REAL_TRAIN = "lung2"  # the real case used in training (the other, lung1, stays held out)
+REAL_COPIES = 2
+
+
+def training_cases():
+    """Phantoms of TRAIN_PLAN, then REAL_COPIES entries of the real ``lung2`` CT (HU, RAS affine)."""
+    from medseg.data import sample
+    from medseg.io import load
+
+    yield from bt.iter_phantoms("lung_ct", TRAIN_PLAN)
+    img = load(sample(f"{REAL_TRAIN}_image"))
+    lab = (load(sample(f"{REAL_TRAIN}_label"), kind="label")[0].numpy() > 0).astype(np.uint8)
+    aff = np.asarray(img.affine, dtype=np.float64)
+    for k in range(REAL_COPIES):
+        yield (f"real_{REAL_TRAIN}_copy{k}", img[0].numpy().astype(np.float32), lab, aff)
+
+
+def _oracle_network():
+    """A 'network' that returns the true label as logits: fed ``label * 1000 - 1000`` HU, which
+    the ct_lung window (-1000..400 HU -> 0..1) maps to 0 / 0.714, it outputs the class-1 logit
+    ``x - 0.357`` (half-way), i.e. the linearly resampled true label thresholded at 0.5."""
+    import torch
+
+    class Oracle(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([torch.zeros_like(x), x - 0.357], 1)
+
+    return Oracle()
+
+
+def pipeline_upper_bound(model, cases, spacings=(2.0, SPACING_MM)) -> dict[str, float]:
+    """Mean Dice of the TRUE label pushed through the model's resample -> network grid -> nearest
+    back path (:func:`medseg.inference.segment` with an oracle network), per spacing in mm."""
+    from medseg.metrics import dice
+
+    out = {}
+    for sp in spacings:
+        om = dataclasses.replace(model, network=_oracle_network(), postprocess={},
+                                 preset_overrides={**model.preset_overrides, "target_spacing": [sp] * 3})
+        ds = [dice(bt.segment_array(om, (lab > 0).astype(np.float32) * 1000 - 1000, aff) > 0, lab > 0)
+              for _, _, lab, aff in cases]
+        out[f"{sp:g} mm"] = float(np.mean(ds))
+        print(f"upper bound at {sp:g} mm: {out[f'{sp:g} mm']:.4f}", flush=True)
+    return out
+
+
+def per_nodule(model, cases) -> list[dict[str, float]]:
+    """Dice of each true nodule (26-connected component; prediction inside it dilated by 3 voxels)
+    and the count of predicted components touching no nodule, per held-out phantom."""
+    from scipy import ndimage
+
+    from medseg.metrics import dice
+
+    rows = []
+    st = ndimage.generate_binary_structure(3, 3)
+    for cid, img, lab, aff in cases:
+        pred = bt.segment_array(model, img, aff) > 0
+        ref = lab > 0
+        cc, n = ndimage.label(ref, structure=st)
+        pc, pn = ndimage.label(pred, structure=st)
+        fp = sum(1 for j in range(1, pn + 1) if not ref[pc == j].any())
+        for i in range(1, n + 1):
+            m = cc == i
+            near = ndimage.binary_dilation(m, iterations=3)
+            rows.append({"case": cid, "n_voxels": int(m.sum()), "dice": float(dice(pred & near, m)),
+                         "fp_components_in_case": fp})
+    return rows
 
 
 def eval_real(model) -> dict[str, dict[str, float]]:
-    """Dice / HD95 / lesion detection on pyradiomics lung1 and lung2 (real CT, 5 mm slices)."""
+    """Dice / HD95 / lesion detection on pyradiomics lung1 (held out) and lung2 (TRAINING case)."""
     from medseg.data import sample
     from medseg.inference import segment
     from medseg.io import load
@@ -44,60 +134,88 @@ def eval_real(model) -> dict[str, dict[str, float]]:
         pred = segment(img, model, device="cpu", progress=False)[0].numpy() > 0
         sp = [float(s) for s in img.meta["spacing"][:3]]
         les = lesion_metrics(pred.astype(np.uint8), ref.astype(np.uint8))
-        out[f"real {case} (pyradiomics)"] = {
+        tag = "TRAINING case" if case == REAL_TRAIN else "held out"
+        out[f"real {case} (pyradiomics, {tag})"] = {
             "lung_nodule": float(dice(pred, ref)), "hd95_mm": float(hd95(pred, ref, sp)),
             "pred_ml": float(pred.sum() * np.prod(sp) / 1000), "ref_ml": float(ref.sum() * np.prod(sp) / 1000),
             **{k: float(v) for k, v in les.items() if isinstance(v, (int, float))}}
-        print(case, out[f"real {case} (pyradiomics)"], flush=True)
+        print(case, out[f"real {case} (pyradiomics, {tag})"], flush=True)
     return out
 
 
 def main() -> None:
     args = bt.common_args(__doc__.splitlines()[0]).parse_args()
     work = bt.work_dir(args.work, NAME)
-    ds = bt.write_msd(work / "dataset", bt.iter_phantoms("lung_ct", TRAIN_PLAN), LABELS, "CT")
-    run = bt.train_run(ds, work / "run", "ct_lung", NETWORK, epochs=40, patch_size=(48, 48, 48),
-                       preset_overrides={"target_spacing": [2.0, 2.0, 2.0]},
-                       batch_size=2, num_samples=2, pos=3.0, neg=1.0, lr=3e-3, val_fraction=0.17,
-                       val_every=5, seed=0, max_minutes=args.max_minutes, resume=args.resume,
-                       ship_only=args.ship_only, overlap=0.25, sw_batch_size=2)
+    ds = bt.write_msd(work / "dataset", training_cases(), LABELS, "CT")
+    if not args.ship_only:
+        from medseg.training import load_dataset, split_cases
+
+        _, val = split_cases(load_dataset(ds), val_fraction=0.1, seed=0)
+        if any(c["id"].startswith("real_") for c in val):
+            raise SystemExit("the real training case fell into the validation split; change the seed")
+    run = bt.train_run(ds, work / "run", "ct_lung", NETWORK, epochs=60, patch_size=(48, 48, 48),
+                       preset_overrides={"target_spacing": [SPACING_MM] * 3},
+                       batch_size=2, num_samples=4, pos=3.0, neg=1.0, lr=3e-3, warmup_epochs=2,
+                       val_fraction=0.1, val_every=5, seed=0, max_minutes=args.max_minutes,
+                       resume=args.resume, ship_only=args.ship_only, overlap=0.25, sw_batch_size=4)
     bt.patch_model_spec(run, name=NAME, postprocess=POSTPROCESS)
     bt.slim_checkpoint(run)
     model = bt.load_run_model(run)
-    res = bt.eval_cases(model, bt.phantom_cases("lung_ct", TEST_PLAN), LABELS)
+    held_out = bt.phantom_cases("lung_ct", TEST_PLAN)
+    bound = pipeline_upper_bound(model, held_out)
+    res = bt.eval_cases(model, held_out, LABELS)
     res_all = {**res, "mean (phantoms)": bt.mean_row(res)}
+    nodules = per_nodule(model, held_out)
     real = eval_real(model)
     rows = {**res_all, **{k: {"lung_nodule": v["lung_nodule"], "hd95_mm": v["hd95_mm"],
                               "pred_ml": v["pred_ml"], "ref_ml": v["ref_ml"]} for k, v in real.items()}}
+    nod_table = "| case | nodule voxels | Dice |\n|---|---|---|\n" + "".join(
+        f"| {r['case']} | {r['n_voxels']} | {r['dice']:.4f} |\n" for r in nodules)
+    fps = {r["case"]: r["fp_components_in_case"] for r in nodules}
+    bound_txt = ", ".join(f"{k}: {v:.4f}" for k, v in bound.items())
+    real_txt = "; ".join(f"{k}: {int(v.get('n_pred_lesions', 0))} predicted components, "
+                         f"{int(v.get('lesion_false_positives', 0))} false positive(s), lesion sensitivity "
+                         f"{v.get('lesion_sensitivity', float('nan')):.2f}" for k, v in real.items())
     readme = f"""# ct_lung_lesion
 
-3D segmentation of lung nodules and masses (label 1) on chest CT (HU). Small 3D U-Net (channels
-8-16-32-64), preset `ct_lung` with 2 mm isotropic resampling (RAS, window -1000..400 HU), sliding
-window 48^3, components smaller than 30 mm^3 removed.
+3D segmentation of lung nodules and masses (label 1) on chest CT (HU). 3D U-Net (channels
+16-32-64-128), preset `ct_lung` with {SPACING_MM} mm isotropic resampling (RAS, window -1000..400 HU),
+sliding window 48^3, components smaller than 30 mm^3 removed.
 
 ## What the weights are (and are not) fit for
-**Trained on synthetic phantoms only** (`medseg.data.phantoms.lung_ct`: round soft-tissue nodules
-of 3-11 mm radius inside analytic lungs). They are **NOT fit for patients**: real lesions are
-spiculated, attached to the pleura or vessels, part-solid, and real lungs are full of vessels
-that look like small nodules to a phantom-trained model. The real-CT rows below show what that
-means in numbers.
+**Trained on synthetic phantoms** (`medseg.data.phantoms.lung_ct`: round soft-tissue nodules
+of about 2.4-8.5 mm radius inside analytic lungs, 40 seeds on nine grids incl. permuted and oblique
+ones) **plus ONE real chest CT** (pyradiomics `lung2`, two entries of 38). They are **NOT fit
+for patients**: real lesions are spiculated, attached to the pleura or vessels, part-solid, and
+real lungs are full of vessels that look like small nodules to a phantom-trained model. One real
+training case does not change that; the real-CT rows below show what it means in numbers.
 
 ## Measured
-Held-out phantoms (seeds never used in training, other orientations) and the two REAL chest CTs
-with a lesion label from pyradiomics (`lung1`, `lung2`; 5 mm slices; never used in training).
-Dice and HD95 (mm) from `medseg.metrics` on the source grid after `medseg.inference.segment`;
-volumes in ml:
+Held-out phantoms (seeds never used in training) and the two REAL chest CTs with a lesion label
+from pyradiomics (`lung1`, `lung2`; 5 mm slices). **`lung1` was never used in training; `lung2`
+IS a training case**, so its row is not a held-out result. Dice and HD95 (mm) from
+`medseg.metrics` on the source grid after `medseg.inference.segment`; volumes in ml:
 
 {bt.fmt_table(rows, ["lung_nodule", "hd95_mm", "pred_ml", "ref_ml"])}
-(`lung_nodule` = Dice. HD95 is NaN/inf when one side is empty.) On the real CTs the phantom-trained
-model touches the true lesion but also marks dozens of false-positive components elsewhere in the
-chest (lesion-level counts in `docs/heldout_metrics.json`), so the Dice is near zero: these
-weights do not transfer to real CT. Lesion-level detection on the
-real cases (`medseg.metrics.lesion_metrics`) is in `docs/heldout_metrics.json`.
+(`lung_nodule` = Dice. HD95 is NaN/inf when one side is empty.) Real cases, lesion level
+(`medseg.metrics.lesion_metrics`, also in `docs/heldout_metrics.json`): {real_txt}.
 
-Reproduce (CPU, seeded; about 15 minutes on 2 cores):
+Per nodule on the held-out phantoms (prediction within 3 voxels of the nodule; predicted
+components touching no nodule per case: {fps}):
+
+{nod_table}
+Upper bound of the resampling path (the TRUE label resampled to the network grid and back to
+the source grid with the same transforms, mean Dice on the same held-out phantoms): {bound_txt}.
+The earlier 2 mm grid could not reach 0.9 even with a perfect network; hence {SPACING_MM} mm.
+
+Known limit on phantoms: on grids the training set did not have (measured on S-P-L axes, seeds
+7002 / 7003, by hand), the smallest nodules (radius under about 3.5 mm, under ~200 mm^3) can be
+missed or split (Dice 0.78 / 0.80 there); `tests/test_ct_lung_lesion_nodules.py` checks that the
+larger ones are found at their world (RAS) positions.
+
+Reproduce (CPU, seeded; `--max-minutes` / `--resume` split it into parts):
 ```
-python bundles/ct_lung_lesion/scripts/train.py --out bundles/ct_lung_lesion
+python bundles/ct_lung_lesion/scripts/train.py --out bundles/ct_lung_lesion --work /tmp/lung
 ```
 
 ## Recipe for real data
@@ -108,21 +226,25 @@ cell lung cancer masses) or NSCLC-Radiomics: convert to MSD layout with one labe
 sensitivity / false positives per scan on held-out patients.
 
 ## Data
-Training: synthetic, generated by medseg. Evaluation: pyradiomics 3.0.1 sample data
-`lung1_image/label.nrrd`, `lung2_image/label.nrrd` (BSD-3). See docs/data_license.txt.
+Training: synthetic, generated by medseg, and pyradiomics 3.0.1 sample `lung2_image/label.nrrd`.
+Evaluation: held-out phantoms; pyradiomics `lung1_image/label.nrrd` (held out) and `lung2` (trained
+on). pyradiomics data BSD-3, see docs/data_license.txt.
 """
     metrics_file = work / "heldout_metrics.json"
-    metrics_file.write_text(json.dumps({**res_all, **real}, indent=2, default=float) + "\n")
+    metrics_file.write_text(json.dumps({**res_all, **real, "per_nodule (phantoms)": nodules,
+                                        "upper_bound_true_label": bound}, indent=2, default=float) + "\n")
     bt.ship(run, args.out, name=NAME,
-            description="Small 3D U-Net for lung nodules / masses on chest CT, trained on medseg phantoms "
-                        "(NOT fit for patients); evaluated on two real pyradiomics CTs.",
+            description="3D U-Net for lung nodules / masses on chest CT, trained on medseg phantoms plus one "
+                        "real pyradiomics CT (NOT fit for patients); evaluated on held-out phantoms and two "
+                        "real pyradiomics CTs (lung1 held out, lung2 a training case).",
             data_source="synthetic chest CT phantoms with nodules generated by medseg.data.phantoms.lung_ct "
-                        "(seeds 1-12, orientations LPS/RAS/LAS/RPI)",
+                        "(seeds 1-40, nine grids: LPS/RAS/LAS/RPI/ASL/SLP and three oblique) and the real "
+                        "pyradiomics 3.0.1 sample CT lung2 (image + lesion label)",
             license_text="Training data: synthetic, generated by medseg (medseg.data.phantoms); no patient "
-                         "data, no licence restrictions.\nEvaluation data (not used for training): "
-                         "pyradiomics 3.0.1 sample data lung1/lung2 (image and label NRRD), BSD 3-Clause "
-                         "License, Copyright (c) 2017 Harvard Medical School / Dana-Farber Cancer Institute "
-                         "(pyradiomics authors).",
+                         "data, no licence restrictions. Also trained on pyradiomics 3.0.1 sample data lung2 "
+                         "(image and label NRRD); evaluated on lung1 (not used for training) and lung2: BSD "
+                         "3-Clause License, Copyright (c) 2017 Harvard Medical School / Dana-Farber Cancer "
+                         "Institute (pyradiomics authors).",
             readme_head=readme, extra_docs={"heldout_metrics.json": metrics_file},
             task_description="CT lung nodule / mass segmentation (3D)")
     print(json.dumps(rows, indent=2))
