@@ -231,7 +231,8 @@ Settings (36 epochs, 2 mm, 32 phantoms) were fixed before training from the v1 r
 the held-out phantoms, and there was ONE v2 training run: the MNI T1 was first looked at with
 the v2 weights after training had finished, and nothing was changed after that (rebuilding the
 bundle and the error analysis re-run the same weights). The v1 weights were run on it 4 times
-(error analysis, inference check below).
+(error analysis, inference check below); the v2 weights were re-run on it after the inference
+fix (same weights, numbers below).
 
 v2 error analysis (`docs/mni_errors_v2.png`, `.json`; v1 and deepbet beside it): 94 ml extra
 (v1 202 ml), 168 ml missed (v1 260 ml); the mask now reaches z = -67 mm (reference -71 mm) and
@@ -244,12 +245,18 @@ sylvian / interhemispheric CSF (about 20 ml extra). A perfect mask on the 2 mm g
 1 mm by nearest neighbour would score 0.978, so the grid alone is not the limit; the phantoms'
 cortical surface (smoother than a real one) is the likely one.
 
-Inference note: between v1's release and v2, `segment` started resampling axis-aligned grids
-one axis at a time. On a masked volume this keeps the background exactly 0, whereas MONAI's
-`Spacingd` leaves about 0.7 % of the MNI background voxels at ~1e-11, which then count as
-"nonzero" in the z-score. v1's MNI Dice moved from 0.884 to 0.866 with that change alone, so
-masked inputs through `python -m monai.bundle run` (MONAI's path) can differ slightly from
-`medseg segment`.
+Inference note (a bug found by v1's error analysis, fixed before this build): for a while
+`segment` resampled axis-aligned grids one axis at a time even for this preset. On a masked
+volume that keeps the background exactly 0, whereas MONAI's `Spacingd`, which training uses,
+leaves about 0.7 % of the MNI background voxels at ~1e-11; those count as "nonzero" in the
+z-score, so the network saw differently normalised input at inference than in training (v1's
+MNI Dice read 0.866 instead of 0.884). `segment` now sends masked inputs under a z-score-over-
+nonzero preset through MONAI's resampler, as in training; `medseg segment` and `python -m
+monai.bundle run` give the same voxels on the masked MNI T1
+(`tests/test_bundle_monai_postprocess.py::test_masked_t1_gives_the_same_voxels_both_ways`).
+The v2 error analysis above was measured before that fix (v2 then scored 0.924); the table
+below is measured with it. The fix came from the v1 analysis, not from a v2 result, and changed
+no weights.
 
 ## Measured
 Held-out phantoms (seeds never used in training) and the real MNI152 T1 (197 x 233 x 189, 1 mm),
