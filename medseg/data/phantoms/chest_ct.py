@@ -30,8 +30,8 @@ def lung_ct(shape: Sequence[int] = (96, 96, 64), spacing: Sequence[float] = (1.5
     Labels ``{1: lung_nodule}`` (every nodule; ``meta["nodules"]`` lists each centre in RAS mm
     and radius in mm), or with ``lung_labels=True`` ``{1: lung_right, 2: lung_left}`` (nodules
     count as part of their lung). The right lung (patient's right, RAS x > 0) is the larger one;
-    the heart bulges into the left. Nodules (~30 HU soft tissue, radius 3-11 mm at the default
-    field of view) lie fully inside one lung and never touch each other. ``n_nodules`` fixes
+    the heart bulges into the left. Nodules (~30 HU soft tissue, radius 0.10-0.34 of the lung's half
+    width, at least 1.6 voxels: about 2.4-7.3 mm at the default field of view) lie fully inside one lung and never touch each other. ``n_nodules`` fixes
     their number (1-3 drawn from ``seed`` otherwise).
     """
     shape = _check_shape(shape, 3)
