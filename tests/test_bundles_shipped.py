@@ -39,9 +39,10 @@ PHANTOM_CHECKS: dict[str, tuple[str, int, str | None, dict[int, float]]] = {
     # README (9001-9004, v2 phantoms with sulci / cerebellum / cord): brain 0.89-0.95; 0.954 on this one
     "mri_brain_mask": ("brain_mr", 7001, "ASR", {1: 0.9}),
 }
-# ct_spine: per-level naming is not reliable (README), so the unseen phantom is scored with the
-# levels merged (vertebra vs background; README 0.87-0.92)
-SPINE_MERGED_FLOOR = 0.8
+# ct_spine on the unseen seed-7001 ASR phantom (an 80 mm S-I field of view): per level 0.870-0.924,
+# levels merged 0.894 (README, 9001-9004: per level 0.910-0.940, merged 0.929); floors ~0.05 below
+SPINE_LEVEL_FLOOR = 0.82
+SPINE_MERGED_FLOOR = 0.85
 
 FLOOR_NUCLEI_F1 = 0.8
 
@@ -111,7 +112,7 @@ def test_bundle_segments_unseen_phantom(name):
         assert cents[0][0] > cents[1][0], f"{name}: {right_name} is not on the patient's right of {left_name}"
 
 
-def test_ct_spine_unseen_phantom_merged():
+def test_ct_spine_unseen_phantom_levels():
     from medseg.bundle import load_bundle
     from medseg.data.phantoms import spine_ct
     from medseg.inference import segment
@@ -125,6 +126,11 @@ def test_ct_spine_unseen_phantom_merged():
     assert set(np.unique(lab).tolist()) <= {0, *model.labels}
     d = dice(lab > 0, ph.label > 0)
     assert d >= SPINE_MERGED_FLOOR, f"ct_spine: merged vertebra Dice {d:.3f} < {SPINE_MERGED_FLOOR}"
+    present = sorted(int(k) for k in np.unique(ph.label) if k)
+    assert len(present) >= 2
+    for k in present:  # each level present is found AND named right (a shifted name scores ~0)
+        d = dice(lab, ph.label, label=k)
+        assert d >= SPINE_LEVEL_FLOOR, f"ct_spine: Dice of {model.labels[k]} = {d:.3f} < {SPINE_LEVEL_FLOOR}"
 
 
 def test_fluo_nuclei_heldout_quarter_f1():
