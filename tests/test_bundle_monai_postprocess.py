@@ -1,10 +1,7 @@
 """The MONAI path applies medseg's postprocessing: ``python -m monai.bundle run`` on a bundle's
 inference.json gives the SAME label map as ``medseg segment --bundle`` (voxel for voxel, instances
-included), through ``medseg.transforms.monai_postprocess.MedsegPostprocessd`` on the network grid.
-
-While the trust policy does not list that transform yet, the tests that build such bundles allow
-it for their own duration (the one-line change the policy needs); the builder's fallback
-(operations skipped on the MONAI path and listed in medseg.json) is tested too."""
+included), through ``medseg.transforms.monai_postprocess.MedsegPostprocessd`` on the network grid,
+a ``_target_`` the bundle trust policy accepts."""
 
 from __future__ import annotations
 
@@ -19,20 +16,6 @@ import pytest
 from test_bundle_build import make_tiny_bundle, shared_bundle
 
 from medseg.bundle.build import MEDSEG_POSTPROCESS_TARGET
-
-
-@pytest.fixture
-def medseg_target_allowed(monkeypatch):
-    from medseg.bundle import trust
-
-    monkeypatch.setattr(trust, "_EXPLICIT_TARGETS", trust._EXPLICIT_TARGETS | {MEDSEG_POSTPROCESS_TARGET})
-
-
-@pytest.fixture
-def medseg_target_refused(monkeypatch):
-    from medseg.bundle import trust
-
-    monkeypatch.setattr(trust, "_EXPLICIT_TARGETS", trust._EXPLICIT_TARGETS - {MEDSEG_POSTPROCESS_TARGET})
 
 
 def _monai_run(bundle: Path, dataset_dir: Path, out_dir: Path) -> None:
@@ -66,7 +49,7 @@ def _segment_both_ways(bundle: Path, images: list[Path], tmp_path: Path, capsys)
     return [tuple(p) for p in pairs]
 
 
-def test_semantic_postprocess_gives_the_same_voxels_both_ways(medseg_target_allowed, tmp_path_factory, tmp_path,
+def test_semantic_postprocess_gives_the_same_voxels_both_ways(tmp_path_factory, tmp_path,
                                                               capsys):
     """min_component_mm3 (per class, mm^3) + keep_largest_component + fill_holes, on two LPS
     phantoms: one anisotropic (reoriented AND resampled, so Invertd resamples back), one on the
@@ -134,7 +117,7 @@ def _run_from_bundle(src: Path, run: Path) -> Path:
     return run
 
 
-def test_instance_bundle_gives_the_same_nuclei_both_ways(medseg_target_allowed, tmp_path, capsys):
+def test_instance_bundle_gives_the_same_nuclei_both_ways(tmp_path, capsys):
     """The trained fluo_nuclei_2d weights on the real stardist image (its held-out right quarter):
     the MONAI path writes the same instance-ID map as medseg, not the semantic one."""
     import nibabel as nib
@@ -167,32 +150,18 @@ def test_instance_bundle_gives_the_same_nuclei_both_ways(medseg_target_allowed, 
     assert all(int(sk_label(b == i, connectivity=2).max()) == 1 for i in range(1, n + 1))
 
 
-def test_builder_leaves_the_step_out_while_the_trust_policy_refuses_it(medseg_target_refused, tmp_path):
-    """A bundle medseg could not load without --trust-bundle is never written: the operations are
-    skipped on the MONAI path and listed in medseg.json instead, and the bundle still verifies."""
-    from medseg.bundle import verify_bundle
-    from medseg.bundle.build import medseg_postprocess_allowed, monai_postprocess_plan
-
-    assert not medseg_postprocess_allowed()
-    bundle = make_tiny_bundle(tmp_path, name="tiny_fb", postprocess={"fill_holes": True,
-                                                                     "keep_largest_component": True})
-    post = json.loads((bundle / "configs/inference.json").read_text())["postprocessing"]["transforms"]
-    assert [t["_target_"] for t in post] == ["Activationsd", "AsDiscreted", "KeepLargestConnectedComponentd",
-                                             "Invertd", "SaveImaged"]
-    assert json.loads((bundle / "configs/medseg.json").read_text())["monai_path_skips_postprocess"] == ["fill_holes"]
-    assert verify_bundle(bundle).ok
-    steps, skipped = monai_postprocess_plan({}, task="instance", labels={"1": "cell"}, medseg_allowed=False)
-    assert steps == [] and skipped == ["instance"]
-
-
 def test_plan_keeps_monai_native_largest_component_and_masks_unlabelled_outputs():
     from medseg.bundle.build import monai_postprocess_plan
 
-    steps, skipped = monai_postprocess_plan({"keep_largest_component": [1]}, labels={"1": "a", "2": "b"}, n_out=3)
-    assert [s["_target_"] for s in steps] == ["KeepLargestConnectedComponentd"] and skipped == []
+    steps = monai_postprocess_plan({"keep_largest_component": [1]}, labels={"1": "a", "2": "b"}, n_out=3)
+    assert [s["_target_"] for s in steps] == ["KeepLargestConnectedComponentd"]
     # a 4-channel head with labels 1 and 3 only: argmax index 2 must become 0, as medseg does
-    steps, _ = monai_postprocess_plan({}, labels={"1": "a", "3": "c"}, n_out=4)
+    steps = monai_postprocess_plan({}, labels={"1": "a", "3": "c"}, n_out=4)
     assert steps[0]["_target_"] == MEDSEG_POSTPROCESS_TARGET and steps[0]["labels"] == [1, 3]
+    # medseg loads such a bundle without --trust-bundle: the policy accepts the step as written
+    from medseg.bundle.trust import find_untrusted
+
+    assert find_untrusted({"postprocessing": {"transforms": steps}}) == []
 
 
 def test_monai_fill_holes_and_remove_small_objects_differ_from_medseg():

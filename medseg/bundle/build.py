@@ -220,33 +220,19 @@ def preprocessing_config(preset: str, dims: int, modality: str,
 MEDSEG_POSTPROCESS_TARGET = "medseg.transforms.monai_postprocess.MedsegPostprocessd"
 
 
-def medseg_postprocess_allowed() -> bool:
-    """True when the bundle trust policy (:mod:`medseg.bundle.trust`) accepts
-    :class:`~medseg.transforms.monai_postprocess.MedsegPostprocessd` as a ``_target_``.
-
-    The builder never writes a config that medseg itself would refuse to load without
-    ``--trust-bundle``: while the policy does not list it, postprocess operations MONAI has no
-    exact equivalent for are left out of the MONAI path (and listed in ``configs/medseg.json``
-    ``monai_path_skips_postprocess``).
-    """
-    from medseg.bundle.trust import find_untrusted
-
-    return not find_untrusted({"probe": {"_target_": MEDSEG_POSTPROCESS_TARGET}})
-
-
 def monai_postprocess_plan(postprocess: Mapping[str, Any], *, task: str = "semantic",
-                           labels: Mapping[str, Any] | None = None, n_out: int = 2,
-                           medseg_allowed: bool = True) -> tuple[list[dict[str, Any]], list[str]]:
-    """The label-map steps of the MONAI path (between ``AsDiscreted`` and ``Invertd``) and the
-    postprocess operations it leaves out.
+                           labels: Mapping[str, Any] | None = None, n_out: int = 2) -> list[dict[str, Any]]:
+    """The label-map steps of the MONAI path (between ``AsDiscreted`` and ``Invertd``): the same
+    operations as medseg's postprocessing, none left out.
 
     ``keep_largest_component`` alone is MONAI's ``KeepLargestConnectedComponentd`` (face
     connectivity, one component per class: the same voxels as medseg's). Any other operation
     (``min_component_mm3``, ``fill_holes``, ``instance``, ...) has no voxel-identical MONAI
     transform (MONAI's ``FillHolesd`` also overwrites other classes inside a hole and its
     ``RemoveSmallObjectsd`` counts all pieces of a label as one object), so the whole dict runs
-    through medseg's own ``MedsegPostprocessd`` in medseg's order, when the trust policy allows it
-    (``medseg_allowed``); otherwise those operations are skipped and returned. ``task="instance"``
+    through medseg's own ``MedsegPostprocessd`` in medseg's order (a ``_target_`` the bundle trust
+    policy, :mod:`medseg.bundle.trust`, accepts, so medseg loads the bundle without
+    ``--trust-bundle``). ``task="instance"``
     labels instances even without an ``instance`` entry (medseg's defaults), as medseg does. The
     same transform also zeroes argmax indices that are not labels (``n_out`` > labels + 1).
     """
@@ -254,12 +240,12 @@ def monai_postprocess_plan(postprocess: Mapping[str, Any], *, task: str = "seman
     postprocess = dict(postprocess)
     others = sorted(set(postprocess) - {"keep_largest_component"} | ({"instance"} if task == "instance" else set()))
     unlabelled = n_out > 1 and bool(label_ids) and bool(set(range(1, n_out)) - set(label_ids))
-    if (others or unlabelled) and medseg_allowed:
+    if others or unlabelled:
         entry: dict[str, Any] = {"_target_": MEDSEG_POSTPROCESS_TARGET, "keys": "pred",
                                  "postprocess": json.loads(json.dumps(postprocess)), "task": task}
         if unlabelled:
             entry["labels"] = label_ids
-        return [entry], []
+        return [entry]
     steps = []
     lcc = postprocess.get("keep_largest_component")
     if lcc:
@@ -267,7 +253,7 @@ def monai_postprocess_plan(postprocess: Mapping[str, Any], *, task: str = "seman
         steps.append({"_target_": "KeepLargestConnectedComponentd", "keys": "pred",
                       "applied_labels": [int(v) for v in lcc] if isinstance(lcc, list) else None,
                       "is_onehot": False, "independent": True, "connectivity": 1})
-    return steps, others
+    return steps
 
 
 def _output_dtype(labels: Mapping[str, Any] | None, instances: bool) -> str:
@@ -286,9 +272,8 @@ def _postprocessing(n_out: int, postprocess: Mapping[str, Any], labels: Mapping[
     else:
         head = [{"_target_": "Activationsd", "keys": "pred", "softmax": True},
                 {"_target_": "AsDiscreted", "keys": "pred", "argmax": True}]
-    extra, skipped = monai_postprocess_plan(postprocess, task=task, labels=labels, n_out=n_out,
-                                            medseg_allowed=medseg_postprocess_allowed())
-    instances = (task == "instance" or "instance" in postprocess) and "instance" not in skipped
+    extra = monai_postprocess_plan(postprocess, task=task, labels=labels, n_out=n_out)
+    instances = task == "instance" or "instance" in postprocess
     # medseg postprocesses on the network's grid, then inverts: same order here
     return head + extra + [
         {"_target_": "Invertd", "keys": "pred", "transform": "@preprocessing", "orig_keys": "image",
@@ -637,8 +622,6 @@ def build_bundle(
     task = str(spec.get("task", "semantic"))
     labels = {str(int(k)): str(v) for k, v in spec["labels"].items()}
     n_out = int(net_spec.get("out_channels", len(labels) + 1))
-    _, monai_skips = monai_postprocess_plan(postprocess, task=task, labels=labels, n_out=n_out,
-                                            medseg_allowed=medseg_postprocess_allowed())
     n_in = int(net_spec.get("in_channels", 1))
     modality, fmt = _modality(preset)
     metrics = _flatten_metrics(metrics_raw)
@@ -696,7 +679,7 @@ def build_bundle(
         "network": net_spec, "preset": preset, "labels": labels, "roi_size": roi, "overlap": overlap,
         "sw_batch_size": sw_batch, "postprocess": postprocess, "task": task,
         "spatial_dims": dims, "modality": modality, "preset_overrides": preset_overrides,
-        "name": str(spec.get("name") or name), "monai_path_skips_postprocess": monai_skips,
+        "name": str(spec.get("name") or name), "monai_path_skips_postprocess": [],
     }
     infer_cfg = inference_config(net_def, pre, roi, overlap, sw_batch, n_out, postprocess, labels, task)
 
