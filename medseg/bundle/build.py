@@ -30,6 +30,7 @@ import numpy as np
 
 from medseg.errors import BundleError, ConfigError
 from medseg.io.atomic import atomic_dir
+from medseg.io.jsonfile import read_json_object
 
 SCHEMA_URL = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
 _ARCH_TARGETS = {"unet": "monai.networks.nets.UNet", "dynunet": "monai.networks.nets.DynUNet",
@@ -423,14 +424,10 @@ def _flatten_metrics(metrics: Any, prefix: str = "") -> dict[str, float]:
     return out
 
 
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BundleError(f"{what} {path.name} is missing in {path.parent}; is this a training run folder?") \
-            from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{what} {path.name} is not valid JSON ({exc.__class__.__name__})") from exc
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    return read_json_object(path, error=BundleError, name=f"{what} {path.name}",
+                            missing=f"{what} {path.name} is missing in {path.parent}; is this a training "
+                                    "run folder?")
 
 
 def _load_run(run_dir: Path) -> tuple[dict, dict[str, Any], dict]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg.errors import BundleError
+from medseg.io.jsonfile import read_json_object
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -46,14 +46,9 @@ def read_configs(bundle_dir: str | os.PathLike[str], names: tuple[str, ...] = (
     bundle_dir = Path(bundle_dir)
     out = {}
     for name in names:
-        path = bundle_dir / "configs" / name
-        try:
-            out[name] = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise BundleError(f"bundle {bundle_dir.name} lacks configs/{name}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BundleError(f"configs/{name} of bundle {bundle_dir.name} is not valid JSON "
-                              f"(line {getattr(exc, 'lineno', '?')})") from exc
+        out[name] = read_json_object(bundle_dir / "configs" / name, error=BundleError,
+                                     name=f"configs/{name} of bundle {bundle_dir.name}",
+                                     missing=f"bundle {bundle_dir.name} lacks configs/{name}")
     return out
 
 

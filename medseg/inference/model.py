@@ -12,13 +12,13 @@ A training run folder (``RUN/``) holds::
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medseg._hashing import sha256_file
 from medseg.errors import ConfigError, ModelError
+from medseg.io.jsonfile import read_json_object
 
 TASKS = ("semantic", "instance")
 
@@ -129,10 +129,7 @@ class SegmentationModel:
         spec_path = run / "model_spec.json"
         if not spec_path.is_file():
             raise ConfigError(f"{run.name}: not a training run folder (no model_spec.json)")
-        try:
-            spec = json.loads(spec_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{spec_path.name} in {run.name} is not valid JSON: {exc}") from exc
+        spec = read_json_object(spec_path, error=ConfigError, name=f"{spec_path.name} in {run.name}")
         ckpt = run / "checkpoints" / f"{checkpoint}.pt"
         if not ckpt.is_file() and checkpoint == "best":
             ckpt = run / "checkpoints" / "last.pt"

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import html
-import json
 import math
 import os
 import re
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import ConfigError, InputError, MedsegError
+from medseg.io.jsonfile import read_json_object
 from medseg.report.plausible import NOTE as PLAUSIBLE_NOTE
 from medseg.report.plausible import plausible_range
 
@@ -128,14 +128,7 @@ def _case_dirs(d: Path) -> list[Path]:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path.parent.name}/{path.name} is not readable JSON ({type(exc).__name__}); "
-                         "re-run the command that wrote it") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path.parent.name}/{path.name} is not a JSON object; re-run the command that wrote it")
-    return data
+    return read_json_object(path, error=InputError, hint="re-run the command that wrote it")
 
 
 def label_sizes(seg_path: str | os.PathLike[str], *, instances: bool = False) -> tuple[dict[int, float], int, int | None]:

@@ -11,7 +11,6 @@ grid as its image (same shape, affine voxel->RAS mm equal within ``tol_mm``), re
 from __future__ import annotations
 
 import csv
-import json
 import random
 import re
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import ConfigError, InputError
+from medseg.io.jsonfile import read_json_object
 
 FORMATS = ("msd", "nnunet", "folder", "csv")
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".tif", ".tiff", ".png")
@@ -64,14 +64,8 @@ def strip_suffix(name: str) -> str:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path.name}: cannot read as JSON ({exc.__class__.__name__}); "
-                         "fix or regenerate the dataset description") from exc
-    if not isinstance(data, dict):
-        raise InputError(f"{path.name}: expected a JSON object at the top level")
-    return data
+    return read_json_object(path, error=InputError, name=path.name,
+                            hint="fix or regenerate the dataset description")
 
 
 def _labels_from_json(raw: Any, source: str) -> dict[int, str]:

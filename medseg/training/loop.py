@@ -36,6 +36,7 @@ import torch
 
 from medseg.errors import ConfigError, InputError, MedsegError
 from medseg.io.atomic import atomic_path, atomic_write_text
+from medseg.io.jsonfile import read_json_object
 from medseg.training.curves import plot_curves, write_log_csv
 from medseg.training.datasets import case_dicts, load_dataset, read_grid, split_cases
 from medseg.training.distributed import (
@@ -121,11 +122,8 @@ def resolve_network_spec(network: dict[str, Any] | str, *, spatial_dims: int, in
         p = Path(network)
         if not p.is_file():
             raise ConfigError(f"network spec file '{p.name}' not found")
-        try:
-            spec = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"network spec file '{p.name}' is not valid JSON") from exc
-        spec = spec.get("network", spec) if isinstance(spec, dict) else spec
+        spec = read_json_object(p, error=ConfigError, name=f"network spec file '{p.name}'")
+        spec = spec.get("network", spec)
     elif isinstance(network, str) and network.lower() in ARCHS:
         spec = {"arch": network.lower()}
     else:

@@ -1,0 +1,40 @@
+"""Reading the JSON files medseg and its users write (run folders, bundles, datasets, reports).
+
+One reader, so that every such file fails the same way: a typed one-line error that names the
+file (never its contents) and says what to do, instead of a ``JSONDecodeError`` traceback.
+Nothing in the file is evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def read_json_object(path: str | os.PathLike[str], *, error: type[Exception], name: str | None = None,
+                     hint: str = "", missing: str | None = None) -> dict[str, Any]:
+    """Parse ``path`` and return its top-level JSON object.
+
+    Raises ``error`` (one of :mod:`medseg.errors`) with a one-line message when the file is
+    missing (``missing``, default "``name`` is missing"), unreadable, not UTF-8, not JSON, or not
+    an object at the top level. ``name`` is how the file is called in messages (default
+    ``parent/file``); ``hint`` (what to do about it) ends every message but ``missing``.
+    """
+    path = Path(path)
+    name = name or f"{path.parent.name}/{path.name}"
+    tail = f"; {hint}" if hint else ""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(missing or f"{name} is missing{tail}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{name} cannot be read ({type(exc).__name__}){tail}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{name} is not valid JSON (line {exc.lineno}){tail}") from None
+    if not isinstance(data, dict):
+        raise error(f"{name} is not a JSON object{tail}")
+    return data
