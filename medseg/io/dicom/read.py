@@ -65,6 +65,23 @@ def _read_native(header: Header) -> np.ndarray | None:
     return arr.reshape(header.n_frames, rows, cols)
 
 
+#: JPEG Extended (process 2 and 4): 12-bit lossy JPEG, common for older CT / MR archives.
+_JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
+
+
+def _decoder_hint(header: Header, ts) -> str:
+    """What to do when pydicom's decoders (Pillow, python-gdcm, pyjpegls: all installed with
+    medseg) cannot decode the pixel data."""
+    try:
+        bits = int(header.ds.get("BitsStored", 8) or 8)
+    except (TypeError, ValueError):
+        bits = 8
+    if str(ts or "") == _JPEG_EXTENDED and bits > 8:
+        return ("12-bit JPEG Extended needs one more decoder: pip install pylibjpeg pylibjpeg-libjpeg "
+                "(GPL-3, hence not installed with medseg), or decompress it first (dcmdjpeg)")
+    return "the file is corrupt or its compression has no decoder here (medseg installs python-gdcm and pyjpegls)"
+
+
 def load_frames(header: Header) -> np.ndarray:
     """Decoded stored values of all frames, shape (frames, rows, columns), after size checks."""
     check_pixel_size(header)
@@ -81,7 +98,7 @@ def load_frames(header: Header) -> np.ndarray:
         ts = getattr(getattr(header.ds, "file_meta", None), "TransferSyntaxUID", None)
         ts_name = ts.name if ts is not None else "unknown transfer syntax"
         raise InputError(f"{header.name}: pixel data cannot be decoded ({ts_name}: {type(exc).__name__}); "
-                         "the file is corrupt or needs a decoder plugin (pylibjpeg, gdcm)") from None
+                         f"{_decoder_hint(header, ts)}") from None
     arr = np.asarray(arr)
     if arr.ndim == 2:
         arr = arr[None]
