@@ -155,16 +155,51 @@ def dice_per_label(pred: np.ndarray, ref: np.ndarray, labels: Mapping[int, str])
     return {name: float(dice(pred, ref, label=int(k))) for k, name in labels.items()}
 
 
+def _bundle_state(folder: Path) -> tuple[dict, str | None, dict[str, bytes]]:
+    """(metadata.json, sha256 of models/model.pt, the other configs' bytes) of a built bundle."""
+    configs = folder / "configs"
+    meta = json.loads((configs / "metadata.json").read_text(encoding="utf-8"))
+    sha = (meta.get("weights_sha256") or {}).get("models/model.pt")
+    others = {f.name: f.read_bytes() for f in sorted(configs.glob("*.json")) if f.name != "metadata.json"}
+    return meta, sha, others
+
+
+def release_version(old: Path | None, new: Path, note: str | None = None) -> tuple[str, dict[str, str]]:
+    """Version and changelog of the freshly built bundle ``new`` that replaces ``old``.
+
+    New weights (another sha256 of models/model.pt) bump the minor version, the same weights with
+    changed configs the patch version; a byte-identical rebuild keeps the version. The changelog
+    keeps every older entry (newest first, as in the MONAI model zoo)."""
+    if old is None or not (old / "configs" / "metadata.json").is_file():
+        return "0.1.0", {"0.1.0": note or "first build"}
+    old_meta, old_sha, old_cfg = _bundle_state(old)
+    _, new_sha, new_cfg = _bundle_state(new)
+    version = str(old_meta.get("version", "0.1.0"))
+    log = {str(k): str(v) for k, v in (old_meta.get("changelog") or {}).items()}
+    major, minor, patch = (int(x) for x in version.split("."))
+    if new_sha != old_sha:
+        version, default = f"{major}.{minor + 1}.0", "retrained weights"
+    elif new_cfg != old_cfg:
+        version, default = f"{major}.{minor}.{patch + 1}", "configs rebuilt, same weights"
+    else:
+        return version, log
+    return version, {version: note or default, **log}
+
+
 def ship(run_dir: Path, out: Path, *, name: str, description: str, data_source: str, license_text: str,
          readme_head: str, extra_docs: Mapping[str, Path] | None = None,
-         task_description: str | None = None, references: list[str] | None = None) -> Path:
+         task_description: str | None = None, references: list[str] | None = None,
+         changelog: str | None = None) -> Path:
     """Build the bundle from ``run_dir`` and put it at ``out`` (replacing an older build).
 
     ``out/scripts/`` (the training script) is carried over; ``docs/README.md`` becomes
     ``readme_head`` followed by the builder's generic sections; ``extra_docs`` (name -> file) are
-    copied into ``docs/``. The new folder replaces the old one by renames.
+    copied into ``docs/``. The version and changelog in ``configs/metadata.json`` follow
+    :func:`release_version` (``changelog``: this build's entry). The new folder replaces the old
+    one by renames.
     """
     from medseg.bundle import build_bundle
+    from medseg.bundle.build import set_release
     from medseg.io.atomic import atomic_write_text
 
     out = Path(out).resolve()
@@ -183,6 +218,7 @@ def ship(run_dir: Path, out: Path, *, name: str, description: str, data_source: 
                           + generic)
         for fname, src in (extra_docs or {}).items():
             shutil.copyfile(src, new / "docs" / fname)
+        set_release(new, *release_version(out if out.exists() else None, new, changelog))
         if (out / "scripts").is_dir():
             shutil.copytree(out / "scripts", new / "scripts",
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))

@@ -725,6 +725,33 @@ def build_bundle(
     return out_dir
 
 
+def set_release(bundle_dir: str | os.PathLike[str], version: str, changelog: Mapping[str, str]) -> None:
+    """Give a built bundle a new ``version`` and ``changelog`` (``configs/metadata.json``) and
+    record the new metadata's sha256 in ``models/sha256sums.txt``, so that it still verifies.
+
+    ``version`` must be MAJOR.MINOR.PATCH and have an entry in ``changelog`` (kept in the given
+    order; newest first by convention). Each file is replaced atomically."""
+    import re
+
+    from medseg.bundle.trust import read_checksums, sha256_file
+    from medseg.io.atomic import atomic_write_text
+
+    bundle_dir = Path(bundle_dir)
+    if not re.fullmatch(r"\d+\.\d+\.\d+", version):
+        raise ConfigError(f"bundle version {version!r} is not MAJOR.MINOR.PATCH")
+    log = {str(k): str(v) for k, v in changelog.items()}
+    if version not in log:
+        raise ConfigError(f"the changelog has no entry for version {version}")
+    meta_path = bundle_dir / "configs" / "metadata.json"
+    meta = read_json_object(meta_path, error=BundleError, name=f"configs/metadata.json of bundle {bundle_dir.name}")
+    sums = read_checksums(bundle_dir)
+    meta.update(version=version, changelog=log)
+    atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
+    sums["configs/metadata.json"] = sha256_file(meta_path)
+    atomic_write_text(bundle_dir / "models" / "sha256sums.txt",
+                      "".join(f"{sha}  {rel}\n" for rel, sha in sums.items()))
+
+
 def run_inference_config(bundle_dir: str | os.PathLike[str], dataset_dir: str | os.PathLike[str],
                          output_dir: str | os.PathLike[str], *, trust: bool = False,
                          check_sums: bool = True, progress: bool = True) -> list[Path]:
