@@ -10,10 +10,15 @@ extra-axial CSF layer) or ``bulk`` > 3 mm (a structure added or lost).
 Reference ventricles = voxels the reference's hole filling added (inside the brain, GM + WM
 probability <= 0.5); ``ventricles missed`` counts those the prediction left out.
 
+``--real`` instead compares the bundle with deepbet on the two REAL clinical T1s of the
+pyradiomics sdist (brain1 / brain2: post-contrast, 0.78 x 0.78 x 6.5 mm, a tumour each). They
+have no brain mask, so this is agreement between two tools (Dice of one mask against the other,
+volumes) plus an overlay (both / bundle only / deepbet only), not accuracy.
+
 Usage (from the repository root; looks at the MNI T1 once per call)::
 
     python bundles/mri_brain_mask/scripts/error_analysis.py --bundle bundles/mri_brain_mask \
-        --out /tmp/work3/mri_brain_mask/analysis [--deepbet]
+        --out /tmp/work3/mri_brain_mask/analysis [--deepbet | --real]
 """
 
 from __future__ import annotations
@@ -73,12 +78,56 @@ def analyse(pred: np.ndarray, ref: np.ndarray, gmwm: np.ndarray, affine: np.ndar
     return out
 
 
+def real_agreement(bundle: Path, out: Path) -> dict:
+    """Bundle vs deepbet on pyradiomics brain1 / brain2 (real T1, no reference mask): agreement
+    Dice, volumes (ml), overlay ``real_t1_<case>.png``; returns the numbers."""
+    import torch
+    from monai.data import MetaTensor
+    from train import deepbet_mask
+
+    from medseg.bundle import load_bundle
+    from medseg.data import sample
+    from medseg.inference import segment
+    from medseg.io import load
+    from medseg.io.overlay import save_overlay_montage
+    from medseg.metrics import dice
+
+    model = load_bundle(bundle)
+    report = {}
+    for case in ("brain1", "brain2"):
+        t1 = load(sample(f"{case}_image"))
+        vox_ml = float(np.prod([float(v) for v in t1.meta["spacing"][:3]])) / 1000
+        ours = segment(t1, model, device="cpu", progress=False)[0].numpy() > 0
+        theirs = deepbet_mask(t1)
+        report[case] = {"agreement_dice": float(dice(ours, theirs)), "bundle_ml": float(ours.sum() * vox_ml),
+                        "deepbet_ml": float(theirs.sum() * vox_ml),
+                        "bundle_only_ml": float((ours & ~theirs).sum() * vox_ml),
+                        "deepbet_only_ml": float((theirs & ~ours).sum() * vox_ml)}
+        lab = np.zeros(ours.shape, np.uint8)
+        lab[ours & theirs], lab[ours & ~theirs], lab[theirs & ~ours] = 1, 2, 3
+        save_overlay_montage(t1, MetaTensor(torch.from_numpy(lab)[None], affine=t1.affine),
+                             out / f"real_t1_{case}.png", n_slices=6, views=("axial",),
+                             title=f"pyradiomics {case} (real T1, no reference): bundle vs deepbet",
+                             label_names={1: "both", 2: "bundle only", 3: "deepbet only"})
+        print(case, report[case], flush=True)
+    return report
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", type=Path, default=Path("bundles/mri_brain_mask"))
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--deepbet", action="store_true", help="also analyse deepbet's mask")
+    ap.add_argument("--real", action="store_true",
+                    help="only compare with deepbet on the real pyradiomics T1s (no MNI analysis)")
     args = ap.parse_args()
+    if args.real:
+        from medseg.io.atomic import atomic_write_text
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        report = real_agreement(args.bundle, args.out)
+        atomic_write_text(args.out / "real_t1_agreement.json", json.dumps(report, indent=2) + "\n")
+        return
     import torch
     from monai.data import MetaTensor
     from train import deepbet_mask, mni_reference
