@@ -211,7 +211,11 @@ The earlier 2 mm grid could not reach 0.9 even with a perfect network; hence {SP
 Known limit on phantoms: on grids the training set did not have (measured on S-P-L axes, seeds
 7002 / 7003, by hand), the smallest nodules (radius under about 3.5 mm, under ~200 mm^3) can be
 missed or split (Dice 0.78 / 0.80 there); `tests/test_ct_lung_lesion_nodules.py` checks that the
-larger ones are found at their world (RAS) positions.
+larger ones are found at their world (RAS) positions. On 14 further unseen phantoms
+(`python bundles/ct_lung_lesion/scripts/more_heldout.py`: seeds 7001-7006 in RAS / LPS plus
+7001-7002 in ASR) the mean Dice is 0.881 (0.69-0.96), below the 0.926 of the four designated
+held-out phantoms: Dice falls with nodule size (0.81-0.83 for a 64-voxel lesion, 0.95-0.96 for
+416 voxels), so the 0.9 target holds for the held-out set and not across these smaller nodules.
 
 Reproduce (CPU, seeded; `--max-minutes` / `--resume` split it into parts):
 ```
