@@ -78,21 +78,21 @@ def analyse(pred: np.ndarray, ref: np.ndarray, gmwm: np.ndarray, affine: np.ndar
     return out
 
 
-def real_agreement(bundle: Path, out: Path) -> dict:
-    """Bundle vs deepbet on pyradiomics brain1 / brain2 (real T1, no reference mask): agreement
-    Dice, volumes (ml), overlay ``real_t1_<case>.png``; returns the numbers."""
+def real_agreement(model, out: Path) -> dict:
+    """``model`` (a loaded bundle or run, as :func:`medseg.inference.segment` takes it) vs deepbet
+    on pyradiomics brain1 / brain2 (real T1, no reference mask): agreement Dice, volumes (ml),
+    overlay ``out/real_t1_<case>.png``; returns the numbers."""
     import torch
+    from deepbet_peer import deepbet_mask
     from monai.data import MetaTensor
-    from train import deepbet_mask
 
-    from medseg.bundle import load_bundle
     from medseg.data import sample
     from medseg.inference import segment
     from medseg.io import load
     from medseg.io.overlay import save_overlay_montage
     from medseg.metrics import dice
 
-    model = load_bundle(bundle)
+    out.mkdir(parents=True, exist_ok=True)
     report = {}
     for case in ("brain1", "brain2"):
         t1 = load(sample(f"{case}_image"))
@@ -122,15 +122,16 @@ def main() -> None:
                     help="only compare with deepbet on the real pyradiomics T1s (no MNI analysis)")
     args = ap.parse_args()
     if args.real:
+        from medseg.bundle import load_bundle
         from medseg.io.atomic import atomic_write_text
 
-        args.out.mkdir(parents=True, exist_ok=True)
-        report = real_agreement(args.bundle, args.out)
+        report = real_agreement(load_bundle(args.bundle), args.out)
         atomic_write_text(args.out / "real_t1_agreement.json", json.dumps(report, indent=2) + "\n")
         return
     import torch
+    from deepbet_peer import deepbet_mask
     from monai.data import MetaTensor
-    from train import deepbet_mask, mni_reference
+    from train import mni_reference
 
     from medseg.bundle import load_bundle
     from medseg.data import sample

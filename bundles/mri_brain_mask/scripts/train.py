@@ -2,9 +2,10 @@
 
 Training data: medseg T1 head phantoms (``medseg.data.phantoms.brain_mr``: scalp, skull, CSF,
 sulci, GM ribbon / WM, deep grey, ventricles, temporal lobes, cerebellum with folia, brainstem
-into the cord, bias field, Rician noise), seeds 1-16 in four orientations, plus seeds 17-32
+into the cord, bias field, Rician noise), seeds 1-32 in four orientations, plus seeds 33-64
 already skull-stripped with a margin of 0-12 mm drawn per seed, with
-the training chain's augmentation (affine, flips, intensity, gamma, noise, MR bias field).
+the training chain's augmentation (affine, flips, intensity, gamma, noise, MR bias field,
+elastic deformation).
 The real MNI152 2009a T1 template (nilearn) is deliberately NOT used for training: it is the one
 real T1 with a brain mask available here, so it is kept as the unseen test volume. Its reference
 mask = (GM + WM probability > 0.5) with 3D hole filling and the largest component kept (so
@@ -25,19 +26,21 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bundle_tools as bt  # noqa: E402
 import numpy as np  # noqa: E402
+from deepbet_peer import deepbet_mask  # noqa: E402
 
 NAME = "mri_brain_mask"
 LABELS = {1: "brain"}
-NETWORK = {"arch": "unet", "spatial_dims": 3, "channels": [8, 16, 32, 64], "strides": [2, 2, 2],
+NETWORK = {"arch": "unet", "spatial_dims": 3, "channels": [16, 32, 64, 128], "strides": [2, 2, 2],
            "num_res_units": 1}
-TRAIN_PLAN = [(s, ("RAS", "LPS", "LAS", "RPI")[s % 4]) for s in range(1, 17)]
+TRAIN_PLAN = [(s, ("RAS", "LPS", "LAS", "RPI")[s % 4]) for s in range(1, 33)]
 TEST_PLAN = [(9001, "RAS"), (9002, "LPS")]
-STRIPPED_PLAN = [(s, ("RAS", "LPS", "LAS", "RPI")[s % 4]) for s in range(17, 33)]
+STRIPPED_PLAN = [(s, ("RAS", "LPS", "LAS", "RPI")[s % 4]) for s in range(33, 65)]
 STRIPPED_TEST_PLAN = [(9003, "LAS"), (9004, "RPI")]
-EPOCHS = 36
+EPOCHS = 150
 
 
 def strip_margin(seed: int) -> float:
@@ -57,8 +60,21 @@ def stripped_cases(plan):
 POSTPROCESS = {"keep_largest_component": True, "fill_holes": True}
 
 
+THICK_TEST_PLAN = [(9005, "RAS"), (9006, "LPS")]
+
+
+def thick_cases(plan):
+    """Held-out phantoms on a clinical 2D grid (0.8 x 0.8 mm in plane, 6.5 mm slices, as the real
+    pyradiomics T1s): never trained on, reported beside the isotropic ones."""
+    from medseg.data.phantoms import brain_mr
+
+    for seed, orient in plan:
+        ph = brain_mr(shape=(200, 240, 26), spacing=(0.8, 0.8, 6.5), seed=seed, orientation=orient)
+        yield f"brain_mr_s{seed:04d}_{orient}_0.8x0.8x6.5mm", ph.image, ph.label, ph.affine
+
+
 def training_cases():
-    """Phantoms as scanned (seeds 1-16) plus phantoms already skull-stripped (seeds 17-32: every
+    """Phantoms as scanned (seeds 1-32) plus phantoms already skull-stripped (seeds 33-64: every
     voxel farther than :func:`strip_margin` mm from the brain set to exactly 0, as in masked data
     and the nilearn MNI template, whose 78 % exact zeros a z-scored network otherwise reads as
     tissue). The margin varies so that the network cannot place the brain edge at a fixed
@@ -85,73 +101,6 @@ def mni_reference():
     if n > 1:
         mask = comp == (np.argmax(np.bincount(comp.ravel())[1:]) + 1)
     return t1, mask
-
-
-def _largest(mask: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
-
-    comp, n = ndimage.label(mask)
-    if n <= 1:
-        return mask
-    return comp == (np.argmax(np.bincount(comp.ravel())[1:]) + 1)
-
-
-def deepbet_mask(t1) -> np.ndarray:
-    """deepbet's published two-stage inference, re-implemented from its description: the volume
-    (RAS voxel order, as nibabel's as_closest_canonical gives) is resized (nearest) to 128^3 for
-    the bounding-box model, 0.5-99.5 percentile scaling and z-scoring to mean 0.449 / std 0.226;
-    the box (10 % margin) is resized to 256^3 for the main model; threshold 0.5, largest
-    component, holes filled. Returns a bool mask on the input grid."""
-    import torch
-    import torch.nn.functional as F
-    from monai.transforms import Orientation
-    from scipy import ndimage
-
-    from medseg.data import sample
-
-    model = torch.jit.load(str(sample("deepbet_model")), map_location="cpu").eval()
-    bbox_model = torch.jit.load(str(sample("deepbet_bbox_model")), map_location="cpu").eval()
-    ras = Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))
-    t1r = ras(t1)
-    x = torch.nan_to_num(t1r[0].as_tensor().float())
-
-    def norm(v: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-        v = ((v - lo) / (hi - lo)).clamp(0, 1)
-        return 0.226 * (v - v.mean()) / v.std() + 0.449
-
-    small = F.interpolate(x[None, None], (128, 128, 128), mode="nearest-exact")[0, 0]
-    lo, hi = torch.quantile(small, 0.005), torch.quantile(small, 0.995)
-    with torch.no_grad():
-        p_small = bbox_model(norm(small, lo, hi)[None, None])[0, 1].numpy()
-    m_small = _largest(p_small > 0.5)
-    idx = [np.flatnonzero(m_small.mean(axis=tuple(a for a in range(3) if a != d)) > 0.02) for d in range(3)]
-    scale = np.array(x.shape) / 128.0
-    box = []
-    for d in range(3):
-        c = (idx[d].max() + 1 + idx[d].min()) / 2 * scale[d]
-        s = (idx[d].max() + 1 - idx[d].min()) * scale[d] * 1.2
-        box.append(slice(max(0, int(round(c) - round(s) / 2)), min(x.shape[d], int(round(c) + round(s) / 2))))
-    box = tuple(box)
-    crop = F.interpolate(x[box][None, None], (256, 256, 256), mode="nearest-exact")[0, 0]
-    with torch.no_grad():
-        p = model(norm(crop, lo, hi)[None, None])[0, 1]
-    full = torch.zeros_like(x)
-    full[box] = F.interpolate(p[None, None], tuple(x[box].shape), mode="nearest-exact")[0, 0]
-    mask = _largest(full.numpy() > 0.5)
-    mask = ndimage.binary_fill_holes(mask)
-    # back to the input voxel order
-    from monai.data import MetaTensor
-
-    back = Orientation(axcodes="".join(_axcodes(np.asarray(t1.affine))),
-                       labels=(("L", "R"), ("P", "A"), ("I", "S")))
-    m = back(MetaTensor(torch.from_numpy(mask.astype(np.float32))[None], affine=t1r.affine))
-    return m[0].numpy() > 0.5
-
-
-def _axcodes(affine: np.ndarray) -> tuple[str, ...]:
-    import nibabel as nib
-
-    return nib.aff2axcodes(affine)
 
 
 def evaluate_mni(model) -> dict[str, dict[str, float]]:
@@ -183,7 +132,8 @@ def main() -> None:
 
     strong = AugmentationConfig(rotate_deg=20.0, scale=0.15, p_affine=0.5, intensity_scale=0.2,
                                 intensity_shift=0.2, p_intensity=0.5, gamma=(0.6, 1.6), p_gamma=0.5,
-                                noise_std=0.08, p_noise=0.3, bias_field=True, p_bias=0.5)
+                                noise_std=0.08, p_noise=0.3, bias_field=True, p_bias=0.5,
+                                elastic=True, p_elastic=0.2)
     ds = bt.write_msd(work / "dataset", training_cases(), LABELS, "MR")
     run = bt.train_run(ds, work / "run", "mr_brain", NETWORK, epochs=EPOCHS, patch_size=(64, 64, 64),
                        preset_overrides={"target_spacing": [2.0, 2.0, 2.0]},
@@ -193,19 +143,22 @@ def main() -> None:
     bt.patch_model_spec(run, name=NAME, postprocess=POSTPROCESS)
     bt.slim_checkpoint(run)
     model = bt.load_run_model(run)
-    res = bt.eval_cases(model, [*bt.phantom_cases("brain_mr", TEST_PLAN), *stripped_cases(STRIPPED_TEST_PLAN)],
-                        LABELS)
+    res = bt.eval_cases(model, [*bt.phantom_cases("brain_mr", TEST_PLAN), *stripped_cases(STRIPPED_TEST_PLAN),
+                                *thick_cases(THICK_TEST_PLAN)], LABELS)
     mni = evaluate_mni(model)
+    from error_analysis import real_agreement
+
+    real = real_agreement(model, work / "real_t1")
     rows = {**res, **{f"MNI152 T1: {k}": v for k, v in mni.items() if k != "reference"}}
     readme = f"""# mri_brain_mask
 
 Brain extraction (skull stripping) on T1-weighted MRI: label 1 = brain (grey and white matter,
-ventricles, cerebellum; no extra-axial CSF). Small 3D U-Net (channels 8-16-32-64), preset
+ventricles, cerebellum; no extra-axial CSF). Small 3D U-Net (channels {'-'.join(str(c) for c in NETWORK['channels'])}), preset
 `mr_brain` with 2 mm isotropic resampling (RAS, 0.5-99.5 percentile clip, z-score over nonzero voxels), sliding window 64^3, largest component kept and holes filled.
 
 ## What the weights are (and are not) fit for
-Trained on **synthetic T1 head phantoms only** (`medseg.data.phantoms.brain_mr`; 16 as
-generated, 16 already skull-stripped with a margin of 0-12 mm drawn per seed) with strong
+Trained on **synthetic T1 head phantoms only** (`medseg.data.phantoms.brain_mr`; {len(TRAIN_PLAN)} as
+generated, {len(STRIPPED_PLAN)} already skull-stripped with a margin of 0-12 mm drawn per seed) with strong
 augmentation. The one real T1 with a brain mask available offline (MNI152 2009a, nilearn) was
 kept OUT of training and out of every choice of settings, so that it can serve as an honest
 unseen test volume. A template is an average of 152 brains: smoother and cleaner than a single
@@ -254,9 +207,22 @@ MNI Dice read 0.866 instead of 0.884). `segment` now sends masked inputs under a
 nonzero preset through MONAI's resampler, as in training; `medseg segment` and `python -m
 monai.bundle run` give the same voxels on the masked MNI T1
 (`tests/test_bundle_monai_postprocess.py::test_masked_t1_gives_the_same_voxels_both_ways`).
-The v2 error analysis above was measured before that fix (v2 then scored 0.924); the table
-below is measured with it. The fix came from the v1 analysis, not from a v2 result, and changed
-no weights.
+The v2 error analysis above was measured before that fix (v2 then scored 0.924; 0.937 with
+it). The fix came from the v1 analysis, not from a v2 result, and changed no weights.
+
+v3 (these weights). Its settings were fixed from the phantom side only and written down, with
+the rule for shipping it, before training started: v2's phantom validation was still rising at
+its last epoch (0.928) and its held-out phantoms scored 0.894-0.952, so v3 has a wider network
+(16-32-64-128, was 8-16-32-64), 150 epochs (was 36), twice the phantoms (32 + 32, was 16 + 16)
+and elastic deformation (p 0.2); grid, patch and the other augmentation are unchanged. Rule:
+ship v3 if its mean Dice on the four held-out phantoms 9001-9004 is at least v2's (0.934); the
+MNI T1 is scored once after training and reported either way, never used to choose. v3 scored
+0.960 on those phantoms, so it ships. On the MNI T1 (now the third set of weights scored on it,
+so no longer a pristine test) v3 reads Dice 0.9499 (v2 0.937): missed 14 ml (v2 168 ml), extra
+169 ml (v2 94 ml), all but 15 ml of it within 3 mm of the reference surface
+(`docs/mni_errors_v3.png`, `.json`): the boundary is now about one voxel too LOOSE almost
+everywhere, and the CSF of the basal cisterns around the brainstem is included. Still below
+the 0.95 target (0.94993); HD95 rose from 6.8 to 20.7 mm.
 
 ## Measured
 Held-out phantoms (seeds never used in training) and the real MNI152 T1 (197 x 233 x 189, 1 mm),
@@ -268,14 +234,31 @@ machine:
 Reference volume: {mni['reference']['volume_ml']:.0f} ml. deepbet's own training masks include
 intracranial CSF around the brain (it targets total intracranial volume), so part of its Dice gap
 to this reference is a difference of definition, not an error.
-The target was Dice >= 0.95 on an unseen real T1; compare with the table.
+The target was Dice >= 0.95 on an unseen real T1; compare with the table. The
+`0.8x0.8x6.5mm` rows are phantoms on a clinical 2D grid (thick slices, as the real T1s below).
 
-deepbet is run by `deepbet_mask()` in `scripts/train.py`: the TorchScript weights of the deepbet
+## Real clinical T1s: NOT a usable skull stripper
+pyradiomics ships two real post-contrast T1s with skull (brain1 / brain2: 0.78 x 0.78 x 6.5 mm,
+a tumour each). They have no brain mask, so only agreement with deepbet can be measured
+(`python bundles/mri_brain_mask/scripts/error_analysis.py --real`; Dice of one mask against
+the other, volumes in ml):
+
+{bt.fmt_table({f"pyradiomics {k}": v for k, v in real.items()},
+              ["agreement_dice", "bundle_ml", "deepbet_ml", "bundle_only_ml", "deepbet_only_ml"])}
+The overlays (`docs/real_t1_brain1.png`, `docs/real_t1_brain2.png`; red both, green bundle
+only, yellow deepbet only) show deepbet's mask following the brain while this bundle takes in
+the scalp, the orbits and the temporal muscles and leaves out parts of the cerebellum and the
+frontal lobe. The phantoms' scalp, face and neck are too simple, and the network has never seen
+contrast-enhanced dura and vessels; the MNI template, which is already masked, tests none of
+this. (v2 agreed 0.52 / 0.70 with deepbet on these two; v3 0.47 / 0.64.) Use deepbet, HD-BET
+or SynthStrip on real scans.
+
+deepbet is run by `deepbet_mask()` in `scripts/deepbet_peer.py`: the TorchScript weights of the deepbet
 1.0.2 wheel (`medseg.data.sample("deepbet_model")`, `"deepbet_bbox_model"`) with deepbet's
 two-stage inference re-implemented (128^3 bounding box, 256^3 crop, threshold 0.5, largest
 component, holes filled); deepbet itself is not installed.
 
-Reproduce (CPU, seeded; about 15-20 minutes on 2 cores):
+Reproduce (CPU, seeded; about 60-70 minutes on 2 cores):
 ```
 python bundles/mri_brain_mask/scripts/train.py --out bundles/mri_brain_mask
 ```
@@ -290,14 +273,16 @@ Training: synthetic, generated by medseg. Evaluation: MNI ICBM152 2009a template
 deepbet's weights (MIT) as a peer. See docs/data_license.txt.
 """
     metrics_file = work / "heldout_metrics.json"
-    metrics_file.write_text(json.dumps({**res, "mni152": mni}, indent=2) + "\n")
+    metrics_file.write_text(json.dumps({**res, "mni152": mni, "real_t1_agreement_with_deepbet": real}, indent=2)
+                            + "\n")
     # error analyses written by scripts/error_analysis.py into the bundle's docs/ are carried over
     extra_docs = {f.name: f for f in sorted((args.out / "docs").glob("mni_errors*"))}
     extra_docs["heldout_metrics.json"] = metrics_file
+    extra_docs.update({f.name: f for f in sorted((work / "real_t1").glob("real_t1_*.png"))})
     bt.ship(run, args.out, name=NAME,
             description="Small 3D U-Net for brain extraction on T1 MRI, trained on medseg phantoms (NOT fit "
                         "for patients); tested on the unseen MNI152 T1 beside deepbet.",
-            data_source="synthetic T1 head phantoms generated by medseg.data.phantoms.brain_mr (seeds 1-32, "
+            data_source="synthetic T1 head phantoms generated by medseg.data.phantoms.brain_mr (seeds 1-64, "
                         "orientations RAS/LPS/LAS/RPI)",
             license_text="Training data: synthetic, generated by medseg (medseg.data.phantoms); no patient "
                          "data, no licence restrictions.\nEvaluation data (not used for training): MNI ICBM "
