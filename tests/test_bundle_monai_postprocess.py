@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from test_bundle_build import make_tiny_bundle, shared_bundle
 
-from medseg.bundle.build import MEDSEG_POSTPROCESS_TARGET
+from medseg.bundle.configs import MEDSEG_POSTPROCESS_TARGET
 
 
 def _monai_run(bundle: Path, dataset_dir: Path, out_dir: Path) -> None:
@@ -151,7 +151,7 @@ def test_instance_bundle_gives_the_same_nuclei_both_ways(tmp_path, capsys):
 
 
 def test_plan_keeps_monai_native_largest_component_and_masks_unlabelled_outputs():
-    from medseg.bundle.build import monai_postprocess_plan
+    from medseg.bundle.configs import monai_postprocess_plan
 
     steps = monai_postprocess_plan({"keep_largest_component": [1]}, labels={"1": "a", "2": "b"}, n_out=3)
     assert [s["_target_"] for s in steps] == ["KeepLargestConnectedComponentd"]
