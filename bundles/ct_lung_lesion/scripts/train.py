@@ -212,7 +212,7 @@ Known limit on phantoms: on grids the training set did not have (measured on S-P
 7002 / 7003, by hand), the smallest nodules (radius under about 3.5 mm, under ~200 mm^3) can be
 missed or split (Dice 0.78 / 0.80 there); `tests/test_ct_lung_lesion_nodules.py` checks that the
 larger ones are found at their world (RAS) positions. On 14 further unseen phantoms
-(`python bundles/ct_lung_lesion/scripts/more_heldout.py`: seeds 7001-7006 in RAS / LPS plus
+(`python bundles/more_heldout.py ct_lung_lesion`: seeds 7001-7006 in RAS / LPS plus
 7001-7002 in ASR) the mean Dice is 0.881 (0.69-0.96), below the 0.926 of the four designated
 held-out phantoms: Dice falls with nodule size (0.81-0.83 for a 64-voxel lesion, 0.95-0.96 for
 416 voxels), so the 0.9 target holds for the held-out set and not across these smaller nodules.
