@@ -39,8 +39,9 @@ PHANTOM_CHECKS: dict[str, tuple[str, int, str | None, dict[int, float]]] = {
     # README (v3 weights, 9001-9004): brain 0.941-0.975; 0.975 on this one, floor = that minus ~0.05
     "mri_brain_mask": ("brain_mr", 7001, "ASR", {1: 0.92}),
 }
-# ct_spine on the unseen seed-7001 ASR phantom (an 80 mm S-I field of view): per level 0.870-0.924,
-# levels merged 0.894 (README, 9001-9004: per level 0.910-0.940, merged 0.929); floors ~0.05 below
+# ct_spine (v0.3.0) on the unseen seed-7001 ASR phantom (an 80 mm S-I field of view): per level
+# 0.878-0.928, levels merged 0.896 (README, 9001-9004: per level 0.913-0.948, merged 0.932); floors
+# ~0.05 below
 SPINE_LEVEL_FLOOR = 0.82
 SPINE_MERGED_FLOOR = 0.85
 
