@@ -52,14 +52,15 @@ def score(name: str, folder: Path, seeds: range = SEEDS, asr: bool = True) -> di
     generator, opts = GENERATORS[name]
     model = load_bundle(folder)
     labels = dict(model.labels)
-    cases = list(bt.iter_phantoms(generator, plan(generator, seeds, asr)))
-    res = bt.eval_cases(model, cases, labels, **opts)
-    if name == "ct_lung_lesion":
-        ratios = []
-        for cid, img, lab, aff in cases:
-            pred = bt.segment_array(model, img, aff)
-            ratios.append(float((pred == 1).sum()) / max(float((lab == 1).sum()), 1.0))
-            res[cid]["volume_ratio"] = ratios[-1]
+    cases = bt.iter_phantoms(generator, plan(generator, seeds, asr))
+    if name != "ct_lung_lesion":
+        res = bt.eval_cases(model, cases, labels, **opts)
+        return {**res, "mean": bt.mean_row(res)}
+    res = {}
+    for cid, img, lab, aff in cases:  # one segmentation per case gives Dice and the volume ratio
+        pred = bt.segment_array(model, img, aff)
+        res[cid] = {**bt.dice_per_label(pred, lab, labels),
+                    "volume_ratio": float((pred == 1).sum()) / max(float((lab == 1).sum()), 1.0)}
     return {**res, "mean": bt.mean_row(res)}
 
 
