@@ -51,11 +51,17 @@ def _landmark_components(ph) -> list[np.ndarray]:
     return [_world(comp == c, ph.affine) for c in range(1, n + 1) if sizes[c] >= 30]
 
 
-@pytest.mark.parametrize("seed,orientation", CASES, ids=[f"{s}-{o if isinstance(o, str) else 'oblique'}"
-                                                          for s, o in CASES])
-def test_levels_ordered_along_world_superior(seed, orientation):
+@pytest.fixture(scope="module", params=CASES,
+                ids=[f"{s}-{o if isinstance(o, str) else 'oblique'}" for s, o in CASES])
+def case(request):
+    """The phantom of one (seed, orientation) of CASES, generated once for every test that uses it."""
+    seed, orientation = request.param
     shape, spacing = _grid(orientation)
-    ph = spine_ct(shape, spacing, orientation, seed=seed)
+    return spine_ct(shape, spacing, orientation, seed=seed)
+
+
+def test_levels_ordered_along_world_superior(case):
+    ph = case
     levels = ph.meta["levels"]
     present = [int(v) for v in np.unique(ph.label) if v]
     assert present == [SPINE_LEVELS.index(lv) + 1 for lv in levels]
@@ -79,11 +85,8 @@ def test_same_world_anatomy_in_every_grid():
         assert np.linalg.norm(c - cents[0]) < 1.5, (c, cents[0])
 
 
-@pytest.mark.parametrize("seed,orientation", CASES, ids=[f"{s}-{o if isinstance(o, str) else 'oblique'}"
-                                                          for s, o in CASES])
-def test_ribs_beside_t12_and_sacrum_below_l5(seed, orientation):
-    shape, spacing = _grid(orientation)
-    ph = spine_ct(shape, spacing, orientation, seed=seed)
+def test_ribs_beside_t12_and_sacrum_below_l5(case):
+    ph = case
     levels = ph.meta["levels"]
     assert ph.meta["landmarks"] == [n for n, lv in (("ribs", "T12"), ("sacrum", "L5")) if lv in levels]
     pieces = _landmark_components(ph)
