@@ -129,81 +129,92 @@ def run_batch(
     env_rank, env_world = distributed_rank_world()
     rank = env_rank if rank is None else rank
     world_size = env_world if world_size is None else world_size
-    journal = Manifest(out / f"manifest.rank{rank}.jsonl")
-    if rank == 0:
-        remove_stale_partials(out)
-    done: set[str] = set()
-    if resume:
-        for path in _journal_paths(out):
-            done |= Manifest(path).done_keys()
-
-    mine = shard(cases, rank, world_size)
-    summary = BatchSummary()
-    lock = threading.Lock()
-    t_start = time.monotonic()
-    todo = []
-    for c in mine:
-        if c.key(weights_sha256) in done:
-            summary.skipped += 1
-        else:
-            todo.append(c)
-
-    bar = None
-    if progress and os.environ.get("MEDSEG_PROGRESS", "1") != "0" and rank == 0:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(todo), desc="cases", unit="case")
-
-    def attempt(case: BatchCase) -> None:
-        key = case.key(weights_sha256)
-        tries = 0
-        while True:
-            tries += 1
-            t0 = time.monotonic()
-            try:
-                result = process(case, key)
-            except transient as exc:
-                if tries <= retries:
-                    time.sleep(backoff_s * (2 ** (tries - 1)))
-                    continue
-                record = CaseRecord(key, case.case, "failed", reason=_reason(exc), attempts=tries, rank=rank)
-            except MedsegError as exc:
-                record = CaseRecord(key, case.case, "failed", reason=_reason(exc), attempts=tries, rank=rank)
-            except Exception as exc:  # noqa: BLE001 - isolate one case's bug from the rest of the batch
-                record = CaseRecord(key, case.case, "failed", attempts=tries, rank=rank,
-                                    reason=f"internal error ({type(exc).__name__}); please report it")
-            else:
-                timings = dict(result.timings_s)
-                timings.setdefault("total", time.monotonic() - t0)
-                record = CaseRecord(key, result.case or case.case, "done", outputs=result.outputs, timings_s=timings,
-                                    attempts=tries, rank=rank, extra=result.extra)
-            break
-        with lock:
-            journal.append(record)
-            if record.status == "done":
-                summary.done += 1
-            else:
-                summary.failed += 1
-                summary.failures.append((record.case, record.reason))
-            if bar is not None:
-                bar.update(1)
-
+    owned_group = _join_ranks(world_size)
     try:
-        if workers <= 1:
-            for case in todo:
-                attempt(case)
-        else:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                list(pool.map(attempt, todo))
-    finally:
-        if bar is not None:
-            bar.close()
+        journal = Manifest(out / f"manifest.rank{rank}.jsonl")
+        if rank == 0:
+            remove_stale_partials(out)
+        if owned_group:  # no rank may start writing while rank 0 still removes a killed run's partials
+            import torch.distributed as dist
 
-    summary.seconds = time.monotonic() - t_start
-    _sum_across_ranks(summary, world_size)
-    if rank == 0:  # the merged manifest is an input too: records of journals deleted since are kept
-        summary.manifest = merge_manifests(_journal_paths(out), out / "manifest.jsonl")
-    return summary
+            dist.barrier()
+        done: set[str] = set()
+        if resume:
+            for path in _journal_paths(out):
+                done |= Manifest(path).done_keys()
+
+        mine = shard(cases, rank, world_size)
+        summary = BatchSummary()
+        lock = threading.Lock()
+        t_start = time.monotonic()
+        todo = []
+        for c in mine:
+            if c.key(weights_sha256) in done:
+                summary.skipped += 1
+            else:
+                todo.append(c)
+
+        bar = None
+        if progress and os.environ.get("MEDSEG_PROGRESS", "1") != "0" and rank == 0:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(todo), desc="cases", unit="case")
+
+        def attempt(case: BatchCase) -> None:
+            key = case.key(weights_sha256)
+            tries = 0
+            while True:
+                tries += 1
+                t0 = time.monotonic()
+                try:
+                    result = process(case, key)
+                except transient as exc:
+                    if tries <= retries:
+                        time.sleep(backoff_s * (2 ** (tries - 1)))
+                        continue
+                    record = CaseRecord(key, case.case, "failed", reason=_reason(exc), attempts=tries, rank=rank)
+                except MedsegError as exc:
+                    record = CaseRecord(key, case.case, "failed", reason=_reason(exc), attempts=tries, rank=rank)
+                except Exception as exc:  # noqa: BLE001 - isolate one case's bug from the rest of the batch
+                    record = CaseRecord(key, case.case, "failed", attempts=tries, rank=rank,
+                                        reason=f"internal error ({type(exc).__name__}); please report it")
+                else:
+                    timings = dict(result.timings_s)
+                    timings.setdefault("total", time.monotonic() - t0)
+                    record = CaseRecord(key, result.case or case.case, "done", outputs=result.outputs, timings_s=timings,
+                                        attempts=tries, rank=rank, extra=result.extra)
+                break
+            with lock:
+                journal.append(record)
+                if record.status == "done":
+                    summary.done += 1
+                else:
+                    summary.failed += 1
+                    summary.failures.append((record.case, record.reason))
+                if bar is not None:
+                    bar.update(1)
+
+        try:
+            if workers <= 1:
+                for case in todo:
+                    attempt(case)
+            else:
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    list(pool.map(attempt, todo))
+        finally:
+            if bar is not None:
+                bar.close()
+
+        summary.seconds = time.monotonic() - t_start
+        _sum_across_ranks(summary, world_size)
+        if rank == 0:  # the merged manifest is an input too: records of journals deleted since are kept
+            summary.manifest = merge_manifests(_journal_paths(out), out / "manifest.jsonl")
+        return summary
+    finally:
+        if owned_group:  # a gloo group left to interpreter shutdown can abort the process (exit -6)
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
 
 
 def remove_stale_partials(root: Path) -> int:
@@ -224,15 +235,25 @@ def _reason(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def _join_ranks(world_size: int) -> bool:
+    """Join the torchrun process group (gloo) when there is more than one rank; True if created here."""
+    if world_size <= 1:
+        return False
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return False
+    dist.init_process_group(backend="gloo")
+    return True
+
+
 def _sum_across_ranks(summary: BatchSummary, world_size: int) -> None:
-    """Wait for all ranks (torchrun, gloo) and make the counts job totals on every rank."""
+    """Wait for all ranks and make the counts job totals on every rank."""
     if world_size <= 1:
         return
     import torch
     import torch.distributed as dist
 
-    if not dist.is_initialized():
-        dist.init_process_group(backend="gloo")
     counts = torch.tensor([summary.done, summary.failed, summary.skipped], dtype=torch.int64)
     dist.all_reduce(counts)  # also a barrier: every rank has finished its shard
     summary.done, summary.failed, summary.skipped = (int(v) for v in counts)
