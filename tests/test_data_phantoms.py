@@ -395,3 +395,24 @@ def test_bad_shapes_are_config_errors():
         P.abdomen_ct(spacing=(1.0, -1.0, 1.0))
     with pytest.raises(ConfigError):
         P.chest_xray(shape=(8, 8, 8))
+
+
+def test_thick_slices_average_thin_ones_at_the_same_world_position():
+    thin = P.brain_mr((40, 48, 50), spacing=(4.0, 4.0, 1.2), seed=3, orientation="ASR")
+    thick = P.thick_slices(thin, 5, axis=2)
+    assert thick.image.shape == (40, 48, 10) and thick.meta["thick_slices"] == {"k": 5, "axis": 2}
+    np.testing.assert_allclose(thick.spacing, (4.0, 4.0, 6.0))
+    # a thick voxel is the mean of its five thin ones (rounded), and sits at their mean world position
+    np.testing.assert_allclose(thick.image[7, 9, 3], np.round(thin.image[7, 9, 15:20].mean()))
+    centre = nib.affines.apply_affine(thin.affine, [[7, 9, 15 + k] for k in range(5)]).mean(axis=0)
+    np.testing.assert_allclose(nib.affines.apply_affine(thick.affine, [7, 9, 3]), centre, atol=1e-6)
+    # the label is the majority: its world centroid and volume stay put (within a quarter slice)
+    def world_centroid(p):
+        return nib.affines.apply_affine(p.affine, np.argwhere(p.label > 0)).mean(axis=0)
+
+    assert np.linalg.norm(world_centroid(thick) - world_centroid(thin)) < 0.25 * 6.0
+    vol = [(p.label > 0).sum() * np.prod(p.spacing) for p in (thin, thick)]
+    assert abs(vol[1] / vol[0] - 1) < 0.03
+    assert P.thick_slices(thin, 1).image.tolist() == thin.image.tolist()
+    with pytest.raises(ConfigError):
+        P.thick_slices(thin, 0)

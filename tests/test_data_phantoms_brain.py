@@ -113,3 +113,36 @@ def test_strip_margin_zeroes_beyond_the_margin(margin):
 def test_strip_margin_must_be_non_negative():
     with pytest.raises(ConfigError, match="strip_margin_mm"):
         brain_mr((40, 48, 40), strip_margin_mm=-1.0)
+
+
+def test_clinical_head_adds_tissue_around_the_brain_but_no_brain():
+    plain = brain_mr(seed=11, orientation="LPS")
+    clin = brain_mr(seed=11, orientation="LPS", clinical=True)
+    assert not plain.meta["clinical"] and clin.meta["clinical"]
+    np.testing.assert_array_equal(clin.label, plain.label)  # scalp, muscle, face, vessels: none is brain
+    xyz = _world(clin.affine, np.argwhere(np.ones(clin.image.shape, bool))).reshape(*clin.image.shape, 3)
+    lab = clin.label > 0
+    brain_x, brain_z = xyz[..., 0][lab], xyz[..., 2][lab]
+    # temporalis: 10-16 mm outside the brain, lateral, at temporal levels, tissue of muscle signal
+    # (between 0.2 and 0.55 of white matter) where the plain phantom has bright scalp fat
+    dist = ndimage.distance_transform_edt(~lab, sampling=clin.spacing)
+    centre, half = (brain_x.max() + brain_x.min()) / 2, np.ptp(brain_x) / 2
+    shell = ((dist > 10) & (dist < 16) & (np.abs(xyz[..., 0] - centre) > 0.8 * half)
+             & (xyz[..., 2] > np.percentile(brain_z, 10)) & (xyz[..., 2] < np.percentile(brain_z, 60)))
+
+    def muscle_share(p):
+        wm, v = np.percentile(p.image[lab], 80), p.image[shell]
+        return ((v > 0.2 * wm) & (v < 0.55 * wm)).mean()
+
+    assert muscle_share(clin) > muscle_share(plain) + 0.1
+    # the face holds air (nasal cavity / sinuses): dark voxels enclosed by the head, anterior and
+    # inferior, none of them labelled; far more of them than in the plain head (bone, eyes)
+    front_low = (xyz[..., 1] > np.mean(xyz[..., 1][lab])) & (xyz[..., 2] < np.median(brain_z))
+
+    def dark_ml(p):
+        head = ndimage.binary_fill_holes(ndimage.binary_closing(p.image > 150, iterations=2))
+        air = head & front_low & (p.image < 60)
+        assert not (air & lab).any()
+        return air.sum() * np.prod(p.spacing) / 1000
+
+    assert dark_ml(clin) > dark_ml(plain) + 2.0

@@ -22,7 +22,15 @@ Arrays follow the medseg axis convention (see :mod:`medseg.io`): ``image[i, j, k
 and deterministic for a given seed.
 """
 
-from medseg.data.phantoms._core import HU, SPINE_LEVELS, Orientation, Phantom, direction_matrix, grid_affine
+from medseg.data.phantoms._core import (
+    HU,
+    SPINE_LEVELS,
+    Orientation,
+    Phantom,
+    direction_matrix,
+    grid_affine,
+    thick_slices,
+)
 from medseg.data.phantoms.abdomen import abdomen_ct
 from medseg.data.phantoms.brain import brain_mr
 from medseg.data.phantoms.chest_ct import lung_ct
@@ -33,6 +41,6 @@ from medseg.data.phantoms.xray import chest_xray, xray_affine
 
 __all__ = [
     "HU", "SPINE_LEVELS", "Orientation", "Phantom", "abdomen_ct", "as_metatensors", "brain_mr", "chest_xray",
-    "direction_matrix", "grid_affine", "lung_ct", "nuclei_2d", "save_phantom", "spine_ct", "write_decathlon_dataset",
-    "xray_affine",
+    "direction_matrix", "grid_affine", "lung_ct", "nuclei_2d", "save_phantom", "spine_ct", "thick_slices",
+    "write_decathlon_dataset", "xray_affine",
 ]

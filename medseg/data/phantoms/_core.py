@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -190,3 +190,30 @@ def _jitter(rng: np.random.Generator, scale: float, n: int = 3) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
+
+
+def thick_slices(ph: Phantom, k: int, axis: int = 2) -> Phantom:
+    """The phantom as a 2D acquisition would see it: every ``k`` consecutive slices along voxel
+    ``axis`` averaged into one thick slice (the slice profile's partial volume), so the slice
+    spacing grows ``k`` times. The world position of each thick slice is the centre of its ``k``
+    thin ones (the affine says so); the label of a thick voxel is the label covering most of it.
+    Trailing slices that do not fill a slab are dropped.
+    """
+    if k < 1 or axis not in range(ph.image.ndim) or ph.image.shape[axis] < k:
+        raise ConfigError(f"cannot average {k} slices along axis {axis} of a {ph.image.shape} grid")
+    n = ph.image.shape[axis] // k
+
+    def slabs(a: np.ndarray) -> np.ndarray:
+        a = np.moveaxis(a, axis, 0)[: n * k]
+        return a.reshape(n, k, *a.shape[1:])
+
+    image = np.moveaxis(slabs(ph.image.astype(np.float32)).mean(axis=1), 0, axis)
+    lab = slabs(ph.label)
+    values = np.unique(lab)
+    share = np.stack([(lab == v).mean(axis=1) for v in values])
+    label = np.moveaxis(values[np.argmax(share, axis=0)].astype(ph.label.dtype), 0, axis)
+    affine = ph.affine.copy()
+    affine[:3, 3] += affine[:3, axis] * (k - 1) / 2.0
+    affine[:3, axis] *= k
+    return replace(ph, image=np.round(image).astype(ph.image.dtype), label=label, affine=affine,
+                               meta={**ph.meta, "thick_slices": {"k": int(k), "axis": int(axis)}})

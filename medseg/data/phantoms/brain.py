@@ -46,7 +46,7 @@ def _plane_waves(rng: np.random.Generator, x, y, z, n: int, wavelength_mm: tuple
 
 def brain_mr(shape: Sequence[int] = (80, 96, 80), spacing: Sequence[float] = (2.0, 2.0, 2.0),
              orientation: Orientation = "RAS", seed: int = 0, *, noise: float = 15.0,
-             strip_margin_mm: float | None = None) -> Phantom:
+             strip_margin_mm: float | None = None, clinical: bool = False) -> Phantom:
     """T1-weighted head MR phantom (integer arbitrary units, 0..~1000) with labels ``{1: brain}``.
 
     Anatomy (world RAS mm, so the same for every ``orientation``): cerebrum with gyri, sulci (CSF
@@ -68,6 +68,16 @@ def brain_mr(shape: Sequence[int] = (80, 96, 80), spacing: Sequence[float] = (2.
     ``strip_margin_mm``: when given, every voxel farther than this (mm) from the brain label is
     set to exactly 0, as in skull-stripped / template data (a margin near the CSF thickness keeps
     the whole intracranial CSF, as the MNI152 template does).
+
+    ``clinical=True`` makes the head of a clinical scan rather than of a template (drawn from a
+    second random stream, so the default phantom of a seed does not change): a layered scalp
+    (skin, subcutaneous fat as bright as or brighter than white matter, galea), temporalis
+    muscles over the temporal bones, a face (orbital fat around the eyes, nasal cavity and
+    maxillary sinuses full of air, facial muscle), grey / white contrast from weak (ratio 1.05,
+    as on spin-echo or post-contrast T1) to strong, and with probability 0.5 gadolinium
+    enhancement: bright dura along the inner table and the falx, superior sagittal sinus,
+    cortical vessels in the sulcal CSF, choroid plexus in the ventricles and nasal mucosa.
+    None of these structures is brain; the label is unchanged by them.
     """
     shape = _check_shape(shape, 3)
     sp = np.asarray(spacing, dtype=np.float64)
@@ -81,6 +91,12 @@ def brain_mr(shape: Sequence[int] = (80, 96, 80), spacing: Sequence[float] = (2.
     skull_mm = float(rng.uniform(5.0, 8.0))
     scalp_mm = float(rng.uniform(4.0, 8.0))
     cortex_mm = float(rng.uniform(2.5, 4.0))
+    crng = np.random.default_rng([int(seed), 7]) if clinical else None
+    if crng is not None:  # weaker grey / white contrast allowed, fat as bright as or brighter than WM
+        val["wm"] = val["gm"] * float(crng.uniform(1.05, 1.6))
+        val["deep_gm"] = val["gm"] + float(crng.uniform(0.2, 0.6)) * (val["wm"] - val["gm"])
+        val["fat"] = val["wm"] * float(crng.uniform(0.9, 1.5))
+        val["enhance"] = val["wm"] * float(crng.uniform(1.1, 1.6))
 
     bc = hc + np.array([0.0, -0.02 * hs[1], 0.12 * hs[2]])
     bs = hs * np.array([0.78, 0.8, 0.66]) * (1 + _jitter(rng, 0.03))
@@ -157,6 +173,10 @@ def brain_mr(shape: Sequence[int] = (80, 96, 80), spacing: Sequence[float] = (2.
     img[stem] = 0.3 * val["gm"] + 0.7 * val["wm"]
     img[vent] = val["csf"]
     img[eyes] = val["eye"]
+    if crng is not None:
+        _clinical_head(img, crng, val, sp, (x, y, z), hc, hs, bc, bs, d_out=d_out, csf_mm=csf_mm,
+                       skull_mm=skull_mm, scalp_mm=scalp_mm, eyes=eyes, brain=brain | vent, sulci=sulci,
+                       vent=vent, fissure=fissure)
     label = label_mask.astype(np.uint8)
     label[eyes] = 0
 
@@ -174,7 +194,56 @@ def brain_mr(shape: Sequence[int] = (80, 96, 80), spacing: Sequence[float] = (2.
     return Phantom(image, label, affine, {1: "brain"}, "MR",
                    meta={"generator": "brain_mr", "seed": int(seed), "body_part": "HEAD",
                          "csf_mm": csf_mm, "cortex_mm": cortex_mm, "strip_margin_mm": strip_margin_mm,
-                         "t1_values": val})
+                         "clinical": bool(clinical), "t1_values": val})
+
+
+def _clinical_head(img, rng, val, sp, xyz, hc, hs, bc, bs, *, d_out, csf_mm, skull_mm, scalp_mm,
+                   eyes, brain, sulci, vent, fissure) -> None:
+    """Paint the structures of ``brain_mr(clinical=True)`` into ``img`` (in place); none is brain."""
+    x, y, z = xyz
+    bone_out = csf_mm + skull_mm  # outer table, mm from the brain
+    skin_mm, galea_mm = float(rng.uniform(1.0, 2.5)), float(rng.uniform(1.0, 2.5))
+    muscle = float(rng.uniform(0.25, 0.45)) * val["wm"]
+    # temporalis: over the temporal squama, between bone and scalp fat, 6-14 mm thick
+    tm_mm = float(rng.uniform(6.0, 14.0))
+    fan = np.zeros(x.shape, np.float32)  # a fan-shaped muscle, thickest at its centre
+    for s in (1, -1):
+        e = _ellipsoid(x, y, z, bc + np.array([s * 0.9 * bs[0], 0.1 * bs[1], -0.3 * bs[2]]),
+                       bs * np.array([0.5, 0.55, 0.5]))
+        fan = np.maximum(fan, np.clip(1.0 - e, 0.0, 1.0))
+    scalp_in = bone_out + np.maximum(galea_mm, tm_mm * fan)
+    outer = scalp_in + scalp_mm
+    head = img > 0
+    grown = (d_out > bone_out) & (d_out <= outer) & ~head  # the muscle pushes the scalp outwards
+    img[grown] = val["fat"]
+    img[(d_out > bone_out) & (d_out <= scalp_in)] = muscle  # temporalis / galea
+    # face: muscle block below and in front of the brain, air sinuses, bright orbital fat
+    face = (_ellipsoid(x, y, z, hc + np.array([0.0, 0.62 * hs[1], -0.62 * hs[2]]),
+                       hs * np.array([0.55, 0.42, 0.38])) <= 1) & (d_out > bone_out)
+    img[face] = muscle
+    orbit_fat = (_edt_mm(eyes, sp) <= float(rng.uniform(3.0, 6.0))) & ~eyes & (d_out > csf_mm + 1.0)
+    img[orbit_fat] = val["fat"]
+    air = _ellipsoid(x, y, z, hc + np.array([0.0, 0.78 * hs[1], -0.5 * hs[2]]), hs * np.array([0.07, 0.2, 0.22])) <= 1
+    for s in (1, -1):
+        air |= _ellipsoid(x, y, z, hc + np.array([s * 0.22 * hs[0], 0.62 * hs[1], -0.66 * hs[2]]),
+                          hs * np.array([0.11, 0.13, 0.12]) * (1 + _jitter(rng, 0.15))) <= 1
+    air &= d_out > bone_out
+    if rng.uniform() < 0.5:  # gadolinium: enhancing structures, all outside the brain label
+        enh = val["enhance"]
+        mucosa = (_edt_mm(air, sp) <= 2.0) & ~air & face
+        img[mucosa] = enh
+        dura = (d_out > csf_mm - 1.0) & (d_out <= csf_mm)
+        img[dura] = enh
+        img[fissure & ~brain & (d_out <= csf_mm)] = enh  # falx
+        sss = (_ellipse(x, z, (bc[0], bc[2] + bs[2] + csf_mm), (4.0, 4.0)) <= 1) & (d_out <= csf_mm + 1.0) & ~brain
+        img[sss] = enh
+        vessels = _plane_waves(rng, x, y, z, 12, (10.0, 25.0))
+        img[(sulci | ((d_out > 0) & (d_out < csf_mm))) & (np.abs(vessels) < 0.08)] = enh
+        plexus = vent & (_plane_waves(rng, x, y, z, 6, (6.0, 12.0)) > 1.0)
+        img[plexus] = enh
+    img[air] = 0.0
+    inside = ndimage.distance_transform_edt(img > 0, sampling=sp)  # skin: the head's outer rim
+    img[(inside > 0) & (inside <= skin_mm)] = muscle * float(rng.uniform(1.0, 1.4))
 
 
 # --------------------------------------------------------------------------------------------
