@@ -70,6 +70,55 @@ def test_positive_sampling_centres_on_foreground():
         assert lab[4, 4, 4] > 0 or lab[3:5, 3:5, 3:5].any()  # centre voxel (even size: 3 or 4)
 
 
+def _mass_and_nodule():
+    """A 16x16x16 'mass' (4096 voxels) and a 3x3x3 'nodule' (27 voxels) 40 voxels apart; the image
+    is 1000 * label + the voxel's index along axis 0, so a patch tells where it was cut."""
+    lab = np.zeros((64, 32, 32), np.int64)
+    lab[4:20, 8:24, 8:24] = 1
+    lab[54:57, 14:17, 14:17] = 1
+    aff = np.diag([1.5, 1.5, 1.5, 1.0])
+    img = (1000 * lab + np.arange(64)[:, None, None]).astype(np.float32)
+    return {"image": MetaTensor(torch.from_numpy(img)[None], affine=aff),
+            "label": MetaTensor(torch.from_numpy(lab)[None], affine=aff)}
+
+
+def _nodule_share(balanced: bool) -> float:
+    """Share of 200 patches (16^3, pos:neg 3:1) that hold the nodule."""
+    cfg = AugmentationConfig(p_affine=0.0, flip_axes=(), p_intensity=0.0, p_gamma=0.0, p_noise=0.0,
+                             bias_field=False, balance_components=balanced)
+    tf = seed_augmentation(training_augmentation((16, 16, 16), num_samples=20, pos=3, neg=1, config=cfg), 3)
+    hits = n = 0
+    for _ in range(10):
+        for patch in tf(_mass_and_nodule()):
+            lab, img = patch["label"].numpy()[0], patch["image"].numpy()[0]
+            assert lab.shape == (16, 16, 16) and "crop_weight" not in patch
+            assert np.array_equal(img >= 1000, lab > 0)  # image and label cut at the same place
+            hits += bool(lab.sum() and (img % 1000).min() > 30)  # foreground beyond index 30: the nodule
+            n += 1
+    return hits / n
+
+
+def test_component_balanced_sampling_finds_the_small_nodule():
+    # Plain sampling picks foreground VOXELS: the nodule (27 of 4123) is a positive centre about
+    # 0.75 * 27 / 4123 = 0.5 % of the time, plus background centres that happen to land near it
+    # (about 7 % here). Balanced sampling picks a component first: 0.75 / 2 = 37.5 % more.
+    plain, balanced = _nodule_share(False), _nodule_share(True)
+    assert plain < 0.12, plain
+    assert balanced > plain + 0.25, (plain, balanced)
+
+
+def test_component_weights_split_foreground_equally():
+    from medseg.transforms.augment import ComponentCropWeightd
+
+    w = ComponentCropWeightd(pos=3, neg=1)(_mass_and_nodule())["crop_weight"][0]
+    lab = _mass_and_nodule()["label"].numpy()[0] > 0
+    assert w[:30][lab[:30]].sum() == pytest.approx(0.375, rel=1e-5)  # the mass
+    assert w[30:][lab[30:]].sum() == pytest.approx(0.375, rel=1e-5)  # the nodule
+    assert w[~lab].sum() == pytest.approx(0.25, rel=1e-5)
+    with pytest.raises(ConfigError):
+        ComponentCropWeightd(pos=0, neg=0)
+
+
 def test_small_volume_is_padded_2d():
     img = MetaTensor(torch.rand(1, 20, 12))
     lab = MetaTensor((torch.rand(1, 20, 12) > 0.7).long())

@@ -68,9 +68,10 @@ def test_cli_trains_and_prints_run_folder(tmp_path, capsys):
     rc = main(["train", str(ds), "--preset", "ct_abdomen", "--network",
                json.dumps({"arch": "unet", "channels": [4, 8], "num_res_units": 0}), "--output", str(out),
                "--epochs", "1", "--patch", "16,16,8", "--num-workers", "0", "--device", "cpu",
-               "--preset-overrides", '{"target_spacing": [3.0, 3.0, 4.0]}'])
+               "--preset-overrides", '{"target_spacing": [3.0, 3.0, 4.0]}', "--balance-lesions"])
     assert rc == 0
     assert capsys.readouterr().out.strip() == str(out)
+    assert json.loads((out / "train_config.json").read_text())["augmentation"]["balance_components"] is True
     spec = json.loads((out / "model_spec.json").read_text())
     assert spec["inference"]["roi_size"] == [16, 16, 8]
     assert spec["inference"]["preset_overrides"] == {"target_spacing": [3.0, 3.0, 4.0]}

@@ -56,6 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "is sided, e.g. kidney_left; no superior-inferior flip for ordered levels, e.g. "
                         "vertebra_L1; every axis otherwise), none, or voxel axes of the preset's grid "
                         "(RAS: 0 = left-right, 1 = posterior-anterior, 2 = inferior-superior)")
+    p.add_argument("--balance-lesions", action="store_true",
+                   help="draw foreground patch centres per connected component (each lesion equally often, "
+                        "small ones included) instead of per voxel")
 
 
 class _StderrHandler(logging.Handler):
@@ -91,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--preset-overrides is not valid JSON ({exc.msg})") from exc
         if not isinstance(overrides, dict):
             raise ConfigError("--preset-overrides must be a JSON object")
-    augmentation = AugmentationConfig(flip_axes=parse_flip_axes(args.flip_axes))
+    augmentation = AugmentationConfig(flip_axes=parse_flip_axes(args.flip_axes),
+                                      balance_components=args.balance_lesions)
     _show_training_log()
     cfg = TrainConfig(dataset=args.dataset, output=args.output, preset=args.preset,
                       preset_overrides=overrides,

@@ -3,7 +3,10 @@
 :func:`training_augmentation` builds, in this order:
 
 1. ``SpatialPadd`` to at least the patch size (image padded with its minimum, label with 0);
-2. foreground-balanced patch sampling (``RandCropByPosNegLabeld``, ``pos:neg`` centres);
+2. foreground-balanced patch sampling (``RandCropByPosNegLabeld``, ``pos:neg`` centres), or with
+   ``balance_components`` lesion-balanced sampling: a foreground centre is drawn per connected
+   component, so a 40-voxel nodule is the centre as often as a 4000-voxel mass
+   (:class:`ComponentCropWeightd` + ``RandWeightedCropd``);
 3. spatial: random affine (rotation, scaling, small translation), optional elastic deformation,
    random flips along the axes :func:`resolve_flip_axes` allows; the image is resampled
    bilinearly, **the label with nearest neighbour only**, on the same random draw;
@@ -32,7 +35,9 @@ from dataclasses import dataclass
 import numpy as np
 from monai.transforms import (
     Compose,
+    DeleteItemsd,
     EnsureTyped,
+    MapTransform,
     Rand2DElasticd,
     Rand3DElasticd,
     RandAdjustContrastd,
@@ -43,8 +48,10 @@ from monai.transforms import (
     RandGaussianNoised,
     RandScaleIntensityd,
     RandShiftIntensityd,
+    RandWeightedCropd,
     SpatialPadd,
 )
+from scipy import ndimage
 
 from medseg.errors import ConfigError
 from medseg.labels import lookup_label
@@ -76,6 +83,43 @@ class AugmentationConfig:
     p_noise: float = 0.2
     bias_field: bool | None = None  # None: on for MR, off otherwise
     p_bias: float = 0.3
+    balance_components: bool = False  # foreground crop centres: every connected component equally often
+
+
+class ComponentCropWeightd(MapTransform):
+    """Add a crop-centre weight map (key :attr:`KEY`, same grid as the label) for ``RandWeightedCropd``.
+
+    A centre falls on foreground with probability ``pos / (pos + neg)``, split EQUALLY between the
+    connected components of the foreground (26-connectivity in 3D, 8 in 2D) and uniformly inside
+    each; otherwise uniformly on background. Plain foreground sampling (``RandCropByPosNegLabeld``)
+    picks voxels, so a mass of 4000 voxels is a centre 100 times as often as a 40-voxel nodule;
+    here both are picked equally often. A label without foreground gets uniform weights.
+    """
+
+    KEY = "crop_weight"
+
+    def __init__(self, label_key: str = "label", pos: float = 1.0, neg: float = 1.0) -> None:
+        super().__init__(keys=[label_key])
+        if pos < 0 or neg < 0 or pos + neg == 0:
+            raise ConfigError("pos/neg must be non-negative, not both zero")
+        self.label_key, self.pos, self.neg = label_key, float(pos), float(neg)
+
+    def __call__(self, data):
+        d = dict(data)
+        lab = np.asarray(d[self.label_key])[0] > 0
+        weight = np.zeros(lab.shape, np.float32)
+        comps, n = ndimage.label(lab, structure=np.ones((3,) * lab.ndim, bool))
+        n_bg = int(lab.size - lab.sum())
+        if n == 0:
+            weight[:] = 1.0
+        else:
+            p_fg = self.pos / (self.pos + self.neg) if n_bg else 1.0
+            sizes = np.bincount(comps.ravel())
+            weight[lab] = (p_fg / n / sizes[comps[lab]]).astype(np.float32)
+            if n_bg:
+                weight[~lab] = (1.0 - p_fg) / n_bg
+        d[self.KEY] = weight[None]
+        return d
 
 
 NO_AUGMENTATION = AugmentationConfig(p_affine=0.0, flip_axes=(), elastic=False, p_intensity=0.0,
@@ -229,9 +273,15 @@ def training_augmentation(
     chain: list = [
         SpatialPadd(keys=ik, spatial_size=patch, mode="minimum"),
         SpatialPadd(keys=[label_key], spatial_size=patch, mode="constant", constant_values=0),
-        RandCropByPosNegLabeld(keys=keys, label_key=label_key, spatial_size=patch, pos=pos, neg=neg,
-                               num_samples=num_samples, allow_smaller=False),
     ]
+    if cfg.balance_components:
+        chain += [ComponentCropWeightd(label_key, pos=pos, neg=neg),
+                  RandWeightedCropd(keys=keys, w_key=ComponentCropWeightd.KEY, spatial_size=patch,
+                                    num_samples=num_samples),
+                  DeleteItemsd(keys=ComponentCropWeightd.KEY)]
+    else:
+        chain.append(RandCropByPosNegLabeld(keys=keys, label_key=label_key, spatial_size=patch, pos=pos, neg=neg,
+                                            num_samples=num_samples, allow_smaller=False))
     modes = ["bilinear"] * len(ik) + ["nearest"]
     pads = ["border"] * len(ik) + ["zeros"]
     if cfg.p_affine > 0:
