@@ -14,8 +14,9 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,15 +130,11 @@ def run_batch(
     env_rank, env_world = distributed_rank_world()
     rank = env_rank if rank is None else rank
     world_size = env_world if world_size is None else world_size
-    owned_group = _join_ranks(world_size)
-    try:
+    with _rank_group(world_size) as barrier:
         journal = Manifest(out / f"manifest.rank{rank}.jsonl")
         if rank == 0:
             remove_stale_partials(out)
-        if owned_group:  # no rank may start writing while rank 0 still removes a killed run's partials
-            import torch.distributed as dist
-
-            dist.barrier()
+        barrier()  # no rank may start writing while rank 0 still removes a killed run's partials
         done: set[str] = set()
         if resume:
             for path in _journal_paths(out):
@@ -210,11 +207,6 @@ def run_batch(
         if rank == 0:  # the merged manifest is an input too: records of journals deleted since are kept
             summary.manifest = merge_manifests(_journal_paths(out), out / "manifest.jsonl")
         return summary
-    finally:
-        if owned_group:  # a gloo group left to interpreter shutdown can abort the process (exit -6)
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
 
 
 def remove_stale_partials(root: Path) -> int:
@@ -235,16 +227,25 @@ def _reason(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _join_ranks(world_size: int) -> bool:
-    """Join the torchrun process group (gloo) when there is more than one rank; True if created here."""
+@contextmanager
+def _rank_group(world_size: int) -> Iterator[Callable[[], None]]:
+    """Be in torchrun's process group (gloo) for the job when there is more than one rank; yields a
+    barrier (a no-op for one rank). A group created here is destroyed on the way out: one left for
+    the interpreter to tear down aborts the process now and then (exit -6, "terminate called
+    without an active exception")."""
     if world_size <= 1:
-        return False
+        yield lambda: None
+        return
     import torch.distributed as dist
 
-    if dist.is_initialized():
-        return False
-    dist.init_process_group(backend="gloo")
-    return True
+    owned = not dist.is_initialized()
+    if owned:
+        dist.init_process_group(backend="gloo")
+    try:
+        yield dist.barrier
+    finally:
+        if owned:
+            dist.destroy_process_group()
 
 
 def _sum_across_ranks(summary: BatchSummary, world_size: int) -> None:
