@@ -134,7 +134,7 @@ def test_clinical_head_adds_tissue_around_the_brain_but_no_brain():
         wm, v = np.percentile(p.image[lab], 80), p.image[shell]
         return ((v > 0.2 * wm) & (v < 0.55 * wm)).mean()
 
-    assert muscle_share(clin) > muscle_share(plain) + 0.1
+    assert muscle_share(clin) > muscle_share(plain) + 0.05
     # the face holds air (nasal cavity / sinuses): dark voxels enclosed by the head, anterior and
     # inferior, none of them labelled; far more of them than in the plain head (bone, eyes)
     front_low = (xyz[..., 1] > np.mean(xyz[..., 1][lab])) & (xyz[..., 2] < np.median(brain_z))

@@ -71,7 +71,7 @@ def brain_mr(shape: Sequence[int] = (80, 96, 80), spacing: Sequence[float] = (2.
 
     ``clinical=True`` makes the head of a clinical scan rather than of a template (drawn from a
     second random stream, so the default phantom of a seed does not change): a layered scalp
-    (skin, subcutaneous fat as bright as or brighter than white matter, galea), temporalis
+    (skin, subcutaneous fat 1-3 times as bright as white matter, galea), temporalis
     muscles over the temporal bones, a face (orbital fat around the eyes, nasal cavity and
     maxillary sinuses full of air, facial muscle), grey / white contrast from weak (ratio 1.05,
     as on spin-echo or post-contrast T1) to strong, and with probability 0.5 gadolinium
@@ -92,11 +92,11 @@ def brain_mr(shape: Sequence[int] = (80, 96, 80), spacing: Sequence[float] = (2.
     scalp_mm = float(rng.uniform(4.0, 8.0))
     cortex_mm = float(rng.uniform(2.5, 4.0))
     crng = np.random.default_rng([int(seed), 7]) if clinical else None
-    if crng is not None:  # weaker grey / white contrast allowed, fat as bright as or brighter than WM
+    if crng is not None:  # weaker grey / white contrast allowed; fat and enhancement 1-3x WM (clinical T1)
         val["wm"] = val["gm"] * float(crng.uniform(1.05, 1.6))
         val["deep_gm"] = val["gm"] + float(crng.uniform(0.2, 0.6)) * (val["wm"] - val["gm"])
-        val["fat"] = val["wm"] * float(crng.uniform(0.9, 1.5))
-        val["enhance"] = val["wm"] * float(crng.uniform(1.1, 1.6))
+        val["fat"] = val["wm"] * float(crng.uniform(1.0, 3.0))
+        val["enhance"] = val["wm"] * float(crng.uniform(1.2, 3.0))
 
     bc = hc + np.array([0.0, -0.02 * hs[1], 0.12 * hs[2]])
     bs = hs * np.array([0.78, 0.8, 0.66]) * (1 + _jitter(rng, 0.03))
