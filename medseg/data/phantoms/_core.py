@@ -216,4 +216,4 @@ def thick_slices(ph: Phantom, k: int, axis: int = 2) -> Phantom:
     affine[:3, 3] += affine[:3, axis] * (k - 1) / 2.0
     affine[:3, axis] *= k
     return replace(ph, image=np.round(image).astype(ph.image.dtype), label=label, affine=affine,
-                               meta={**ph.meta, "thick_slices": {"k": int(k), "axis": int(axis)}})
+                   meta={**ph.meta, "thick_slices": {"k": int(k), "axis": int(axis)}})
