@@ -392,7 +392,7 @@ def run_inference_config(bundle_dir: str | os.PathLike[str], dataset_dir: str | 
     from tqdm.auto import tqdm
 
     from medseg.bundle.load import read_configs
-    from medseg.bundle.trust import check_checksums, ensure_trusted, load_weights
+    from medseg.bundle.trust import bundle_file, check_checksums, ensure_trusted, load_weights
 
     bundle_dir = Path(bundle_dir)
     configs = read_configs(bundle_dir, ("metadata.json", "inference.json"))
@@ -404,7 +404,7 @@ def run_inference_config(bundle_dir: str | os.PathLike[str], dataset_dir: str | 
         state = load_weights(bundle_dir)
     else:
         try:
-            state = torch.load(bundle_dir / "models" / "model.pt", map_location="cpu", weights_only=True)
+            state = torch.load(bundle_file(bundle_dir, "models/model.pt"), map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
             raise BundleError("models/model.pt is not a plain state dict") from exc
     output_dir = Path(output_dir)

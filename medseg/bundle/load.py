@@ -43,10 +43,12 @@ def resolve_bundle(path_or_name: str | os.PathLike[str]) -> Path:
 def read_configs(bundle_dir: str | os.PathLike[str], names: tuple[str, ...] = (
         "metadata.json", "inference.json", "medseg.json")) -> dict[str, Any]:
     """Parse ``configs/<name>`` as plain JSON (nothing is evaluated); BundleError if absent or bad."""
+    from medseg.bundle.trust import bundle_file
+
     bundle_dir = Path(bundle_dir)
     out = {}
     for name in names:
-        out[name] = read_json_object(bundle_dir / "configs" / name, error=BundleError,
+        out[name] = read_json_object(bundle_file(bundle_dir, f"configs/{name}"), error=BundleError,
                                      name=f"configs/{name} of bundle {bundle_dir.name}",
                                      missing=f"bundle {bundle_dir.name} lacks configs/{name}")
     return out
@@ -85,7 +87,7 @@ def load_bundle(path_or_name: str | os.PathLike[str], *, trust: bool = False):
     -> ``models/model.pt`` sha256 checked against ``models/sha256sums.txt`` -> loaded with
     ``weights_only=True`` -> network built from ``network_def`` and loaded strictly.
     """
-    from medseg.bundle.trust import ensure_trusted, load_weights, sha256_file
+    from medseg.bundle.trust import bundle_file, ensure_trusted, load_weights, sha256_file
 
     bundle_dir = resolve_bundle(path_or_name)
     configs = read_configs(bundle_dir)
@@ -96,7 +98,7 @@ def load_bundle(path_or_name: str | os.PathLike[str], *, trust: bool = False):
             raise BundleError(f"configs/medseg.json of bundle {bundle_dir.name} lacks '{key}'")
     state = load_weights(bundle_dir)
     meta_sha = (configs["metadata.json"].get("weights_sha256") or {}).get("models/model.pt")
-    actual = sha256_file(bundle_dir / "models" / "model.pt")
+    actual = sha256_file(bundle_file(bundle_dir, "models/model.pt"))
     if meta_sha is not None and meta_sha != actual:
         raise BundleError(f"models/model.pt of bundle {bundle_dir.name} does not match the sha256 in "
                           "metadata.json; the bundle was altered")

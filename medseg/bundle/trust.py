@@ -21,30 +21,51 @@ these hold:
     only ``$import monai``, ``$import torch``, ``$import numpy [as np]`` and ``$import glob``
     (the standard library's file-name matcher: the model-zoo ``datalist`` convention needs it).
 ``$`` expressions
-    parse as ONE Python expression (no statements, no ``;``) built only from: constants,
-    ``@id`` references to ids that exist in the config, names ``torch monai np numpy glob`` and
-    names bound by a comprehension in the same expression, the builtins ``list sorted len str int
-    float bool dict tuple range min max zip enumerate``, the dotted functions
-    ``torch.device torch.cuda.is_available glob.glob monai.utils.set_determinism
-    monai.handlers.from_engine`` and dtypes ``torch.float16/32/64 torch.int64 torch.uint8``,
-    methods ``to run eval train parameters cpu items keys values get`` on a reference or a
-    comprehension variable, arithmetic ``+ - * /``, comparisons, ``and or not``, ``x if c
-    else y``, lists, tuples, dicts, list comprehensions and subscripts. No attribute starting
-    with ``_``, no lambda, no keyword-argument unpacking of unknown objects.
+    are parsed to an AST (never evaluated here) and accepted only in a small grammar, each node
+    checked in the role it plays: constants (no ``..`` path climbing, no ``scheme://``
+    addresses); ``@id`` references to ids that exist (not into ``imports``: that would be a
+    module), names bound by a list comprehension in the same expression, ``True False None``;
+    the builtins ``list sorted len str int float bool dict tuple range min max zip enumerate``
+    only as the function of a call; the modules ``torch monai np numpy glob`` ONLY as the start
+    of one of the allow-listed dotted names, the calls ``torch.device torch.cuda.is_available
+    glob.glob monai.utils.set_determinism monai.handlers.from_engine`` and the values
+    ``torch.float16/32/64 torch.int64 torch.uint8`` (a module can never become a value, so
+    ``[torch][0].builtins`` or ``[m for m in [np]][0]...`` cannot reach anything); method calls
+    ``to run eval train parameters cpu items keys values get`` only on an object the config
+    built (a reference, a comprehension variable, an item or method result of one); ``+ - * //``
+    ``/``, comparisons, ``and or not``, ``x if c else y``, lists, tuples, dicts, subscripts,
+    list comprehensions. Anything else is refused: attributes starting with ``_``, calls of
+    computed functions, lambdas, f-strings, ``%`` formatting, ``*``/``**`` unpacking, set/dict
+    comprehensions and generators, walrus, statements.
     Examples accepted: ``$@bundle_root + '/models/model.pt'``,
     ``$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')``,
     ``$list(sorted(glob.glob(@dataset_dir + '/*.nii.gz')))``, ``$@evaluator.run()``,
-    ``$monai.utils.set_determinism(seed=0)``.
+    ``$[{'image': i} for i in @datalist]``, ``$monai.utils.set_determinism(seed=0)``.
 ``@`` references
     must name an id present in the config (a reference chain is as safe as its end, and every
     value on the way is checked by the same rules).
+Arguments MONAI turns from a name into a class
+    (``reader`` of LoadImage, ``writer`` of SaveImage, ``merger_cls`` of the sliding-window
+    inferer: MONAI falls back to ``pydoc.locate`` of any dotted path or builtin) must be written
+    out as one of the named MONAI classes (a string or a list of them; ``NumpyReader`` is not
+    among them: it unpickles). Any other plain string that is a dotted name of an importable
+    module (``os.system``) is refused wherever it stands.
+Writing and the network
+    below the top level, ``output_dir``/``save_dir``/``log_dir``/... must be ``@output_dir`` (or
+    an expression starting with it), which medseg points at its own output folder; arguments that
+    fetch at run time (``pretrained``, ``pretrained_path``, any key with ``url``, ``download`` set
+    to anything but false/null) and any ``scheme://`` string outside metadata.json are refused,
+    and so are the handlers that report to a server (MLflow, ClearML).
 ``%`` macros, ``_requires_`` and ``_mode_`` other than ``default``/``callable``
-    are refused, and so are arguments that fetch weights at run time (``pretrained``,
-    ``pretrained_path``, ``url``, ``weights_url``, ``download`` set to anything but false/null).
+    are refused.
+Files
+    every file read from a bundle (configs, checksums, weights, reference pair) goes through
+    :func:`bundle_file`: relative, no ``..``, no symbolic link anywhere below the bundle folder,
+    inside it once resolved.
 
 What the policy does NOT cover (residual risk, accepted): allow-listed MONAI classes still do
-their job with the arguments given, e.g. ``SaveImaged`` writes files where its ``output_dir``
-says (medseg overrides ``output_dir`` when it runs a bundle) and ``LoadImaged`` reads any path.
+their job with the arguments given, e.g. ``LoadImaged`` reads the paths its datalist names (a
+datalist written out as plain absolute paths is not refused) through the allow-listed readers.
 
 Weights: ``models/model.pt`` is checked against ``models/sha256sums.txt`` (and the sha256 in
 metadata) BEFORE it is read, then read with ``torch.load(..., weights_only=True)`` so that a
@@ -57,6 +78,7 @@ import ast
 import importlib
 import inspect
 import re
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,27 +112,204 @@ _EXPLICIT_TARGETS = {
     "medseg.transforms.monai_postprocess.MedsegPostprocessd",
 }
 _ALLOWED_FUNCTIONS = {"monai.handlers.from_engine"}
-_MONAI_READERS = {"ITKReader", "NibabelReader", "NumpyReader", "PILReader", "PydicomReader", "NrrdReader"}
+# Arguments MONAI turns from a name into a class (``optional_import`` in monai.data, then ``pydoc.locate``
+# of any dotted path or builtin): only these names, written out, may stand there. NumpyReader is left
+# out on purpose: it calls ``np.load(allow_pickle=True)``.
+_MONAI_READERS = {"ITKReader", "NibabelReader", "PILReader", "PydicomReader", "NrrdReader"}
+_CLASS_BY_NAME = {
+    "reader": _MONAI_READERS | {f"monai.data.{r}" for r in _MONAI_READERS},
+    "writer": {"NibabelWriter", "ITKWriter", "PILWriter", "monai.data.NibabelWriter", "monai.data.ITKWriter",
+               "monai.data.PILWriter"},
+    "merger_cls": {"AvgMerger", "monai.inferers.merger.AvgMerger"},
+}
+_NAMED_CLASSES = set().union(*_CLASS_BY_NAME.values())
+# Components that talk to a server as soon as they are built.
+_NETWORK_TARGETS = {"MLFlowHandler", "ClearMLHandler", "ClearMLStatsHandler", "ClearMLImageHandler"}
+# Arguments that name where a component writes: below the top level they must be ``@output_dir``
+# (medseg points that id at its own output folder) or an expression that starts with it.
+_WRITE_KEYS = {"output_dir", "save_dir", "log_dir", "folder_path", "output_file", "save_path"}
 _DOWNLOAD_KEYS = {"pretrained", "pretrained_path", "url", "weights_url", "download"}
+_URL = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://")
+_DOTTED_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 _ALLOWED_IMPORTS = {"import monai", "import torch", "import numpy", "import numpy as np", "import glob"}
 
-_EXPR_NAMES = {"torch", "monai", "np", "numpy", "glob", "True", "False", "None"}
+_MODULE_ROOTS = {"torch", "monai", "np", "numpy", "glob"}
+_CONSTANTS = {"True", "False", "None"}
 _BUILTINS = {"list", "sorted", "len", "str", "int", "float", "bool", "dict", "tuple", "range", "min", "max",
              "zip", "enumerate"}
 _DOTTED_CALLS = {"torch.device", "torch.cuda.is_available", "glob.glob", "monai.utils.set_determinism",
                  "monai.handlers.from_engine"}
 _DOTTED_VALUES = {"torch.float16", "torch.float32", "torch.float64", "torch.int64", "torch.uint8"}
 _METHODS = {"to", "run", "eval", "train", "parameters", "cpu", "items", "keys", "values", "get"}
-_OK_NODES = (
-    ast.Expression, ast.Call, ast.Name, ast.Attribute, ast.Constant, ast.BinOp, ast.Add, ast.Sub,
-    ast.Mult, ast.Div, ast.List, ast.Tuple, ast.Dict, ast.ListComp, ast.comprehension, ast.IfExp,
-    ast.Compare, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn, ast.BoolOp,
-    ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.Subscript, ast.Slice, ast.keyword, ast.Load,
-    ast.Store,
-)
-_REF = re.compile(r"@(\w*(?:(?:::|#)\w*)*)")
-_REF_NAME = "__medseg_ref_"
+_BINOPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv)
+_UNARYOPS = (ast.Not, ast.USub, ast.UAdd)
+_CONSTANT_TYPES = (str, int, float, bool, type(None))
 _ID_SEP = re.compile(r"::|#")
+_REF = re.compile(r"@(\w*(?:(?:::|#)\w*)*)")
+_PATH_UP = re.compile(r"(^|[/\\])\.\.([/\\]|$)")
+
+
+class _Grammar:
+    """Checks one parsed ``$`` expression against the small grammar (see the module docstring).
+
+    Every node is checked in the role it plays (a value, or the function of a call); anything
+    not explicitly accepted is a problem. Modules never become values: ``torch``, ``np``, ...
+    may only start one of the allow-listed dotted names, so no expression can reach a module
+    object (``[torch][0].builtins``) and walk from there.
+    """
+
+    def __init__(self, refs: set[str]):
+        self.refs = refs
+        self.bound: set[str] = set()
+        self.problems: list[str] = []
+
+    def bad(self, text: str) -> None:
+        if text not in self.problems:
+            self.problems.append(text)
+
+    # an object the config built (a reference, a comprehension variable, an item or method result of one)
+    def is_object(self, node: ast.AST) -> bool:
+        if isinstance(node, ast.Name):
+            return node.id in self.refs or node.id in self.bound
+        if isinstance(node, ast.Subscript):
+            return self.is_object(node.value)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            return node.func.attr in _METHODS and self.is_object(node.func.value)
+        return False
+
+    def value(self, node: ast.AST) -> None:
+        if isinstance(node, ast.Constant):
+            if not isinstance(node.value, _CONSTANT_TYPES):
+                self.bad(f"constant of type {type(node.value).__name__} is not allowed")
+            elif isinstance(node.value, str) and _PATH_UP.search(node.value):
+                self.bad("a path that climbs out with '..' is not allowed")
+            elif isinstance(node.value, str) and _URL.match(node.value):
+                self.bad("a network address is not allowed (nothing is fetched at load time)")
+        elif isinstance(node, ast.Name):
+            if node.id in _MODULE_ROOTS:
+                names = sorted(d for d in _DOTTED_CALLS | _DOTTED_VALUES if d.startswith(node.id + "."))
+                self.bad(f"module {node.id!r} may only be used through an allow-listed name "
+                         f"({', '.join(names) or 'none'})")
+            elif not (node.id in self.refs or node.id in self.bound or node.id in _CONSTANTS):
+                self.bad(f"name {node.id!r} is not allowed")
+        elif isinstance(node, ast.Attribute):
+            self.attribute(node, call=False)
+        elif isinstance(node, ast.Call):
+            self.call(node)
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, _BINOPS):
+            self.value(node.left)
+            self.value(node.right)
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, _UNARYOPS):
+            self.value(node.operand)
+        elif isinstance(node, ast.BoolOp):
+            for v in node.values:
+                self.value(v)
+        elif isinstance(node, ast.Compare):
+            for v in (node.left, *node.comparators):
+                self.value(v)
+        elif isinstance(node, ast.IfExp):
+            for v in (node.test, node.body, node.orelse):
+                self.value(v)
+        elif isinstance(node, (ast.List, ast.Tuple)):
+            for v in node.elts:
+                if isinstance(v, ast.Starred):
+                    self.bad("'*' unpacking is not allowed")
+                else:
+                    self.value(v)
+        elif isinstance(node, ast.Dict):
+            if any(k is None for k in node.keys):
+                self.bad("'**' unpacking is not allowed")
+            for v in [k for k in node.keys if k is not None] + node.values:
+                self.value(v)
+        elif isinstance(node, ast.Subscript):
+            self.value(node.value)
+            self.value(node.slice)
+        elif isinstance(node, ast.Slice):
+            for v in (node.lower, node.upper, node.step):
+                if v is not None:
+                    self.value(v)
+        elif isinstance(node, ast.ListComp):
+            self.comprehension(node)
+        else:
+            self.bad(f"syntax {type(node).__name__} is not allowed")
+
+    def comprehension(self, node: ast.ListComp) -> None:
+        outer = set(self.bound)
+        for gen in node.generators:
+            if gen.is_async:
+                self.bad("async comprehension is not allowed")
+            self.value(gen.iter)  # the iterable sees only the names bound before it
+            for t in ast.walk(gen.target):
+                if isinstance(t, ast.Name):
+                    if t.id.startswith("_") or t.id in _MODULE_ROOTS | _BUILTINS | _CONSTANTS:
+                        self.bad(f"comprehension variable {t.id!r} is not allowed")
+                    else:
+                        self.bound.add(t.id)
+                elif not isinstance(t, (ast.Tuple, ast.Store, ast.Load)):
+                    self.bad(f"comprehension target {type(t).__name__} is not allowed")
+            for cond in gen.ifs:
+                self.value(cond)
+        self.value(node.elt)
+        self.bound = outer
+
+    def attribute(self, node: ast.Attribute, *, call: bool) -> None:
+        if node.attr.startswith("_"):
+            self.bad(f"attribute {node.attr!r} is not allowed")
+            self.value(node.value)
+            return
+        name = _dotted(node)
+        root = name.split(".", 1)[0] if name else None
+        if root in _MODULE_ROOTS:
+            if name not in (_DOTTED_CALLS if call else _DOTTED_VALUES):
+                self.bad(f"attribute {name!r} is not allowed")
+        elif call and node.attr in _METHODS and self.is_object(node.value):
+            self.value(node.value)
+        else:
+            self.bad(f"call of {name or node.attr!r} is not allowed" if call else
+                     f"attribute {name or node.attr!r} is not allowed")
+            if name is None:
+                self.value(node.value)  # say what is wrong inside, too
+
+    def call(self, node: ast.Call) -> None:
+        func = node.func
+        if isinstance(func, ast.Name):
+            if func.id not in _BUILTINS or func.id in self.bound:
+                self.bad(f"name {func.id!r} is not allowed")
+        elif isinstance(func, ast.Attribute):
+            self.attribute(func, call=True)
+        else:
+            self.bad("call of a computed function is not allowed")
+            self.value(func)
+        for arg in node.args:
+            if isinstance(arg, ast.Starred):
+                self.bad("'*' unpacking is not allowed")
+            else:
+                self.value(arg)
+        for kw in node.keywords:
+            if kw.arg is None:
+                self.bad("'**' unpacking is not allowed")
+            else:
+                self.value(kw.value)
+
+
+def check_expression(expr: str) -> list[str]:
+    """Problems of one ``$`` expression (without the ``$``) against the grammar above."""
+    refs = _REF.findall(expr)
+    token = f"_medseg_ref_{secrets.token_hex(6)}_"
+    names = {r: f"{token}{i}" for i, r in enumerate(sorted(set(refs), key=len, reverse=True))}
+    text = _REF.sub(lambda m: names[m.group(1)], expr)
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return ["not a single Python expression"]
+    grammar = _Grammar(set(names.values()))
+    if any(r == "" for r in refs):
+        grammar.bad("empty '@' reference")
+    try:
+        grammar.value(tree.body)
+    except RecursionError:
+        return ["expression nested too deeply"]
+    return grammar.problems
 
 
 def _dotted(node: ast.AST) -> str | None:
@@ -122,61 +321,6 @@ def _dotted(node: ast.AST) -> str | None:
         parts.append(node.id)
         return ".".join(reversed(parts))
     return None
-
-
-def check_expression(expr: str) -> list[str]:
-    """Problems of one ``$`` expression (without the ``$``) against the grammar above."""
-    refs = _REF.findall(expr)
-    text = _REF.sub(lambda m: f"{_REF_NAME}{len(m.group(1))}", expr)
-    try:
-        tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError:
-        return ["not a single Python expression"]
-    bound = {t.id for c in ast.walk(tree) if isinstance(c, ast.comprehension)
-             for t in ast.walk(c.target) if isinstance(t, ast.Name)}
-    problems: list[str] = []
-    if any(r == "" for r in refs):
-        problems.append("empty '@' reference")
-    for node in ast.walk(tree):
-        if not isinstance(node, _OK_NODES):
-            problems.append(f"syntax {type(node).__name__} is not allowed")
-        elif isinstance(node, ast.Attribute):
-            if node.attr.startswith("_"):
-                problems.append(f"attribute {node.attr!r} is not allowed")
-        elif isinstance(node, ast.keyword) and node.arg is None:
-            problems.append("'**' unpacking is not allowed")
-        elif isinstance(node, ast.Name):
-            if not (node.id in _EXPR_NAMES or node.id in _BUILTINS or node.id in bound
-                    or node.id.startswith(_REF_NAME)):
-                problems.append(f"name {node.id!r} is not allowed")
-        elif isinstance(node, ast.Call):
-            func = node.func
-            name = _dotted(func)
-            if isinstance(func, ast.Name):
-                if func.id not in _BUILTINS:
-                    problems.append(f"call of {func.id!r} is not allowed")
-            elif isinstance(func, ast.Attribute):
-                root = func.value
-                if name in _DOTTED_CALLS:
-                    continue
-                is_obj = (isinstance(root, ast.Name) and (root.id.startswith(_REF_NAME) or root.id in bound)) \
-                    or isinstance(root, ast.Subscript)
-                if not (is_obj and func.attr in _METHODS):
-                    problems.append(f"call of {name or func.attr!r} is not allowed")
-            else:
-                problems.append("call of a computed function is not allowed")
-    # dotted module attributes used as values (torch.float32) or partial chains
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute):
-            name = _dotted(node)
-            if name is None:
-                continue
-            root = name.split(".", 1)[0]
-            if root in {"torch", "monai", "np", "numpy", "glob"}:
-                ok = any(name == d or d.startswith(name + ".") for d in _DOTTED_CALLS | _DOTTED_VALUES)
-                if not ok:
-                    problems.append(f"attribute {name!r} is not allowed")
-    return problems
 
 
 def _resolve_target(target: Any) -> str | None:
@@ -214,7 +358,7 @@ def _resolve_target(target: Any) -> str | None:
         obj = getattr(importlib.import_module(modname), attr)
     except (ImportError, AttributeError):
         return None
-    if not inspect.isclass(obj) or not (obj.__module__ or "").startswith(package):
+    if not inspect.isclass(obj) or not (obj.__module__ or "").startswith(package) or attr in _NETWORK_TARGETS:
         return None
     return full
 
@@ -245,6 +389,35 @@ def _id_exists(config: dict, ref: str) -> bool:
     return True
 
 
+def _names_python_object(text: str) -> bool:
+    """True for a dotted name whose first part is an importable module (``os.system``)."""
+    import importlib.util
+    import sys
+
+    if not _DOTTED_PATH.match(text):
+        return False
+    root = text.split(".", 1)[0]
+    if root in sys.stdlib_module_names or root in sys.builtin_module_names:
+        return True
+    try:
+        return importlib.util.find_spec(root) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _class_by_name_problem(key: str, value: Any) -> str | None:
+    """Why ``value`` may not stand at ``key``, an argument MONAI resolves from a name to a class."""
+    allowed = _CLASS_BY_NAME[key]
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        if isinstance(item, dict) or item is None:
+            continue  # a component: its own _target_ is checked like any other
+        if not (isinstance(item, str) and item in allowed):
+            names = ", ".join(sorted(a for a in allowed if "." not in a))
+            return f"{key} {str(item)[:60]!r} is not a MONAI {key.removesuffix('_cls')} ({names})"
+    return None
+
+
 def find_untrusted(config: Any, *, source: str = "config", known_ids: dict | None = None) -> list[str]:
     """List every construct in a parsed bundle config that the trust policy refuses.
 
@@ -256,6 +429,12 @@ def find_untrusted(config: Any, *, source: str = "config", known_ids: dict | Non
         return [f"{source}: top level is not a JSON object"]
     scope = dict(known_ids or {})
     scope.update(config)
+
+    def check_ref(where: str, ref: str, shown: str) -> None:
+        if not ref or not _id_exists(scope, ref):
+            findings.append(f"{source}:{where}: reference {shown[:60]!r} to an id that does not exist")
+        elif _ID_SEP.split(ref)[0] == "imports":
+            findings.append(f"{source}:{where}: reference {shown[:60]!r} into 'imports' (a module) is not allowed")
 
     def check_string(where: str, value: str, *, import_ok: bool = False) -> None:
         if value.startswith("%"):
@@ -269,12 +448,17 @@ def find_untrusted(config: Any, *, source: str = "config", known_ids: dict | Non
             for problem in check_expression(expr):
                 findings.append(f"{source}:{where}: expression {value[:60]!r}: {problem}")
             for ref in _REF.findall(expr):
-                if ref and not _id_exists(scope, ref):
-                    findings.append(f"{source}:{where}: reference '@{ref}' to an id that does not exist")
+                if ref:
+                    check_ref(where, ref, "@" + ref)
         elif value.startswith("@"):
-            ref = value[1:]
-            if not _REF.fullmatch(value) or not _id_exists(scope, ref):
-                findings.append(f"{source}:{where}: reference {value[:60]!r} to an id that does not exist")
+            if not _REF.fullmatch(value):
+                findings.append(f"{source}:{where}: reference {value[:60]!r} is malformed")
+            else:
+                check_ref(where, value[1:], value)
+        elif _URL.match(value) and source != "metadata.json":  # metadata's schema/links are never fetched
+            findings.append(f"{source}:{where}: network address {value[:60]!r} (nothing is fetched at load time)")
+        elif value not in _NAMED_CLASSES and _names_python_object(value):
+            findings.append(f"{source}:{where}: {value[:60]!r} names a Python object outside the allow-list")
 
     for where, key, value in _walk(config, ""):
         if key == "imports" and where == "imports":
@@ -299,12 +483,21 @@ def find_untrusted(config: Any, *, source: str = "config", known_ids: dict | Non
         if key == "_mode_" and value not in ("default", "callable"):
             findings.append(f"{source}:{where}: _mode_ {str(value)[:30]!r} is not allowed")
             continue
-        if key in _DOWNLOAD_KEYS and value not in (False, None, ""):
+        lowered = key.lower() if isinstance(key, str) else ""
+        if (lowered in _DOWNLOAD_KEYS or "url" in lowered) and value not in (False, None, ""):
             findings.append(f"{source}:{where}: {key} asks to fetch weights at run time (not allowed offline, "
                             "and unverified)")
             continue
-        if key == "reader" and isinstance(value, str) and value not in _MONAI_READERS:
-            findings.append(f"{source}:{where}: reader {value[:60]!r} is not a MONAI reader")
+        if lowered in _CLASS_BY_NAME:
+            problem = _class_by_name_problem(lowered, value)
+            if problem:
+                findings.append(f"{source}:{where}: {problem}")
+                continue
+        if lowered in _WRITE_KEYS and "::" in where and not (
+                value == "@output_dir" or (isinstance(value, str) and value.startswith("$")
+                                           and value[1:].lstrip().startswith("@output_dir"))):
+            findings.append(f"{source}:{where}: {key} {str(value)[:60]!r} writes outside the output folder "
+                            "(use '@output_dir')")
             continue
         if isinstance(key, str) and key[:1] in "$@%":
             findings.append(f"{source}:{where}: key {key[:60]!r} looks like code")
@@ -336,9 +529,31 @@ def ensure_trusted(configs: dict[str, Any], *, trust: bool = False) -> None:
 
 
 
+def bundle_file(bundle_dir: str | Path, rel: str) -> Path:
+    """The path of ``rel`` inside a bundle, refused (BundleError) when it could leave the bundle.
+
+    ``rel`` must be a relative path without ``..``; no part of it below the bundle folder may be
+    a symbolic link, and the resolved file must lie inside the resolved bundle folder. The file
+    need not exist. Every file medseg reads from a bundle goes through here.
+    """
+    bundle_dir = Path(bundle_dir)
+    parts = Path(rel).parts
+    if not parts or Path(rel).is_absolute() or ".." in parts or "\\" in rel:
+        raise BundleError(f"bundle {bundle_dir.name} names a path outside it ({rel[:80]!r})")
+    here = bundle_dir
+    for part in parts:
+        here = here / part
+        if here.is_symlink():
+            raise BundleError(f"{Path(*parts).as_posix()} of bundle {bundle_dir.name} is a symbolic link; a "
+                              "bundle's files must lie inside it (copy the file in instead)")
+    if not here.resolve().is_relative_to(bundle_dir.resolve()):
+        raise BundleError(f"{rel[:80]} of bundle {bundle_dir.name} lies outside the bundle")
+    return here
+
+
 def read_checksums(bundle_dir: str | Path) -> dict[str, str]:
     """Parse ``models/sha256sums.txt`` (``<hex>  <path relative to the bundle>`` per line)."""
-    path = Path(bundle_dir) / "models" / "sha256sums.txt"
+    path = bundle_file(bundle_dir, "models/sha256sums.txt")
     if not path.is_file():
         raise BundleError(f"bundle {Path(bundle_dir).name} has no models/sha256sums.txt; rebuild it with "
                           "`medseg bundle build`")
@@ -350,8 +565,7 @@ def read_checksums(bundle_dir: str | Path) -> dict[str, str]:
         if len(parts) != 2 or not re.fullmatch(r"[0-9a-f]{64}", parts[0]):
             raise BundleError(f"models/sha256sums.txt of bundle {Path(bundle_dir).name} has a malformed line")
         rel = parts[1].strip().lstrip("*")
-        if rel.startswith("/") or ".." in Path(rel).parts:
-            raise BundleError(f"models/sha256sums.txt of bundle {Path(bundle_dir).name} names a path outside it")
+        bundle_file(bundle_dir, rel)  # refuses paths outside the bundle and links
         sums[rel] = parts[0]
     return sums
 
@@ -364,7 +578,7 @@ def check_checksums(bundle_dir: str | Path) -> list[str]:
     if "models/model.pt" not in sums:
         problems.append("models/sha256sums.txt has no entry for models/model.pt")
     for rel, expected in sums.items():
-        f = bundle_dir / rel
+        f = bundle_file(bundle_dir, rel)
         if not f.is_file():
             problems.append(f"{rel} listed in sha256sums.txt is missing")
         elif sha256_file(f) != expected:
@@ -384,7 +598,7 @@ def load_weights(bundle_dir: str | Path, rel: str = "models/model.pt") -> dict[s
 
     bundle_dir = Path(bundle_dir)
     sums = read_checksums(bundle_dir)
-    path = bundle_dir / rel
+    path = bundle_file(bundle_dir, rel)
     if rel not in sums:
         raise BundleError(f"{rel} of bundle {bundle_dir.name} has no sha256 in models/sha256sums.txt")
     if not path.is_file():

@@ -85,7 +85,7 @@ def verify_bundle(path: str | os.PathLike[str], *, trust: bool = False, min_dice
     """
     from medseg.bundle.load import read_configs, resolve_bundle
     from medseg.bundle.spec import check_metadata
-    from medseg.bundle.trust import check_checksums, ensure_trusted, load_weights, sha256_file
+    from medseg.bundle.trust import bundle_file, check_checksums, ensure_trusted, load_weights, sha256_file
 
     bundle = resolve_bundle(path)
     report = VerifyReport(bundle=bundle)
@@ -121,7 +121,7 @@ def verify_bundle(path: str | os.PathLike[str], *, trust: bool = False, min_dice
         if "models/model.pt" not in meta_sums:
             bad.append("metadata.json has no weights_sha256 for models/model.pt")
         for rel, expected in meta_sums.items():
-            if (bundle / rel).is_file() and sha256_file(bundle / rel) != expected:
+            if bundle_file(bundle, rel).is_file() and sha256_file(bundle / rel) != expected:
                 bad.append(f"{rel} does not match weights_sha256 in metadata.json")
         sums_ok = not bad
         add(Check("checksums", sums_ok, "; ".join(bad) if bad else "all files match their sha256"))
@@ -152,7 +152,11 @@ def verify_bundle(path: str | os.PathLike[str], *, trust: bool = False, min_dice
     except (ValueError, RuntimeError, KeyError, TypeError) as exc:
         add(Check("net_in_out", False, f"MONAI verify_net_in_out: {_first_line(exc)}"))
 
-    ref_in, ref_out = bundle / "tests" / "ref_input.nii.gz", bundle / "tests" / "ref_output.nii.gz"
+    try:
+        ref_in, ref_out = bundle_file(bundle, "tests/ref_input.nii.gz"), bundle_file(bundle, "tests/ref_output.nii.gz")
+    except BundleError as exc:
+        add(Check("reference", False, str(exc)))
+        return report
     if not (ref_in.is_file() and ref_out.is_file()):
         add(Check("reference", False, "tests/ref_input.nii.gz or tests/ref_output.nii.gz is missing"))
         return report
