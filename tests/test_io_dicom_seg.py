@@ -469,3 +469,64 @@ def test_given_uids_make_a_rerun_produce_the_same_instance(tmp_path):
     assert da.PixelData == db.PixelData
     c = write_dicom_seg(labels, image, tmp_path / "c.dcm", label_names=NAMES)  # default: fresh UIDs
     assert pydicom.dcmread(c).SOPInstanceUID not in (da.SOPInstanceUID,)
+
+
+def test_one_segment_seg_reads_on_its_reference(tmp_path):
+    """highdicom identifies the only segment once, in the shared functional groups."""
+    image, labels = _series(tmp_path, _oblique_reversed(), "shuffled")
+    liver = MetaTensor((labels.as_tensor() == 1).to(torch.uint8), affine=labels.affine.clone())
+    out = write_dicom_seg(liver, image, tmp_path / "seg.dcm", label_names={1: "liver"})
+    ds = pydicom.dcmread(out, stop_before_pixels=True)
+    assert "SegmentIdentificationSequence" in ds.SharedFunctionalGroupsSequence[0]
+    back = read_dicom_seg(out, image)
+    np.testing.assert_array_equal(back[0].numpy(), liver[0].numpy())
+
+
+def test_validator_finds_an_empty_reference(tmp_path):
+    from medseg.io.dicom_seg import _seg_problems
+
+    image, labels = _series(tmp_path, AXIAL, "sorted")
+    ds = pydicom.dcmread(write_dicom_seg(labels, image, tmp_path / "seg.dcm", label_names=NAMES))
+    assert _seg_problems(ds, 3) == []
+    ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID = ""
+    ds.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0].SourceImageSequence[0] \
+        .ReferencedSOPClassUID = "1.2.x"
+    problems = _seg_problems(ds, 3)
+    assert any("ReferencedSOPInstanceUID is empty" in p for p in problems)
+    assert any("ReferencedSOPClassUID" in p for p in problems)
+    assert any("SegmentSequence" in p for p in _seg_problems(ds, 4))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom's "Invalid value for VR" on mutated values
+def test_broken_seg_files_give_one_line_input_errors(tmp_path):
+    """Truncated and corrupted copies of a valid SEG (deterministic mutations): every read ends
+    in a result or a MedsegError with one line, never a pydicom/highdicom exception."""
+    import random
+
+    from medseg.errors import MedsegError
+    from medseg.io import load
+
+    image, labels = _series(tmp_path, AXIAL, "sorted")
+    data = write_dicom_seg(labels, image, tmp_path / "seg.dcm", label_names=NAMES).read_bytes()
+    rng = random.Random(11)
+    mutants = [data[:n] for n in range(140, len(data), max(1, len(data) // 25))]
+    for _ in range(75):
+        b = bytearray(data)
+        start = rng.randrange(132, len(b))
+        if rng.random() < 0.5:
+            b[start:start + rng.randint(1, 16)] = bytes(rng.randint(1, 16))
+        else:
+            for _ in range(rng.randint(1, 30)):
+                b[rng.randrange(132, min(len(b), 4000))] = rng.randrange(256)
+        mutants.append(bytes(b))
+    path = tmp_path / "mutant.dcm"
+    refused = 0
+    for b in mutants:
+        path.write_bytes(b)
+        for read in (lambda: load(path), lambda: read_dicom_seg(path, image)):
+            try:
+                read()
+            except MedsegError as exc:
+                refused += 1
+                assert "\n" not in str(exc) and PATIENT_NAME not in str(exc)
+    assert refused > len(mutants)  # most mutants are refused; none escaped as another exception

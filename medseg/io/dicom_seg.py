@@ -9,13 +9,22 @@ and y. Frames are matched to source instances **by position in space**, never by
 Public API::
 
     write_dicom_seg(labels, source, out_path, *, label_names, ...) -> Path
+    seg_source_problem(source) -> str   # why no valid SEG can reference this source ("" if one can)
     read_dicom_seg(path, reference=None, *, label_names=None) -> MetaTensor
+
+A SEG is never written invalid: the source must carry every identifier a SEG references
+(StudyInstanceUID, SeriesInstanceUID, FrameOfReferenceUID, SOPClassUID and SOPInstanceUID of each
+image; anonymisers often leave them empty), else :class:`SegNotWritable` is raised before
+anything is built; the SEG built is checked (required attributes and UIDs, strict VR rules) and
+read back with highdicom before it is renamed into place.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sqlite3
+import struct
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,13 +32,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydicom.errors import BytesLengthException
 
 import medseg
-from medseg.errors import ConfigError, GeometryError, InputError, UnsafeInputError
+from medseg.errors import ConfigError, GeometryError, InputError, MedsegError, UnsafeInputError
 from medseg.io.atomic import atomic_path
 from medseg.labels import LabelDef, generic_label, lookup_label
 
-__all__ = ["read_dicom_seg", "write_dicom_seg"]
+__all__ = ["SegNotWritable", "read_dicom_seg", "seg_source_problem", "write_dicom_seg"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +51,20 @@ _MAX_VOXELS = 2_000_000_000
 # Position tolerances, as fractions of the spacing: along the slice normal / within the plane.
 _NORMAL_TOL = 0.2
 _INPLANE_TOL = 0.1
+
+
+
+
+class SegNotWritable(InputError):
+    """No valid DICOM SEG can be made: the source lacks identifiers a SEG must reference, or the
+    SEG built fails validation. The message says why in one line (no header values)."""
+
+
+#: Identifiers every referenced source image must carry (Type 1 references of the SEG IOD).
+_SOURCE_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID", "SOPClassUID", "SOPInstanceUID")
+#: Parse errors pydicom (and highdicom on top of it) raise on malformed files.
+_PYDICOM_ERRORS = (EOFError, OSError, ValueError, KeyError, TypeError, NotImplementedError, IndexError,
+                   AttributeError, OverflowError, RuntimeError, struct.error, BytesLengthException)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -245,6 +269,118 @@ def _read_source_datasets(source: Any) -> list[Any]:
                      "series from a folder that still exists")
 
 
+def _uid_text(ds: Any, keyword: str) -> str:
+    try:
+        return str(ds.get(keyword, "") or "").strip()
+    except _PYDICOM_ERRORS:
+        return ""
+
+
+def _source_problem(datasets: Sequence[Any]) -> str:
+    """Why a SEG cannot reference ``datasets`` validly ("" when it can). No header values."""
+    from pydicom.uid import UID
+
+    n = len(datasets)
+    bad = {kw: sum(1 for ds in datasets if not UID(_uid_text(ds, kw)).is_valid) for kw in _SOURCE_UIDS}
+    bad = {kw: c for kw, c in bad.items() if c}
+    if bad:
+        what = ", ".join(f"{kw} in {c} of {n}" for kw, c in bad.items())
+        return (f"the source images lack identifiers a DICOM SEG must reference (empty or invalid: {what}; "
+                "anonymised without replacement UIDs)")
+    for kw in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"):
+        distinct = len({_uid_text(ds, kw) for ds in datasets})
+        if distinct > 1:
+            return f"the source images carry {distinct} different {kw}s; a DICOM SEG references one"
+    if len({_uid_text(ds, "SOPInstanceUID") for ds in datasets}) < n:
+        return "several source images share one SOPInstanceUID; a DICOM SEG cannot tell them apart"
+    return ""
+
+
+def seg_source_problem(source: Any) -> str:
+    """Why no valid DICOM SEG can reference ``source`` (the MetaTensor medseg read from a DICOM
+    series), "" when one can. Re-reads the source headers; raises :class:`InputError` when they
+    are gone."""
+    return _source_problem(_read_source_datasets(source))
+
+
+def _walk_uids(ds: Any, out: list[str]) -> None:
+    """Every UID anywhere in ``ds`` that is not empty must be valid."""
+    from pydicom.uid import UID
+
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value:
+                _walk_uids(item, out)
+        elif elem.VR == "UI" and elem.value not in (None, ""):
+            values = list(elem.value) if elem.VM > 1 else [elem.value]
+            if not all(UID(str(v)).is_valid for v in values):
+                out.append(f"{elem.keyword or elem.tag} holds an invalid UID")
+
+
+def _seg_problems(seg: Any, n_segments: int) -> list[str]:
+    """Required attributes of the SEG built, checked before it is written (Type 1 identifiers,
+    references to every source instance, per-frame geometry and segment identification)."""
+    from pydicom.uid import UID
+
+    problems: list[str] = []
+
+    def need(owner: Any, keyword: str, where: str) -> None:
+        if not UID(_uid_text(owner, keyword)).is_valid:
+            problems.append(f"{where}{keyword} is empty or invalid")
+
+    if _uid_text(seg, "SOPClassUID") != _SEG_SOP_CLASS:
+        problems.append("SOPClassUID is not Segmentation Storage")
+    for kw in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID"):
+        need(seg, kw, "")
+    refs = seg.get("ReferencedSeriesSequence") or []
+    if not refs:
+        problems.append("ReferencedSeriesSequence is empty")
+    for item in refs:
+        need(item, "SeriesInstanceUID", "ReferencedSeriesSequence ")
+        instances = item.get("ReferencedInstanceSequence") or []
+        if not instances:
+            problems.append("ReferencedInstanceSequence is empty")
+        for inst in instances:
+            need(inst, "ReferencedSOPClassUID", "ReferencedInstanceSequence ")
+            need(inst, "ReferencedSOPInstanceUID", "ReferencedInstanceSequence ")
+    per_frame = seg.get("PerFrameFunctionalGroupsSequence") or []
+    if len(per_frame) != int(seg.get("NumberOfFrames") or 0):
+        problems.append("PerFrameFunctionalGroupsSequence does not have one item per frame")
+    shared = _first(seg, "SharedFunctionalGroupsSequence")
+    for item in per_frame:
+        if any(_first(item, kw) is None and (shared is None or _first(shared, kw) is None)
+               for kw in ("PlanePositionSequence", "SegmentIdentificationSequence")):
+            problems.append("a frame lacks its plane position or segment identification")
+            break
+        deriv = _first(item, "DerivationImageSequence")
+        for src in (deriv.get("SourceImageSequence") or []) if deriv is not None else []:
+            need(src, "ReferencedSOPClassUID", "SourceImageSequence ")
+            need(src, "ReferencedSOPInstanceUID", "SourceImageSequence ")
+    if len(seg.get("SegmentSequence") or []) != n_segments:
+        problems.append("SegmentSequence does not describe every segment")
+    _walk_uids(seg, problems)
+    return list(dict.fromkeys(problems))
+
+
+def _check_written(path: Path, n_segments: int, n_frames: int) -> None:
+    """Read the written file back strictly (pydicom VR rules, then highdicom's SEG reader)."""
+    import highdicom as hd
+    import pydicom
+    from pydicom import config
+
+    try:
+        with config.strict_reading():
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            for _ in ds.iterall():  # decode every value under the strict rules
+                pass
+        seg = hd.seg.segread(path)
+    except _PYDICOM_ERRORS as exc:
+        raise SegNotWritable(f"the DICOM SEG built does not read back ({type(exc).__name__}: "
+                             f"{' '.join(str(exc).split())[:200]})") from None
+    if seg.number_of_segments != n_segments or int(seg.NumberOfFrames) != n_frames:
+        raise SegNotWritable("the DICOM SEG read back differs from the one built (segments or frames)")
+
+
 def write_dicom_seg(
     labels: Any,
     source: Any,
@@ -272,7 +408,10 @@ def write_dicom_seg(
     UIDs derived from the input and model to make a rerun produce the same instance (batch jobs
     rely on this so a PACS never receives a second SEG for the same input and model).
     Patient/study attributes are copied from the source as the SEG IOD
-    requires; nothing is logged about them. The file is validated by highdicom and written
+    requires; nothing is logged about them. Raises :class:`SegNotWritable` (one line, before
+    anything is built) when the source lacks identifiers a SEG must reference, or when the SEG
+    built fails validation (required attributes and UIDs, strict VR rules, highdicom's reader);
+    nothing is written then. The file is validated by highdicom and written
     atomically. Returns ``out_path``.
     """
     import highdicom as hd
@@ -320,6 +459,9 @@ def write_dicom_seg(
                           "name every label value")
 
     datasets = _read_source_datasets(source)
+    problem = _source_problem(datasets)
+    if problem:
+        raise SegNotWritable(problem)
     src_meta = getattr(source, "meta", None) or {}
     may_miss = frozenset(int(k) for k in (src_meta.get("missing_slices") or []))
     matched = _match_planes(lab_aff, lab.shape, _source_planes(datasets), "write_dicom_seg", may_miss)
@@ -386,10 +528,14 @@ def write_dicom_seg(
     except (ValueError, TypeError, AttributeError) as exc:
         raise InputError(f"highdicom refused to build the SEG: {' '.join(str(exc).split())}") from exc
     seg.SeriesDescription = series_description[:64]
+    problems = _seg_problems(seg, len(descriptions))
+    if problems:
+        raise SegNotWritable(f"the DICOM SEG built is invalid ({'; '.join(problems[:3])})")
 
     out = Path(out_path)
     with atomic_path(out) as tmp:
         seg.save_as(tmp, enforce_file_format=True)
+        _check_written(tmp, len(descriptions), int(seg.NumberOfFrames))
     log.info("wrote DICOM SEG with %d segment(s), %d frame(s) to %s", len(descriptions),
              int(seg.NumberOfFrames), out.name)
     return out
@@ -406,8 +552,11 @@ def _check_header(path: Path) -> Any:
         raise InputError(f"no such file: {path}")
     try:
         head = pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
-        raise InputError(f"{path.name} is not a readable DICOM file: {exc}") from exc
+        for _ in head.iterall():  # decode every value now: corruption surfaces here, as one line
+            pass
+    except (InvalidDicomError, *_PYDICOM_ERRORS) as exc:
+        raise InputError(f"{path.name} is not a readable DICOM file (header corrupt or truncated: "
+                         f"{type(exc).__name__})") from None
     if str(getattr(head, "SOPClassUID", "")) not in (_SEG_SOP_CLASS, _LABELMAP_SEG_SOP_CLASS):
         raise InputError(f"{path.name} is not a DICOM Segmentation (SOP class "
                          f"{getattr(head, 'SOPClassUID', 'missing')}); use medseg.io.load for images")
@@ -469,9 +618,11 @@ def _seg_frame_info(seg: Any) -> tuple[np.ndarray | None, list[tuple[int, np.nda
     shared = _first(seg, "SharedFunctionalGroupsSequence")
     ori = _first(shared, "PlaneOrientationSequence") if shared is not None else None
     iop = np.asarray(ori.ImageOrientationPatient, dtype=float) if ori is not None else None
+    shared_ident = _first(shared, "SegmentIdentificationSequence") if shared is not None else None
     frames = []
     for f, item in enumerate(seg.PerFrameFunctionalGroupsSequence):
-        ident = _first(item, "SegmentIdentificationSequence")
+        # a SEG of one segment may identify it once for all frames, in the shared groups
+        ident = _first(item, "SegmentIdentificationSequence") or shared_ident
         if ident is None and not labelmap:
             raise InputError(f"SEG frame {f + 1} has no SegmentIdentificationSequence")
         pos = _first(item, "PlanePositionSequence")
@@ -631,15 +782,23 @@ def read_dicom_seg(path: str | os.PathLike[str], reference: Any | None = None, *
     Overlapping segments: the higher segment number wins, with a warning. ``meta['labels']`` maps
     value -> segment label.
     """
-    import highdicom as hd
-    from monai.data import MetaTensor
-
     p = Path(path)
     _check_header(p)
     try:
-        seg = hd.seg.segread(p)
-    except (ValueError, AttributeError, KeyError, TypeError, OSError) as exc:
-        raise InputError(f"{p.name} is not a valid DICOM SEG: {' '.join(str(exc).split())}") from exc
+        return _read_seg(p, reference, label_names)
+    except MedsegError:
+        raise
+    except (*_PYDICOM_ERRORS, MemoryError, sqlite3.Error) as exc:  # broken past the header (highdicom
+        # indexes frames in sqlite)
+        raise InputError(f"{p.name} is not a valid DICOM SEG ({type(exc).__name__} while decoding it); "
+                         "re-export or re-transfer the file") from None
+
+
+def _read_seg(p: Path, reference: Any | None, label_names: Mapping[int, str] | None) -> Any:
+    import highdicom as hd
+    from monai.data import MetaTensor
+
+    seg = hd.seg.segread(p)
     segments = {int(s.SegmentNumber): str(getattr(s, "SegmentLabel", f"segment {s.SegmentNumber}"))
                 for s in seg.SegmentSequence}
     values = _label_value_map(segments, label_names)

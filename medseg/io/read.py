@@ -108,13 +108,12 @@ def _is_dicom_seg(path: Path) -> bool:
     if not path.is_file() or path.name.lower().endswith((".zip", ".tar", ".tar.gz", ".tgz")):
         return False
     import pydicom
-    from pydicom.errors import InvalidDicomError
 
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
-    except (InvalidDicomError, OSError, ValueError, EOFError):
+        return str(ds.get("SOPClassUID", "")) == SEG_SOP_CLASS
+    except Exception:  # noqa: BLE001 - unreadable here: the DICOM reader then says why, in one line
         return False
-    return str(ds.get("SOPClassUID", "")) == SEG_SOP_CLASS
 
 
 def _to_metatensor(array: np.ndarray, affine: np.ndarray, meta: dict[str, Any], path: Path):
