@@ -52,7 +52,8 @@ Arguments MONAI turns from a name into a class
     module (``os.system``) is refused wherever it stands.
 Writing and the network
     below the top level, ``output_dir``/``save_dir``/``log_dir``/... must be ``@output_dir`` (or
-    an expression starting with it), which medseg points at its own output folder; arguments that
+    an expression starting with it), which medseg points at its own output folder (train.json,
+    which medseg never runs from a bundle, may save checkpoints elsewhere); arguments that
     fetch at run time (``pretrained``, ``pretrained_path``, any key with ``url``, ``download`` set
     to anything but false/null) and any ``scheme://`` string outside metadata.json are refused,
     and so are the handlers that report to a server (MLflow, ClearML).
@@ -493,7 +494,7 @@ def find_untrusted(config: Any, *, source: str = "config", known_ids: dict | Non
             if problem:
                 findings.append(f"{source}:{where}: {problem}")
                 continue
-        if lowered in _WRITE_KEYS and "::" in where and not (
+        if lowered in _WRITE_KEYS and "::" in where and source != "train.json" and not (
                 value == "@output_dir" or (isinstance(value, str) and value.startswith("$")
                                            and value[1:].lstrip().startswith("@output_dir"))):
             findings.append(f"{source}:{where}: {key} {str(value)[:60]!r} writes outside the output folder "
