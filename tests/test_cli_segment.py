@@ -75,7 +75,8 @@ def test_segment_nifti(run_dir, phantom_files, tmp_path, capsys):
     assert prov["input"]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
     assert prov["model"]["weights_sha256"] == hashlib.sha256(
         (run_dir / "checkpoints" / "best.pt").read_bytes()).hexdigest()
-    assert prov["output"]["skipped"] == {"dicom-seg": "input is not a 3D DICOM series"}
+    assert prov["output"]["skipped"] == {
+        "dicom-seg": "a DICOM SEG needs a 3D DICOM series as input, this input is nifti"}
     assert set(prov["timings_s"]) >= {"load_input", "preprocess", "inference", "postprocess", "invert", "write"}
     assert prov["versions"]["torch"] == torch.__version__
     from PIL import Image

@@ -117,10 +117,15 @@ def run_job(cases: Sequence[BatchCase], model, options: JobOptions, *, client=No
             extra["seg_series_instance_uid"] = str(ds.SeriesInstanceUID)
             timings["store"] = time.perf_counter() - t
         prov = final / "provenance.json"
+        reason = ""
         if prov.exists():
-            timings.update({f"segment.{k}": v for k, v in json.loads(prov.read_text())["timings_s"].items()})
+            record = json.loads(prov.read_text())
+            timings.update({f"segment.{k}": v for k, v in record["timings_s"].items()})
+            seg_reason = (record.get("output", {}).get("skipped") or {}).get("dicom-seg")
+            if seg_reason and "dicom-seg" in options.formats:
+                reason = f"no DICOM SEG written: {seg_reason}"
         timings["total"] = time.perf_counter() - t0
-        return CaseResult(outputs=outputs, timings_s=timings, extra=extra, case=final.name)
+        return CaseResult(outputs=outputs, timings_s=timings, extra=extra, case=final.name, reason=reason)
 
     return run_batch(cases, process, output_dir=out, weights_sha256=model.weights_sha256 or "unknown",
                      resume=options.resume, workers=options.workers, retries=options.retries,

@@ -49,12 +49,14 @@ class CaseResult:
 
     ``case``: the name of the case folder really written, when it differs from the name the case
     had up front (the manifest records this one, so it always points at an existing folder).
+    ``reason``: a one-line note recorded with a done case (e.g. why no DICOM SEG was written).
     """
 
     outputs: dict[str, str] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     extra: dict[str, object] = field(default_factory=dict)
     case: str | None = None
+    reason: str = ""
 
 
 @dataclass
@@ -179,7 +181,7 @@ def run_batch(
                     timings = dict(result.timings_s)
                     timings.setdefault("total", time.monotonic() - t0)
                     record = CaseRecord(key, result.case or case.case, "done", outputs=result.outputs, timings_s=timings,
-                                        attempts=tries, rank=rank, extra=result.extra)
+                                        attempts=tries, rank=rank, extra=result.extra, reason=result.reason)
                 break
             with lock:
                 journal.append(record)

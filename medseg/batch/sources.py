@@ -68,6 +68,18 @@ def uid_identity(sop_instance_uids: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(sop_instance_uids)).encode()).hexdigest()
 
 
+def series_identity(info) -> str:
+    """Identity of a DICOM series found on disk: ``dicom:`` + its sorted SOP Instance UIDs, or,
+    when any is empty (anonymised), ``dicom-bytes:`` + the sha256 of its files' sorted sha256
+    digests (the hash ``medseg segment`` records for such a series). Never a hash of empty UIDs."""
+    from medseg.io.dicom.series import content_digest
+
+    uids = [str(h.ds.get("SOPInstanceUID", "") or "").strip() for h in info.headers]
+    if uids and all(uids):
+        return "dicom:" + uid_identity(uids)
+    return "dicom-bytes:" + (info.content_sha256 or content_digest([h.path for h in info.headers]))
+
+
 def _orientation(iop) -> str:
     import numpy as np
 
@@ -131,9 +143,8 @@ def folder_cases(root: str | Path, *, select: str | None = None) -> list[BatchCa
         rules = parse_rules(select)
         for s in series:
             if all(rule(s) for rule in rules):
-                uids = [str(h.ds.SOPInstanceUID) for h in s.headers]
                 cases.append(BatchCase(pipeline_case_name(root, s.series_instance_uid),
-                                       "dicom:" + uid_identity(uids), DicomSeriesInput(root, s.series_instance_uid)))
+                                       series_identity(s), DicomSeriesInput(root, s.series_instance_uid)))
     for c in cases:
         check_case_name(c.case, root.name)
     check_unique([c.case for c in cases])
@@ -167,9 +178,8 @@ def csv_cases(manifest: str | Path) -> list[BatchCase]:
             from medseg.io.dicom import list_series, select_series
 
             chosen = select_series(list_series(p), row.get("series") or None)
-            uids = [str(h.ds.SOPInstanceUID) for h in chosen.headers]
             name = pipeline_case_name(p, chosen.series_instance_uid)
-            case = BatchCase(name, "dicom:" + uid_identity(uids), DicomSeriesInput(p, chosen.series_instance_uid))
+            case = BatchCase(name, series_identity(chosen), DicomSeriesInput(p, chosen.series_instance_uid))
         else:
             name = pipeline_case_name(p, dicom_file_series_uid(p))
             case = BatchCase(name, "file:" + sha256_file(p), FileInput(p))

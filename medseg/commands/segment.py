@@ -12,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", required=True,
                         help="bundle name or folder (bundles/<name>), or a training run folder (model_spec.json)")
     parser.add_argument("--output", required=True, help="output folder; the case goes into DIR/<case>/")
-    parser.add_argument("--format", default="nifti,dicom-seg,png",
+    parser.add_argument("--format", default=None,
                         help="comma-separated: nifti, dicom-seg (DICOM inputs), png (default: all three)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
@@ -31,8 +31,23 @@ def run(args: argparse.Namespace) -> int:
     from medseg.bundle import load_bundle
     from medseg.inference.pipeline import segment_file
 
-    case_dir = segment_file(args.input, args.bundle, args.output, formats=args.format, device=args.device,
-                            tta=args.tta, series=args.series, trust_bundle=args.trust_bundle,
+    case_dir = segment_file(args.input, args.bundle, args.output, formats=args.format or "nifti,dicom-seg,png",
+                            device=args.device, tta=args.tta, series=args.series, trust_bundle=args.trust_bundle,
                             model_loader=load_bundle, amp=args.amp)
     print(case_dir)
+    _warn_skipped(case_dir, explicit=args.format is not None)
     return 0
+
+
+def _warn_skipped(case_dir, *, explicit: bool) -> None:
+    """One line on stderr when a DICOM SEG was asked for (or the input is DICOM) but not written."""
+    import json
+    import sys
+
+    try:
+        prov = json.loads((case_dir / "provenance.json").read_text())
+    except (OSError, ValueError):
+        return
+    reason = (prov.get("output", {}).get("skipped") or {}).get("dicom-seg")
+    if reason and (explicit or prov.get("input", {}).get("format") == "dicom"):
+        print(f"medseg: warning: no DICOM SEG written: {reason}", file=sys.stderr)

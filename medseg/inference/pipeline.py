@@ -1,7 +1,9 @@
 """One study in, one case folder out: what ``medseg segment`` runs.
 
 ``DIR/<case>/`` holds ``seg.nii.gz`` (labels on the source grid), ``seg.dcm`` (DICOM SEG, DICOM
-inputs only), ``overlay.png`` and ``provenance.json``. The case folder is written atomically: a
+inputs only), ``overlay.png`` and ``provenance.json``. A SEG is written only when it can be valid:
+a source without the UIDs a SEG must reference (anonymised) or a non-DICOM input gets no
+``seg.dcm``, and ``provenance.json`` says why under ``output.skipped`` (``medseg segment`` prints it). The case folder is written atomically: a
 failure leaves no folder behind. ``<case>`` is the input file name without its suffix, or
 ``series-<SeriesInstanceUID>`` for DICOM (folder names of DICOM exports often carry patient
 names, so they are never reused). Provenance holds no patient name, ID or birth date.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import platform
 import re
 import time
@@ -22,7 +25,10 @@ from typing import Any
 from medseg.errors import ConfigError, InputError
 from medseg.inference.model import SegmentationModel, sha256_file
 
+log = logging.getLogger(__name__)
+
 FORMATS = ("nifti", "dicom-seg", "png")
+_SYNTHETIC_KEY = re.compile(r"anon-[0-9a-f]{16}")
 _SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".tiff", ".tif", ".png", ".dcm",
              ".tar.gz", ".tgz", ".tar", ".zip")
 
@@ -55,10 +61,21 @@ def resolve_model(source: SegmentationModel | str | Path, *, trust: bool = False
 
 
 def case_name(image: Any, input_path: Path) -> str:
-    """Folder name for one study (never built from DICOM folder names)."""
+    """Folder name for one study (never built from DICOM folder names).
+
+    A SeriesInstanceUID comes from a file header, so it is hostile: it names the folder only when
+    it is a valid DICOM UID (digits and dots, at most 64 characters) or medseg's own synthetic key
+    of an anonymised series (``anon-<16 hex>``); anything else (``1.2/../../x``) is replaced by
+    ``series-x<16 hex of its sha256>``, so no header string ever becomes a path.
+    """
     uid = image.meta.get("series_instance_uid") if hasattr(image, "meta") else None
     if uid:
-        return f"series-{uid}"
+        from pydicom.uid import UID
+
+        uid = str(uid)
+        if _SYNTHETIC_KEY.fullmatch(uid) or UID(uid).is_valid:
+            return f"series-{uid}"
+        return f"series-x{hashlib.sha256(uid.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
     name = input_path.name
     for suf in _SUFFIXES:
         if name.lower().endswith(suf):
@@ -69,11 +86,22 @@ def case_name(image: Any, input_path: Path) -> str:
 
 
 def input_hash(image: Any, input_path: Path) -> tuple[str, str]:
-    """(sha256 hex, what was hashed): sorted SOP Instance UIDs for DICOM, else the file bytes."""
-    uids = image.meta.get("sop_instance_uids") if hasattr(image, "meta") else None
-    if uids:
-        text = "\n".join(sorted(str(u) for u in uids))
+    """(sha256 hex, what was hashed): sorted SOP Instance UIDs for DICOM, else the file bytes.
+
+    A DICOM series whose SOP Instance UIDs are empty (anonymised) is hashed by the bytes of its
+    own files (sha256 of their sorted sha256 digests, as :func:`medseg.io.dicom.series.content_digest`
+    and a batch job's identity), or by the archive's bytes when it was read from a zip/tar.
+    """
+    meta = image.meta if hasattr(image, "meta") else {}
+    uids = [str(u) for u in meta.get("sop_instance_uids") or [] if str(u)]  # "" marks a missing slice
+    if uids and all(u.strip() for u in uids):
+        text = "\n".join(sorted(uids))
         return hashlib.sha256(text.encode("ascii", "replace")).hexdigest(), "sorted SOP Instance UIDs"
+    files = [str(f) for f in meta.get("dicom_files") or [] if str(f)]
+    if meta.get("format") == "dicom" and files and all(Path(f).is_file() for f in files):
+        from medseg.io.dicom.series import content_digest
+
+        return content_digest([Path(f) for f in files]), "sorted sha256 of the series' files (no SOP Instance UIDs)"
     if input_path.is_file():
         return sha256_file(input_path), "file bytes"
     h = hashlib.sha256()
@@ -81,6 +109,19 @@ def input_hash(image: Any, input_path: Path) -> tuple[str, str]:
         h.update(f.relative_to(input_path).as_posix().encode())
         h.update(bytes.fromhex(sha256_file(f)))
     return h.hexdigest(), "relative paths and bytes of the files in the folder"
+
+
+def seg_skip_reason(image: Any) -> str:
+    """Why no DICOM SEG can be written for ``image`` ("" when one can): not a 3D DICOM series, or
+    a source lacking the identifiers a SEG must reference (see
+    :func:`medseg.io.dicom_seg.seg_source_problem`). One line, no header values."""
+    meta = image.meta if hasattr(image, "meta") else {}
+    if meta.get("format") != "dicom" or image.ndim - 1 != 3:
+        fmt = meta.get("format") or "unknown"
+        return f"a DICOM SEG needs a 3D DICOM series as input, this input is {fmt}"
+    from medseg.io.dicom_seg import seg_source_problem
+
+    return seg_source_problem(image)
 
 
 def segment_file(input_path: str | Path, model_source: SegmentationModel | str | Path, output_dir: str | Path, *,
@@ -137,8 +178,6 @@ def segment_file(input_path: str | Path, model_source: SegmentationModel | str |
     labels = segment(image, model, device=device, tta=tta, progress=progress, stats=stats, amp=amp)
     timings.update(labels.meta["timings_s"])
 
-    is_dicom = image.meta.get("format") == "dicom"
-    n_sp = image.ndim - 1
     written: list[str] = []
     skipped: dict[str, str] = {}
     t0 = time.perf_counter()
@@ -149,17 +188,22 @@ def segment_file(input_path: str | Path, model_source: SegmentationModel | str |
             save_labels(labels, image, tmp / "seg.nii.gz")
             written.append("seg.nii.gz")
         if "dicom-seg" in fmts:
-            if is_dicom and n_sp == 3:
-                from medseg.io.dicom_seg import write_dicom_seg
+            reason = seg_skip_reason(image)
+            if not reason:
+                from medseg.io.dicom_seg import SegNotWritable, write_dicom_seg
 
-                write_dicom_seg(labels, image, tmp / "seg.dcm", label_names=model.labels,
-                                algorithm_name=model.name, algorithm_version=medseg.__version__,
-                                series_description=f"medseg {model.name}"[:64],
-                                series_instance_uid=seg_uids[0] if seg_uids else None,
-                                sop_instance_uid=seg_uids[1] if seg_uids else None)
-                written.append("seg.dcm")
-            else:
-                skipped["dicom-seg"] = "input is not a 3D DICOM series"
+                try:
+                    write_dicom_seg(labels, image, tmp / "seg.dcm", label_names=model.labels,
+                                    algorithm_name=model.name, algorithm_version=medseg.__version__,
+                                    series_description=f"medseg {model.name}"[:64],
+                                    series_instance_uid=seg_uids[0] if seg_uids else None,
+                                    sop_instance_uid=seg_uids[1] if seg_uids else None)
+                    written.append("seg.dcm")
+                except SegNotWritable as exc:  # never an invalid SEG; the other outputs stand
+                    reason = " ".join(str(exc).split())
+            if reason:
+                skipped["dicom-seg"] = reason
+                log.info("no DICOM SEG written: %s", reason)
         if "png" in fmts:
             try:
                 from medseg.io.overlay import save_overlay_montage
