@@ -3,8 +3,8 @@
 ``DIR/<case>/`` holds ``seg.nii.gz`` (labels on the source grid), ``seg.dcm`` (DICOM SEG, DICOM
 inputs only), ``overlay.png`` and ``provenance.json``. A SEG is written only when it can be valid:
 a source without the UIDs a SEG must reference (anonymised) or a non-DICOM input gets no
-``seg.dcm``, and ``provenance.json`` says why under ``output.skipped`` (``medseg segment`` prints it). The case folder is written atomically: a
-failure leaves no folder behind. ``<case>`` is the input file name without its suffix, or
+``seg.dcm``, and ``provenance.json`` says why under ``output.skipped`` (``medseg segment`` prints
+it). The case folder is written atomically: a failure leaves no folder behind. ``<case>`` is the input file name without its suffix, or
 ``series-<SeriesInstanceUID>`` for DICOM (folder names of DICOM exports often carry patient
 names, so they are never reused). Provenance holds no patient name, ID or birth date.
 """
