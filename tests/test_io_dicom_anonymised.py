@@ -202,6 +202,38 @@ def test_ambiguous_mix_is_refused_in_one_line(ct, tmp_path, capsys):
         assert secret not in err
 
 
+def test_blanked_images_without_positions_are_refused_as_such(ct, tmp_path):
+    plain, _ = ct
+    anon = tmp_path / "anon"
+    blank_uids(plain, anon)
+    for f in anon.iterdir():
+        ds = pydicom.dcmread(f)
+        del ds.ImagePositionPatient
+        ds.save_as(f, enforce_file_format=False)
+    (info,) = list_series(anon)
+    assert "6 of them have no usable ImagePositionPatient" in info.problem
+    with pytest.raises(InputError, match="no usable ImagePositionPatient"):
+        load(anon)
+
+
+def test_convert_and_info_json_on_a_blanked_compressed_series(ct, tmp_path, capsys):
+    if shutil.which("dcmcjpls") is None:
+        pytest.skip("dcmcjpls (dcmtk) not installed; .ci/run installs it")
+    plain, ph = ct
+    anon = tmp_path / "anon"
+    blank_uids(compress(plain, tmp_path / "jls", "jpeg_ls_lossless"), anon)
+    assert cli.main(["info", "--json", str(anon)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert ANON.fullmatch(info["selected"]) and info["series"][0]["series_instance_uid"] == info["selected"]
+    assert info["shape"] == [1, *ph.image.shape]
+    assert cli.main(["convert", str(anon), str(tmp_path / "anon.nii.gz"), "--series", info["selected"]]) == 0
+    assert cli.main(["convert", str(plain), str(tmp_path / "plain.nii.gz")]) == 0
+    a, b = nib.load(tmp_path / "anon.nii.gz"), nib.load(tmp_path / "plain.nii.gz")
+    np.testing.assert_array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
+    np.testing.assert_array_equal(a.affine, b.affine)
+    np.testing.assert_allclose(a.affine, ph.affine, atol=1e-4)
+
+
 def test_a_sequential_scan_with_one_acquisition_per_slab_stays_one_series(ct, tmp_path):
     """Acquisition numbers that change along the stack (step-and-shoot CT) do not split a series
     whose positions are all distinct."""

@@ -206,10 +206,12 @@ def group_anonymous(headers: list[Header]) -> dict[str, tuple[list[Header], str]
                     parts = finer
                 else:
                     parts = [hs]
+                    unknown = sum(_position(h) is None for h in hs)
+                    where = (f"{unknown} of them have no usable ImagePositionPatient/ImageOrientationPatient"
+                             if unknown else f"{_repeats(hs)} of them lie at a position another one has")
                     problem = (f"{len(hs)} images without SeriesInstanceUID share frame of reference, "
-                               f"orientation, size, spacing, series number and description, and "
-                               f"{_repeats(hs)} of them lie at a position another one has: they hold "
-                               "several series that cannot be told apart; put each series in its own "
+                               f"orientation, size, spacing, series number and description, and {where}: "
+                               "they cannot be told apart as one series; put each series in its own "
                                "folder or restore the UIDs")
         for part in parts:
             name = hashlib.sha256(repr((key, _text(part[0].ds, "AcquisitionNumber") if len(parts) > 1 else "",
