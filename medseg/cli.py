@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from medseg import logsafe
+
+    logsafe.install()  # no warning or library log line prints a header value
     try:
         return int(args._run(args) or 0)
     except MedsegError as exc:
