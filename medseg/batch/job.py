@@ -24,6 +24,7 @@ from pathlib import Path
 from medseg.batch.runner import BatchCase, BatchSummary, CaseResult, done_case_folders, run_batch
 from medseg.batch.sources import DicomSeriesInput, FileInput, PacsInput
 from medseg.errors import ConfigError, InputError
+from medseg.io.atomic import check_writable_dir
 
 
 def seg_uids_for(key: str) -> tuple[str, str]:
@@ -52,7 +53,7 @@ def run_job(cases: Sequence[BatchCase], model, options: JobOptions, *, client=No
 
     if options.store_back and client is None:
         raise ConfigError("--store-back needs a PACS source (--pacs URL)")
-    out = Path(options.output_dir)
+    out = check_writable_dir(options.output_dir, "--output")
     out.mkdir(parents=True, exist_ok=True)
     owners = done_case_folders(out)  # folder name -> key of the input whose finished output it holds
     owners_lock = threading.Lock()

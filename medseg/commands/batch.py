@@ -50,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
     from medseg.batch.sources import build_cases
     from medseg.bundle import load_bundle
     from medseg.inference.pipeline import parse_formats, resolve_model
+    from medseg.io.atomic import check_writable_dir
 
+    check_writable_dir(args.output, "--output")  # before the PACS query and the model
     cases, client = build_cases(args.source, select=args.select, modality=args.modality,
                                 study_date=args.study_date, description=args.description)
     model, _ = resolve_model(args.bundle, trust=args.trust_bundle, model_loader=load_bundle)

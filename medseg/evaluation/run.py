@@ -26,6 +26,7 @@ from medseg.evaluation.report import (
     write_csv,
     write_json,
 )
+from medseg.io.atomic import check_writable_dir
 from medseg.metrics import (
     DEFAULT_POLICY,
     INSTANCE_METRIC_NAMES,
@@ -142,7 +143,7 @@ def evaluate(
     names = parse_labels(labels)
     if workers < 1:
         raise EvaluationError(f"workers={workers} is invalid: give 1 or more")
-    out = Path(out_dir)
+    out = check_writable_dir(out_dir, "-o")
     match = match_cases(pred, ref)
     if not match.pairs:
         raise EvaluationError(

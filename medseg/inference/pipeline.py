@@ -150,13 +150,14 @@ def segment_file(input_path: str | Path, model_source: SegmentationModel | str |
     import medseg
     from medseg.inference.segmentation import segment
     from medseg.inference.sliding_window import StitchStats
-    from medseg.io.atomic import atomic_dir, atomic_write_text
+    from medseg.io.atomic import atomic_dir, atomic_write_text, check_writable_dir
     from medseg.io.read import load
 
     fmts = parse_formats(formats)
     input_path = Path(input_path)
     if not input_path.exists():
         raise InputError(f"input {input_path.name} does not exist")
+    check_writable_dir(output_dir, "--output")  # before the model and the input are read
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     model, model_kind = resolve_model(model_source, trust=trust_bundle, model_loader=model_loader)

@@ -86,3 +86,43 @@ def atomic_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_writable_dir(path: str | os.PathLike[str], option: str = "output folder") -> Path:
+    """Refuse, before any work starts, an output folder that cannot be written (ConfigError).
+
+    ``path`` may not exist yet: then its nearest existing parent must be a folder we can create
+    entries in. An existing file, a read-only or immutable folder, a missing permission: one line
+    naming ``option``. Nothing is left behind (the probe file is removed at once).
+    """
+    from medseg.errors import ConfigError
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{option} {p} exists and is not a folder; give a folder path")
+    probe_in = p
+    while not probe_in.exists():
+        if probe_in.parent == probe_in:
+            break
+        probe_in = probe_in.parent
+    if not probe_in.is_dir():
+        raise ConfigError(f"{option} {p} cannot be created: {probe_in} is a file, not a folder")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".medseg-write-check-", dir=probe_in)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise ConfigError(f"{option} {p} cannot be written ({exc.strerror or type(exc).__name__}); "
+                          "choose a folder you can write to") from None
+    return p
+
+
+def check_writable_file(path: str | os.PathLike[str], option: str = "output file") -> Path:
+    """Like :func:`check_writable_dir` for a file to be (re)placed: not a folder, its folder writable."""
+    from medseg.errors import ConfigError
+
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{option} {p} is a folder; give a file path")
+    check_writable_dir(p.parent, f"folder of {option}")
+    return p

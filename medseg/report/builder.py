@@ -649,9 +649,10 @@ def write_report(folder: str | os.PathLike[str], out_html: str | os.PathLike[str
     """
     from tqdm.auto import tqdm
 
-    from medseg.io.atomic import atomic_write_text
+    from medseg.io.atomic import atomic_write_text, check_writable_file
 
     src = Path(folder)
+    check_writable_file(Path(out_html) if out_html is not None else src / "report.html", "-o")
     kind = detect_kind(src)
     extra_notes = list(notes)
     if evaluation is None and reference is None and kind != "evaluate" and not _is_case_dir(src):
