@@ -131,6 +131,25 @@ def test_blanked_series_reads_to_the_same_voxels_and_world_geometry(ct, codec, f
     np.testing.assert_array_equal(load(anon, series=key).numpy(), ref.numpy())
 
 
+def test_blanked_jpeg2000_series_matches_simpleitk(ct, tmp_path):
+    """An independent reader (SimpleITK/GDCM, as used on the real anonymised export) gives the
+    same voxels and world coordinates for the blanked JPEG 2000 series."""
+    import SimpleITK as sitk
+
+    plain, _ = ct
+    anon = tmp_path / "anon"
+    blank_uids(compress(plain, tmp_path / "j2k", "jpeg2000_lossless"), anon)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(anon)))
+    img = reader.Execute()
+    got = load(anon)
+    np.testing.assert_array_equal(np.transpose(sitk.GetArrayFromImage(img), (2, 1, 0)), got[0].numpy())
+    aff = np.asarray(got.affine)
+    for idx in [(0, 0, 0), (47, 0, 0), (0, 39, 5), (47, 39, 5)]:
+        ras = np.array(img.TransformIndexToPhysicalPoint(idx)) * np.array([-1.0, -1.0, 1.0])
+        np.testing.assert_allclose(aff[:3, :3] @ np.array(idx, float) + aff[:3, 3], ras, atol=1e-4)
+
+
 def test_one_warning_without_header_values(ct, tmp_path, caplog, capsys):
     plain, _ = ct
     anon = tmp_path / "anon"
