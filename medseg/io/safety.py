@@ -6,6 +6,13 @@ and item size the *header* declares, before any array is allocated, and :func:`c
 after decoding a floating-point image.
 
 The voxel cap is ``$MEDSEG_MAX_VOXELS`` (default ``2**31`` voxels, all channels counted).
+
+Compressed containers (gzip NIfTI/NRRD, zlib MetaImage, deflated DICOM, compressed TIFF strips,
+PNG, zip/tar members) are also held to :func:`check_expansion` before anything is decoded: a
+stream that would expand to more than ``$MEDSEG_MAX_EXPANSION`` (default 100) times its stored
+size AND to more than 256 MiB is refused as a decompression bomb, so a 2 MB file cannot make
+medseg spend a minute and gigabytes of memory. Real images compress far less (CT 2-4:1, label
+maps up to a few hundred:1, and those stay under 256 MiB unless they are huge).
 """
 
 from __future__ import annotations
@@ -111,6 +118,70 @@ def check_compressed_size(n_bytes: int, compressed_size: int, *, what: str = "in
             f"{what}: the file is truncated: {compressed_size} compressed bytes cannot hold the "
             f"{n_bytes} bytes its header declares (deflate compresses at most {MAX_DEFLATE_RATIO}:1)"
         )
+
+
+DEFAULT_MAX_EXPANSION = 100
+#: decoded sizes up to this many bytes are never refused by the expansion rule
+EXPANSION_FLOOR = 256 * 2**20
+
+
+def max_expansion() -> float:
+    """The expansion cap: ``$MEDSEG_MAX_EXPANSION`` if set (a positive number), else 100."""
+    raw = os.environ.get("MEDSEG_MAX_EXPANSION", "").strip()
+    if not raw:
+        return float(DEFAULT_MAX_EXPANSION)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InputError(f"MEDSEG_MAX_EXPANSION={raw!r} is not a number; set it to a positive ratio") from None
+    if not value > 0 or not math.isfinite(value):
+        raise InputError(f"MEDSEG_MAX_EXPANSION={raw!r} must be a positive finite ratio")
+    return value
+
+
+def expansion_budget(stored_bytes: int) -> int:
+    """Most bytes a compressed stream of ``stored_bytes`` may decode to (see :func:`check_expansion`)."""
+    return max(EXPANSION_FLOOR, int(max_expansion() * max(int(stored_bytes), 0)))
+
+
+def check_expansion(n_bytes: int, stored_bytes: int, *, what: str = "input") -> None:
+    """Refuse, before decoding, a compressed stream that would decode to more than
+    :func:`expansion_budget` bytes (:class:`~medseg.errors.UnsafeInputError`)."""
+    budget = expansion_budget(stored_bytes)
+    if int(n_bytes) > budget:
+        raise UnsafeInputError(
+            f"{what}: refused as a decompression bomb: {_human_bytes(stored_bytes)} of compressed data "
+            f"would decode to {_human_bytes(n_bytes)} (over {max_expansion():g}x and 256 MB); "
+            "raise MEDSEG_MAX_EXPANSION only if the file is trusted"
+        )
+
+
+def inflated_size(fh, *, wbits: int, limit: int, what: str = "input") -> int:
+    """Bytes a zlib/gzip/raw-deflate stream read from ``fh`` decodes to, counted in chunks
+    without keeping them; :class:`~medseg.errors.UnsafeInputError` as soon as ``limit`` is
+    passed, :class:`~medseg.errors.InputError` for a corrupt stream. Trailing data after the
+    end of the stream is ignored."""
+    import zlib
+
+    d = zlib.decompressobj(wbits)
+    total = 0
+    try:
+        while not d.eof:
+            chunk = fh.read(1 << 16)
+            if not chunk:
+                break
+            while chunk:
+                out = d.decompress(chunk, 1 << 20)
+                total += len(out)
+                if total > limit:
+                    raise UnsafeInputError(
+                        f"{what}: refused as a decompression bomb: the compressed data decodes to more than "
+                        f"{_human_bytes(limit)} (over {max_expansion():g}x its size and 256 MB); raise "
+                        "MEDSEG_MAX_EXPANSION only if the file is trusted")
+                chunk = d.unconsumed_tail
+    except zlib.error:
+        raise InputError(f"{what}: the compressed data is corrupt (not a valid deflate stream)") from None
+    return total
 
 
 def count_nonfinite(array: np.ndarray) -> int:
