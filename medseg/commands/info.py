@@ -52,5 +52,18 @@ def run(args: argparse.Namespace) -> int:
     from medseg.io.read import describe
 
     info = describe(args.path, series=args.series)
-    print(json.dumps(info, indent=2, default=str) if args.json else format_table(info))
+    print(json.dumps(_json_safe(info), indent=2, default=str, allow_nan=False) if args.json else format_table(info))
     return 0
+
+
+def _json_safe(value: object) -> object:
+    """NaN/inf (not valid JSON) become null, so `info --json` always prints valid JSON."""
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value

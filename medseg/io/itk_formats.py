@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import GeometryError, InputError, UnsafeInputError
-from medseg.io.safety import check_compressed_size, check_declared_size, convert_voxels
+from medseg.io.safety import check_compressed_size, check_declared_size, check_expansion, convert_voxels
 
 _F3 = np.diag([-1.0, -1.0, 1.0])
 _HEADER_LIMIT = 65536
@@ -112,8 +112,7 @@ def _nrrd_layout(path: Path, head: bytes) -> tuple[Path, int, bool, str] | None:
             continue
         key, _, value = line.partition(":")
         fields[key.strip().lower()] = value.lstrip("=").strip()
-    encoding = fields.get("encoding", "raw").lower()
-    encoding = "raw" if encoding == "raw" else "zlib" if encoding in ("gzip", "gz") else "other"
+    encoding = _NRRD_ENCODINGS.get(fields.get("encoding", "raw").lower(), "other")
     try:
         byte_skip = int(fields.get("byte skip", "0") or 0)
         line_skip = int(fields.get("line skip", "0") or 0)
@@ -156,6 +155,150 @@ def _meta_layout(path: Path, head: bytes) -> tuple[Path, int, bool, str] | None:
     return _safe_detached(path, data_file), max(header_size, 0), header_size == -1, encoding
 
 
+_MET_TYPES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4,
+              "MET_LONG": 4, "MET_ULONG": 4, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4,
+              "MET_DOUBLE": 8}
+_NRRD_TYPES = {
+    **dict.fromkeys(("signed char", "int8", "int8_t", "uchar", "unsigned char", "uint8", "uint8_t"), 1),
+    **dict.fromkeys(("short", "short int", "signed short", "signed short int", "int16", "int16_t", "ushort",
+                     "unsigned short", "unsigned short int", "uint16", "uint16_t"), 2),
+    **dict.fromkeys(("int", "signed int", "int32", "int32_t", "uint", "unsigned int", "uint32", "uint32_t",
+                     "float"), 4),
+    **dict.fromkeys(("longlong", "long long", "long long int", "signed long long", "signed long long int",
+                     "int64", "int64_t", "ulonglong", "unsigned long long", "unsigned long long int", "uint64",
+                     "uint64_t", "double"), 8),
+}
+_NRRD_ENCODINGS = {"raw": "raw", "gzip": "zlib", "gz": "zlib", "bzip2": "other", "bz2": "other",
+                   "ascii": "text", "text": "text", "txt": "text", "hex": "text"}
+
+
+def _numbers(value: str, n: int | None, key: str, name: str, *, positive: bool = False, integer: bool = False,
+             allow_none: bool = False) -> list[float]:
+    """``n`` finite numbers from a header field (ints when ``integer``); InputError naming the key."""
+    text = re.sub(r"[(),]", " ", value)
+    parts = text.split()
+    if allow_none:
+        parts = [p for p in parts if p.lower() != "none"]
+    if n is not None and len(parts) != n:
+        raise InputError(f"{name}: the header field {key} holds {len(parts)} values, expected {n}; the file is corrupt")
+    try:
+        nums = [int(p) if integer else float(p) for p in parts]
+    except ValueError:
+        raise InputError(f"{name}: the header field {key} is not numeric; the file is corrupt") from None
+    if not all(math.isfinite(v) for v in nums):
+        raise InputError(f"{name}: the header field {key} is not finite (NaN or infinite); the file is corrupt")
+    if positive and not all(v > 0 for v in nums):
+        raise InputError(f"{name}: the header field {key} must be > 0; the file is corrupt")
+    return nums
+
+
+def _validate_meta_header(path: Path, head: bytes) -> None:
+    """MetaImage fields checked in Python before ITK's C++ parser sees them (ITK crashes on some,
+    e.g. ``NDims = -1``): dimensions, sizes, types, spacing, origin, matrix, data file."""
+    name = path.name
+    fields: dict[str, str] = {}
+    for line in head.decode("latin-1").splitlines():
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        fields[key.strip().lower()] = value.strip()
+        if key.strip().lower() == "elementdatafile":
+            break
+    else:
+        raise InputError(f"{name}: the MetaImage header has no ElementDataFile; the file is corrupt or truncated")
+    ndims_raw = fields.get("ndims")
+    if ndims_raw is None:
+        raise InputError(f"{name}: the MetaImage header has no NDims; the file is corrupt")
+    ndims = int(_numbers(ndims_raw, 1, "NDims", name, integer=True)[0])
+    if not 2 <= ndims <= 4:
+        raise InputError(f"{name}: NDims = {ndims}; medseg reads 2D, 3D or 4D images")
+    if "dimsize" not in fields:
+        raise InputError(f"{name}: the MetaImage header has no DimSize; the file is corrupt")
+    _numbers(fields["dimsize"], ndims, "DimSize", name, positive=True, integer=True)
+    etype = fields.get("elementtype", "").upper()
+    if etype not in _MET_TYPES:
+        raise InputError(f"{name}: ElementType is not a supported MET_ type; the file is corrupt")
+    for key in ("elementspacing", "elementsize"):
+        if key in fields:
+            _numbers(fields[key], ndims, key, name, positive=True)
+    for key in ("offset", "position", "origin"):
+        if key in fields:
+            _numbers(fields[key], ndims, key, name)
+    for key in ("transformmatrix", "rotation", "orientation"):
+        if key in fields:
+            _numbers(fields[key], ndims * ndims, key, name)
+    if "elementnumberofchannels" in fields:
+        ch = _numbers(fields["elementnumberofchannels"], 1, "ElementNumberOfChannels", name, positive=True,
+                      integer=True)[0]
+        if ch > 4096:
+            raise InputError(f"{name}: ElementNumberOfChannels = {ch:g} is not plausible; the file is corrupt")
+    for key in ("headersize", "compresseddatasize"):
+        if key in fields:
+            _numbers(fields[key], 1, key, name, integer=True)
+    if "ndims" in fields and fields.get("compresseddata", "false").lower() not in ("true", "false"):
+        raise InputError(f"{name}: CompressedData must be True or False; the file is corrupt")
+    data_file = fields["elementdatafile"]
+    if data_file.upper().startswith("LIST") or "%" in data_file:
+        raise UnsafeInputError(f"{name}: the header names a list of data files; medseg reads only a single "
+                               "data file beside the header")
+
+
+def _validate_nrrd_header(path: Path, head: bytes) -> None:
+    """NRRD fields checked in Python before ITK sees them (see :func:`_validate_meta_header`)."""
+    name = path.name
+    end = head.find(b"\n\n")
+    if end < 0 and len(head) < _HEADER_LIMIT:
+        end = len(head)  # a detached header (.nhdr) may end at the end of the file
+    if end < 0:
+        raise InputError(f"{name}: the NRRD header does not end within {_HEADER_LIMIT} bytes; the file is "
+                         "corrupt or truncated")
+    fields: dict[str, str] = {}
+    for line in head[:end].decode("latin-1").splitlines()[1:]:
+        if line.startswith("#") or ":" not in line:
+            continue
+        key, _, value = line.partition(":")
+        fields[key.strip().lower()] = value.lstrip("=").strip()
+    if "dimension" not in fields or "sizes" not in fields or "type" not in fields:
+        raise InputError(f"{name}: the NRRD header lacks dimension, sizes or type; the file is corrupt")
+    dim = int(_numbers(fields["dimension"], 1, "dimension", name, integer=True)[0])
+    if not 1 <= dim <= 5:
+        raise InputError(f"{name}: dimension = {dim}; medseg reads 2D, 3D or 4D images")
+    _numbers(fields["sizes"], dim, "sizes", name, positive=True, integer=True)
+    if fields["type"].lower() not in _NRRD_TYPES:
+        raise InputError(f"{name}: the NRRD type is not a supported scalar type; the file is corrupt")
+    if fields.get("encoding", "raw").lower() not in _NRRD_ENCODINGS:
+        raise InputError(f"{name}: the NRRD encoding is not supported; the file is corrupt")
+    if "endian" in fields and fields["endian"].lower() not in ("little", "big"):
+        raise InputError(f"{name}: the NRRD endian field is neither little nor big; the file is corrupt")
+    if "spacings" in fields:
+        _numbers(fields["spacings"], None, "spacings", name, positive=True, allow_none=True)
+    if "space directions" in fields:
+        _numbers(fields["space directions"], None, "space directions", name, allow_none=True)
+    if "space origin" in fields:
+        _numbers(fields["space origin"], None, "space origin", name)
+    for key in ("byte skip", "line skip"):
+        if key in fields:
+            _numbers(fields[key], 1, key, name, integer=True)
+    data_file = fields.get("data file", fields.get("datafile"))
+    if data_file is not None and (data_file.upper().startswith("LIST") or " " in data_file or "%" in data_file):
+        raise UnsafeInputError(f"{name}: the header names a list of data files; medseg reads only a single "
+                               "data file beside the header")
+
+
+def _validate_header(path: Path) -> None:
+    with open(path, "rb") as fh:
+        head = fh.read(_HEADER_LIMIT)
+    if head.startswith(b"NRRD"):
+        _validate_nrrd_header(path, head)
+    elif path.name.lower().endswith((".mha", ".mhd")) or head.lstrip().startswith((b"ObjectType", b"NDims")):
+        _validate_meta_header(path, head)
+    else:
+        raise InputError(f"{path.name}: not a readable NRRD/MetaImage file (no NRRD or MetaImage header)")
+    layout = _raw_layout(path)  # data file inside the header's folder (else UnsafeInputError)
+    if layout is not None and not layout[0].is_file():
+        raise InputError(f"{path.name}: its data file {layout[0].name!r} is missing")
+
+
 def _reader(path: Path):
     import SimpleITK as sitk
 
@@ -163,6 +306,7 @@ def _reader(path: Path):
         raise InputError(f"{path.name}: no such file")
     if path.stat().st_size == 0:
         raise InputError(f"{path.name}: the file is empty (0 bytes)")
+    _validate_header(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -188,10 +332,16 @@ def _check_reader(path: Path, reader: Any) -> tuple[int, ...]:
         if not data_file.is_file():
             raise InputError(f"{path.name}: its data file {data_file.name!r} is missing")
         stored = data_file.stat().st_size - (0 if at_end else offset)
+        n_bytes = math.prod(declared) * itemsize
         if encoding == "raw":
             check_declared_size(declared, itemsize, file_size=stored, what=path.name)
         elif encoding == "zlib":
-            check_compressed_size(math.prod(declared) * itemsize, stored, what=path.name)
+            check_compressed_size(n_bytes, stored, what=path.name)
+            check_expansion(n_bytes, stored, what=path.name)
+        elif encoding == "text":  # at least one character and a separator per value
+            check_declared_size(declared, 2, file_size=stored + 1, what=path.name)
+        else:
+            check_expansion(n_bytes, stored, what=path.name)
     return size
 
 

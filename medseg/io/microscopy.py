@@ -18,8 +18,11 @@ Spacing (mm):
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import struct
+import zlib
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import InputError, UnsafeInputError
-from medseg.io.safety import check_declared_size, convert_voxels
+from medseg.io.safety import check_declared_size, check_expansion, convert_voxels
 
 _UNIT_MM = {
     "micron": 1e-3, "microns": 1e-3, "um": 1e-3, "\u00b5m": 1e-3, "\\u00b5m": 1e-3, "micrometer": 1e-3,
@@ -45,6 +48,23 @@ def _short(exc: BaseException, path: Path) -> str:
     text = " ".join(str(exc).split())
     text = text.replace(str(path.resolve()), path.name).replace(str(path), path.name)
     return (text[:160] + "...") if len(text) > 160 else (text or type(exc).__name__)
+
+
+#: what tifffile / Pillow (pure-Python parsers of untrusted bytes) raise on malformed files; caught
+#: only around their calls and reported as "not a readable TIFF/PNG image"
+_PARSER_ERRORS = (ValueError, OSError, EOFError, KeyError, IndexError, TypeError, AttributeError, RuntimeError,
+                  NotImplementedError, ZeroDivisionError, OverflowError, struct.error, zlib.error, LookupError,
+                  UnicodeError, AssertionError, SyntaxError)
+
+
+def _tiff_errors():
+    import tifffile
+
+    return (tifffile.TiffFileError, *_PARSER_ERRORS)
+
+
+def _finite_spacing(values: tuple[float, ...]) -> bool:
+    return all(v is not None and math.isfinite(v) and v > 0 for v in values)
 
 
 def _affine_2d3d(spacing: tuple[float, ...]) -> np.ndarray:
@@ -158,8 +178,11 @@ def read_tiff(
                 raise InputError(f"{path.name}: the TIFF holds no image")
             series = tif.series[0]
             shape, axes, dtype = tuple(int(s) for s in series.shape), series.axes, np.dtype(series.dtype)
-            check_declared_size(shape, dtype.itemsize, what=path.name)
+            n_bytes = check_declared_size(shape, dtype.itemsize, what=path.name)
             pages = list(series.pages)
+            if not pages or pages[0] is None:
+                raise InputError(f"{path.name}: the TIFF image has no readable page")
+            stored = 0
             for page in pages:
                 if page is None:
                     continue
@@ -169,18 +192,28 @@ def read_tiff(
                             f"{path.name}: the file is truncated: image data declared up to byte "
                             f"{off + count} but the file has {file_size} bytes"
                         )
+                    stored += int(count)
+            # strips/tiles hold the voxels: compressed or not, they cannot expand beyond the cap
+            check_expansion(n_bytes, stored, what=path.name)
             chan, (xa, ya), za = _layout(axes, shape, path.name)
             sx, sy, sz, source = _tiff_spacing(pages[0], tif.imagej_metadata, tif.ome_metadata if tif.is_ome else None)
-            data = series.asarray()
-    except (tifffile.TiffFileError, ValueError, OSError, KeyError, IndexError) as exc:
-        raise InputError(f"{path.name}: not a readable TIFF image ({_short(exc, path)})") from None
-    data = np.asarray(data).reshape(shape)
+            data = np.asarray(series.asarray())
+            if data.size != math.prod(shape):
+                raise InputError(f"{path.name}: decoded {data.size} values for a declared shape {shape}; "
+                                 "the file is corrupt")
+            data = data.reshape(shape)
+    except _tiff_errors() as exc:
+        raise InputError(f"{path.name}: not a readable TIFF image ({type(exc).__name__}: {_short(exc, path)})") from None
     order = chan + [xa, ya] + ([za] if za is not None else [])
     rest = [p for p in range(len(shape)) if p not in order]
     data = np.transpose(data, order + rest)
     spatial = data.shape[len(chan):len(chan) + (3 if za is not None else 2)]
     data = data.reshape(-1, *spatial)
     data, kind = convert_voxels(data, kind, path.name, allow_nonfinite=allow_nonfinite)
+    if not _finite_spacing((sx, sy)):  # a resolution tag of 0 or 1e-300: no usable size stored
+        sx, sy, source = 1.0, 1.0, "default"
+    if sz is not None and not _finite_spacing((sz,)):
+        sz = None
     spacing = (sx, sy) if za is None else (sx, sy, sz if sz else 1.0)
     meta = {
         "format": "tiff",
@@ -218,7 +251,8 @@ def read_png(
         with Image.open(path) as img:
             width, height = img.size
             bands, nbytes = _PNG_MODES.get(img.mode, (len(img.getbands()), 4))
-            check_declared_size((height, width, bands), nbytes, what=path.name)
+            n_bytes = check_declared_size((height, width, bands), nbytes, what=path.name)
+            check_expansion(n_bytes, path.stat().st_size, what=path.name)
             dpi = img.info.get("dpi")
             if img.mode in ("P", "PA") and kind == "image":
                 img = img.convert("RGBA" if "transparency" in img.info or img.mode == "PA" else "RGB")
@@ -227,8 +261,8 @@ def read_png(
             data = np.asarray(img)
     except Image.DecompressionBombError as exc:
         raise UnsafeInputError(f"{path.name}: refused as a decompression bomb ({exc})") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise InputError(f"{path.name}: not a readable PNG image ({_short(exc, path)})") from None
+    except _PARSER_ERRORS as exc:
+        raise InputError(f"{path.name}: not a readable PNG image ({type(exc).__name__}: {_short(exc, path)})") from None
     if data.ndim == 2:
         data = data[None]
     else:
@@ -237,9 +271,11 @@ def read_png(
     data, kind = convert_voxels(data, kind, path.name, allow_nonfinite=allow_nonfinite)
     source = "default"
     spacing = (1.0, 1.0)
-    if dpi and all(_ratio(d) and _ratio(d) > 0 for d in dpi[:2]):
-        spacing = (25.4 / float(dpi[0]), 25.4 / float(dpi[1]))
-        source = "png_phys"
+    ratios = [_ratio(d) for d in dpi[:2]] if isinstance(dpi, tuple) and len(dpi) >= 2 else []
+    if len(ratios) == 2 and all(r is not None and math.isfinite(r) and r > 0 for r in ratios):
+        candidate = (25.4 / ratios[0], 25.4 / ratios[1])
+        if _finite_spacing(candidate):
+            spacing, source = candidate, "png_phys"
     meta = {
         "format": "png",
         "kind": kind,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import struct
 import warnings
 import zlib
 from pathlib import Path
@@ -34,10 +35,17 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import GeometryError, InputError
-from medseg.io.safety import GeometryWarning, check_compressed_size, check_declared_size, convert_voxels
+from medseg.io.safety import (
+    GeometryWarning,
+    check_compressed_size,
+    check_declared_size,
+    check_expansion,
+    convert_voxels,
+)
 
 NIFTI_INTENT_LABEL = 1002
-_READ_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error, ValueError, gzip.BadGzipFile)
+_READ_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error, ValueError, gzip.BadGzipFile,
+                                                 OverflowError, struct.error)
 _AGREE_MM = 1e-3
 
 
@@ -45,6 +53,12 @@ def _nib_errors() -> tuple[type[BaseException], ...]:
     import nibabel as nib
 
     return (*_READ_ERRORS, nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError)
+
+
+def _header_data_error() -> type[BaseException]:
+    import nibabel as nib
+
+    return nib.spatialimages.HeaderDataError
 
 
 def _is_gzip(path: Path) -> bool:
@@ -128,7 +142,15 @@ def choose_affine(header: Any, name: str = "NIfTI file") -> tuple[np.ndarray, st
     shape = header.get_data_shape()
     scode, qcode = int(header["sform_code"]), int(header["qform_code"])
     sform = header.get_sform() if scode > 0 else None
-    qform = header.get_qform() if qcode > 0 else None
+    qform = None
+    if qcode > 0:
+        try:
+            qform = header.get_qform()
+        except (ValueError, ArithmeticError, _header_data_error()):
+            # b^2 + c^2 + d^2 > 1 (no valid rotation) or pixdim not usable: skipped, like a
+            # singular matrix, in favour of the next rule
+            warnings.warn(f"{name}: the qform is invalid (quaternion or pixdim out of range); ignoring it",
+                          GeometryWarning, stacklevel=3)
     if sform is not None and not _usable(sform):
         warnings.warn(f"{name}: the sform is singular or not finite; ignoring it", GeometryWarning, stacklevel=3)
         sform = None
@@ -174,15 +196,21 @@ def _header_facts(path: Path, img: Any) -> dict[str, Any]:
     shape = tuple(int(s) for s in hdr.get_data_shape())
     dtype = hdr.get_data_dtype()
     compressed = _is_gzip(path)
+    raw_offset = float(hdr["vox_offset"])
+    if not np.isfinite(raw_offset) or raw_offset < 0 or raw_offset > 2**62:
+        raise InputError(f"{path.name}: vox_offset is not a usable byte offset (negative, huge or not finite); "
+                         "the file is corrupt")
+    offset = int(hdr.get_data_offset())
     n_bytes = check_declared_size(
         shape,
         dtype.itemsize,
         file_size=None if compressed else path.stat().st_size,
-        data_offset=int(hdr.get_data_offset()),
+        data_offset=offset,
         what=path.name,
     )
     if compressed:
-        check_compressed_size(n_bytes + int(hdr.get_data_offset()), path.stat().st_size, what=path.name)
+        check_compressed_size(n_bytes + offset, path.stat().st_size, what=path.name)
+        check_expansion(n_bytes + offset, path.stat().st_size, what=path.name)
     if len(shape) < 2:
         raise InputError(f"{path.name}: a {len(shape)}D NIfTI is not an image; need 2D, 3D or 4D")
     with warnings.catch_warnings(record=True) as caught:
@@ -284,7 +312,13 @@ def write_nifti(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike[s
         spatial = arr[0].shape if arr.ndim == 4 else (*arr.shape[1:], 1)
         data = np.moveaxis(arr, 0, -1).reshape(*spatial, arr.shape[0])
     affine = np.asarray(affine, dtype=np.float64)
-    img = nib.Nifti1Image(data, affine)
+    with np.errstate(over="ignore"):
+        if not np.all(np.isfinite(affine.astype(np.float32))):
+            raise GeometryError(f"{Path(path).name}: the affine does not fit NIfTI's 32-bit floats "
+                                "(coordinates beyond 3.4e38 mm); the source geometry is corrupt")
+    # NIfTI-1 stores each dimension as a 16-bit integer: larger images go to NIfTI-2
+    klass = nib.Nifti1Image if max(data.shape) <= 32767 else nib.Nifti2Image
+    img = klass(data, affine)
     img.header.set_xyzt_units(xyz="mm")
     img.set_sform(affine, code=1)
     if _is_orthogonal(affine):

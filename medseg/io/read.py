@@ -109,8 +109,14 @@ def _is_dicom_seg(path: Path) -> bool:
         return False
     import pydicom
 
+    from medseg.io.dicom.headers import check_deflated
+
+    with open(path, "rb") as fh:
+        if fh.read(132)[128:132] != b"DICM":
+            return False
+    check_deflated(path, path.name)  # before pydicom inflates a deflated body in memory
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"], defer_size=1024)
         return str(ds.get("SOPClassUID", "")) == SEG_SOP_CLASS
     except Exception:  # noqa: BLE001 - unreadable here: the DICOM reader then says why, in one line
         return False

@@ -10,16 +10,20 @@ fill the disk.
 from __future__ import annotations
 
 import contextlib
+import lzma
 import os
 import shutil
 import stat
+import struct
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from medseg.errors import InputError, UnsafeInputError
+from medseg.io.safety import check_expansion, expansion_budget, inflated_size
 
 DEFAULT_MAX_ARCHIVE_BYTES = 8 * 2**30
 DEFAULT_MAX_MEMBERS = 100_000
@@ -49,27 +53,39 @@ def _safe_member_path(archive: Path, name: str) -> PurePosixPath:
     return p
 
 
-def _copy_limited(src, dst: Path, budget: list[int], archive: Path) -> None:
+def _copy_limited(src, dst: Path, budget: list[int], archive: Path, member_limit: int | None = None) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
     with open(dst, "wb") as out:
         while True:
             chunk = src.read(_CHUNK)
             if not chunk:
                 break
             budget[0] -= len(chunk)
+            written += len(chunk)
             if budget[0] < 0:
                 raise UnsafeInputError(f"{archive.name}: extracted data exceeds the limit of "
                                        f"{_limit('MEDSEG_MAX_ARCHIVE_BYTES', DEFAULT_MAX_ARCHIVE_BYTES)} "
                                        "bytes; raise MEDSEG_MAX_ARCHIVE_BYTES if it is genuine")
+            if member_limit is not None and written > member_limit:
+                raise UnsafeInputError(f"{archive.name}: a member expands beyond {member_limit} bytes "
+                                       "(decompression bomb); raise MEDSEG_MAX_EXPANSION if it is genuine")
             out.write(chunk)
+
+
+#: zip compression methods Python can extract: stored, deflated, bzip2, lzma
+_ZIP_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA})
+#: what zipfile / tarfile and their decompressors raise on corrupt members
+_MEMBER_ERRORS = (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, RuntimeError, NotImplementedError,
+                  ValueError, zlib.error, lzma.LZMAError, struct.error, OverflowError)
 
 
 def _extract_zip(archive: Path, dest: Path, max_bytes: int, max_members: int) -> dict[Path, str]:
     names: dict[Path, str] = {}
     try:
         zf = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise InputError(f"{archive.name}: not a readable zip archive ({exc})") from None
+    except _MEMBER_ERRORS as exc:
+        raise InputError(f"{archive.name}: not a readable zip archive ({type(exc).__name__})") from None
     with zf:
         infos = zf.infolist()
         if len(infos) > max_members:
@@ -78,44 +94,60 @@ def _extract_zip(archive: Path, dest: Path, max_bytes: int, max_members: int) ->
         if declared > max_bytes:
             raise UnsafeInputError(f"{archive.name}: declares {declared} bytes uncompressed, over the "
                                    f"limit of {max_bytes}; raise MEDSEG_MAX_ARCHIVE_BYTES if genuine")
-        for info in infos:
+        for n, info in enumerate(infos, 1):
             rel = _safe_member_path(archive, info.filename)
             ftype = stat.S_IFMT((info.external_attr >> 16) & 0xFFFF)  # 0: no Unix type recorded
             if ftype and ftype not in (stat.S_IFREG, stat.S_IFDIR):
                 raise UnsafeInputError(f"{archive.name}: member {info.filename!r} is a link or special "
                                        "file; refusing to extract it")
+            if info.flag_bits & 0x1:
+                raise InputError(f"{archive.name}: member #{n} is encrypted; medseg reads unencrypted archives only")
+            if info.compress_type not in _ZIP_METHODS:
+                raise InputError(f"{archive.name}: member #{n} uses compression method {info.compress_type}, "
+                                 "which medseg cannot extract (stored, deflate, bzip2 and lzma are supported)")
+            check_expansion(info.file_size, info.compress_size, what=f"{archive.name} member #{n}")
         budget = [max_bytes]
-        for info in infos:
+        for n, info in enumerate(infos, 1):
             if info.is_dir():
                 continue
             rel = _safe_member_path(archive, info.filename)
             target = dest.joinpath(*rel.parts)
             try:
                 with zf.open(info) as src:
-                    _copy_limited(src, target, budget, archive)
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                raise InputError(f"{archive.name}: member {info.filename!r} is corrupt ({exc})") from None
+                    _copy_limited(src, target, budget, archive, expansion_budget(info.compress_size))
+            except _MEMBER_ERRORS as exc:
+                raise InputError(f"{archive.name}: member #{n} is corrupt or cannot be extracted "
+                                 f"({type(exc).__name__})") from None
             names[target] = str(rel)
     return names
 
 
 def _extract_tar(archive: Path, dest: Path, max_bytes: int, max_members: int) -> dict[Path, str]:
     names: dict[Path, str] = {}
+    size = archive.stat().st_size
+    with open(archive, "rb") as fh:
+        magic = fh.read(3)
+        if magic[:2] == b"\x1f\x8b":  # tar.gz: the whole stream is bounded before tarfile walks it
+            fh.seek(0)
+            inflated_size(fh, wbits=31, limit=expansion_budget(size), what=archive.name)
+        elif magic == b"BZh" or magic[:3] == b"\xfd7z":
+            raise InputError(f"{archive.name}: bzip2/xz-compressed tar archives are not supported; use .tar or .tar.gz")
     try:
         tf = tarfile.open(archive, "r:*")
-    except (tarfile.TarError, OSError) as exc:
-        raise InputError(f"{archive.name}: not a readable tar archive ({exc})") from None
+    except _MEMBER_ERRORS as exc:
+        raise InputError(f"{archive.name}: not a readable tar archive ({type(exc).__name__})") from None
     with tf:
         try:
             members = tf.getmembers()
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise InputError(f"{archive.name}: tar archive is corrupt or truncated ({exc})") from None
+        except _MEMBER_ERRORS as exc:
+            raise InputError(f"{archive.name}: tar archive is corrupt or truncated ({type(exc).__name__})") from None
         if len(members) > max_members:
             raise UnsafeInputError(f"{archive.name}: {len(members)} members, over the limit of {max_members}")
         declared = sum(m.size for m in members if m.isfile())
         if declared > max_bytes:
             raise UnsafeInputError(f"{archive.name}: declares {declared} bytes, over the limit of "
                                    f"{max_bytes}; raise MEDSEG_MAX_ARCHIVE_BYTES if genuine")
+        check_expansion(declared, size, what=archive.name)
         for m in members:
             _safe_member_path(archive, m.name)
             if not (m.isfile() or m.isdir()):
@@ -133,8 +165,9 @@ def _extract_tar(archive: Path, dest: Path, max_bytes: int, max_members: int) ->
                     continue
                 with src:
                     _copy_limited(src, target, budget, archive)
-            except (tarfile.TarError, OSError, EOFError) as exc:
-                raise InputError(f"{archive.name}: member {m.name!r} is corrupt ({exc})") from None
+            except _MEMBER_ERRORS as exc:
+                raise InputError(f"{archive.name}: a member is corrupt or cannot be extracted "
+                                 f"({type(exc).__name__})") from None
             names[target] = str(rel)
     return names
 

@@ -41,13 +41,37 @@ class Slice:
 
 
 def _floats(value, n: int, what: str, name: str) -> np.ndarray:
+    from medseg.io.dicom.headers import values
+
+    items = values(value)
+    if len(items) != n:
+        raise GeometryError(f"{name}: {what} holds {len(items)} values; it must hold {n} finite numbers")
     try:
-        arr = np.asarray([float(v) for v in value], dtype=np.float64)
-    except (TypeError, ValueError):
+        arr = np.asarray([float(v) for v in items], dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
         raise GeometryError(f"{name}: {what} is not numeric") from None
-    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
+    if not np.all(np.isfinite(arr)):
         raise GeometryError(f"{name}: {what} must hold {n} finite numbers")
     return arr
+
+
+def _present(value) -> bool:
+    from medseg.io.dicom.headers import values
+
+    return len(values(value)) > 0
+
+
+def check_grid(affine: np.ndarray, shape, what: str) -> None:
+    """Refuse a voxel grid whose affine or spacing is not finite or is singular (huge positions
+    or spacings overflow): :class:`GeometryError`. Valid geometry passes unchanged."""
+    aff = np.asarray(affine, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        cols = np.linalg.norm(aff[:3, :3], axis=0)
+        det = np.linalg.det(aff[:3, :3]) if np.all(np.isfinite(aff)) else np.nan
+    if not (np.all(np.isfinite(aff)) and np.all(np.isfinite(cols)) and np.all(cols > 0)
+            and np.isfinite(det) and abs(det) > 1e-12):
+        raise GeometryError(f"{what}: positions/spacing give a non-finite or singular voxel grid "
+                            f"(shape {tuple(int(s) for s in shape)}); the geometry is corrupt")
 
 
 def plane_vectors(iop: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -102,7 +126,8 @@ def assemble(slices: Sequence[Slice], *, allow_missing_slices: bool = False,
     grid = list(order)
     missing: list[int] = []
     if n == 1:
-        sk = float(first.thickness) if first.thickness and first.thickness > 0 else 1.0
+        thick = first.thickness
+        sk = float(thick) if thick is not None and np.isfinite(thick) and 0 < thick < 1e6 else 1.0
     else:
         diffs = np.diff(pos)
         dup = np.where(diffs < 1e-3)[0]
@@ -149,6 +174,7 @@ def assemble(slices: Sequence[Slice], *, allow_missing_slices: bool = False,
     lps[:3, 2] = normal * sk
     lps[:3, 3] = slices[grid[0]].ipp
     affine = LPS_TO_RAS @ lps
+    check_grid(affine, (first.columns, first.rows, len(grid)), what)
 
     nk = len(grid)
     from medseg.io.dicom._progress import progress_iter
@@ -180,25 +206,38 @@ def slice_from_header(ds, name: str, load: Callable[[], np.ndarray], file: str) 
     iop = ds.get("ImageOrientationPatient")
     ps = ds.get("PixelSpacing")
     thick = ds.get("SliceThickness")
-    try:
-        thickness = float(thick) if thick not in (None, "") else None
-    except (TypeError, ValueError):
-        thickness = None
+    thickness = _thickness(thick)
     spacing = None
-    if ps is not None and len(ps) == 2:
+    if _present(ps):
         sp = _floats(ps, 2, "PixelSpacing", name)
         if np.any(sp <= 0):
             raise GeometryError(f"{name}: PixelSpacing must be > 0 mm")
         spacing = (float(sp[0]), float(sp[1]))
+    from medseg.io.dicom.headers import int_attr
+
     return Slice(
         name=name,
-        ipp=_floats(ipp, 3, "ImagePositionPatient", name) if ipp is not None and len(ipp) else None,
-        iop=_floats(iop, 6, "ImageOrientationPatient", name) if iop is not None and len(iop) else None,
+        ipp=_floats(ipp, 3, "ImagePositionPatient", name) if _present(ipp) else None,
+        iop=_floats(iop, 6, "ImageOrientationPatient", name) if _present(iop) else None,
         pixel_spacing=spacing,
-        rows=int(ds.get("Rows", 0) or 0),
-        columns=int(ds.get("Columns", 0) or 0),
+        rows=int_attr(ds, "Rows", name, 0),
+        columns=int_attr(ds, "Columns", name, 0),
         load=load,
         sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
         file=file,
         thickness=thickness,
     )
+
+
+def _thickness(thick) -> float | None:
+    """SliceThickness as a positive finite number, else None (it is only a fallback spacing)."""
+    from medseg.io.dicom.headers import values
+
+    items = values(thick)
+    if len(items) != 1:
+        return None
+    try:
+        value = float(items[0])
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return value if np.isfinite(value) and value > 0 else None

@@ -9,17 +9,90 @@ file (uncompressed transfer syntaxes) and against an absolute cap on voxels
 
 from __future__ import annotations
 
+import math
 import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
+from pydicom.tag import Tag
 from pydicom.uid import UID
 
 from medseg.errors import InputError, UnsafeInputError
-from medseg.io.safety import max_voxels  # the one voxel cap shared by every reader
+from medseg.io.safety import (  # the one voxel cap shared by every reader
+    check_expansion,
+    expansion_budget,
+    inflated_size,
+    max_voxels,
+)
+
+#: Deflated Explicit VR Little Endian: the whole dataset after the file meta is one deflate stream.
+DEFLATED_TS = ("1.2.840.10008.1.2.1.99",)
+#: Integer attributes of the Image Pixel module: one value each, checked when a header is read.
+_PIXEL_INTS = ("Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
+               "SamplesPerPixel", "NumberOfFrames", "PlanarConfiguration")
+
+
+def values(value) -> list:
+    """A DICOM value as a list: a multi-valued element's items, one value as ``[value]``, and
+    ``[]`` for an absent or empty value (a VM 1 value where 3 were expected is then caught by
+    the caller's length check instead of failing on ``len()``)."""
+    if value is None or value == "" or value == b"":
+        return []
+    if isinstance(value, (str, bytes, int, float)):
+        return [value]
+    try:
+        return list(value)
+    except TypeError:
+        return [value]
+
+
+def int_attr(ds: Dataset, keyword: str, name: str, default: int | None = None) -> int | None:
+    """One integer attribute, or ``default`` when absent/empty; :class:`InputError` (naming the
+    keyword, never the value) when it holds several values or is not an integer."""
+    if keyword not in ds:
+        return default
+    try:
+        value = ds[keyword].value
+    except _PARSE_ERRORS:
+        raise InputError(f"{name}: {keyword} cannot be decoded; the file is corrupt") from None
+    items = values(value)
+    if not items:
+        return default
+    if len(items) != 1:
+        raise InputError(f"{name}: {keyword} holds {len(items)} values, not one; the file is corrupt")
+    item = items[0]
+    if isinstance(item, float) and not item.is_integer():
+        raise InputError(f"{name}: {keyword} is not an integer; the file is corrupt")
+    try:
+        return int(item)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"{name}: {keyword} is not an integer; the file is corrupt") from None
+
+
+def float_attr(ds: Dataset, keyword: str, name: str, default: float | None = None) -> float | None:
+    """One finite number, or ``default`` when absent/empty; :class:`InputError` naming the keyword
+    when it holds several values, is not a number, or is NaN/infinite."""
+    if keyword not in ds:
+        return default
+    try:
+        items = values(ds[keyword].value)
+    except _PARSE_ERRORS:
+        raise InputError(f"{name}: {keyword} cannot be decoded; the file is corrupt") from None
+    if not items:
+        return default
+    if len(items) != 1:
+        raise InputError(f"{name}: {keyword} holds {len(items)} values, not one; the file is corrupt")
+    try:
+        value = float(items[0])
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"{name}: {keyword} is not a number; the file is corrupt") from None
+    if not math.isfinite(value):
+        raise InputError(f"{name}: {keyword} is not a finite number (NaN or infinite); the file is corrupt")
+    return value
 
 #: Modalities that hold no image medseg reads (their own readers live elsewhere, e.g. SEG).
 NON_IMAGE_MODALITIES = frozenset({"SEG", "RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "PR", "KO", "REG",
@@ -47,10 +120,7 @@ class Header:
 
     @property
     def n_frames(self) -> int:
-        try:
-            return max(1, int(self.ds.get("NumberOfFrames", 1) or 1))
-        except (TypeError, ValueError):
-            raise InputError(f"{self.name}: NumberOfFrames is not a number") from None
+        return max(1, int_attr(self.ds, "NumberOfFrames", self.name, 1) or 1)
 
     @property
     def modality(self) -> str:
@@ -62,23 +132,99 @@ class Header:
 
     def declared_pixel_bytes(self) -> int:
         """Bytes the header declares for the (uncompressed) pixel data of all frames."""
-        ds = self.ds
-        try:
-            rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-            spp = int(ds.get("SamplesPerPixel", 1) or 1)
-            bits = int(ds.get("BitsAllocated", 16) or 16)
-        except (TypeError, ValueError):
-            raise InputError(f"{self.name}: Rows/Columns/BitsAllocated are not numbers") from None
+        ds, name = self.ds, self.name
+        rows, cols = int_attr(ds, "Rows", name, 0), int_attr(ds, "Columns", name, 0)
+        spp = int_attr(ds, "SamplesPerPixel", name, 1) or 1
+        bits = int_attr(ds, "BitsAllocated", name, 16) or 16
         total = rows * cols * self.n_frames * spp
         return (total + 7) // 8 if bits == 1 else total * ((bits + 7) // 8)
 
     def voxels(self) -> int:
-        ds = self.ds
-        return int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0) * self.n_frames
+        ds, name = self.ds, self.name
+        return int_attr(ds, "Rows", name, 0) * int_attr(ds, "Columns", name, 0) * self.n_frames
 
 
 _PARSE_ERRORS = (EOFError, OSError, ValueError, KeyError, TypeError, NotImplementedError, IndexError,
-                 AttributeError, OverflowError, struct.error, BytesLengthException)
+                 AttributeError, OverflowError, struct.error, BytesLengthException, zlib.error, LookupError,
+                 UnicodeError)
+
+
+def _file_meta_end(fh, name: str) -> tuple[int, str] | None:
+    """``(offset after the file meta group, TransferSyntaxUID)`` read by hand (explicit VR little
+    endian, group 0002), without pydicom; None when the group cannot be walked."""
+    fh.seek(132)
+    ts = ""
+    long_vrs = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+    for _ in range(64):
+        start = fh.tell()
+        head = fh.read(8)
+        if len(head) < 8:
+            return None
+        group, elem = struct.unpack("<HH", head[:4])
+        if group != 2:
+            return start, ts
+        vr = head[4:6]
+        if not (vr.isalpha() and vr.isupper()):  # implicit VR (non-conformant, as pydicom reads it)
+            length = struct.unpack("<I", head[4:8])[0]
+        elif vr in long_vrs:
+            more = fh.read(4)
+            if len(more) < 4:
+                return None
+            length = struct.unpack("<I", more)[0]
+        else:
+            length = struct.unpack("<H", head[6:8])[0]
+        if length == 0xFFFFFFFF or length > 1 << 16:
+            raise InputError(f"{name}: the file meta information holds an element of {length} bytes; "
+                             "the file is corrupt")
+        value = fh.read(length)
+        if elem == 0x0010:
+            ts = value.decode("latin-1").strip("\x00 ")
+    return None
+
+
+def check_deflated(path: Path, name: str) -> None:
+    """For a Deflated Explicit VR Little Endian file: refuse, before pydicom inflates it all in
+    memory, a body that is not a deflate stream (:class:`InputError`) or that inflates to more
+    than :func:`~medseg.io.safety.expansion_budget` allows (:class:`UnsafeInputError`)."""
+    try:
+        with open(path, "rb") as fh:
+            found = _file_meta_end(fh, name)
+            if found is None or found[1] not in DEFLATED_TS:
+                return
+            offset = found[0]
+            size = path.stat().st_size
+            fh.seek(offset)
+            try:
+                inflated_size(fh, wbits=-15, limit=expansion_budget(size - offset), what=name)
+            except UnsafeInputError:
+                raise
+            except InputError:
+                raise InputError(f"{name}: the transfer syntax says deflated but the dataset is not a valid "
+                                 "deflate stream; the file is corrupt") from None
+    except OSError as exc:
+        raise InputError(f"{name}: cannot be read ({exc.strerror})") from None
+
+
+def check_pixel_attributes(header: Header) -> None:
+    """Image Pixel module integers: one value each, in range (:class:`InputError` naming the
+    keyword otherwise). Called for every image header, so later code may use ``int()``."""
+    ds, name = header.ds, header.name
+    got = {k: int_attr(ds, k, name) for k in _PIXEL_INTS}
+    for key in ("Rows", "Columns"):
+        if got[key] is None or got[key] <= 0:
+            raise InputError(f"{name}: {key} is {'missing' if got[key] is None else got[key]}; an image "
+                             "needs at least one row and one column; the file is corrupt")
+    bits = got["BitsAllocated"]
+    if bits is not None and bits not in (1, 8, 16, 32, 64):
+        raise InputError(f"{name}: BitsAllocated {bits} is not 1, 8, 16, 32 or 64; the file is corrupt")
+    stored = got["BitsStored"]
+    if stored is not None and bits is not None and not 1 <= stored <= bits:
+        raise InputError(f"{name}: BitsStored {stored} does not fit BitsAllocated {bits}; the file is corrupt")
+    if got["SamplesPerPixel"] is not None and not 1 <= got["SamplesPerPixel"] <= 4:
+        raise InputError(f"{name}: SamplesPerPixel {got['SamplesPerPixel']} is not 1 to 4; the file is corrupt")
+    if got["PixelRepresentation"] not in (None, 0, 1):
+        raise InputError(f"{name}: PixelRepresentation {got['PixelRepresentation']} is not 0 or 1; "
+                         "the file is corrupt")
 
 
 def _convert_all(ds: Dataset) -> None:
@@ -102,7 +248,7 @@ def _transfer_syntax(header: Header) -> UID | None:
         return None
     uid = UID(str(ts))
     if not uid.is_transfer_syntax:
-        raise InputError(f"{header.name}: TransferSyntaxUID {uid} is not a known transfer syntax; "
+        raise InputError(f"{header.name}: TransferSyntaxUID is not a known transfer syntax; "
                          "the file is corrupt or uses a private encoding")
     return uid
 
@@ -127,6 +273,7 @@ def read_header(path: Path, display_name: str = "") -> Header | None:
         raise InputError(f"{name}: cannot be read ({exc.strerror})") from None
     if len(head) < 132 or head[128:132] != b"DICM":
         return None
+    check_deflated(path, name)
     try:
         ds = pydicom.dcmread(path, defer_size=1024)
     except InvalidDicomError:
@@ -140,6 +287,15 @@ def read_header(path: Path, display_name: str = "") -> Header | None:
         raise InputError(f"{name}: DICOM header is corrupt ({type(exc).__name__} while decoding an "
                          "attribute); re-export or re-transfer the file") from None
     header = Header(path=path, ds=ds, file_size=size, display_name=name)
+    # A corrupt length in the middle of the file is skipped here (deferred) but would make a full
+    # read (pixel decoding) allocate it: every top-level value must lie inside the file.
+    for tag in ds.keys():
+        raw = ds.get_item(tag, keep_deferred=True)
+        tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
+        if tell is not None and length is not None and length != 0xFFFFFFFF and tell + length > size \
+                and tag != 0x7FE00010:
+            raise InputError(f"{name}: DICOM element {Tag(tag)} declares {length} bytes beyond the end of the "
+                             "file; the file is corrupt or truncated; re-export or re-transfer it")
     # pydicom stops silently at end of file: check that the last element read is complete.
     tags = list(ds.keys())
     if tags:
@@ -156,6 +312,7 @@ def read_header(path: Path, display_name: str = "") -> Header | None:
         raw = ds.get_item(0x7FE00010, keep_deferred=True)
         header.pixel_offset = getattr(raw, "value_tell", None)
         header.pixel_length = getattr(raw, "length", None)
+        check_pixel_attributes(header)
         check_pixel_size(header)
     else:
         sop = str(ds.file_meta.get("MediaStorageSOPClassUID", "") if hasattr(ds, "file_meta") else "")
@@ -179,6 +336,10 @@ def check_pixel_size(header: Header) -> None:
     ts = _transfer_syntax(header)
     compressed = ts is not None and ts.is_compressed
     if compressed:
+        stored = header.file_size - (header.pixel_offset or 0)
+        if header.pixel_length is not None and header.pixel_length != 0xFFFFFFFF:
+            stored = min(stored, header.pixel_length)
+        check_expansion(header.declared_pixel_bytes(), stored, what=f"{header.name} (pixel data)")
         header.extra["size_checked_cap"] = cap
         return
     declared = header.declared_pixel_bytes()

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from medseg.errors import GeometryError, InputError
-from medseg.io.dicom.geometry import Slice, _floats, assemble
-from medseg.io.dicom.headers import Header, check_pixel_size
+from medseg.io.dicom.geometry import Slice, _floats, _thickness, assemble
+from medseg.io.dicom.headers import Header, check_pixel_size, int_attr, values
 from medseg.io.dicom.series import SeriesInfo
 
 
@@ -37,8 +37,20 @@ def _lookup(per, shared, seq: str, attr: str):
     return None
 
 
+def _number(value, keyword: str, name: str) -> float:
+    items = values(value)
+    if len(items) != 1:
+        raise InputError(f"{name}: {keyword} holds {len(items)} values, not one; the file is corrupt")
+    try:
+        return float(items[0])
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"{name}: {keyword} is not a number; the file is corrupt") from None
+
+
 def frame_slices(h: Header, file_label: str, loader) -> list[Slice]:
     """One :class:`Slice` per frame of an enhanced multi-frame object (geometry in LPS mm)."""
+    from medseg.io.dicom.read import check_rescale
+
     ds = h.ds
     n = h.n_frames
     per_seq = ds.get("PerFrameFunctionalGroupsSequence")
@@ -58,9 +70,11 @@ def frame_slices(h: Header, file_label: str, loader) -> list[Slice]:
         thick = _lookup(per, shared, "PixelMeasuresSequence", "SliceThickness")
         slope = _lookup(per, shared, "PixelValueTransformationSequence", "RescaleSlope")
         intercept = _lookup(per, shared, "PixelValueTransformationSequence", "RescaleIntercept")
-        slope = float(slope if slope is not None else (top_slope if top_slope not in (None, "") else 1.0))
-        intercept = float(intercept if intercept is not None else
-                          (top_intercept if top_intercept not in (None, "") else 0.0))
+        slope = _number(slope if slope is not None else (top_slope if top_slope not in (None, "") else 1.0),
+                        "RescaleSlope", name)
+        intercept = _number(intercept if intercept is not None else
+                            (top_intercept if top_intercept not in (None, "") else 0.0), "RescaleIntercept", name)
+        check_rescale(slope, intercept, ds, name)
         if ipp is None or iop is None:
             missing = "PlanePositionSequence" if ipp is None else "PlaneOrientationSequence"
             raise GeometryError(f"{name}: multi-frame object without {missing} in its functional groups; "
@@ -68,6 +82,8 @@ def frame_slices(h: Header, file_label: str, loader) -> list[Slice]:
         spacing = None
         if ps is not None:
             sp = _floats(ps, 2, "PixelSpacing", name)
+            if np.any(sp <= 0):
+                raise GeometryError(f"{name}: PixelSpacing must be > 0 mm")
             spacing = (float(sp[0]), float(sp[1]))
 
         def load(f=f, slope=slope, intercept=intercept):
@@ -81,12 +97,12 @@ def frame_slices(h: Header, file_label: str, loader) -> list[Slice]:
             ipp=_floats(ipp, 3, "ImagePositionPatient", name) if ipp is not None else None,
             iop=_floats(iop, 6, "ImageOrientationPatient", name) if iop is not None else None,
             pixel_spacing=spacing,
-            rows=int(ds.get("Rows", 0) or 0),
-            columns=int(ds.get("Columns", 0) or 0),
+            rows=int_attr(ds, "Rows", h.name, 0),
+            columns=int_attr(ds, "Columns", h.name, 0),
             load=load,
             sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
             file=file_label,
-            thickness=float(thick) if thick not in (None, "") else None,
+            thickness=_thickness(thick),
         ))
     return slices
 

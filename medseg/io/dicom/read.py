@@ -9,6 +9,8 @@ column direction IOP[3:6], ``k`` along the normal in increasing position.
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +20,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from medseg.errors import InputError, UnsafeInputError
 from medseg.io.dicom.geometry import assemble, slice_from_header
-from medseg.io.dicom.headers import Header, check_pixel_size, max_voxels
+from medseg.io.dicom.headers import Header, check_pixel_size, float_attr, int_attr, max_voxels
 from medseg.io.dicom.series import SeriesInfo, scanned, select_series
 
 if TYPE_CHECKING:
@@ -41,14 +43,14 @@ def _read_native(header: Header) -> np.ndarray | None:
     ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if ts not in _NATIVE_LE or header.pixel_offset is None or header.pixel_length in (None, 0xFFFFFFFF):
         return None
-    try:
-        bits = int(ds.BitsAllocated)
-        stored = int(ds.get("BitsStored", bits) or bits)
-        signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
-        rows, cols = int(ds.Rows), int(ds.Columns)
-    except (AttributeError, TypeError, ValueError):
+    name = header.name
+    bits = int_attr(ds, "BitsAllocated", name)
+    if bits is None:
         return None
-    if bits not in (8, 16, 32) or not 0 < stored <= bits:
+    stored = int_attr(ds, "BitsStored", name, bits) or bits
+    signed = (int_attr(ds, "PixelRepresentation", name, 0) or 0) == 1
+    rows, cols = int_attr(ds, "Rows", name, 0), int_attr(ds, "Columns", name, 0)
+    if bits not in (8, 16, 32) or not 0 < stored <= bits or rows <= 0 or cols <= 0:
         return None
     dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
     count = header.n_frames * rows * cols
@@ -73,8 +75,8 @@ def _decoder_hint(header: Header, ts) -> str:
     """What to do when pydicom's decoders (Pillow, python-gdcm, pyjpegls: all installed with
     medseg) cannot decode the pixel data."""
     try:
-        bits = int(header.ds.get("BitsStored", 8) or 8)
-    except (TypeError, ValueError):
+        bits = int_attr(header.ds, "BitsStored", header.name, 8) or 8
+    except InputError:
         bits = 8
     if str(ts or "") == _JPEG_EXTENDED and bits > 8:
         return ("12-bit JPEG Extended needs one more decoder: pip install pylibjpeg pylibjpeg-libjpeg "
@@ -82,10 +84,16 @@ def _decoder_hint(header: Header, ts) -> str:
     return "the file is corrupt or its compression has no decoder here (medseg installs python-gdcm and pyjpegls)"
 
 
+#: what pydicom's decoders (and the plug-ins they call) raise on corrupt pixel data: caught at
+#: that boundary only, and reported as "cannot be decoded"
+_DECODE_ERRORS = (ValueError, RuntimeError, NotImplementedError, EOFError, OSError, AttributeError, KeyError,
+                  TypeError, IndexError, OverflowError, ZeroDivisionError, struct.error, zlib.error, LookupError)
+
+
 def load_frames(header: Header) -> np.ndarray:
     """Decoded stored values of all frames, shape (frames, rows, columns), after size checks."""
     check_pixel_size(header)
-    spp = int(header.ds.get("SamplesPerPixel", 1) or 1)
+    spp = int_attr(header.ds, "SamplesPerPixel", header.name, 1) or 1
     if spp != 1:
         raise InputError(f"{header.name}: {spp} samples per pixel (colour); medseg reads greyscale images only")
     fast = _read_native(header)
@@ -94,11 +102,12 @@ def load_frames(header: Header) -> np.ndarray:
     try:
         ds = pydicom.dcmread(header.path)
         arr = ds.pixel_array
-    except (ValueError, RuntimeError, NotImplementedError, EOFError, OSError, AttributeError, KeyError) as exc:
+    except _DECODE_ERRORS as exc:
         ts = getattr(getattr(header.ds, "file_meta", None), "TransferSyntaxUID", None)
-        ts_name = ts.name if ts is not None else "unknown transfer syntax"
+        uid = UID(str(ts or ""))
+        ts_name = uid.name if uid and uid.is_transfer_syntax else "unknown transfer syntax"
         raise InputError(f"{header.name}: pixel data cannot be decoded ({ts_name}: {type(exc).__name__}); "
-                         f"{_decoder_hint(header, ts)}") from None
+                         f"{_decoder_hint(header, uid)}") from None
     arr = np.asarray(arr)
     if arr.ndim == 2:
         arr = arr[None]
@@ -107,13 +116,29 @@ def load_frames(header: Header) -> np.ndarray:
     return arr
 
 
-def _rescale(ds) -> tuple[float, float]:
-    try:
-        slope = float(ds.get("RescaleSlope", 1) or 1)
-        intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    except (TypeError, ValueError):
-        raise InputError("RescaleSlope/RescaleIntercept are not numbers") from None
+def _rescale(ds, name: str = "DICOM file") -> tuple[float, float]:
+    """RescaleSlope/Intercept (1/0 when absent): finite, slope not 0, and small enough that no
+    stored value can overflow float32 (else :class:`InputError`: NaN/inf voxels are refused)."""
+    slope = float_attr(ds, "RescaleSlope", name, 1.0)
+    intercept = float_attr(ds, "RescaleIntercept", name, 0.0)
+    check_rescale(slope, intercept, ds, name)
     return slope, intercept
+
+
+def check_rescale(slope: float, intercept: float, ds, name: str) -> None:
+    """Refuse a rescale that gives NaN/inf or a constant image (see :func:`_rescale`)."""
+    import math
+
+    if not (math.isfinite(slope) and math.isfinite(intercept)):
+        raise InputError(f"{name}: RescaleSlope/RescaleIntercept are not finite; the file is corrupt")
+    if slope == 0:
+        raise InputError(f"{name}: RescaleSlope is 0 (every voxel would be the intercept); the file is corrupt")
+    try:
+        bits = int_attr(ds, "BitsAllocated", name, 16) or 16
+    except InputError:
+        bits = 64
+    if abs(slope) * 2.0 ** min(bits, 64) + abs(intercept) > 3.0e38:
+        raise InputError(f"{name}: RescaleSlope/RescaleIntercept overflow 32-bit floats; the file is corrupt")
 
 
 def _file_label(h: Header, source: Path | None) -> str:
@@ -144,7 +169,7 @@ def _read_classic(info: SeriesInfo, path: Path, allow_missing_slices: bool, prog
 
         def load(h=h):
             frame = load_frames(h)[0].astype(np.float32)
-            slope, intercept = _rescale(h.ds)
+            slope, intercept = _rescale(h.ds, h.name)
             return frame * np.float32(slope) + np.float32(intercept) if (slope, intercept) != (1.0, 0.0) \
                 else frame
         slices.append(slice_from_header(h.ds, h.name, load, _file_label(h, info.source)))

@@ -104,6 +104,21 @@ _SAME_POSITION_MM = 0.01
 _warned: set[str] = set()
 
 
+#: Prefix of the key of a series whose SeriesInstanceUID is not a valid DICOM UID.
+INVALID_UID_PREFIX = "invalid-uid-"
+
+
+def _shown_uid(uid: str) -> str:
+    """The key a series is known by: its SeriesInstanceUID when that is a valid DICOM UID (digits
+    and dots, at most 64 characters), else ``invalid-uid-<16 hex of its sha256>``, so that a
+    header string that is not a UID (a name typed into it, ``1.2/../x``) is never printed."""
+    from pydicom.uid import UID
+
+    if UID(uid).is_valid:
+        return uid
+    return INVALID_UID_PREFIX + hashlib.sha256(uid.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
 def _text(ds, keyword: str) -> str:
     """A header value as stripped text, "" when absent, empty or undecodable."""
     try:
@@ -249,7 +264,7 @@ def scan_files(files: list[Path], *, names: dict[Path, str] | None = None, sourc
         if not uid:
             anonymous.append(h)
             continue
-        groups.setdefault(uid, []).append(h)
+        groups.setdefault(_shown_uid(uid), []).append(h)
     problems: dict[str, str] = {}
     if anonymous:
         anon_groups = group_anonymous(anonymous)

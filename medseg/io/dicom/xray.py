@@ -24,17 +24,21 @@ r"""Projection radiographs (CR, DX, MG, ...): one frame -> a 2D MetaTensor (1, i
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from medseg.errors import GeometryError, InputError
+from medseg.io.dicom.headers import int_attr, values
 from medseg.io.dicom.series import SeriesInfo
 from medseg.io.safety import GeometryWarning
 
 log = logging.getLogger("medseg.io.dicom")
 
+_PHOTOMETRIC = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT",
+                          "PALETTE COLOR", "HSV", "ARGB", "CMYK", "YBR_PARTIAL_422"})
 _RAS = {"R": (1.0, 0.0, 0.0), "L": (-1.0, 0.0, 0.0), "A": (0.0, 1.0, 0.0), "P": (0.0, -1.0, 0.0),
         "H": (0.0, 0.0, 1.0), "F": (0.0, 0.0, -1.0)}
 
@@ -42,11 +46,11 @@ _RAS = {"R": (1.0, 0.0, 0.0), "L": (-1.0, 0.0, 0.0), "A": (0.0, 1.0, 0.0), "P": 
 def orientation_directions(patient_orientation) -> np.ndarray | None:
     """3x3 matrix whose columns are the RAS directions of i, j and the normal, from
     PatientOrientation (e.g. ``["L", "F"]``); None when absent, malformed or not orthogonal."""
-    values = [str(v).strip().upper() for v in (patient_orientation or [])]
-    if len(values) != 2 or not all(v and set(v) <= set(_RAS) for v in values):
+    items = [str(v).strip().upper() for v in values(patient_orientation)]
+    if len(items) != 2 or not all(v and set(v) <= set(_RAS) for v in items):
         return None
     cols = []
-    for v in values:
+    for v in items:
         vec = np.sum([_RAS[c] for c in v], axis=0)
         norm = float(np.linalg.norm(vec))
         if norm == 0.0:  # e.g. "LR"
@@ -60,15 +64,17 @@ def orientation_directions(patient_orientation) -> np.ndarray | None:
 def _spacing(ds, name: str) -> tuple[float, float, str]:
     """(between rows, between columns) in mm and the source of the numbers."""
     def pair(key):
-        v = ds.get(key)
-        if v is None or len(v) != 2:
+        v = values(ds.get(key))
+        if len(v) != 2:
             return None
         try:
             a, b = float(v[0]), float(v[1])
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise GeometryError(f"{name}: {key} is not numeric") from None
+        if not (math.isfinite(a) and math.isfinite(b)):
+            raise GeometryError(f"{name}: {key} is not finite (NaN or infinite); the file is corrupt")
         if a <= 0 or b <= 0:
-            log.warning("%s: %s is %s, not > 0 mm (blanked?); ignoring it", name, key, list(v))
+            log.warning("%s: %s is not > 0 mm (blanked?); ignoring it", name, key)
             return None
         return a, b
 
@@ -77,12 +83,12 @@ def _spacing(ds, name: str) -> tuple[float, float, str]:
         return ps[0], ps[1], "PixelSpacing"
     ips = pair("ImagerPixelSpacing")
     if ips is not None:
-        mag = ds.get("EstimatedRadiographicMagnificationFactor")
+        mag = values(ds.get("EstimatedRadiographicMagnificationFactor"))
         try:
-            mag = float(mag) if mag not in (None, "") else None
-        except (TypeError, ValueError):
+            mag = float(mag[0]) if len(mag) == 1 else None
+        except (TypeError, ValueError, OverflowError):
             mag = None
-        if mag and mag > 0:
+        if mag and math.isfinite(mag) and mag > 0 and math.isfinite(ips[0] / mag) and ips[1] / mag > 0:
             return ips[0] / mag, ips[1] / mag, "ImagerPixelSpacing/EstimatedRadiographicMagnificationFactor"
         return ips[0], ips[1], "ImagerPixelSpacing"
     return 1.0, 1.0, "default"
@@ -101,17 +107,18 @@ def read_xray(info: SeriesInfo, path: Path):
                          "radiographs are supported")
     ds = h.ds
     frame = load_frames(h)[0].astype(np.float32)
-    slope, intercept = _rescale(ds)
+    slope, intercept = _rescale(ds, h.name)
     frame = frame * np.float32(slope) + np.float32(intercept)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     if photometric == "MONOCHROME1":
-        bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)) or 16)
-        signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+        bits = int_attr(ds, "BitsStored", h.name) or int_attr(ds, "BitsAllocated", h.name, 16) or 16
+        signed = (int_attr(ds, "PixelRepresentation", h.name, 0) or 0) == 1
         lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
         r_lo, r_hi = sorted((lo * slope + intercept, hi * slope + intercept))
         frame = np.float32(r_lo + r_hi) - frame
     elif photometric != "MONOCHROME2":
-        raise InputError(f"{h.name}: PhotometricInterpretation {photometric} is not greyscale")
+        known = photometric if photometric in _PHOTOMETRIC else "(not a known value)"
+        raise InputError(f"{h.name}: PhotometricInterpretation {known} is not greyscale")
     sr, sc, source = _spacing(ds, h.name)
     image = np.ascontiguousarray(frame.T)
     po = ds.get("PatientOrientation")
@@ -133,6 +140,6 @@ def read_xray(info: SeriesInfo, path: Path):
         "projection": True,
         "orientation_known": directions is not None,
     })
-    if po:
-        meta["patient_orientation"] = [str(v) for v in po]
+    if values(po):
+        meta["patient_orientation"] = [str(v) for v in values(po)]
     return image, affine, meta
