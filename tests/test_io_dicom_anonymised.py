@@ -131,12 +131,29 @@ def test_blanked_series_reads_to_the_same_voxels_and_world_geometry(ct, codec, f
     np.testing.assert_array_equal(load(anon, series=key).numpy(), ref.numpy())
 
 
-def test_blanked_jpeg2000_series_matches_simpleitk(ct, tmp_path):
+def _as_unsigned_12bit(src: Path, dst: Path) -> Path:
+    """The storage most CT scanners use: unsigned 12 bits stored, RescaleIntercept -1024."""
+    dst.mkdir()
+    for f in sorted(src.iterdir()):
+        ds = pydicom.dcmread(f)
+        hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+        ds.PixelData = np.clip(np.round(hu) + 1024, 0, 4095).astype(np.uint16).tobytes()
+        ds.PixelRepresentation, ds.BitsStored, ds.HighBit = 0, 12, 11
+        ds.RescaleIntercept, ds.RescaleSlope = "-1024", "1"
+        ds.save_as(dst / f.name, enforce_file_format=True)
+    return dst
+
+
+@pytest.mark.parametrize("storage", ["int16", "uint12"])
+def test_blanked_jpeg2000_series_matches_simpleitk(ct, tmp_path, storage):
     """An independent reader (SimpleITK/GDCM, as used on the real anonymised export) gives the
-    same voxels and world coordinates for the blanked JPEG 2000 series."""
+    same voxels and world coordinates for the blanked JPEG 2000 series, and the HU are the
+    phantom's (stored signed, or unsigned 12-bit with intercept -1024 as scanners do)."""
     import SimpleITK as sitk
 
-    plain, _ = ct
+    plain, ph = ct
+    if storage == "uint12":
+        plain = _as_unsigned_12bit(plain, tmp_path / "u12")
     anon = tmp_path / "anon"
     blank_uids(compress(plain, tmp_path / "j2k", "jpeg2000_lossless"), anon)
     reader = sitk.ImageSeriesReader()
@@ -148,6 +165,7 @@ def test_blanked_jpeg2000_series_matches_simpleitk(ct, tmp_path):
     for idx in [(0, 0, 0), (47, 0, 0), (0, 39, 5), (47, 39, 5)]:
         ras = np.array(img.TransformIndexToPhysicalPoint(idx)) * np.array([-1.0, -1.0, 1.0])
         np.testing.assert_allclose(aff[:3, :3] @ np.array(idx, float) + aff[:3, 3], ras, atol=1e-4)
+    np.testing.assert_allclose(got[0].numpy(), np.clip(np.round(ph.image), -1024, 3071), atol=0.51)
 
 
 def test_one_warning_without_header_values(ct, tmp_path, caplog, capsys):
