@@ -93,11 +93,11 @@ def input_hash(image: Any, input_path: Path) -> tuple[str, str]:
     and a batch job's identity), or by the archive's bytes when it was read from a zip/tar.
     """
     meta = image.meta if hasattr(image, "meta") else {}
-    uids = [str(u) for u in meta.get("sop_instance_uids") or [] if str(u)]  # "" marks a missing slice
-    if uids and all(u.strip() for u in uids):
+    files = [str(f) for f in meta.get("dicom_files") or [] if str(f)]  # "" marks a missing slice
+    uids = [str(u).strip() for u in meta.get("sop_instance_uids") or [] if str(u).strip()]
+    if uids and len(uids) >= len(files):  # every file read has its UID
         text = "\n".join(sorted(uids))
         return hashlib.sha256(text.encode("ascii", "replace")).hexdigest(), "sorted SOP Instance UIDs"
-    files = [str(f) for f in meta.get("dicom_files") or [] if str(f)]
     if meta.get("format") == "dicom" and files and all(Path(f).is_file() for f in files):
         from medseg.io.dicom.series import content_digest
 
