@@ -407,3 +407,26 @@ def test_batch_records_why_no_seg_and_resumes_by_file_bytes(run_dir, phantom_fil
     assert cli.main(args) == 0  # a rerun finds both done (the blanked one keyed on its files' bytes)
     journal = [json.loads(x) for x in (out / "manifest.rank0.jsonl").read_text().splitlines()]
     assert len(journal) == 2
+
+
+def test_input_hash_never_hashes_empty_or_partial_uids(ct, tmp_path):
+    from types import SimpleNamespace
+
+    from medseg.inference.pipeline import input_hash
+
+    plain, _ = ct
+    files = sorted(plain.iterdir())
+    uids = [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files]
+    by_bytes = content_digest(files)
+
+    def meta(sop, dicom_files=files):
+        return SimpleNamespace(meta={"format": "dicom", "sop_instance_uids": sop,
+                                     "dicom_files": [str(f) for f in dicom_files]})
+
+    full = hashlib.sha256("\n".join(sorted(uids)).encode()).hexdigest()
+    assert input_hash(meta(uids), plain) == (full, "sorted SOP Instance UIDs")
+    for sop in ([""] * len(files), [*uids[:-1], ""]):  # all empty, one empty
+        digest, what = input_hash(meta(sop), plain)
+        assert digest == by_bytes and "sha256" in what
+    # a missing slice ("" for both) keeps the UID hash of the files that are there
+    assert input_hash(meta([*uids[:-1], ""], [*files[:-1], ""]), plain)[1] == "sorted SOP Instance UIDs"
