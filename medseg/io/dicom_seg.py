@@ -286,7 +286,7 @@ def _source_problem(datasets: Sequence[Any]) -> str:
     if bad:
         what = ", ".join(f"{kw} in {c} of {n}" for kw, c in bad.items())
         return (f"the source images lack identifiers a DICOM SEG must reference (empty or invalid: {what}; "
-                "anonymised without replacement UIDs)")
+                "as an anonymised export often has them)")
     for kw in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"):
         distinct = len({_uid_text(ds, kw) for ds in datasets})
         if distinct > 1:
