@@ -38,15 +38,20 @@ ANON = re.compile(r"anon-[0-9a-f]{16}")
 BLANKED = ("SeriesInstanceUID", "StudyInstanceUID", "SOPClassUID", "SOPInstanceUID")
 
 
-def blank_uids(src: Path, dst: Path, *, prefix: str = "", file_meta: bool = True, **tags) -> list[Path]:
+def blank_uids(src: Path, dst: Path, *, prefix: str = "", file_meta: bool = True, remove: bool = False,
+               **tags) -> list[Path]:
     """Copy every file of ``src`` to ``dst`` with the four UIDs present but empty (as anonymisers
-    leave them; the file meta's SOP UIDs too when ``file_meta``) and ``tags`` set."""
+    leave them; removed with ``remove``; the file meta's SOP UIDs emptied too when ``file_meta``)
+    and ``tags`` set."""
     dst.mkdir(parents=True, exist_ok=True)
     out = []
     for f in sorted(src.iterdir()):
         ds = pydicom.dcmread(f)
         for kw in BLANKED:
-            setattr(ds, kw, "")
+            if remove:
+                delattr(ds, kw)
+            else:
+                setattr(ds, kw, "")
         if file_meta:
             ds.file_meta.MediaStorageSOPClassUID = ""
             ds.file_meta.MediaStorageSOPInstanceUID = ""
@@ -166,6 +171,16 @@ def test_blanked_jpeg2000_series_matches_simpleitk(ct, tmp_path, storage):
         ras = np.array(img.TransformIndexToPhysicalPoint(idx)) * np.array([-1.0, -1.0, 1.0])
         np.testing.assert_allclose(aff[:3, :3] @ np.array(idx, float) + aff[:3, 3], ras, atol=1e-4)
     np.testing.assert_allclose(got[0].numpy(), np.clip(np.round(ph.image), -1024, 3071), atol=0.51)
+
+
+def test_removed_uids_read_like_empty_ones(ct, tmp_path):
+    plain, _ = ct
+    blank_uids(plain, tmp_path / "removed", remove=True)
+    assert "SeriesInstanceUID" not in pydicom.dcmread(next((tmp_path / "removed").iterdir()))
+    got = load(tmp_path / "removed")
+    assert ANON.fullmatch(got.meta["series_instance_uid"])
+    np.testing.assert_array_equal(got.numpy(), load(plain).numpy())
+    np.testing.assert_array_equal(np.asarray(got.affine), np.asarray(load(plain).affine))
 
 
 def test_one_warning_without_header_values(ct, tmp_path, caplog, capsys):
