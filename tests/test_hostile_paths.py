@@ -40,7 +40,7 @@ def test_segment_names_the_case_by_a_hash_of_a_bad_uid(run_dir, tmp_path, uid): 
     created = sorted(set(_all_files(tmp_path)) - before)
     assert created and all(c.startswith("sandbox/out/") for c in created), created
     (case,) = [p for p in out.iterdir()]
-    assert case.name == f"series-x{hashlib.sha256(uid.encode()).hexdigest()[:16]}"
+    assert case.name == f"series-invalid-uid-{hashlib.sha256(uid.encode()).hexdigest()[:16]}"
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "sandbox" / "escaped").exists()
 
 
@@ -63,5 +63,19 @@ def test_batch_keeps_everything_inside_output(run_dir, tmp_path):  # noqa: F811
     assert all(c.startswith("sandbox/out/") for c in created), created
     records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert [r["status"] for r in records] == ["done"]
-    assert records[0]["case"] == f"series-x{hashlib.sha256(uid.encode()).hexdigest()[:16]}"
+    assert records[0]["case"] == f"series-invalid-uid-{hashlib.sha256(uid.encode()).hexdigest()[:16]}"
     assert not (tmp_path / "escaped").exists()
+
+
+@pytest.mark.parametrize("uid", HOSTILE_UIDS + [""])
+def test_pacs_instance_file_name_never_comes_from_a_bad_uid(tmp_path, uid):
+    from pydicom.dataset import Dataset
+
+    from medseg.batch.pacs import _instance_path
+
+    ds = Dataset()
+    ds.SOPInstanceUID = uid
+    p = _instance_path(tmp_path, ds, 7)
+    assert p.parent == tmp_path and p.name == "instance-000007.dcm"
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.7"
+    assert _instance_path(tmp_path, ds, 7).name == "1.2.826.0.1.3680043.8.498.7.dcm"

@@ -13,10 +13,20 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from medseg.errors import ConfigError, PACSError
+
+
+def _instance_path(dest: Path, ds: Any, n: int) -> Path:
+    """Where a retrieved instance is saved: ``<SOPInstanceUID>.dcm`` when that is a valid UID, else
+    ``instance-<n>.dcm`` (a PACS answer never names a path of its own)."""
+    from medseg.io.dicom.uid import path_safe_uid
+
+    uid = str(ds.get("SOPInstanceUID", "") or "")
+    name = path_safe_uid(uid)
+    return dest / (f"{name}.dcm" if name == uid else f"instance-{n:06d}.dcm")
 
 
 @dataclass(frozen=True)
@@ -143,7 +153,7 @@ class DicomWebClient:
                               series.study_instance_uid, series.series_instance_uid)
         paths = []
         for ds in datasets:
-            p = dest / f"{ds.SOPInstanceUID}.dcm"
+            p = _instance_path(dest, ds, len(paths))
             ds.save_as(p, enforce_file_format=True)
             paths.append(p)
         return paths
@@ -254,7 +264,7 @@ class DimseClient:
         def on_store(event):
             ds = event.dataset
             ds.file_meta = event.file_meta
-            p = dest / f"{ds.SOPInstanceUID}.dcm"
+            p = _instance_path(dest, ds, len(written))
             ds.save_as(p, enforce_file_format=True)
             written.append(p)
             return 0x0000

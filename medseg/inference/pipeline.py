@@ -28,7 +28,7 @@ from medseg.inference.model import SegmentationModel, sha256_file
 log = logging.getLogger(__name__)
 
 FORMATS = ("nifti", "dicom-seg", "png")
-_SYNTHETIC_KEY = re.compile(r"anon-[0-9a-f]{16}")
+_SYNTHETIC_KEY = re.compile(r"(anon|invalid-uid)-[0-9a-f]{16}")  # the DICOM reader's own series keys
 _SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".tiff", ".tif", ".png", ".dcm",
              ".tar.gz", ".tgz", ".tar", ".zip")
 
@@ -64,18 +64,18 @@ def case_name(image: Any, input_path: Path) -> str:
     """Folder name for one study (never built from DICOM folder names).
 
     A SeriesInstanceUID comes from a file header, so it is hostile: it names the folder only when
-    it is a valid DICOM UID (digits and dots, at most 64 characters) or medseg's own synthetic key
-    of an anonymised series (``anon-<16 hex>``); anything else (``1.2/../../x``) is replaced by
-    ``series-x<16 hex of its sha256>``, so no header string ever becomes a path.
+    it is a valid DICOM UID (digits and dots, at most 64 characters) or one of the keys the DICOM
+    reader gives a series without a usable UID (``anon-<16 hex>`` for an empty one,
+    ``invalid-uid-<16 hex of its sha256>`` for ``1.2/../../x``); anything else reaching here (a
+    MetaTensor built by hand) is replaced by ``series-x<16 hex of its sha256>``
+    (:func:`medseg.io.dicom.uid.path_safe_uid`), so no header string ever becomes a path.
     """
     uid = image.meta.get("series_instance_uid") if hasattr(image, "meta") else None
     if uid:
-        from pydicom.uid import UID
+        from medseg.io.dicom.uid import path_safe_uid
 
         uid = str(uid)
-        if _SYNTHETIC_KEY.fullmatch(uid) or UID(uid).is_valid:
-            return f"series-{uid}"
-        return f"series-x{hashlib.sha256(uid.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
+        return f"series-{uid if _SYNTHETIC_KEY.fullmatch(uid) else path_safe_uid(uid)}"
     name = input_path.name
     for suf in _SUFFIXES:
         if name.lower().endswith(suf):

@@ -112,11 +112,9 @@ def _shown_uid(uid: str) -> str:
     """The key a series is known by: its SeriesInstanceUID when that is a valid DICOM UID (digits
     and dots, at most 64 characters), else ``invalid-uid-<16 hex of its sha256>``, so that a
     header string that is not a UID (a name typed into it, ``1.2/../x``) is never printed."""
-    from pydicom.uid import UID
+    from medseg.io.dicom.uid import path_safe_uid
 
-    if UID(uid).is_valid:
-        return uid
-    return INVALID_UID_PREFIX + hashlib.sha256(uid.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return path_safe_uid(uid, INVALID_UID_PREFIX)
 
 
 def _text(ds, keyword: str) -> str:
