@@ -38,6 +38,7 @@ import medseg
 from medseg.errors import ConfigError, GeometryError, InputError, MedsegError, UnsafeInputError
 from medseg.io.atomic import atomic_path
 from medseg.labels import LabelDef, generic_label, lookup_label
+from medseg.logsafe import scrub
 
 __all__ = ["SegNotWritable", "read_dicom_seg", "seg_source_problem", "write_dicom_seg"]
 
@@ -236,7 +237,7 @@ def _read_files(paths: Sequence[str | Path], shown: Sequence[str]) -> list[Any]:
         try:
             datasets.append(pydicom.dcmread(f, stop_before_pixels=True))
         except (InvalidDicomError, OSError, ValueError) as exc:
-            raise InputError(f"cannot read source DICOM file {Path(name).name}: {exc}") from exc
+            raise InputError(f"cannot read source DICOM file {Path(name).name}: {scrub(str(exc))}") from exc
     return datasets
 
 
@@ -376,7 +377,7 @@ def _check_written(path: Path, n_segments: int, n_frames: int) -> None:
         seg = hd.seg.segread(path)
     except _PYDICOM_ERRORS as exc:
         raise SegNotWritable(f"the DICOM SEG built does not read back ({type(exc).__name__}: "
-                             f"{' '.join(str(exc).split())[:200]})") from None
+                             f"{scrub(str(exc), 200)})") from None
     if seg.number_of_segments != n_segments or int(seg.NumberOfFrames) != n_frames:
         raise SegNotWritable("the DICOM SEG read back differs from the one built (segments or frames)")
 
@@ -526,7 +527,7 @@ def write_dicom_seg(
             omit_empty_frames=True,
         )
     except (ValueError, TypeError, AttributeError) as exc:
-        raise InputError(f"highdicom refused to build the SEG: {' '.join(str(exc).split())}") from exc
+        raise InputError(f"highdicom refused to build the SEG: {scrub(str(exc))}") from exc
     seg.SeriesDescription = series_description[:64]
     problems = _seg_problems(seg, len(descriptions))
     if problems:
@@ -733,7 +734,7 @@ def _read_own_geometry(seg: Any, name: str, values: dict[int, int]) -> tuple[np.
     try:
         vol = seg.get_volume(combine_segments=labelmap, allow_missing_positions=True)
     except (ValueError, RuntimeError, AttributeError) as exc:
-        raise GeometryError(f"{name} frames do not form a regular 3D grid ({exc}); read it with a "
+        raise GeometryError(f"{name} frames do not form a regular 3D grid ({scrub(str(exc))}); read it with a "
                             "reference series instead") from exc
     if vol is None:
         raise GeometryError(f"{name} has no 3D plane positions; read it with a reference series")
