@@ -123,15 +123,16 @@ def patch_model_spec(run_dir: Path, **updates: Any) -> dict[str, Any]:
 def load_run_model(run_dir: Path):
     """The run's best checkpoint as a :class:`medseg.inference.SegmentationModel`.
 
-    The training checkpoint also holds optimiser and RNG state, which ``weights_only`` loading
-    refuses; the state dict is extracted here (our own file) and handed over as weights.
+    The training checkpoint also holds optimiser and RNG state; the training loop stores them as
+    tensors and plain containers, so it loads with ``weights_only=True`` like every other
+    checkpoint medseg reads.
     """
     import torch
 
     from medseg.inference import SegmentationModel
 
     spec = json.loads((Path(run_dir) / "model_spec.json").read_text())
-    ck = torch.load(Path(run_dir) / "checkpoints" / "best.pt", map_location="cpu", weights_only=False)
+    ck = torch.load(Path(run_dir) / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
     return SegmentationModel.from_spec(spec, state_dict=ck["state_dict"], name=spec.get("name"))
 
 
@@ -143,7 +144,7 @@ def slim_checkpoint(run_dir: Path) -> None:
     from medseg.io.atomic import atomic_path
 
     best = Path(run_dir) / "checkpoints" / "best.pt"
-    ck = torch.load(best, map_location="cpu", weights_only=False)
+    ck = torch.load(best, map_location="cpu", weights_only=True)
     with atomic_path(best) as tmp:
         torch.save({"state_dict": ck["state_dict"], "epoch": int(ck["epoch"])}, tmp)
 
