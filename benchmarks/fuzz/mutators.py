@@ -115,16 +115,17 @@ def _dicom_value(kind: str, rng: random.Random):
 
 def _set_raw(ds, keyword: str, value, vr: str | None = None) -> None:
     from pydicom.datadict import dictionary_VR, tag_for_keyword
-    from pydicom.dataelem import DataElement
+    from pydicom.dataelem import DataElement, RawDataElement
+    from pydicom.tag import Tag
 
     tag = tag_for_keyword(keyword)
     vr = vr or dictionary_VR(tag)
-    if isinstance(value, str) and vr not in ("OB", "UN"):
-        value = value.encode("latin-1", "replace")
-        if len(value) % 2:
-            value += b" "
-        ds[tag] = DataElement(tag, vr, value, is_undefined_length=False)
-        ds[tag]._value = value  # raw bytes, decoded (or not) by the reader under test
+    if isinstance(value, str):
+        raw = value.encode("latin-1", "replace")
+        if len(raw) % 2:
+            raw += b" "
+        # written byte for byte: decoded (or refused) only by the reader under test
+        ds[tag] = RawDataElement(Tag(tag), vr, len(raw), raw, 0, False, True)
         return
     ds[tag] = DataElement(tag, vr, value)
 

@@ -86,6 +86,10 @@ def _open_header(path: Path):
         else:  # found by its magic bytes (no suffix): nibabel would dispatch on the name
             img = _from_fileobj(path)
     except _nib_errors() as exc:
+        if isinstance(exc, ValueError) and "w2 should be positive" in str(exc):
+            # nibabel builds the qform when no sform is stored: b^2 + c^2 + d^2 > 1 is no rotation
+            raise GeometryError(f"{path.name}: the qform quaternion is invalid (quatern_b/c/d give "
+                                "b^2 + c^2 + d^2 > 1) and no sform is stored; the orientation is unknown") from None
         raise InputError(f"{path.name}: not a readable NIfTI file ({_short(exc, path)})") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(f"{path.name}: {type(img).__name__} is not a single-file NIfTI image")

@@ -182,20 +182,22 @@ def _file_meta_end(fh, name: str) -> tuple[int, str] | None:
     return None
 
 
-def check_deflated(path: Path, name: str) -> None:
+def check_deflated(path: Path, name: str) -> int | None:
     """For a Deflated Explicit VR Little Endian file: refuse, before pydicom inflates it all in
     memory, a body that is not a deflate stream (:class:`InputError`) or that inflates to more
-    than :func:`~medseg.io.safety.expansion_budget` allows (:class:`UnsafeInputError`)."""
+    than :func:`~medseg.io.safety.expansion_budget` allows (:class:`UnsafeInputError`).
+    Returns the inflated size of the dataset (pydicom's value positions count in it), or None
+    for a file that is not deflated."""
     try:
         with open(path, "rb") as fh:
             found = _file_meta_end(fh, name)
             if found is None or found[1] not in DEFLATED_TS:
-                return
+                return None
             offset = found[0]
             size = path.stat().st_size
             fh.seek(offset)
             try:
-                inflated_size(fh, wbits=-15, limit=expansion_budget(size - offset), what=name)
+                return inflated_size(fh, wbits=-15, limit=expansion_budget(size - offset), what=name)
             except UnsafeInputError:
                 raise
             except InputError:
@@ -243,8 +245,12 @@ def _convert_all(ds: Dataset) -> None:
 
 
 def _transfer_syntax(header: Header) -> UID | None:
-    ts = header.ds.file_meta.get("TransferSyntaxUID") if hasattr(header.ds, "file_meta") else None
+    meta = getattr(header.ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
     if not ts:
+        if meta is not None and "TransferSyntaxUID" in meta:
+            raise InputError(f"{header.name}: TransferSyntaxUID is empty, so the pixel data cannot be "
+                             "decoded; the file is corrupt")
         return None
     uid = UID(str(ts))
     if not uid.is_transfer_syntax:
@@ -273,7 +279,9 @@ def read_header(path: Path, display_name: str = "") -> Header | None:
         raise InputError(f"{name}: cannot be read ({exc.strerror})") from None
     if len(head) < 132 or head[128:132] != b"DICM":
         return None
-    check_deflated(path, name)
+    inflated = check_deflated(path, name)
+    if inflated is not None:  # value positions count in the inflated dataset, not in the file
+        size = inflated
     try:
         ds = pydicom.dcmread(path, defer_size=1024)
     except InvalidDicomError:
