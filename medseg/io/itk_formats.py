@@ -28,7 +28,13 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import GeometryError, InputError, UnsafeInputError
-from medseg.io.safety import check_compressed_size, check_declared_size, check_expansion, convert_voxels
+from medseg.io.safety import (
+    affine_usable,
+    check_compressed_size,
+    check_declared_size,
+    check_expansion,
+    convert_voxels,
+)
 
 _F3 = np.diag([-1.0, -1.0, 1.0])
 _HEADER_LIMIT = 65536
@@ -357,7 +363,7 @@ def itk_geometry(size: tuple[int, ...], spacing: Any, origin: Any, direction: An
     flip = np.diag([-1.0, -1.0, 1.0][:n])
     aff[:n, :n] = flip @ d[:n, :n] @ np.diag(np.asarray(spacing, dtype=np.float64)[:n])
     aff[:n, 3] = flip @ np.asarray(origin, dtype=np.float64)[:n]
-    if not np.all(np.isfinite(aff)) or abs(np.linalg.det(aff[:3, :3])) < 1e-12:
+    if not affine_usable(aff):
         raise GeometryError("the header's spacing/direction give a singular or non-finite voxel grid")
     return aff
 

@@ -64,7 +64,9 @@ def _tiff_errors():
 
 
 def _finite_spacing(values: tuple[float, ...]) -> bool:
-    return all(v is not None and math.isfinite(v) and v > 0 for v in values)
+    """Spacings (mm) worth believing: finite, > 1e-9 mm and < 1e6 mm (a kilometre per pixel is a
+    broken resolution tag, and its volume element would overflow)."""
+    return all(v is not None and math.isfinite(v) and 1e-9 < v < 1e6 for v in values)
 
 
 def _affine_2d3d(spacing: tuple[float, ...]) -> np.ndarray:

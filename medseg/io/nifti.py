@@ -37,6 +37,7 @@ import numpy as np
 from medseg.errors import GeometryError, InputError
 from medseg.io.safety import (
     GeometryWarning,
+    affine_usable,
     check_compressed_size,
     check_declared_size,
     check_expansion,
@@ -134,7 +135,7 @@ def _corners(shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _usable(aff: np.ndarray) -> bool:
-    return bool(np.all(np.isfinite(aff)) and abs(np.linalg.det(aff[:3, :3])) > 1e-12)
+    return affine_usable(aff)
 
 
 def choose_affine(header: Any, name: str = "NIfTI file") -> tuple[np.ndarray, str]:

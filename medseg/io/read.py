@@ -192,8 +192,10 @@ def load(
     fmt = detect_format(path)
     if fmt == "dicom":
         if _is_dicom_seg(path):
+            from medseg.io.dicom.headers import read_header
             from medseg.io.dicom_seg import read_dicom_seg
 
+            read_header(path)  # lengths, deflate and pixel sizes checked before a full read
             return read_dicom_seg(path)
         return _read_dicom(path, series=series, allow_missing_slices=allow_missing_slices)
     array, affine, meta = _read_arrays(path, fmt, kind=kind, allow_nonfinite=allow_nonfinite)

@@ -184,6 +184,19 @@ def inflated_size(fh, *, wbits: int, limit: int, what: str = "input") -> int:
     return total
 
 
+def affine_usable(affine) -> bool:
+    """True when a voxel->world affine is finite, invertible and its spacings and determinant do
+    not overflow (a spacing of 1e308 mm is finite but its determinant is not)."""
+    aff = np.asarray(affine, dtype=np.float64)
+    if aff.ndim != 2 or not np.all(np.isfinite(aff)):
+        return False
+    n = min(aff.shape[0], aff.shape[1]) - 1
+    with np.errstate(all="ignore"):
+        cols = np.linalg.norm(aff[:n, :n], axis=0)
+        det = float(np.linalg.det(aff[:n, :n]))
+    return bool(np.all(np.isfinite(cols)) and np.all(cols > 0) and math.isfinite(det) and abs(det) > 1e-12)
+
+
 def count_nonfinite(array: np.ndarray) -> int:
     """Number of NaN / +-inf elements (0 for integer arrays)."""
     arr = np.asarray(array)

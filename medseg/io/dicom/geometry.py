@@ -64,12 +64,9 @@ def _present(value) -> bool:
 def check_grid(affine: np.ndarray, shape, what: str) -> None:
     """Refuse a voxel grid whose affine or spacing is not finite or is singular (huge positions
     or spacings overflow): :class:`GeometryError`. Valid geometry passes unchanged."""
-    aff = np.asarray(affine, dtype=np.float64)
-    with np.errstate(all="ignore"):
-        cols = np.linalg.norm(aff[:3, :3], axis=0)
-        det = np.linalg.det(aff[:3, :3]) if np.all(np.isfinite(aff)) else np.nan
-    if not (np.all(np.isfinite(aff)) and np.all(np.isfinite(cols)) and np.all(cols > 0)
-            and np.isfinite(det) and abs(det) > 1e-12):
+    from medseg.io.safety import affine_usable
+
+    if not affine_usable(affine):
         raise GeometryError(f"{what}: positions/spacing give a non-finite or singular voxel grid "
                             f"(shape {tuple(int(s) for s in shape)}); the geometry is corrupt")
 

@@ -229,6 +229,23 @@ def check_pixel_attributes(header: Header) -> None:
                          "the file is corrupt")
 
 
+def _check_lengths(ds: Dataset, size: int, name: str) -> None:
+    """A corrupt length is skipped when the header is read (the value is deferred) but a full read
+    (pixel decoding, the SEG reader) would allocate it: every value, also inside sequences, must
+    lie inside the file (pixel data is checked separately, with a clearer message)."""
+    for tag in list(ds.keys()):
+        raw = ds.get_item(tag, keep_deferred=True)
+        tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
+        if tell is not None and length is not None and length != 0xFFFFFFFF and tell + length > size \
+                and tag != 0x7FE00010:
+            raise InputError(f"{name}: DICOM element {Tag(tag)} declares {length} bytes beyond the end of the "
+                             "file; the file is corrupt or truncated; re-export or re-transfer it")
+        if getattr(raw, "VR", None) == "SQ":
+            for item in ds[tag].value or []:
+                if isinstance(item, Dataset):
+                    _check_lengths(item, size, name)
+
+
 def _convert_all(ds: Dataset) -> None:
     """Decode every attribute now (pydicom decodes lazily), so corruption surfaces here and not
     at some later attribute access. Deferred (large) values and pixel data are left unread."""
@@ -290,20 +307,12 @@ def read_header(path: Path, display_name: str = "") -> Header | None:
         raise InputError(f"{name}: DICOM header is corrupt or truncated ({type(exc).__name__}); "
                          "re-export or re-transfer the file") from None
     try:
+        _check_lengths(ds, size, name)
         _convert_all(ds)
     except _PARSE_ERRORS as exc:
         raise InputError(f"{name}: DICOM header is corrupt ({type(exc).__name__} while decoding an "
                          "attribute); re-export or re-transfer the file") from None
     header = Header(path=path, ds=ds, file_size=size, display_name=name)
-    # A corrupt length in the middle of the file is skipped here (deferred) but would make a full
-    # read (pixel decoding) allocate it: every top-level value must lie inside the file.
-    for tag in ds.keys():
-        raw = ds.get_item(tag, keep_deferred=True)
-        tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
-        if tell is not None and length is not None and length != 0xFFFFFFFF and tell + length > size \
-                and tag != 0x7FE00010:
-            raise InputError(f"{name}: DICOM element {Tag(tag)} declares {length} bytes beyond the end of the "
-                             "file; the file is corrupt or truncated; re-export or re-transfer it")
     # pydicom stops silently at end of file: check that the last element read is complete.
     tags = list(ds.keys())
     if tags:

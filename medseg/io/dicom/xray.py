@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from medseg.errors import GeometryError, InputError
+from medseg.io.dicom.geometry import check_grid
 from medseg.io.dicom.headers import int_attr, values
 from medseg.io.dicom.series import SeriesInfo
 from medseg.io.safety import GeometryWarning
@@ -130,6 +131,7 @@ def read_xray(info: SeriesInfo, path: Path):
         affine[:3, :3] = np.diag([sc, sr, 1.0])
     else:
         affine[:3, :3] = directions * np.array([sc, sr, 1.0])
+    check_grid(affine, image.shape, h.name)
     meta = _base_meta(info, path)
     meta.update({
         "spacing": (float(sc), float(sr)),
