@@ -119,6 +119,30 @@ def _touch_sh(canary: Path) -> str:
     return f"touch {canary}"
 
 
+def _write_config(bundle: Path, name: str, text: str) -> None:
+    (bundle / "configs" / name).write_text(text)
+
+
+def _yaml_with_code(bundle: Path, canary: Path) -> None:
+    """An inference.yaml beside the JSON: `python -m monai.bundle run --config_file` can run it."""
+    _write_config(bundle, "inference.yaml", f"network_def:\n  _target_: UNet\n  dropout: \"${_touch_py(canary)} or 0.0\"\n")
+
+
+def _yaml_python_tag(bundle: Path, canary: Path) -> None:
+    _write_config(bundle, "evil.yaml", f"x: !!python/object/apply:os.system [\"touch {canary}\"]\n")
+
+
+def _yaml_alias_bomb(bundle: Path, canary: Path) -> None:
+    """Nine levels of ten aliases each: 10**9 entries once expanded (a billion laughs)."""
+    text = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9))
+    _write_config(bundle, "bomb.yaml", text)
+
+
+def _deep_json(bundle: Path, canary: Path) -> None:
+    _write_config(bundle, "deep.json", "{\"a\": " + "[" * 100000 + "]" * 100000 + "}")
+
+
 VARIANTS: list[Variant] = [
     # expression escapes through a module smuggled into a value
     Variant("torch_builtins_eval", _net_arg(lambda c: f"$[[torch][0].builtins][0].eval({_touch_py(c)!r}) and 0.0"),
@@ -199,6 +223,11 @@ VARIANTS: list[Variant] = [
     Variant("symlink_models_dir", _symlink_models_dir),
     Variant("checksum_path_outside", _sums_outside),
     Variant("pickle_payload_resigned", _pickled_weights),
+    # configs MONAI could be pointed at beside the ones medseg runs
+    Variant("yaml_config_with_code", _yaml_with_code),
+    Variant("yaml_python_tag", _yaml_python_tag),
+    Variant("yaml_alias_bomb", _yaml_alias_bomb),
+    Variant("json_nested_too_deep", _deep_json),
 ]
 
 

@@ -391,12 +391,12 @@ def run_inference_config(bundle_dir: str | os.PathLike[str], dataset_dir: str | 
     from monai.bundle import ConfigParser
     from tqdm.auto import tqdm
 
-    from medseg.bundle.load import read_configs
+    from medseg.bundle.load import read_all_configs, read_configs
     from medseg.bundle.trust import bundle_file, check_checksums, ensure_trusted, load_weights
 
     bundle_dir = Path(bundle_dir)
     configs = read_configs(bundle_dir, ("metadata.json", "inference.json"))
-    ensure_trusted(configs, trust=trust)
+    ensure_trusted(read_all_configs(bundle_dir), trust=trust)
     if check_sums:
         bad = check_checksums(bundle_dir)
         if bad:

@@ -54,6 +54,28 @@ def read_configs(bundle_dir: str | os.PathLike[str], names: tuple[str, ...] = (
     return out
 
 
+CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+def read_all_configs(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Every config file in ``configs/`` (JSON and YAML, as ``python -m monai.bundle run`` could be
+    pointed at any of them), parsed as data: file name -> object. BundleError on a bad one."""
+    from medseg.bundle.trust import bundle_file
+    from medseg.io.jsonfile import read_yaml_object
+
+    bundle_dir = Path(bundle_dir)
+    folder = bundle_file(bundle_dir, "configs")
+    out: dict[str, Any] = {}
+    for p in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if p.suffix.lower() not in CONFIG_SUFFIXES:
+            continue
+        path = bundle_file(bundle_dir, f"configs/{p.name}")
+        name = f"configs/{p.name} of bundle {bundle_dir.name}"
+        out[p.name] = read_json_object(path, error=BundleError, name=name) if p.suffix.lower() == ".json" \
+            else read_yaml_object(path, error=BundleError, name=name)
+    return out
+
+
 def build_network_def(bundle_dir: Path, configs: dict[str, Any], *, trust: bool = False):
     """Instantiate ``network_def`` of inference.json with MONAI's ConfigParser.
 
@@ -91,7 +113,7 @@ def load_bundle(path_or_name: str | os.PathLike[str], *, trust: bool = False):
 
     bundle_dir = resolve_bundle(path_or_name)
     configs = read_configs(bundle_dir)
-    ensure_trusted(configs, trust=trust)
+    ensure_trusted(read_all_configs(bundle_dir), trust=trust)  # every config, not only those run here
     cfg = configs["medseg.json"]
     for key in ("network", "preset", "labels", "roi_size"):
         if key not in cfg:

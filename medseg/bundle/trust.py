@@ -78,6 +78,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import itertools
 import re
 import secrets
 from collections.abc import Iterator
@@ -146,6 +147,8 @@ _BINOPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv)
 _UNARYOPS = (ast.Not, ast.USub, ast.UAdd)
 _CONSTANT_TYPES = (str, int, float, bool, type(None))
 _ID_SEP = re.compile(r"::|#")
+#: A config with more entries than this is refused unchecked (real bundles hold a few hundred).
+MAX_CONFIG_ENTRIES = 200_000
 _REF = re.compile(r"@(\w*(?:(?:::|#)\w*)*)")
 _PATH_UP = re.compile(r"(^|[/\\])\.\.([/\\]|$)")
 
@@ -274,7 +277,9 @@ class _Grammar:
     def call(self, node: ast.Call) -> None:
         func = node.func
         if isinstance(func, ast.Name):
-            if func.id not in _BUILTINS or func.id in self.bound:
+            if func.id in self.refs:
+                self.bad(f"calling the object {func.id!r} is not allowed")
+            elif func.id not in _BUILTINS or func.id in self.bound:
                 self.bad(f"name {func.id!r} is not allowed")
         elif isinstance(func, ast.Attribute):
             self.attribute(func, call=True)
@@ -310,7 +315,12 @@ def check_expression(expr: str) -> list[str]:
         grammar.value(tree.body)
     except RecursionError:
         return ["expression nested too deeply"]
-    return grammar.problems
+    shown = []  # say '@id' where the checker saw its placeholder (longest placeholder first)
+    for problem in grammar.problems:
+        for ref, name in sorted(names.items(), key=lambda kv: len(kv[1]), reverse=True):
+            problem = problem.replace(name, f"@{ref}")
+        shown.append(problem)
+    return shown
 
 
 def _dotted(node: ast.AST) -> str | None:
@@ -456,12 +466,18 @@ def find_untrusted(config: Any, *, source: str = "config", known_ids: dict | Non
                 findings.append(f"{source}:{where}: reference {value[:60]!r} is malformed")
             else:
                 check_ref(where, value[1:], value)
-        elif _URL.match(value) and source != "metadata.json":  # metadata's schema/links are never fetched
+        elif _URL.match(value) and Path(source).stem != "metadata":  # metadata's schema/links are never fetched
             findings.append(f"{source}:{where}: network address {value[:60]!r} (nothing is fetched at load time)")
         elif value not in _NAMED_CLASSES and _names_python_object(value):
             findings.append(f"{source}:{where}: {value[:60]!r} names a Python object outside the allow-list")
 
-    for where, key, value in _walk(config, ""):
+    try:
+        entries = list(itertools.islice(_walk(config, ""), MAX_CONFIG_ENTRIES + 1))
+    except RecursionError:
+        return [f"{source}: nested too deeply to be checked"]
+    if len(entries) > MAX_CONFIG_ENTRIES:
+        return [f"{source}: more than {MAX_CONFIG_ENTRIES} entries (YAML aliases expand this way); not checked"]
+    for where, key, value in entries:
         if key == "imports" and where == "imports":
             if not isinstance(value, list):
                 findings.append(f"{source}:imports is not a list")
@@ -494,7 +510,7 @@ def find_untrusted(config: Any, *, source: str = "config", known_ids: dict | Non
             if problem:
                 findings.append(f"{source}:{where}: {problem}")
                 continue
-        if lowered in _WRITE_KEYS and "::" in where and source != "train.json" and not (
+        if lowered in _WRITE_KEYS and "::" in where and "train" not in Path(source).stem and not (
                 value == "@output_dir" or (isinstance(value, str) and value.startswith("$")
                                            and value[1:].lstrip().startswith("@output_dir"))):
             findings.append(f"{source}:{where}: {key} {str(value)[:60]!r} writes outside the output folder "
@@ -514,13 +530,17 @@ def ensure_trusted(configs: dict[str, Any], *, trust: bool = False) -> None:
     """
     if trust:
         return
-    meta = configs.get("metadata.json")
-    known = {"_meta_": meta} if isinstance(meta, dict) else {}
+    meta = next((configs[n] for n in ("metadata.json", "metadata.yaml", "metadata.yml") if n in configs), None)
+    # MONAI merges configs (evaluate over train or inference, multi-GPU over train): a reference may
+    # point into any of them. What is refused does not depend on this: every value is checked.
+    scope: dict[str, Any] = {}
+    for name, cfg in configs.items():
+        if isinstance(cfg, dict) and Path(name).stem != "metadata":
+            scope.update(cfg)
+    if isinstance(meta, dict):
+        scope["_meta_"] = meta
     findings: list[str] = []
     for name, cfg in configs.items():
-        scope = dict(known)
-        if name == "evaluate.json" and isinstance(configs.get("inference.json"), dict):
-            scope.update(configs["inference.json"])  # evaluate.json is merged over inference.json
         findings.extend(find_untrusted(cfg, source=name, known_ids=scope))
     if findings:
         shown = "; ".join(findings[:12])

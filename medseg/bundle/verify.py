@@ -14,7 +14,6 @@ from medseg.errors import BundleError, MedsegError
 
 _REQUIRED_FILES = ("configs/metadata.json", "configs/inference.json", "configs/medseg.json", "models/model.pt",
                    "models/sha256sums.txt")
-_CONFIGS = ("metadata.json", "inference.json", "medseg.json", "train.json", "evaluate.json")
 
 
 @dataclass
@@ -83,7 +82,7 @@ def verify_bundle(path: str | os.PathLike[str], *, trust: bool = False, min_dice
     reference input, run through inference.json, reproduces the stored reference output
     (voxel agreement >= ``min_agreement`` and Dice >= ``min_dice`` per label).
     """
-    from medseg.bundle.load import read_configs, resolve_bundle
+    from medseg.bundle.load import read_all_configs, resolve_bundle
     from medseg.bundle.spec import check_metadata
     from medseg.bundle.trust import bundle_file, check_checksums, ensure_trusted, load_weights, sha256_file
 
@@ -96,7 +95,7 @@ def verify_bundle(path: str | os.PathLike[str], *, trust: bool = False, min_dice
 
     configs = {}
     try:
-        configs = read_configs(bundle, tuple(n for n in _CONFIGS if (bundle / "configs" / n).is_file()))
+        configs = read_all_configs(bundle)  # every JSON/YAML config: MONAI can be pointed at any of them
     except BundleError as exc:
         add(Check("json", False, str(exc)))
     meta = configs.get("metadata.json")
