@@ -607,3 +607,10 @@ def test_info_json_never_prints_nan_or_infinity():
 
     text = json.dumps(_json_safe({"a": [1.0, float("inf")], "b": {"c": float("nan")}, "d": "x"}), allow_nan=False)
     assert json.loads(text) == {"a": [1.0, None], "b": {"c": None}, "d": "x"}
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "999999999"])
+def test_metaimage_compressed_size_that_does_not_fit_the_file_is_refused(tmp_path, value):
+    # ITK allocates CompressedDataSize bytes before reading them (std::bad_alloc for -1)
+    with pytest.raises(InputError, match="CompressedDataSize"):
+        load(_mha(tmp_path, CompressedData="True", CompressedDataSize=value))

@@ -241,6 +241,16 @@ def _validate_meta_header(path: Path, head: bytes) -> None:
     for key in ("headersize", "compresseddatasize"):
         if key in fields:
             _numbers(fields[key], 1, key, name, integer=True)
+    if "compresseddatasize" in fields:  # ITK allocates this many bytes before reading them
+        csize = int(_numbers(fields["compresseddatasize"], 1, "CompressedDataSize", name, integer=True)[0])
+        data_file = fields["elementdatafile"]
+        stored = path.stat().st_size
+        if data_file.upper() != "LOCAL":
+            candidate = path.parent / data_file
+            stored = candidate.stat().st_size if candidate.is_file() else 0
+        if not 0 < csize <= stored:
+            raise InputError(f"{name}: CompressedDataSize = {csize} does not fit the {stored} bytes stored; "
+                             "the file is corrupt")
     if "ndims" in fields and fields.get("compresseddata", "false").lower() not in ("true", "false"):
         raise InputError(f"{name}: CompressedData must be True or False; the file is corrupt")
     data_file = fields["elementdatafile"]
