@@ -669,6 +669,12 @@ def mutate_tiff(path: Path, rng: random.Random) -> str:
             data[xml_start:xml_start + old_len] = enc + b" " * (old_len - len(enc))
             path.write_bytes(bytes(data))
             return f"tiff:ome_{key}={value}"
+        desc = [e for e in entries if e[1] == 270]
+        if desc:  # longer: append the new XML and point ImageDescription at it
+            e = desc[0][0]
+            struct.pack_into("<II", data, e + 4, len(enc) + 1, len(data))
+            path.write_bytes(bytes(data) + enc + b"\0")
+            return f"tiff:ome_{key}={value}"
     ops = []
     for _ in range(rng.choice([1, 1, 2, 3])):
         e, tag, typ, count = rng.choice(entries)

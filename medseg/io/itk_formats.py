@@ -34,6 +34,7 @@ from medseg.io.safety import (
     check_declared_size,
     check_expansion,
     convert_voxels,
+    library_detail,
 )
 
 _F3 = np.diag([-1.0, -1.0, 1.0])
@@ -73,6 +74,7 @@ def _short(exc: BaseException, path: Path | None = None, extra: list[str] | None
     # ITK messages: "...: <file>:<line>:\nitk::ERROR: ... <reason>"; keep the last informative line.
     text = lines[-1] if lines else type(exc).__name__
     text = re.sub(r"^.*?ERROR:\s*", "", text)
+    text = library_detail(RuntimeError(text), limit=10_000)
     if path is not None:
         text = text.replace(str(path.resolve()), path.name).replace(str(path), path.name)
     return (text[:160] + "...") if len(text) > 160 else text

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import InputError, UnsafeInputError
-from medseg.io.safety import check_declared_size, check_expansion, convert_voxels
+from medseg.io.safety import check_declared_size, check_expansion, convert_voxels, library_detail
 
 _UNIT_MM = {
     "micron": 1e-3, "microns": 1e-3, "um": 1e-3, "\u00b5m": 1e-3, "\\u00b5m": 1e-3, "micrometer": 1e-3,
@@ -45,7 +45,7 @@ _PNG_MODES = {  # mode -> (bands, bytes per band)
 
 
 def _short(exc: BaseException, path: Path) -> str:
-    text = " ".join(str(exc).split())
+    text = library_detail(exc, limit=10_000)
     text = text.replace(str(path.resolve()), path.name).replace(str(path), path.name)
     return (text[:160] + "...") if len(text) > 160 else (text or type(exc).__name__)
 
@@ -117,6 +117,28 @@ def _ome_spacing(ome_xml: str | None) -> tuple[float, float, float | None] | Non
     return sx, sy, size("Z")
 
 
+def _check_ome_sizes(ome_xml: str | None, n_pages: int, name: str) -> None:
+    """Every OME ``<Pixels>`` element's SizeX/Y/Z/C/T: positive integers whose product fits the
+    voxel cap, and no more planes than the file has pages (tifffile would otherwise build a list
+    of that many missing planes, or fill them with zeros)."""
+    if not ome_xml:
+        return
+    planes = 0
+    for tag in re.finditer(r"<(?:\w+:)?Pixels\b([^>]{0,4000})>", ome_xml[:1_000_000]):
+        attrs = dict(re.findall(r'(\w+)="([^"]*)"', tag.group(1)))
+        sizes = []
+        for axis in "XYZCT":
+            raw = attrs.get(f"Size{axis}", "1")
+            if not re.fullmatch(r"\d{1,12}", raw.strip()):
+                raise InputError(f"{name}: OME Size{axis} is not a positive integer; the file is corrupt")
+            sizes.append(int(raw))
+        check_declared_size(sizes, 1, what=f"{name} (OME metadata)")
+        planes += sizes[2] * sizes[3] * sizes[4]
+    if planes > max(n_pages, 1) * 4:  # C may be stored as samples of one page (RGB): allow 4 per page
+        raise InputError(f"{name}: the OME metadata declares {planes} planes but the file holds {n_pages} pages; "
+                         "the file is corrupt or incomplete")
+
+
 def _tiff_spacing(page: Any, imagej: dict[str, Any] | None,
                   ome_xml: str | None = None) -> tuple[float, float, float | None, str]:
     """``(sx, sy, sz or None, source)`` in mm: OME-XML sizes, else the page's resolution tags
@@ -176,6 +198,8 @@ def read_tiff(
     file_size = path.stat().st_size
     try:
         with tifffile.TiffFile(path) as tif:
+            if tif.is_ome:  # tifffile sizes its series from the XML: check it first
+                _check_ome_sizes(tif.ome_metadata, len(tif.pages), path.name)
             if not tif.series:
                 raise InputError(f"{path.name}: the TIFF holds no image")
             series = tif.series[0]
@@ -185,6 +209,9 @@ def read_tiff(
             if not pages or pages[0] is None:
                 raise InputError(f"{path.name}: the TIFF image has no readable page")
             stored = 0
+            if any(page is None for page in pages):
+                raise InputError(f"{path.name}: the image metadata declares {len(pages)} planes but the file holds "
+                                 f"{sum(p is not None for p in pages)}; the file is corrupt or incomplete")
             for page in pages:
                 if page is None:
                     continue

@@ -42,6 +42,7 @@ from medseg.io.safety import (
     check_declared_size,
     check_expansion,
     convert_voxels,
+    library_detail,
 )
 
 NIFTI_INTENT_LABEL = 1002
@@ -121,7 +122,7 @@ def _from_fileobj(path: Path):
 
 
 def _short(exc: BaseException, path: Path | None = None) -> str:
-    text = " ".join(str(exc).split())
+    text = library_detail(exc, limit=10_000)
     if path is not None:
         text = text.replace(str(path.resolve()), path.name).replace(str(path), path.name)
     # nibabel puts the absolute path in its messages; keep just the gist.

@@ -197,6 +197,17 @@ def affine_usable(affine) -> bool:
     return bool(np.all(np.isfinite(cols)) and np.all(cols > 0) and math.isfinite(det) and abs(det) > 1e-12)
 
 
+def library_detail(exc: BaseException, limit: int = 160) -> str:
+    """A third-party parser's message, one line, with every quoted part (where libraries put the
+    offending header value) replaced by ``<value>``; the exception type when nothing is left."""
+    import re
+
+    text = " ".join(str(exc).split())
+    text = re.sub(r"'[^']*'|\"[^\"]*\"|b'[^']*'", "<value>", text)
+    text = (text[:limit] + "...") if len(text) > limit else text
+    return text or type(exc).__name__
+
+
 def count_nonfinite(array: np.ndarray) -> int:
     """Number of NaN / +-inf elements (0 for integer arrays)."""
     arr = np.asarray(array)
