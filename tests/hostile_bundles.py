@@ -172,6 +172,17 @@ VARIANTS: list[Variant] = [
         lambda c: "$len(torch.load(@bundle_root + '/models/model.pt', weights_only=False)) * 0.0")),
     Variant("url_in_expression", _net_arg(lambda c: "$len('https://example.invalid/w.pt') * 0.0")),
     Variant("path_climb_in_expression", _net_arg(lambda c: "$len(glob.glob(@bundle_root + '/../../*')) * 0.0")),
+    # the zoo idioms the grammar accepts (lambdas, os.path, cudnn flags, calling a reference), abused
+    Variant("lambda_param_module", _net_arg(
+        lambda c: f"$(lambda g: g.os.system({_touch_sh(c)!r}))(glob) * 0.0"), True),
+    Variant("lambda_default_module", _net_arg(lambda c: "$(lambda m=glob: 0.0)()")),
+    Variant("setattr_payload", _net_arg(
+        lambda c: f"$setattr(torch.backends.cudnn, 'benchmark', {_touch_py(c)}) or 0.0"), True),
+    Variant("os_path_globals", _net_arg(
+        lambda c: f"$os.path.join.__globals__['os'].system({_touch_sh(c)!r}) * 0.0")),
+    Variant("lambda_called_by_reference", lambda b, c: _edit(b, lambda cfg: (
+        cfg.__setitem__("hook", f"$lambda: {_touch_py(c)}"),
+        cfg["network_def"].__setitem__("dropout", "$@hook() or 0.0"))), True),
     # statements and imports
     Variant("statement", _set("initialize", lambda c: [f"$import os; os.system({_touch_sh(c)!r})"])),
     Variant("import_subprocess", _imports("$import glob", "$import subprocess",

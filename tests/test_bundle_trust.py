@@ -211,6 +211,13 @@ def test_expression_grammar():
         "[{'image': i, 'label': l} for i, l in zip(@images, @labels)]",
         "@network_def.to(@device)",
         "monai.handlers.from_engine(['loss'], first=True)",
+        # zoo idioms (issue 14): a handler reference called on the engine, dtypes, os.path, a lambda
+        "@checkpointloader(@evaluator) if @load_pretrain else None",
+        "numpy.float32",
+        "setattr(torch.backends.cudnn, 'benchmark', True)",
+        "list(sorted(glob.glob(os.path.join(@dataset_dir, '*.nii.gz'))))",
+        "lambda x: torch.where(x[[2]] > 0, 4, x[0])",
+        "lambda batchdata, *_, **__: (batchdata.to(@device), None, (), {})",
     ]
     for expr in accepted:
         assert check_expression(expr) == [], expr
@@ -218,7 +225,14 @@ def test_expression_grammar():
         "__import__('os').system('x')": "name '__import__' is not allowed",
         "eval('1')": "name 'eval' is not allowed",
         "open('/etc/passwd').read()": "name 'open' is not allowed",
-        "(lambda: 1)()": "syntax Lambda is not allowed",
+        "(lambda: 1)()": "call of a computed function is not allowed",
+        "lambda x: __import__('os')": "name '__import__' is not allowed",
+        "lambda x: x.__class__": "attribute '__class__' is not allowed",
+        "lambda x: x('touch')": "name 'x' is not allowed",
+        "lambda os: os.system('x')": "lambda parameter 'os' is not allowed",
+        "setattr(torch.backends.cudnn, 'enabled', False)": "name 'setattr' is not allowed",
+        "os.system('x')": "attribute 'os.system' is not allowed",
+        "[[glob][0].os.environ][0].get('HOME')": "module 'glob' may only be used through an allow-listed name (glob.glob)",
         "torch.load('m.pt')": "attribute 'torch.load' is not allowed",
         "glob.os.system('x')": "attribute 'glob.os.system' is not allowed",
         "@x.__class__": "attribute '__class__' is not allowed",

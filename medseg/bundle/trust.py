@@ -18,29 +18,37 @@ these hold:
     Short names (``"Compose"``) are resolved the way MONAI does (its component locator, MONAI
     modules only) and the result must be allowed. A ``reader`` argument must name a MONAI reader.
 ``imports``
-    only ``$import monai``, ``$import torch``, ``$import numpy [as np]`` and ``$import glob``
-    (the standard library's file-name matcher: the model-zoo ``datalist`` convention needs it).
+    only ``$import monai``, ``$import torch``, ``$import numpy [as np]``, ``$import glob`` and
+    ``$import os`` (the model zoo's ``datalist`` conventions need the last two; what can be
+    reached through them is the allow-list below).
 ``$`` expressions
     are parsed to an AST (never evaluated here) and accepted only in a small grammar, each node
     checked in the role it plays: constants (no ``..`` path climbing, no ``scheme://``
     addresses); ``@id`` references to ids that exist (not into ``imports``: that would be a
-    module), names bound by a list comprehension in the same expression, ``True False None``;
-    the builtins ``list sorted len str int float bool dict tuple range min max zip enumerate``
-    only as the function of a call; the modules ``torch monai np numpy glob`` ONLY as the start
-    of one of the allow-listed dotted names, the calls ``torch.device torch.cuda.is_available
-    glob.glob monai.utils.set_determinism monai.handlers.from_engine`` and the values
-    ``torch.float16/32/64 torch.int64 torch.uint8`` (a module can never become a value, so
-    ``[torch][0].builtins`` or ``[m for m in [np]][0]...`` cannot reach anything); method calls
-    ``to run eval train parameters cpu items keys values get`` only on an object the config
-    built (a reference, a comprehension variable, an item or method result of one); ``+ - * //``
-    ``/``, comparisons, ``and or not``, ``x if c else y``, lists, tuples, dicts, subscripts,
-    list comprehensions. Anything else is refused: attributes starting with ``_``, calls of
-    computed functions, lambdas, f-strings, ``%`` formatting, ``*``/``**`` unpacking, set/dict
-    comprehensions and generators, walrus, statements.
+    module); names bound by a list comprehension or a lambda in the same expression;
+    ``True False None``; the builtins ``list sorted len str int float bool dict tuple range min
+    max zip enumerate`` only as the function of a call; the modules ``torch monai np numpy glob
+    os`` ONLY as the start of one of the allow-listed dotted names: calls (``torch.device``,
+    ``torch.cuda.is_available``, ``glob.glob``, ``os.path.join/exists/basename/...``,
+    ``monai.utils.set_determinism``, ``monai.handlers.from_engine``,
+    ``monai.data.load_decathlon_datalist`` and pure tensor functions such as ``torch.where``) and
+    values (dtypes, ``monai.utils.CommonKeys.*``). A module can never become a value, so
+    ``[torch][0].builtins`` or ``[m for m in [np]][0]...`` reach nothing. Method calls ``to run
+    eval train parameters cpu items keys values get`` only on an object the config built (a
+    reference, a bound name, an item or method result of one); calling a reference (a handler
+    attached to the engine: ``@checkpointloader(@evaluator)``) runs that allow-listed class's own
+    ``__call__``; the one ``setattr`` the zoo uses, ``setattr(torch.backends.cudnn, 'benchmark' |
+    'deterministic', True | False)``, exactly; ``+ - * / //``, comparisons, ``and or not``, ``x if
+    c else y``, lists, tuples, dicts, subscripts, list comprehensions, lambdas (their body obeys the
+    same grammar, their parameters cannot be called). Anything else is refused: attributes
+    starting with ``_``, calls of computed functions or of bound names, f-strings, ``%``
+    formatting, ``*``/``**`` unpacking in calls and literals, set/dict comprehensions and
+    generators, walrus, statements.
     Examples accepted: ``$@bundle_root + '/models/model.pt'``,
     ``$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')``,
     ``$list(sorted(glob.glob(@dataset_dir + '/*.nii.gz')))``, ``$@evaluator.run()``,
-    ``$[{'image': i} for i in @datalist]``, ``$monai.utils.set_determinism(seed=0)``.
+    ``$[{'image': i} for i in @datalist]``, ``$monai.utils.set_determinism(seed=0)``,
+    ``$lambda x: x[1:]``.
 ``@`` references
     must name an id present in the config (a reference chain is as safe as its end, and every
     value on the way is checked by the same rules).
@@ -133,15 +141,27 @@ _WRITE_KEYS = {"output_dir", "save_dir", "log_dir", "folder_path", "output_file"
 _DOWNLOAD_KEYS = {"pretrained", "pretrained_path", "url", "weights_url", "download"}
 _URL = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://")
 _DOTTED_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
-_ALLOWED_IMPORTS = {"import monai", "import torch", "import numpy", "import numpy as np", "import glob"}
+_ALLOWED_IMPORTS = {"import monai", "import torch", "import numpy", "import numpy as np", "import glob",
+                    "import os"}
 
-_MODULE_ROOTS = {"torch", "monai", "np", "numpy", "glob"}
+_MODULE_ROOTS = {"torch", "monai", "np", "numpy", "glob", "os"}
 _CONSTANTS = {"True", "False", "None"}
 _BUILTINS = {"list", "sorted", "len", "str", "int", "float", "bool", "dict", "tuple", "range", "min", "max",
              "zip", "enumerate"}
+_PATH_FUNCTIONS = ("join", "exists", "isfile", "isdir", "basename", "dirname", "splitext", "abspath", "normpath")
 _DOTTED_CALLS = {"torch.device", "torch.cuda.is_available", "glob.glob", "monai.utils.set_determinism",
-                 "monai.handlers.from_engine"}
-_DOTTED_VALUES = {"torch.float16", "torch.float32", "torch.float64", "torch.int64", "torch.uint8"}
+                 "monai.handlers.from_engine", "monai.data.load_decathlon_datalist",
+                 *(f"os.path.{f}" for f in _PATH_FUNCTIONS),
+                 # pure tensor functions (label merging in the zoo's postprocessing lambdas)
+                 *(f"torch.{f}" for f in ("where", "cat", "stack", "argmax", "softmax", "sigmoid", "zeros_like",
+                                          "ones_like", "logical_and", "logical_or", "logical_not"))}
+# dtypes and MONAI's key names: plain values, nothing callable behind them
+_DTYPES = ("float16", "float32", "float64", "bfloat16", "int8", "int16", "int32", "int64", "uint8", "bool")
+_DOTTED_VALUES = {*(f"torch.{t}" for t in (*_DTYPES, "float", "half", "double", "long", "int")),
+                  *(f"{m}.{t}" for m in ("np", "numpy") for t in _DTYPES if t != "bfloat16"),
+                  *(f"monai.utils.CommonKeys.{k}" for k in ("IMAGE", "LABEL", "PRED", "LOSS", "METADATA"))}
+# setattr(torch.backends.cudnn, NAME, True/False): the one setattr the zoo's configs use
+_CUDNN_FLAGS = {"benchmark", "deterministic"}
 _METHODS = {"to", "run", "eval", "train", "parameters", "cpu", "items", "keys", "values", "get"}
 _BINOPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv)
 _UNARYOPS = (ast.Not, ast.USub, ast.UAdd)
@@ -234,6 +254,8 @@ class _Grammar:
                     self.value(v)
         elif isinstance(node, ast.ListComp):
             self.comprehension(node)
+        elif isinstance(node, ast.Lambda):
+            self.lambda_(node)
         else:
             self.bad(f"syntax {type(node).__name__} is not allowed")
 
@@ -245,15 +267,30 @@ class _Grammar:
             self.value(gen.iter)  # the iterable sees only the names bound before it
             for t in ast.walk(gen.target):
                 if isinstance(t, ast.Name):
-                    if t.id.startswith("_") or t.id in _MODULE_ROOTS | _BUILTINS | _CONSTANTS:
-                        self.bad(f"comprehension variable {t.id!r} is not allowed")
-                    else:
-                        self.bound.add(t.id)
+                    self.bind(t.id, "comprehension variable")
                 elif not isinstance(t, (ast.Tuple, ast.Store, ast.Load)):
                     self.bad(f"comprehension target {type(t).__name__} is not allowed")
             for cond in gen.ifs:
                 self.value(cond)
         self.value(node.elt)
+        self.bound = outer
+
+    def bind(self, name: str, what: str) -> None:
+        if name in _MODULE_ROOTS | _BUILTINS | _CONSTANTS or name in self.refs:
+            self.bad(f"{what} {name!r} is not allowed")
+        else:
+            self.bound.add(name)
+
+    def lambda_(self, node: ast.Lambda) -> None:
+        """A lambda is a value; its parameters are names bound like comprehension variables, and
+        its body obeys the same grammar (so it can do no more than the expression around it)."""
+        a = node.args
+        for default in [*a.defaults, *(d for d in a.kw_defaults if d is not None)]:
+            self.value(default)
+        outer = set(self.bound)
+        for arg in [*a.posonlyargs, *a.args, *a.kwonlyargs, *(x for x in (a.vararg, a.kwarg) if x)]:
+            self.bind(arg.arg, "lambda parameter")
+        self.value(node.body)
         self.bound = outer
 
     def attribute(self, node: ast.Attribute, *, call: bool) -> None:
@@ -274,12 +311,22 @@ class _Grammar:
             if name is None:
                 self.value(node.value)  # say what is wrong inside, too
 
+    @staticmethod
+    def is_cudnn_flag(node: ast.Call) -> bool:
+        """``setattr(torch.backends.cudnn, 'benchmark' | 'deterministic', True | False)``, exactly."""
+        args = node.args
+        return (len(args) == 3 and not node.keywords and _dotted(args[0]) == "torch.backends.cudnn"
+                and isinstance(args[1], ast.Constant) and args[1].value in _CUDNN_FLAGS
+                and isinstance(args[2], ast.Constant) and isinstance(args[2].value, bool))
+
     def call(self, node: ast.Call) -> None:
         func = node.func
+        if isinstance(func, ast.Name) and func.id == "setattr" and self.is_cudnn_flag(node):
+            return
         if isinstance(func, ast.Name):
-            if func.id in self.refs:
-                self.bad(f"calling the object {func.id!r} is not allowed")
-            elif func.id not in _BUILTINS or func.id in self.bound:
+            # calling an object the config built (a handler attaching to an engine, a transform on
+            # data) runs that allow-listed class's own __call__, nothing the config names
+            if func.id not in self.refs and (func.id not in _BUILTINS or func.id in self.bound):
                 self.bad(f"name {func.id!r} is not allowed")
         elif isinstance(func, ast.Attribute):
             self.attribute(func, call=True)
