@@ -270,3 +270,18 @@ def test_list_and_export(bundle, tmp_path, monkeypatch, capsys):
     ts_path = export_bundle(bundle, "torchscript", tmp_path / "m.ts")
     with torch.no_grad():
         assert torch.allclose(torch.jit.load(str(ts_path))(x), torch.from_numpy(ref), atol=1e-5)
+
+
+def test_metadata_checker_accepts_either_packages_key():
+    """The model zoo writes the older optional_packages_version, which MONAI accepts; one of the two
+    must be there."""
+    from monai.bundle.utils import DEFAULT_METADATA
+
+    from medseg.bundle.spec import check_metadata
+
+    meta = json.loads(json.dumps(DEFAULT_METADATA))
+    meta.pop("required_packages_version", None)
+    meta["optional_packages_version"] = {"nibabel": "5.2.1"}
+    assert check_metadata(meta) == []
+    del meta["optional_packages_version"]
+    assert any("required_packages_version" in p for p in check_metadata(meta))

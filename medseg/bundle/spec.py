@@ -10,20 +10,22 @@ from __future__ import annotations
 import re
 from typing import Any
 
-#: Keys every metadata.json must hold (``required_packages_version`` replaced the older
-#: ``optional_packages_version``; both are written by :func:`medseg.bundle.build_bundle`).
+#: Keys every metadata.json must hold. Besides these, one of :data:`PACKAGES_KEYS` must be
+#: there: ``required_packages_version`` replaced the older ``optional_packages_version``, which
+#: MONAI still accepts and the model zoo still writes (medseg's build writes both).
 REQUIRED_METADATA_KEYS: tuple[str, ...] = (
     "version",
     "monai_version",
     "pytorch_version",
     "numpy_version",
-    "required_packages_version",
     "task",
     "description",
     "authors",
     "copyright",
     "network_data_format",
 )
+
+PACKAGES_KEYS: tuple[str, ...] = ("required_packages_version", "optional_packages_version")
 
 #: Keys written by medseg although the specification marks them optional.
 OPTIONAL_METADATA_KEYS: tuple[str, ...] = (
@@ -92,13 +94,16 @@ def check_metadata(meta: Any) -> list[str]:
     if not isinstance(meta, dict):
         return ["metadata.json is not a JSON object"]
     problems = [f"metadata lacks required key '{k}'" for k in REQUIRED_METADATA_KEYS if k not in meta]
+    if not any(k in meta for k in PACKAGES_KEYS):
+        problems.append("metadata lacks required key 'required_packages_version' (or the older "
+                        "'optional_packages_version')")
     for key in ("version", "monai_version", "pytorch_version", "numpy_version"):
         if key in meta and not (isinstance(meta[key], str) and _VERSION.match(meta[key])):
             problems.append(f"metadata '{key}' must be a version string like '1.2.3'")
     for key in ("task", "description", "authors", "copyright"):
         if key in meta and not (isinstance(meta[key], str) and meta[key].strip()):
             problems.append(f"metadata '{key}' must be a non-empty string")
-    for key in ("required_packages_version", "optional_packages_version"):
+    for key in PACKAGES_KEYS:
         if key in meta and not (
             isinstance(meta[key], dict) and all(isinstance(v, str) for v in meta[key].values())
         ):
