@@ -275,12 +275,13 @@ def test_list_and_export(bundle, tmp_path, monkeypatch, capsys):
 def test_metadata_checker_accepts_either_packages_key():
     """The model zoo writes the older optional_packages_version, which MONAI accepts; one of the two
     must be there."""
-    from monai.bundle.utils import DEFAULT_METADATA
-
     from medseg.bundle.spec import check_metadata
 
-    meta = json.loads(json.dumps(DEFAULT_METADATA))
-    meta.pop("required_packages_version", None)
+    shipped = Path(__file__).resolve().parents[1] / "bundles" / "fluo_nuclei_2d" / "configs" / "metadata.json"
+    meta = json.loads(shipped.read_text())
+    assert check_metadata(meta) == []
+    meta.pop("required_packages_version")
+    meta.pop("optional_packages_version", None)
     meta["optional_packages_version"] = {"nibabel": "5.2.1"}
     assert check_metadata(meta) == []
     del meta["optional_packages_version"]
