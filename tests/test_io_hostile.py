@@ -636,3 +636,19 @@ def test_metaimage_compressed_size_that_does_not_fit_the_file_is_refused(tmp_pat
     # ITK allocates CompressedDataSize bytes before reading them (std::bad_alloc for -1)
     with pytest.raises(InputError, match="CompressedDataSize"):
         load(_mha(tmp_path, CompressedData="True", CompressedDataSize=value))
+
+
+def test_deflated_dicom_just_over_the_image_floor_is_refused(tmp_path):
+    path = _deflated_bomb(tmp_path, 100 * 2**20)  # 100 MB of pixels from ~0.1 MB
+    assert "decompression bomb" in _refused_fast_and_small(path)
+
+
+def test_sparse_label_map_compressing_300_to_1_still_reads(tmp_path):
+    # label maps compress far better than images: under 256 MB decoded they are never refused
+    lab = np.zeros((512, 512, 400), np.uint8)
+    lab[200:260, 180:240, 150:190] = 1
+    path = tmp_path / "lab.nii.gz"
+    nib.save(nib.Nifti1Image(lab, np.diag([0.8, 0.8, 1.0, 1.0])), str(path))
+    assert lab.nbytes > 100 * path.stat().st_size  # a "bomb" by ratio alone
+    img = load(path, kind="label")
+    assert tuple(img.shape) == (1, 512, 512, 400) and int(img.sum()) == 60 * 60 * 40

@@ -30,7 +30,13 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import InputError, UnsafeInputError
-from medseg.io.safety import check_declared_size, check_expansion, convert_voxels, library_detail
+from medseg.io.safety import (
+    IMAGE_EXPANSION_FLOOR,
+    check_declared_size,
+    check_expansion,
+    convert_voxels,
+    library_detail,
+)
 
 _UNIT_MM = {
     "micron": 1e-3, "microns": 1e-3, "um": 1e-3, "\u00b5m": 1e-3, "\\u00b5m": 1e-3, "micrometer": 1e-3,
@@ -223,7 +229,7 @@ def read_tiff(
                         )
                     stored += int(count)
             # strips/tiles hold the voxels: compressed or not, they cannot expand beyond the cap
-            check_expansion(n_bytes, stored, what=path.name)
+            check_expansion(n_bytes, stored, what=path.name, floor=IMAGE_EXPANSION_FLOOR)
             chan, (xa, ya), za = _layout(axes, shape, path.name)
             sx, sy, sz, source = _tiff_spacing(pages[0], tif.imagej_metadata, tif.ome_metadata if tif.is_ome else None)
             data = np.asarray(series.asarray())
@@ -281,7 +287,7 @@ def read_png(
             width, height = img.size
             bands, nbytes = _PNG_MODES.get(img.mode, (len(img.getbands()), 4))
             n_bytes = check_declared_size((height, width, bands), nbytes, what=path.name)
-            check_expansion(n_bytes, path.stat().st_size, what=path.name)
+            check_expansion(n_bytes, path.stat().st_size, what=path.name, floor=IMAGE_EXPANSION_FLOOR)
             dpi = img.info.get("dpi")
             if img.mode in ("P", "PA") and kind == "image":
                 img = img.convert("RGBA" if "transparency" in img.info or img.mode == "PA" else "RGB")

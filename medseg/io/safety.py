@@ -10,9 +10,10 @@ The voxel cap is ``$MEDSEG_MAX_VOXELS`` (default ``2**31`` voxels, all channels 
 Compressed containers (gzip NIfTI/NRRD, zlib MetaImage, deflated DICOM, compressed TIFF strips,
 PNG, zip/tar members) are also held to :func:`check_expansion` before anything is decoded: a
 stream that would expand to more than ``$MEDSEG_MAX_EXPANSION`` (default 100) times its stored
-size AND to more than 256 MiB is refused as a decompression bomb, so a 2 MB file cannot make
-medseg spend a minute and gigabytes of memory. Real images compress far less (CT 2-4:1, label
-maps up to a few hundred:1, and those stay under 256 MiB unless they are huge).
+size AND to more than a floor (256 MiB for NIfTI/NRRD/MHA/archives, 64 MiB for DICOM pixel data,
+PNG and TIFF) is refused as a decompression bomb, so a 2 MB file cannot make medseg spend a
+minute and gigabytes of memory. Real images compress far less (CT 2-4:1); label maps can reach a
+few hundred to one, and those stay under the 256 MiB floor unless they are huge.
 """
 
 from __future__ import annotations
@@ -121,8 +122,12 @@ def check_compressed_size(n_bytes: int, compressed_size: int, *, what: str = "in
 
 
 DEFAULT_MAX_EXPANSION = 100
-#: decoded sizes up to this many bytes are never refused by the expansion rule
+#: decoded sizes up to this many bytes are never refused by the expansion rule (label maps in
+#: NIfTI/NRRD/MHA can compress several hundred to one, so they get the larger floor)
 EXPANSION_FLOOR = 256 * 2**20
+#: the floor for pixel data of DICOM files, PNG and TIFF images (a 1 MB file then decodes to at
+#: most 64 MiB: seconds, not minutes, whatever the command does with it)
+IMAGE_EXPANSION_FLOOR = 64 * 2**20
 
 
 def max_expansion() -> float:
@@ -139,19 +144,19 @@ def max_expansion() -> float:
     return value
 
 
-def expansion_budget(stored_bytes: int) -> int:
+def expansion_budget(stored_bytes: int, floor: int = EXPANSION_FLOOR) -> int:
     """Most bytes a compressed stream of ``stored_bytes`` may decode to (see :func:`check_expansion`)."""
-    return max(EXPANSION_FLOOR, int(max_expansion() * max(int(stored_bytes), 0)))
+    return max(int(floor), int(max_expansion() * max(int(stored_bytes), 0)))
 
 
-def check_expansion(n_bytes: int, stored_bytes: int, *, what: str = "input") -> None:
+def check_expansion(n_bytes: int, stored_bytes: int, *, what: str = "input", floor: int = EXPANSION_FLOOR) -> None:
     """Refuse, before decoding, a compressed stream that would decode to more than
     :func:`expansion_budget` bytes (:class:`~medseg.errors.UnsafeInputError`)."""
-    budget = expansion_budget(stored_bytes)
+    budget = expansion_budget(stored_bytes, floor)
     if int(n_bytes) > budget:
         raise UnsafeInputError(
             f"{what}: refused as a decompression bomb: {_human_bytes(stored_bytes)} of compressed data "
-            f"would decode to {_human_bytes(n_bytes)} (over {max_expansion():g}x and 256 MB); "
+            f"would decode to {_human_bytes(n_bytes)} (over {max_expansion():g}x and {_human_bytes(floor)}); "
             "raise MEDSEG_MAX_EXPANSION only if the file is trusted"
         )
 
@@ -176,7 +181,7 @@ def inflated_size(fh, *, wbits: int, limit: int, what: str = "input") -> int:
                 if total > limit:
                     raise UnsafeInputError(
                         f"{what}: refused as a decompression bomb: the compressed data decodes to more than "
-                        f"{_human_bytes(limit)} (over {max_expansion():g}x its size and 256 MB); raise "
+                        f"{_human_bytes(limit)} (over {max_expansion():g}x its size); raise "
                         "MEDSEG_MAX_EXPANSION only if the file is trusted")
                 chunk = d.unconsumed_tail
     except zlib.error:

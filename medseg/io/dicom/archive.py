@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from medseg.errors import InputError, UnsafeInputError
-from medseg.io.safety import check_expansion, expansion_budget, inflated_size
+from medseg.io.safety import IMAGE_EXPANSION_FLOOR, check_expansion, expansion_budget, inflated_size
 
 DEFAULT_MAX_ARCHIVE_BYTES = 8 * 2**30
 DEFAULT_MAX_MEMBERS = 100_000
@@ -105,7 +105,8 @@ def _extract_zip(archive: Path, dest: Path, max_bytes: int, max_members: int) ->
             if info.compress_type not in _ZIP_METHODS:
                 raise InputError(f"{archive.name}: member #{n} uses compression method {info.compress_type}, "
                                  "which medseg cannot extract (stored, deflate, bzip2 and lzma are supported)")
-            check_expansion(info.file_size, info.compress_size, what=f"{archive.name} member #{n}")
+            check_expansion(info.file_size, info.compress_size, what=f"{archive.name} member #{n}",
+                            floor=IMAGE_EXPANSION_FLOOR)
         budget = [max_bytes]
         for n, info in enumerate(infos, 1):
             if info.is_dir():
@@ -114,7 +115,8 @@ def _extract_zip(archive: Path, dest: Path, max_bytes: int, max_members: int) ->
             target = dest.joinpath(*rel.parts)
             try:
                 with zf.open(info) as src:
-                    _copy_limited(src, target, budget, archive, expansion_budget(info.compress_size))
+                    _copy_limited(src, target, budget, archive,
+                                  expansion_budget(info.compress_size, IMAGE_EXPANSION_FLOOR))
             except _MEMBER_ERRORS as exc:
                 raise InputError(f"{archive.name}: member #{n} is corrupt or cannot be extracted "
                                  f"({type(exc).__name__})") from None

@@ -23,6 +23,7 @@ from pydicom.uid import UID
 
 from medseg.errors import InputError, UnsafeInputError
 from medseg.io.safety import (  # the one voxel cap shared by every reader
+    IMAGE_EXPANSION_FLOOR,
     check_expansion,
     expansion_budget,
     inflated_size,
@@ -197,7 +198,8 @@ def check_deflated(path: Path, name: str) -> int | None:
             size = path.stat().st_size
             fh.seek(offset)
             try:
-                return inflated_size(fh, wbits=-15, limit=expansion_budget(size - offset), what=name)
+                return inflated_size(fh, wbits=-15, limit=expansion_budget(size - offset, IMAGE_EXPANSION_FLOOR),
+                                     what=name)
             except UnsafeInputError:
                 raise
             except InputError:
@@ -356,7 +358,8 @@ def check_pixel_size(header: Header) -> None:
         stored = header.file_size - (header.pixel_offset or 0)
         if header.pixel_length is not None and header.pixel_length != 0xFFFFFFFF:
             stored = min(stored, header.pixel_length)
-        check_expansion(header.declared_pixel_bytes(), stored, what=f"{header.name} (pixel data)")
+        check_expansion(header.declared_pixel_bytes(), stored, what=f"{header.name} (pixel data)",
+                        floor=IMAGE_EXPANSION_FLOOR)
         header.extra["size_checked_cap"] = cap
         return
     declared = header.declared_pixel_bytes()
