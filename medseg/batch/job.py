@@ -87,7 +87,7 @@ def run_job(cases: Sequence[BatchCase], model, options: JobOptions, *, client=No
                 timings["retrieve"] = time.perf_counter() - t
                 input_path = work / "input"
             elif isinstance(payload, DicomSeriesInput):
-                input_path, series = payload.root, payload.series_instance_uid
+                input_path, series = payload.root, payload.selector
             elif isinstance(payload, FileInput):
                 input_path = payload.path
             else:  # pragma: no cover - sources only build the three kinds above

@@ -20,8 +20,9 @@ import hashlib
 import operator
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from medseg._hashing import sha256_file
 from medseg.batch.naming import (
@@ -47,10 +48,18 @@ class FileInput:
 
 @dataclass(frozen=True)
 class DicomSeriesInput:
-    """One DICOM series inside a folder tree: read with ``load(root, series=uid)``."""
+    """One DICOM series inside a folder tree: read with ``load(root, series=info)`` when the scan
+    that found it is at hand (its headers are reused: the tree is read once for the whole job),
+    else ``load(root, series=uid)``."""
 
     root: Path
     series_instance_uid: str
+    info: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def selector(self) -> Any:
+        """What ``load(root, series=...)`` takes for this series."""
+        return self.info if self.info is not None else self.series_instance_uid
 
 
 @dataclass(frozen=True)
@@ -144,7 +153,7 @@ def folder_cases(root: str | Path, *, select: str | None = None) -> list[BatchCa
         for s in series:
             if all(rule(s) for rule in rules):
                 cases.append(BatchCase(pipeline_case_name(root, s.series_instance_uid),
-                                       series_identity(s), DicomSeriesInput(root, s.series_instance_uid)))
+                                       series_identity(s), DicomSeriesInput(root, s.series_instance_uid, s)))
     for c in cases:
         check_case_name(c.case, root.name)
     check_unique([c.case for c in cases])
@@ -179,7 +188,7 @@ def csv_cases(manifest: str | Path) -> list[BatchCase]:
 
             chosen = select_series(list_series(p), row.get("series") or None)
             name = pipeline_case_name(p, chosen.series_instance_uid)
-            case = BatchCase(name, series_identity(chosen), DicomSeriesInput(p, chosen.series_instance_uid))
+            case = BatchCase(name, series_identity(chosen), DicomSeriesInput(p, chosen.series_instance_uid, chosen))
         else:
             name = pipeline_case_name(p, dicom_file_series_uid(p))
             case = BatchCase(name, "file:" + sha256_file(p), FileInput(p))

@@ -126,7 +126,7 @@ def seg_skip_reason(image: Any) -> str:
 
 def segment_file(input_path: str | Path, model_source: SegmentationModel | str | Path, output_dir: str | Path, *,
                  formats: str | Sequence[str] = FORMATS, device: str = "auto", tta: bool = False,
-                 series: str | None = None, trust_bundle: bool = False,
+                 series: Any = None, trust_bundle: bool = False,
                  model_loader: Callable[..., SegmentationModel] | None = None,
                  progress: bool = True, seg_uids: tuple[str, str] | None = None, amp: bool = True) -> Path:
     """Read ``input_path``, segment it, write ``output_dir/<case>/`` atomically; return that folder.
@@ -138,7 +138,8 @@ def segment_file(input_path: str | Path, model_source: SegmentationModel | str |
         output_dir: parent folder of the case folder (created if needed).
         formats: subset of ``nifti``, ``dicom-seg`` (written for 3D DICOM inputs), ``png``.
         device, tta: see :func:`medseg.inference.segment`.
-        series: DICOM series selector (UID or rule, see ``medseg.io.dicom.select_series``).
+        series: DICOM series selector (UID or rule, see ``medseg.io.dicom.select_series``, or a
+            ``SeriesInfo`` that ``list_series`` found under ``input_path``: its headers are reused).
         amp: reduced precision for the network where the hardware has it natively (see
             :func:`medseg.inference.sliding_window.autocast_dtype`); False for float32 throughout.
         seg_uids: (SeriesInstanceUID, SOPInstanceUID) for the DICOM SEG; default fresh UIDs.

@@ -161,7 +161,7 @@ def _read_arrays(path: Path, fmt: str, *, kind: str, allow_nonfinite: bool):
     raise InputError(f"{path.name}: unsupported input; medseg reads {SUPPORTED}")  # pragma: no cover
 
 
-def _read_dicom(path: Path, *, series: str | None, allow_missing_slices: bool):
+def _read_dicom(path: Path, *, series: Any, allow_missing_slices: bool):
     from medseg.io.dicom import read_dicom  # imported lazily: pydicom only when needed
 
     return read_dicom(path, series=series, allow_missing_slices=allow_missing_slices)
@@ -170,14 +170,15 @@ def _read_dicom(path: Path, *, series: str | None, allow_missing_slices: bool):
 def load(
     path: str | os.PathLike[str],
     *,
-    series: str | None = None,
+    series: Any = None,
     allow_missing_slices: bool = False,
     kind: str = "image",
     allow_nonfinite: bool = False,
 ):
     """Read any supported input into a channel-first :class:`monai.data.MetaTensor`.
 
-    The affine maps voxel ``(i, j, k)`` to **RAS+ mm** (see :mod:`medseg.io`). ``series`` and
+    The affine maps voxel ``(i, j, k)`` to **RAS+ mm** (see :mod:`medseg.io`). ``series`` (a UID,
+    a rule, or a ``SeriesInfo`` found under ``path`` by ``list_series``) and
     ``allow_missing_slices`` apply to DICOM inputs (see ``medseg.io.dicom``). ``kind`` applies
     to the non-DICOM formats: ``"image"`` (float32, the default), ``"label"`` (an integer dtype,
     no intensity scaling) or ``"auto"`` (label when the stored voxels are integers marked as

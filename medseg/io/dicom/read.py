@@ -214,7 +214,7 @@ def _is_projection(info: SeriesInfo) -> bool:
     return False
 
 
-def read_dicom(path: str | os.PathLike[str], *, series: str | None = None,
+def read_dicom(path: str | os.PathLike[str], *, series: str | SeriesInfo | None = None,
                allow_missing_slices: bool = False, progress: bool = True) -> MetaTensor:
     """Read one DICOM image series from a folder (recursive), a file or a zip/tar(.gz) archive.
 
@@ -226,25 +226,41 @@ def read_dicom(path: str | os.PathLike[str], *, series: str | None = None,
     (1, i, j). Raises :class:`GeometryError` for missing/inconsistent geometry, gaps (unless
     ``allow_missing_slices``, which fills them with the minimum value and lists them in
     ``meta["missing_slices"]``) and gantry tilt; :class:`UnsafeInputError` for oversized inputs.
+
+    ``series`` may also be a :class:`SeriesInfo` that :func:`list_series` found under ``path`` (a
+    folder or file, not an archive): its headers are used as they are, so a batch over a tree of
+    many series reads each header once instead of rescanning the tree for every series.
     """
     path = Path(path)
+    if isinstance(series, SeriesInfo):
+        if series.source is not None:
+            raise InputError(f"series {series.series_instance_uid} was found in an archive; pass its UID instead")
+        return _read_info(series, path, allow_missing_slices, progress, skipped=0, n_series=None)
     with scanned(path, progress=progress) as result:
         info = select_series(result.series, series)
-        total = sum(h.voxels() for h in info.headers)
-        if total > max_voxels():
-            raise UnsafeInputError(f"series {info.series_instance_uid}: {total} voxels, over the limit of "
-                                   f"{max_voxels()}; raise MEDSEG_MAX_VOXELS if this is genuine")
-        if _is_enhanced(info):
-            from medseg.io.dicom.multiframe import read_multiframe
+        return _read_info(info, path, allow_missing_slices, progress,
+                          skipped=result.skipped_non_dicom + result.skipped_non_image, n_series=len(result.series))
 
-            volume, affine, meta = read_multiframe(info, path, allow_missing_slices, progress)
-        elif _is_projection(info):
-            from medseg.io.dicom.xray import read_xray
 
-            volume, affine, meta = read_xray(info, path)
-        else:
-            volume, affine, meta = _read_classic(info, path, allow_missing_slices, progress)
-        meta.setdefault("missing_slices", [])
-        meta["skipped_files"] = result.skipped_non_dicom + result.skipped_non_image
-        meta["n_series_found"] = len(result.series)
-        return _to_metatensor(volume, affine, meta)
+def _read_info(info: SeriesInfo, path: Path, allow_missing_slices: bool, progress: bool, *, skipped: int,
+               n_series: int | None) -> MetaTensor:
+    """Read the selected series ``info`` (inside the scan's ``with`` block for an archive)."""
+    total = sum(h.voxels() for h in info.headers)
+    if total > max_voxels():
+        raise UnsafeInputError(f"series {info.series_instance_uid}: {total} voxels, over the limit of "
+                               f"{max_voxels()}; raise MEDSEG_MAX_VOXELS if this is genuine")
+    if _is_enhanced(info):
+        from medseg.io.dicom.multiframe import read_multiframe
+
+        volume, affine, meta = read_multiframe(info, path, allow_missing_slices, progress)
+    elif _is_projection(info):
+        from medseg.io.dicom.xray import read_xray
+
+        volume, affine, meta = read_xray(info, path)
+    else:
+        volume, affine, meta = _read_classic(info, path, allow_missing_slices, progress)
+    meta.setdefault("missing_slices", [])
+    meta["skipped_files"] = skipped
+    if n_series is not None:
+        meta["n_series_found"] = n_series
+    return _to_metatensor(volume, affine, meta)
