@@ -67,7 +67,7 @@ def main() -> int:
             build_tree(root, n, args.slices)
             t_new, a_new = run(root, reuse=True)
             t_old, a_old = run(root, reuse=False)
-            same = len(a_new) == len(a_old) == n and all(np.array_equal(x, y) for x, y in zip(a_new, a_old))
+            same = len(a_new) == len(a_old) == n and all(np.array_equal(x, y) for x, y in zip(a_new, a_old, strict=True))
             if not same:
                 print("outputs differ", file=sys.stderr)
                 return 1
