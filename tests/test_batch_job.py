@@ -164,3 +164,59 @@ def test_torchrun_two_ranks_process_each_case_exactly_once(run_dir, tmp_path):
     assert sorted(per_rank) == [1, 2]
     assert all((out / r["case"] / "seg.nii.gz").is_file() for r in records)
     assert np.isfinite([r["timings_s"]["total"] for r in records]).all()
+
+
+@pytest.mark.orthanc
+@pytest.mark.skipif(not orthanc_available(), reason="Debian's orthanc/orthanc-dicomweb not installed")
+def test_review_then_send_stores_each_seg_once_without_segmenting_again(run_dir, tmp_path, monkeypatch, capsys):
+    """A run without --store-back (results reviewed first), then the same command with --store-back
+    into the same folder: every SEG reaches the PACS exactly once, and nothing is segmented again."""
+    from medseg.batch.job import store_results
+    from medseg.batch.pacs import DicomWebClient
+
+    series = {seed: _write_series(tmp_path / f"s{seed}", seed=seed) for seed in (5, 6)}
+    with LocalOrthanc() as pacs:
+        for files in series.values():
+            pacs.upload(files)
+        monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+        monkeypatch.setenv("MEDSEG_PACS_USER", pacs.user)
+        monkeypatch.setenv("MEDSEG_PACS_PASSWORD", pacs.password)
+        out = tmp_path / "out"
+        base = ["batch", pacs.dicomweb_url, "--bundle", str(run_dir), "--output", str(out), "--retries", "0"]
+        assert cli.main(base) == 0  # review first: nothing is sent
+        assert pacs.instances_of_modality("SEG") == []
+        segs = sorted(out.glob("*/seg.nii.gz"))
+        stamps = {p: p.stat().st_mtime_ns for p in segs}
+        capsys.readouterr()
+
+        assert cli.main([*base, "--store-back"]) == 0
+        text = capsys.readouterr().out
+        assert "DICOM SEG store-back: 2 stored, 0 already on the PACS, 0 not sent" in text, text
+        assert len(pacs.instances_of_modality("SEG")) == 2
+        assert {p: p.stat().st_mtime_ns for p in sorted(out.glob("*/seg.nii.gz"))} == stamps  # not redone
+        assert {r["extra"]["stored"] for r in _manifest(out)} == {"stored"}
+        n_instances = pacs.rest("GET", "/statistics")["CountInstances"]
+
+        assert cli.main([*base, "--store-back"]) == 0  # all stored: nothing to do, nothing sent
+        assert "store-back" not in capsys.readouterr().out
+        assert pacs.rest("GET", "/statistics")["CountInstances"] == n_instances
+
+    with LocalOrthanc() as pacs:  # a fresh PACS: review, reject one case, send the rest
+        for files in series.values():
+            pacs.upload(files)
+        monkeypatch.setenv("MEDSEG_PACS_USER", pacs.user)
+        monkeypatch.setenv("MEDSEG_PACS_PASSWORD", pacs.password)
+        out2 = tmp_path / "out2"
+        assert cli.main(["batch", pacs.dicomweb_url, "--bundle", str(run_dir), "--output", str(out2)]) == 0
+        rejected = sorted(out2.glob("*/seg.dcm"))[0]
+        rejected.unlink()
+        client = DicomWebClient(pacs.dicomweb_url, auth=pacs.auth)
+        summary = store_results(out2, client)
+        assert summary.stores == {"stored": 1, "not sent": 1}
+        assert summary.not_sent == [(rejected.parent.name, "not sent: no seg.dcm in the case folder (removed at "
+                                     "review?)")]
+        assert len(pacs.instances_of_modality("SEG")) == 1
+        again = store_results(out2, client)  # the stored one is skipped, the rejected one stays unsent
+        assert again.skipped == 1 and again.stores == {"not sent": 1}
+        assert len(pacs.instances_of_modality("SEG")) == 1
+        assert "1 stored, 0 already on the PACS, 1 not sent" in summary.table()

@@ -21,9 +21,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from medseg.batch.runner import BatchCase, BatchSummary, CaseResult, done_case_folders, run_batch
+from medseg.batch.manifest import CaseRecord, Manifest, merge_manifests
+from medseg.batch.runner import (
+    ALREADY_STORED,
+    NOT_SENT,
+    STORED,
+    BatchCase,
+    BatchSummary,
+    CaseResult,
+    done_case_folders,
+    journal_paths,
+    latest_done_records,
+    run_batch,
+    store_outcome,
+)
 from medseg.batch.sources import DicomSeriesInput, FileInput, PacsInput
-from medseg.errors import ConfigError, InputError
+from medseg.errors import ConfigError, InputError, PACSError
 from medseg.io.atomic import check_writable_dir
 
 
@@ -47,8 +60,39 @@ class JobOptions:
     progress: bool = True
 
 
+def _store_seg(final: Path, client, why_no_seg: str = "") -> dict[str, object]:
+    """Send ``final/seg.dcm`` to the PACS unless it is already there; the ``extra`` to record.
+
+    ``extra["stored"]`` is ``stored``, ``already on the PACS`` or ``not sent: <why>`` (see
+    :func:`medseg.batch.runner.store_outcome`); a PACS error propagates (the runner retries it).
+    """
+    import pydicom
+
+    seg = final / "seg.dcm"
+    if not seg.is_file():
+        return {"stored": f"{NOT_SENT}: {why_no_seg or 'no seg.dcm in the case folder (removed at review?)'}"}
+    ds = pydicom.dcmread(seg, stop_before_pixels=True)
+    t = time.perf_counter()
+    if client.series_exists(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)):
+        outcome = ALREADY_STORED
+    else:
+        client.store([seg])
+        outcome = STORED
+    return {"stored": outcome, "seg_series_instance_uid": str(ds.SeriesInstanceUID),
+            "store_s": round(time.perf_counter() - t, 3)}
+
+
+def _not_on_pacs(record: CaseRecord) -> bool:
+    return store_outcome(record.extra) not in (STORED, ALREADY_STORED)
+
+
 def run_job(cases: Sequence[BatchCase], model, options: JobOptions, *, client=None) -> BatchSummary:
-    """Segment ``cases`` with ``model`` (a :class:`medseg.inference.SegmentationModel`)."""
+    """Segment ``cases`` with ``model`` (a :class:`medseg.inference.SegmentationModel`).
+
+    Resume goes per step: a case segmented by an earlier run without ``--store-back`` (to review
+    its results first) is finished now only by sending its SEG, from its case folder as the review
+    left it; nothing is segmented again.
+    """
     from medseg.inference.pipeline import segment_file
 
     if options.store_back and client is None:
@@ -57,6 +101,8 @@ def run_job(cases: Sequence[BatchCase], model, options: JobOptions, *, client=No
     out.mkdir(parents=True, exist_ok=True)
     owners = done_case_folders(out)  # folder name -> key of the input whose finished output it holds
     owners_lock = threading.Lock()
+    owed_store = ({k: r for k, r in latest_done_records(out).items() if _not_on_pacs(r)}
+                  if options.store_back and options.resume else {})
 
     def claim(name: str, key: str) -> Path:
         """The final folder for case ``key``; refuses one holding another input's finished output."""
@@ -69,7 +115,17 @@ def run_job(cases: Sequence[BatchCase], model, options: JobOptions, *, client=No
             owners[name] = key
         return final
 
+    def store_only(prior: CaseRecord) -> CaseResult:
+        final = out / prior.case
+        extra = {**prior.extra, **_store_seg(final, client, prior.reason)}
+        outputs = {p.name: str(p) for p in sorted(final.iterdir())}
+        return CaseResult(outputs=outputs, timings_s={"store": float(extra.get("store_s", 0.0))}, extra=extra,
+                          case=prior.case, reason=prior.reason)
+
     def process(case: BatchCase, key: str) -> CaseResult:
+        prior = owed_store.get(key)
+        if prior is not None and (out / prior.case).is_dir():
+            return store_only(prior)
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
         work = out / f".work-{key[:16]}.part"
@@ -103,20 +159,6 @@ def run_job(cases: Sequence[BatchCase], model, options: JobOptions, *, client=No
             shutil.rmtree(work, ignore_errors=True)
 
         outputs = {p.name: str(p) for p in sorted(final.iterdir())}
-        extra: dict[str, object] = {}
-        seg = final / "seg.dcm"
-        if options.store_back and seg.exists():
-            import pydicom
-
-            ds = pydicom.dcmread(seg, stop_before_pixels=True)
-            t = time.perf_counter()
-            if client.series_exists(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)):
-                extra["stored"] = "already on the PACS"
-            else:
-                client.store([seg])
-                extra["stored"] = "stored"
-            extra["seg_series_instance_uid"] = str(ds.SeriesInstanceUID)
-            timings["store"] = time.perf_counter() - t
         prov = final / "provenance.json"
         reason = ""
         if prov.exists():
@@ -125,9 +167,54 @@ def run_job(cases: Sequence[BatchCase], model, options: JobOptions, *, client=No
             seg_reason = (record.get("output", {}).get("skipped") or {}).get("dicom-seg")
             if seg_reason and "dicom-seg" in options.formats:
                 reason = f"no DICOM SEG written: {seg_reason}"
+        extra: dict[str, object] = {}
+        if options.store_back:
+            extra = _store_seg(final, client, reason or "no DICOM SEG was asked for (--format)")
+            timings["store"] = float(extra.get("store_s", 0.0))
         timings["total"] = time.perf_counter() - t0
         return CaseResult(outputs=outputs, timings_s=timings, extra=extra, case=final.name, reason=reason)
 
     return run_batch(cases, process, output_dir=out, weights_sha256=model.weights_sha256 or "unknown",
                      resume=options.resume, workers=options.workers, retries=options.retries,
-                     backoff_s=options.backoff_s, progress=options.progress)
+                     backoff_s=options.backoff_s, progress=options.progress,
+                     unfinished=_not_on_pacs if options.store_back else None)
+
+
+def store_results(output_dir: str | os.PathLike[str], client, *, retries: int = 2,
+                  backoff_s: float = 2.0) -> BatchSummary:
+    """``medseg batch SOURCE --output OUT --store-only``: send the SEGs a reviewed output folder holds.
+
+    Every case whose latest ``done`` record has not reached the PACS is sent from its case folder
+    as it is now (a reviewer may have removed a ``seg.dcm``: that case is reported as not sent);
+    already stored cases are skipped. Each outcome is journalled like a batch run's.
+    """
+    out = Path(output_dir)
+    if not (out / "manifest.jsonl").is_file() and not any(out.glob("manifest.rank*.jsonl")):
+        raise ConfigError(f"{out.name} holds no manifest.jsonl: --store-only sends what a `medseg batch` "
+                          "output folder holds")
+    summary = BatchSummary()
+    journal = Manifest(out / "manifest.rank0.jsonl")
+    t_start = time.monotonic()
+    for key, prior in sorted(latest_done_records(out).items(), key=lambda kv: kv[1].case):
+        if not _not_on_pacs(prior):
+            summary.skipped += 1
+            continue
+        final = out / prior.case
+        for attempt in range(retries + 1):
+            try:
+                extra = {**prior.extra, **_store_seg(final, client, prior.reason)} if final.is_dir() else \
+                    {**prior.extra, "stored": f"{NOT_SENT}: the case folder is gone"}
+                break
+            except PACSError as exc:
+                if attempt == retries:
+                    extra = {**prior.extra, "stored": f"{NOT_SENT}: {' '.join(str(exc).split())}"}
+                else:
+                    time.sleep(backoff_s * 2 ** attempt)
+        record = CaseRecord(key, prior.case, "done", reason=prior.reason, outputs=prior.outputs,
+                            timings_s={"store": float(extra.get("store_s", 0.0))}, extra=extra)
+        journal.append(record)
+        summary.done += 1
+        summary.count_store(prior.case, extra)
+    summary.seconds = time.monotonic() - t_start
+    summary.manifest = merge_manifests(journal_paths(out), out / "manifest.jsonl")
+    return summary

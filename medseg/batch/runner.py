@@ -59,6 +59,19 @@ class CaseResult:
     reason: str = ""
 
 
+#: Outcomes of a requested store-back, as ``CaseResult.extra["stored"]`` records them: a case whose
+#: latest record holds neither of the first two has not reached the PACS yet.
+STORED, ALREADY_STORED, NOT_SENT = "stored", "already on the PACS", "not sent"
+
+
+def store_outcome(extra: dict[str, object]) -> str | None:
+    """``stored`` / ``already on the PACS`` / ``not sent`` for a case's ``extra``; None: no store asked."""
+    value = extra.get("stored")
+    if value is None:
+        return None
+    return value if value in (STORED, ALREADY_STORED) else NOT_SENT
+
+
 @dataclass
 class BatchSummary:
     done: int = 0
@@ -67,6 +80,16 @@ class BatchSummary:
     seconds: float = 0.0
     manifest: Path | None = None
     failures: list[tuple[str, str]] = field(default_factory=list)
+    #: store-back outcomes of the cases processed by this run (see :func:`store_outcome`)
+    stores: dict[str, int] = field(default_factory=dict)
+    not_sent: list[tuple[str, str]] = field(default_factory=list)
+
+    def count_store(self, case: str, extra: dict[str, object]) -> None:
+        outcome = store_outcome(extra)
+        if outcome is not None:
+            self.stores[outcome] = self.stores.get(outcome, 0) + 1
+            if outcome == NOT_SENT:
+                self.not_sent.append((case, str(extra.get("stored"))))
 
     def table(self) -> str:
         rate = (self.done / self.seconds * 3600.0) if self.seconds > 0 and self.done else 0.0
@@ -76,6 +99,11 @@ class BatchSummary:
         ]
         for case, reason in self.failures:
             lines.append(f"  failed: {case}: {reason}")
+        if self.stores:
+            lines.append("DICOM SEG store-back: " + ", ".join(
+                f"{self.stores.get(k, 0)} {k}" for k in (STORED, ALREADY_STORED, NOT_SENT)))
+            for case, why in self.not_sent:
+                lines.append(f"  {case}: {why}")
         if self.manifest is not None:
             lines.append(f"manifest: {self.manifest}")
         return "\n".join(lines)
@@ -96,15 +124,24 @@ def _rank_journals(output_dir: Path) -> list[Path]:
     return sorted(output_dir.glob("manifest.rank*.jsonl"))
 
 
-def _journal_paths(output_dir: Path) -> list[Path]:
+def journal_paths(output_dir: Path) -> list[Path]:
     """Every journal that can record a done case: the per-rank ones and the merged manifest."""
     return _rank_journals(output_dir) + [output_dir / "manifest.jsonl"]
 
 
+def latest_done_records(output_dir: str | os.PathLike[str]) -> dict[str, CaseRecord]:
+    """Key -> the newest ``done`` record in any journal under ``output_dir``."""
+    latest: dict[str, CaseRecord] = {}
+    for path in journal_paths(Path(output_dir)):
+        for rec in Manifest(path).records():
+            if rec.status == "done" and (rec.key not in latest or rec.finished_at >= latest[rec.key].finished_at):
+                latest[rec.key] = rec
+    return latest
+
+
 def done_case_folders(output_dir: str | os.PathLike[str]) -> dict[str, str]:
     """Case folder name -> key of the input whose ``done`` record (any journal, newest wins) names it."""
-    records = [r for path in _journal_paths(Path(output_dir)) for r in Manifest(path).records() if r.status == "done"]
-    return {r.case: r.key for r in sorted(records, key=lambda r: r.finished_at)}
+    return {r.case: r.key for r in sorted(latest_done_records(output_dir).values(), key=lambda r: r.finished_at)}
 
 
 def run_batch(
@@ -121,11 +158,14 @@ def run_batch(
     progress: bool = True,
     rank: int | None = None,
     world_size: int | None = None,
+    unfinished: Callable[[CaseRecord], bool] | None = None,
 ) -> BatchSummary:
     """Process ``cases`` with ``process(case, key)``; returns the summary of this rank.
 
-    ``resume=True`` skips cases whose key is done in any journal under ``output_dir``; with
-    ``resume=False`` every case runs again (its outputs are replaced atomically by ``process``).
+    ``resume=True`` skips cases whose key is done in any journal under ``output_dir``, unless
+    ``unfinished(latest done record)`` says a step of it is still owed (a store-back asked for
+    now that an earlier run did not do): those run again, and ``process`` decides what is left
+    to do. With ``resume=False`` every case runs again (outputs replaced atomically by ``process``).
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -139,8 +179,7 @@ def run_batch(
         barrier()  # no rank may start writing while rank 0 still removes a killed run's partials
         done: set[str] = set()
         if resume:
-            for path in _journal_paths(out):
-                done |= Manifest(path).done_keys()
+            done = {k for k, r in latest_done_records(out).items() if unfinished is None or not unfinished(r)}
 
         mine = shard(cases, rank, world_size)
         summary = BatchSummary()
@@ -187,6 +226,7 @@ def run_batch(
                 journal.append(record)
                 if record.status == "done":
                     summary.done += 1
+                    summary.count_store(record.case, record.extra)
                 else:
                     summary.failed += 1
                     summary.failures.append((record.case, record.reason))
@@ -207,7 +247,7 @@ def run_batch(
         summary.seconds = time.monotonic() - t_start
         _sum_across_ranks(summary, world_size)
         if rank == 0:  # the merged manifest is an input too: records of journals deleted since are kept
-            summary.manifest = merge_manifests(_journal_paths(out), out / "manifest.jsonl")
+            summary.manifest = merge_manifests(journal_paths(out), out / "manifest.jsonl")
         return summary
 
 
@@ -263,3 +303,7 @@ def _sum_across_ranks(summary: BatchSummary, world_size: int) -> None:
     failures: list[list[tuple[str, str]]] = [[] for _ in range(world_size)]
     dist.all_gather_object(failures, summary.failures)
     summary.failures = [f for part in failures for f in part]
+    parts: list[tuple[dict[str, int], list[tuple[str, str]]]] = [({}, []) for _ in range(world_size)]
+    dist.all_gather_object(parts, (summary.stores, summary.not_sent))
+    summary.stores = {k: sum(p[0].get(k, 0) for p in parts) for k in {k for p in parts for k in p[0]}}
+    summary.not_sent = [n for p in parts for n in p[1]]
