@@ -319,3 +319,61 @@ def test_real_nrrd_lung_lesion_folder(tmp_path):
         assert float(rows[0][name]) == pytest.approx(expect[name], abs=0.05)
     vox_ml = float(np.prod(ref_img.GetSpacing())) / 1000
     assert float(rows[0]["volume_ref_ml"]) == pytest.approx((ref > 0).sum() * vox_ml, rel=1e-6)
+
+
+@pytest.mark.parametrize("target", ["LAS", "RAS", "SLP", "ASL"])
+def test_reference_in_another_axis_order_is_reoriented_exactly(folders, tmp_path, target):
+    """dcm2niix writes LAS where medseg writes LPS for one series: the same voxels, another axis order.
+    nibabel's own orientation transform writes the reference that way; scores are those of the
+    original pair, and summary.json says what was done. No interpolation: Dice of a map against
+    its reoriented self is exactly 1."""
+    from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
+
+    pred_dir, ref_dir = folders
+    for case in ("case0", "case1"):
+        img = nib.load(ref_dir / f"{case}.nii.gz")
+        ornt = ornt_transform(io_orientation(img.affine), axcodes2ornt(tuple(target)))
+        turned = img.as_reoriented(ornt)
+        assert nib.aff2axcodes(turned.affine) == tuple(target)
+        nib.save(nib.Nifti1Image(np.asarray(turned.dataobj), turned.affine), str(ref_dir / f"{case}.nii.gz"))
+    out, plain = tmp_path / "out", tmp_path / "plain"
+    assert cli.main(["evaluate", str(pred_dir), str(ref_dir), "-o", str(out)]) == 0
+    # the same evaluation with the references left in the prediction's axis order
+    ref_lps = tmp_path / "ref_lps"
+    ref_lps.mkdir()
+    for i in range(3):
+        ref = _ref_map(i)
+        if i == 2:
+            ref[ref == 3] = 0
+        _write(ref_lps / f"case{i}.nii.gz", ref)
+    _write(ref_lps / "only_ref.nii", _ref_map(0))
+    assert cli.main(["evaluate", str(pred_dir), str(ref_lps), "-o", str(plain)]) == 0
+    _, rows = _read_csv(out / "metrics.csv")
+    _, rows_plain = _read_csv(plain / "metrics.csv")
+    assert rows == rows_plain
+    summary = _strict_json(out / "summary.json")
+    assert sorted(summary["reoriented"]) == ["case0", "case1"]
+    assert "no interpolation" in summary["reoriented"]["case0"]
+    assert _strict_json(plain / "summary.json")["reoriented"] == {}
+
+
+def test_metrics_api_reorients_with_a_warning_and_still_refuses_other_grids():
+    from monai.data import MetaTensor
+
+    from medseg.metrics import dice
+
+    ref = _ref_map(0)
+    img = nib.Nifti1Image(ref, AFFINE)
+    from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
+
+    turned = img.as_reoriented(ornt_transform(io_orientation(AFFINE), axcodes2ornt(("S", "R", "A"))))
+    a = MetaTensor(torch.from_numpy(ref[None].astype(np.int64)), affine=torch.as_tensor(AFFINE))
+    b = MetaTensor(torch.from_numpy(np.asarray(turned.dataobj)[None].astype(np.int64)),
+                   affine=torch.as_tensor(turned.affine))
+    with pytest.warns(UserWarning, match="reoriented exactly"):
+        assert dice(b, a, label=1) == 1.0
+    shifted = AFFINE.copy()
+    shifted[2, 3] += 2.5  # one slice off: a different grid, not another axis order
+    c = MetaTensor(torch.from_numpy(ref[None].astype(np.int64)), affine=torch.as_tensor(shifted))
+    with pytest.raises(EvaluationError, match="differ by 2.5 mm"):
+        dice(c, a, label=1)

@@ -37,7 +37,7 @@ from medseg.metrics import (
     instance_metrics,
     summarize,
 )
-from medseg.metrics._arrays import as_label_array, check_same_grid, resolve_spacing
+from medseg.metrics._arrays import align_to_reference, as_label_array, resolve_spacing
 from medseg.metrics.policy import check_policy
 
 N_WORST_IN_SUMMARY = 20
@@ -54,10 +54,14 @@ class EvaluationResult:
     files: list[Path] = field(default_factory=list)
 
 
-def _grid_check(case: str, pred: Any, ref: Any, involves_seg: bool) -> None:
-    """Shape and affine (1e-3 mm at the grid corners) must agree; the error names the case."""
+def _grid_check(case: str, pred: Any, ref: Any, involves_seg: bool) -> tuple[Any, str]:
+    """The prediction on the reference grid and a note ("" when nothing was done): the same grid
+    (1e-3 mm at the corners) or the same voxels in another axis order / direction (reoriented
+    exactly); anything else raises an EvaluationError that names the case."""
     try:
-        check_same_grid(pred, ref, as_label_array(pred, "prediction"), as_label_array(ref, "reference"))
+        aligned, note = align_to_reference(pred, ref, as_label_array(pred, "prediction"),
+                                           as_label_array(ref, "reference"))
+        return (aligned if note else pred), note
     except EvaluationError as exc:
         hint = " (for a DICOM SEG give its source series with --ref-image)" if involves_seg else ""
         raise EvaluationError(f"case {case}: {exc}{hint}") from None
@@ -77,26 +81,36 @@ def evaluate_files(
     """Score one case: read each file once, check the grids, compute every label's metrics.
 
     Returns ``(rows, instance_row)``: rows carry ``case``, ``label`` and the metric columns;
-    ``instance_row`` is None unless ``instances``.
+    ``instance_row`` is None unless ``instances``. A prediction written in another axis order or
+    direction than the reference (the same voxels) is reoriented exactly onto the reference grid.
     """
+    rows, inst, _ = _score_case(case, pred_path, ref_path, labels=labels, tolerance_mm=tolerance_mm, policy=policy,
+                                instances=instances, ref_image=ref_image)
+    return rows, inst
+
+
+def _score_case(case: str, pred_path: str | os.PathLike[str], ref_path: str | os.PathLike[str], *,
+                labels: Sequence[int] | None, tolerance_mm: float, policy: str, instances: bool,
+                ref_image: str | os.PathLike[str] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None, str]:
+    """:func:`evaluate_files` plus the grid note ("" when the grids were the same)."""
     src = reference_image_for(ref_image, case)
     pred = read_label_map(pred_path, src)
     ref = read_label_map(ref_path, src)
     involves_seg = any(str(p).lower().endswith(".dcm") for p in (pred_path, ref_path))
-    _grid_check(case, pred, ref, involves_seg)
+    pred, note = _grid_check(case, pred, ref, involves_seg)
     if instances:
         p, r = as_label_array(pred, "prediction"), as_label_array(ref, "reference")
         spacing = resolve_spacing(pred, ref, None, p.ndim)
         inst = instance_metrics(p, r, policy=policy)
         rows = evaluate_case((p > 0).astype(np.uint8), (r > 0).astype(np.uint8), spacing, [1], policy, tolerance_mm)
-        return [{"case": case, **row} for row in rows], {"case": case, **inst}
+        return [{"case": case, **row} for row in rows], {"case": case, **inst}, note
     rows = evaluate_case(pred, ref, None, labels, policy, tolerance_mm)
-    return [{"case": case, **row} for row in rows], None
+    return [{"case": case, **row} for row in rows], None, note
 
 
-def _evaluate_task(args: tuple) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def _evaluate_task(args: tuple) -> tuple[list[dict[str, Any]], dict[str, Any] | None, str]:
     case, pred_path, ref_path, kwargs = args
-    return evaluate_files(case, pred_path, ref_path, **kwargs)
+    return _score_case(case, pred_path, ref_path, **kwargs)
 
 
 def _empty_counts(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
@@ -135,9 +149,11 @@ def evaluate(
     bootstrap 95% interval of the mean over finite values, empty-case counts, the empty-mask
     policy, unmatched cases, worst cases first), ``worst_cases.csv``, ``boxplot_<metric>.png``
     and, with ``instances``, ``instance_metrics.csv``. Cases are paired by file name without
-    suffix; cases present on one side only are listed, never dropped silently. Grids that differ
-    (shape, or affine beyond 1e-3 mm) raise :class:`~medseg.errors.EvaluationError`: nothing is
-    resampled. ``workers`` > 1 scores cases in a process pool.
+    suffix; cases present on one side only are listed, never dropped silently. A prediction that
+    holds the reference's voxels in another axis order or direction (dcm2niix's LAS against
+    medseg's LPS) is reoriented exactly onto the reference grid and listed under ``reoriented``
+    in ``summary.json``; grids that differ otherwise (shape, or affine beyond 1e-3 mm) raise
+    :class:`~medseg.errors.EvaluationError`: nothing is resampled. ``workers`` > 1 scores cases in a process pool.
     """
     check_policy(policy)
     names = parse_labels(labels)
@@ -153,7 +169,7 @@ def evaluate(
     kwargs = {"labels": sorted(names) if names else None, "tolerance_mm": tolerance_mm, "policy": policy,
               "instances": instances, "ref_image": ref_image}
     tasks = [(c, str(p), str(r), kwargs) for c, p, r in match.pairs]
-    results: list[tuple[list[dict[str, Any]], dict[str, Any] | None]] = []
+    results: list[tuple[list[dict[str, Any]], dict[str, Any] | None, str]] = []
     if workers == 1 or len(tasks) == 1:
         for t in _progress(tasks, len(tasks), "evaluate"):
             results.append(_evaluate_task(t))
@@ -161,8 +177,9 @@ def evaluate(
         with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=get_context("spawn")) as pool:
             results = list(_progress(pool.map(_evaluate_task, tasks), len(tasks), "evaluate"))
 
-    rows = [row for case_rows, _ in results for row in case_rows]
-    instance_rows = [inst for _, inst in results if inst is not None]
+    rows = [row for case_rows, _, _ in results for row in case_rows]
+    instance_rows = [inst for _, inst, _ in results if inst is not None]
+    reoriented = {case: note for (case, _, _), (_, _, note) in zip(match.pairs, results, strict=True) if note}
     # every case gets a row for every label of the data set (absent in both = "both empty")
     all_labels = sorted(names) if names else sorted({int(r["label"]) for r in rows})
     seen = {(r["case"], int(r["label"])) for r in rows}
@@ -189,6 +206,7 @@ def evaluate(
         "cases": [c for c, _, _ in match.pairs],
         "unmatched": {"pred_only": match.pred_only, "ref_only": match.ref_only},
         "ignored_files": match.ignored,
+        "reoriented": reoriented,
         "labels": {str(k): v for k, v in label_names.items()},
         "tolerance_mm": float(tolerance_mm),
         "empty_policy": {

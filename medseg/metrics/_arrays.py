@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -93,26 +94,96 @@ def resolve_spacing(pred: Any, ref: Any, spacing: Sequence[float] | None, ndim: 
     return sp
 
 
-def check_same_grid(pred: Any, ref: Any, p: np.ndarray, r: np.ndarray) -> None:
-    """Refuse to compare label maps on different grids (shape, or affine beyond 1e-3 mm)."""
+def _corner_gap(a: np.ndarray, b: np.ndarray, shape: tuple[int, ...]) -> float:
+    """Largest distance (mm) between where two affines put the corner voxels of ``shape``."""
+    corners = np.array(np.meshgrid(*[[0, n - 1] for n in shape], indexing="ij")).reshape(len(shape), -1)
+    homog = np.zeros((4, corners.shape[1]))
+    homog[: len(shape)] = corners
+    homog[3] = 1.0
+    return float(np.abs(a @ homog - b @ homog)[:3].max())
+
+
+def axis_reorientation(a_src: np.ndarray, shape_src: tuple[int, ...], a_dst: np.ndarray,
+                       shape_dst: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[bool, ...]] | None:
+    """How to put an array on grid ``(a_src, shape_src)`` onto grid ``(a_dst, shape_dst)`` exactly,
+    when the two are the same voxels in another axis order and direction (dcm2niix's LAS against
+    medseg's LPS of one series): ``(perm, flips)`` for ``np.flip(np.transpose(src, perm), flipped
+    axes)``, or None when no permutation and flips of the axes map every voxel centre onto one of
+    the other grid within :data:`GRID_TOLERANCE_MM`. Nothing is interpolated."""
+    nd = len(shape_dst)
+    if len(shape_src) != nd or sorted(shape_src) != sorted(shape_dst):
+        return None
+    cols_s, cols_d = a_src[:3, :nd], a_dst[:3, :nd]
+    perm, flips = [], []
+    for d in range(nd):
+        found = None
+        for s_ax in range(nd):
+            if s_ax in perm or shape_src[s_ax] != shape_dst[d]:
+                continue
+            for sign in (1.0, -1.0):
+                if np.abs(sign * cols_s[:, s_ax] - cols_d[:, d]).max() * max(shape_dst[d] - 1, 1) <= GRID_TOLERANCE_MM:
+                    found = (s_ax, sign < 0)
+                    break
+            if found:
+                break
+        if found is None:
+            return None
+        perm.append(found[0])
+        flips.append(found[1])
+    # the reoriented grid's affine: column d is +-column perm[d]; its origin is the source voxel at
+    # index 0 (or n-1 on a flipped axis) of every axis
+    a_new = np.eye(4)
+    origin_index = np.zeros(4)
+    origin_index[3] = 1.0
+    for d, (s_ax, flip) in enumerate(zip(perm, flips, strict=True)):
+        a_new[:3, d] = -cols_s[:, s_ax] if flip else cols_s[:, s_ax]
+        origin_index[s_ax] = shape_src[s_ax] - 1 if flip else 0
+    a_new[:3, 3] = (a_src @ origin_index)[:3]
+    if _corner_gap(a_new, a_dst, tuple(shape_dst)) > GRID_TOLERANCE_MM:
+        return None
+    return tuple(perm), tuple(flips)
+
+
+def align_to_reference(pred: Any, ref: Any, p: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, str]:
+    """The prediction array on the reference grid, and what was done to it ("" when nothing).
+
+    Same grid (shape, affine within 1e-3 mm at the corners): ``p`` as it is. The same grid in
+    another axis order or direction: ``p`` transposed and flipped onto the reference grid, exactly
+    (no interpolation), with a note saying how. Anything else raises EvaluationError: medseg never
+    resamples silently.
+    """
+    a_p, a_r = _affine_of(pred), _affine_of(ref)
+    if p.shape == r.shape and (a_p is None or a_r is None or _corner_gap(a_p, a_r, p.shape) <= GRID_TOLERANCE_MM):
+        return p, ""
+    if a_p is not None and a_r is not None:
+        how = axis_reorientation(a_p, p.shape, a_r, r.shape)
+        if how is not None:
+            perm, flips = how
+            out = np.transpose(p, perm)
+            flipped = tuple(d for d, f in enumerate(flips) if f)
+            if flipped:
+                out = np.flip(out, flipped)
+            return np.ascontiguousarray(out), (f"prediction reoriented exactly onto the reference grid (axes "
+                                               f"{list(perm)}, flipped {list(flipped)}; no interpolation)")
     if p.shape != r.shape:
         raise EvaluationError(
             f"prediction grid {p.shape} differs from reference grid {r.shape}: resample the prediction "
             "to the reference grid first (medseg never resamples silently)"
         )
-    a_p, a_r = _affine_of(pred), _affine_of(ref)
-    if a_p is None or a_r is None:
-        return
-    corners = np.array(np.meshgrid(*[[0, n - 1] for n in p.shape], indexing="ij")).reshape(p.ndim, -1)
-    homog = np.zeros((4, corners.shape[1]))
-    homog[: p.ndim] = corners
-    homog[3] = 1.0
-    diff = np.abs(a_p @ homog - a_r @ homog)[:3].max()
-    if not diff <= GRID_TOLERANCE_MM:
-        raise EvaluationError(
-            f"prediction and reference affines differ by {diff:.4g} mm at the grid corners (tolerance "
-            f"{GRID_TOLERANCE_MM} mm): resample the prediction to the reference grid first"
-        )
+    diff = _corner_gap(a_p, a_r, p.shape)
+    raise EvaluationError(
+        f"prediction and reference affines differ by {diff:.4g} mm at the grid corners (tolerance "
+        f"{GRID_TOLERANCE_MM} mm): resample the prediction to the reference grid first"
+    )
+
+
+def check_same_grid(pred: Any, ref: Any, p: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """``p`` on the reference grid (see :func:`align_to_reference`); a reorientation is announced
+    with a warning. EvaluationError for grids that differ otherwise."""
+    aligned, note = align_to_reference(pred, ref, p, r)
+    if note:
+        warnings.warn(note, stacklevel=3)
+    return aligned
 
 
 def label_boxes(arr: np.ndarray) -> dict[int, tuple[slice, ...]]:

@@ -60,7 +60,7 @@ def iou_matrix(pred: Any, ref: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     """
     p = as_label_array(pred, "prediction")
     r = as_label_array(ref, "reference")
-    check_same_grid(pred, ref, p, r)
+    p = check_same_grid(pred, ref, p, r)
     return _iou_matrix(p, r)
 
 
@@ -108,7 +108,7 @@ def lesion_metrics(pred: Any, ref: Any, *, policy: str = DEFAULT_POLICY) -> dict
     """Lesion-wise detection on foreground connected components (26/8-connectivity)."""
     p = as_label_array(pred, "prediction") > 0
     r = as_label_array(ref, "reference") > 0
-    check_same_grid(pred, ref, p, r)
+    p = check_same_grid(pred, ref, p, r)
     return _lesion_metrics(p, r, policy)
 
 
@@ -147,7 +147,7 @@ def instance_metrics(
     check_policy(policy)
     p = as_label_array(pred, "prediction")
     r = as_label_array(ref, "reference")
-    check_same_grid(pred, ref, p, r)
+    p = check_same_grid(pred, ref, p, r)
     iou, pred_ids, ref_ids = _iou_matrix(p, r)
     n_pred, n_ref = int(pred_ids.size), int(ref_ids.size)
     both = instance_both_empty(policy)

@@ -65,8 +65,7 @@ def _binary(x: Any, label: int | None, name: str) -> np.ndarray:
 def _prepare(pred: Any, ref: Any, label: int | None) -> tuple[np.ndarray, np.ndarray]:
     p = _binary(pred, label, "prediction")
     r = _binary(ref, label, "reference")
-    check_same_grid(pred, ref, p, r)
-    return p, r
+    return check_same_grid(pred, ref, p, r), r
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:
@@ -228,7 +227,7 @@ def evaluate_case(
     tol = _check_tolerance(tolerance_mm)
     p = as_label_array(pred, "prediction")
     r = as_label_array(ref, "reference")
-    check_same_grid(pred, ref, p, r)
+    p = check_same_grid(pred, ref, p, r)
     sp = resolve_spacing(pred, ref, spacing, p.ndim)
     voxel_ml = float(np.prod(sp)) / 1000.0
     boxes_p, boxes_r = label_boxes(p), label_boxes(r)
