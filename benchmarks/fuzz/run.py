@@ -50,7 +50,7 @@ def run_case(index: int, seed_obj, base_seed: int, work: Path, executor, timeout
     for command in commands:
         sandbox = Sandbox(case / command)
         argv, output = argv_for(command, path, sandbox)
-        before = snapshot(sandbox.root, skip=(sandbox.out,))
+        before = snapshot(sandbox.root, skip=(sandbox.out, sandbox.home))
         parent_before = snapshot(case, skip=(sandbox.root,))
         outcome = executor(argv, sandbox, timeout)
         cls, sig = classify(outcome, command=command, sandbox=sandbox, before=before,

@@ -32,6 +32,9 @@ TIMEOUT_S = 20.0
 HEAVY_MODULES = ("medseg.cli", "medseg.io.read", "medseg.io.write", "medseg.io.dicom", "medseg.io.dicom_seg",
                  "medseg.io.nifti", "medseg.io.itk_formats", "medseg.io.microscopy", "pydicom", "nibabel",
                  "SimpleITK", "tifffile", "PIL.Image", "PIL.PngImagePlugin", "torch", "monai.data", "highdicom")
+#: what a fresh interpreter's imports leave in $TMPDIR whatever the input (onnxruntime, imported by
+#: MONAI, writes ``$TMPDIR/.ses``); the fork server has done those imports already
+IMPORT_ARTEFACTS = frozenset({".ses"})
 CLASSES = ("clean", "traceback", "crash", "timeout", "memory", "phi", "left_behind", "outside", "invalid_json",
            "nonsense", "unclean_error")
 
@@ -54,10 +57,12 @@ class Sandbox:
     cwd: Path = field(init=False)
     tmp: Path = field(init=False)
     out: Path = field(init=False)
+    home: Path = field(init=False)
 
     def __post_init__(self) -> None:
         self.cwd, self.tmp, self.out = self.root / "cwd", self.root / "tmp", self.root / "out"
-        for p in (self.cwd, self.tmp, self.out):
+        self.home = self.root / "home"
+        for p in (self.cwd, self.tmp, self.out, self.home):
             p.mkdir(parents=True, exist_ok=True)
 
 
@@ -69,8 +74,10 @@ def _limits(timeout: float) -> None:
 
 def _child_env(sandbox: Sandbox) -> dict[str, str]:
     env = dict(os.environ)
+    # HOME: a fresh interpreter's imports (matplotlib, onnxruntime) write caches there; that is
+    # not the input's doing, so it has its own folder, outside the "written outside" check
     env.update(TMPDIR=str(sandbox.tmp), MEDSEG_PROGRESS="0", OMP_NUM_THREADS="1", PYTHONHASHSEED="0",
-               HOME=str(sandbox.cwd))
+               HOME=str(sandbox.home))
     return env
 
 
@@ -307,13 +314,14 @@ def classify(outcome: Outcome, *, command: str, sandbox: Sandbox, before: dict, 
         return "traceback", f"{_exception_type(err)}@{_last_frame(err)}"
     if leaked(err, info_json=False) or leaked(out, info_json=command == "info"):
         return "phi", "canary printed"
-    after = snapshot(sandbox.root, skip=(sandbox.out, sandbox.root / "stdout.txt", sandbox.root / "stderr.txt"))
+    after = snapshot(sandbox.root, skip=(sandbox.out, sandbox.home, sandbox.root / "stdout.txt",
+                                         sandbox.root / "stderr.txt"))
     changed = sorted(k for k in set(before) | set(after)
-                     if before.get(k) != after.get(k) and not k.startswith(("tmp", "stdout", "stderr")))
+                     if before.get(k) != after.get(k) and not k.startswith(("tmp", "stdout", "stderr", "home")))
     parent_after = {k: v for k, v in snapshot(parent, skip=(sandbox.root,)).items()}
     if changed or parent_after.keys() != parent_before.keys() or Path("/tmp/abs_evil.dcm").exists():
         return "outside", "wrote outside the output folder"
-    tmp_left = list(sandbox.tmp.iterdir())
+    tmp_left = [p for p in sandbox.tmp.iterdir() if p.name not in IMPORT_ARTEFACTS]
     out_files = list(sandbox.out.iterdir())
     if tmp_left:
         return "left_behind", "temporary files left"
