@@ -652,3 +652,10 @@ def test_sparse_label_map_compressing_300_to_1_still_reads(tmp_path):
     assert lab.nbytes > 100 * path.stat().st_size  # a "bomb" by ratio alone
     img = load(path, kind="label")
     assert tuple(img.shape) == (1, 512, 512, 400) and int(img.sum()) == 60 * 60 * 40
+
+
+def test_tiff_compression_needing_a_missing_codec_is_an_input_error(tmp_path):
+    # compression 50000 (zstd): tifffile imports a codec on demand (ModuleNotFoundError escaped)
+    with pytest.raises(InputError) as info:
+        load(_tiff_with(tmp_path, 259, 50000))
+    _one_line(info.value)

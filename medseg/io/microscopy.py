@@ -237,6 +237,9 @@ def read_tiff(
                 raise InputError(f"{path.name}: decoded {data.size} values for a declared shape {shape}; "
                                  "the file is corrupt")
             data = data.reshape(shape)
+    except ImportError:  # tifffile imports a codec only when a page needs it (zstd, jpeg, ...)
+        raise InputError(f"{path.name}: the TIFF's compression needs a codec that is not installed here "
+                         "(tifffile's optional imagecodecs); save it uncompressed, LZW or deflate") from None
     except _tiff_errors() as exc:
         raise InputError(f"{path.name}: not a readable TIFF image ({type(exc).__name__}: {_short(exc, path)})") from None
     order = chan + [xa, ya] + ([za] if za is not None else [])

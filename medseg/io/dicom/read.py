@@ -87,7 +87,8 @@ def _decoder_hint(header: Header, ts) -> str:
 #: what pydicom's decoders (and the plug-ins they call) raise on corrupt pixel data: caught at
 #: that boundary only, and reported as "cannot be decoded"
 _DECODE_ERRORS = (ValueError, RuntimeError, NotImplementedError, EOFError, OSError, AttributeError, KeyError,
-                  TypeError, IndexError, OverflowError, ZeroDivisionError, struct.error, zlib.error, LookupError)
+                  TypeError, IndexError, OverflowError, ZeroDivisionError, struct.error, zlib.error, LookupError,
+                  ImportError)
 
 
 def load_frames(header: Header) -> np.ndarray:
