@@ -1,4 +1,4 @@
-"""``medseg batch SOURCE --bundle B --output DIR``: segment many cases, resumably.
+"""``medseg batch SOURCE --model M --output DIR``: segment many cases, resumably.
 
 SOURCE is a folder tree, a CSV manifest (column ``input``), a DICOMweb URL
 (``http://host:8042/dicom-web``) or a DIMSE node (``dimse://AET@host:104``). Credentials come from
@@ -18,7 +18,9 @@ HELP = "segment a folder, CSV manifest or PACS query; resumable, one manifest, S
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="folder, manifest .csv, http(s)://HOST:PORT/dicom-web or dimse://AET@HOST:PORT")
-    parser.add_argument("--bundle", required=True, help="bundle name or folder, or a training run folder")
+    from medseg.commands.segment import add_model_arguments
+
+    add_model_arguments(parser)
     parser.add_argument("--output", required=True, help="output folder: one sub-folder per case + manifest.jsonl")
     parser.add_argument("--format", default="nifti,dicom-seg,png", help="comma-separated: nifti, dicom-seg, png")
     parser.add_argument("--store-back", action="store_true", help="store each DICOM SEG back to the PACS source")
@@ -49,13 +51,15 @@ def run(args: argparse.Namespace) -> int:
     from medseg.batch.runner import distributed_rank_world
     from medseg.batch.sources import build_cases
     from medseg.bundle import load_bundle
+    from medseg.commands.segment import model_argument, nnunet_options
     from medseg.inference.pipeline import parse_formats, resolve_model
     from medseg.io.atomic import check_writable_dir
 
     check_writable_dir(args.output, "--output")  # before the PACS query and the model
     cases, client = build_cases(args.source, select=args.select, modality=args.modality,
                                 study_date=args.study_date, description=args.description)
-    model, _ = resolve_model(args.bundle, trust=args.trust_bundle, model_loader=load_bundle)
+    model, _ = resolve_model(model_argument(args), trust=args.trust_bundle, model_loader=load_bundle,
+                             nnunet=nnunet_options(args), tta=args.tta)
     options = JobOptions(output_dir=args.output, formats=parse_formats(args.format), device=args.device,
                          tta=args.tta, store_back=args.store_back, resume=args.resume, workers=args.workers,
                          retries=args.retries, amp=args.amp)

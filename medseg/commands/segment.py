@@ -1,16 +1,19 @@
-"""``medseg segment INPUT --bundle NAME_OR_DIR --output DIR``: segment one study."""
+"""``medseg segment INPUT --model PATH [--model PATH2 ...] --output DIR``: segment one study.
+
+``--model`` takes a medseg bundle (name or folder), a training run folder or an nnU-Net v2
+trained-model folder, recognised by content; ``--bundle`` is the same option's older name.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "segment one image/DICOM series with a bundle or training run; writes DIR/<case>/"
+HELP = "segment one image/DICOM series with a bundle, training run or nnU-Net v2 model; writes DIR/<case>/"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help="NIfTI/NRRD/MHA/TIFF/PNG file, or DICOM file/folder/archive")
-    parser.add_argument("--bundle", required=True,
-                        help="bundle name or folder (bundles/<name>), or a training run folder (model_spec.json)")
+    add_model_arguments(parser)
     parser.add_argument("--output", required=True, help="output folder; the case goes into DIR/<case>/")
     parser.add_argument("--format", default=None,
                         help="comma-separated: nifti, dicom-seg (DICOM inputs), png (default: all three)")
@@ -31,12 +34,39 @@ def run(args: argparse.Namespace) -> int:
     from medseg.bundle import load_bundle
     from medseg.inference.pipeline import segment_file
 
-    case_dir = segment_file(args.input, args.bundle, args.output, formats=args.format or "nifti,dicom-seg,png",
+    case_dir = segment_file(args.input, model_argument(args), args.output, formats=args.format or "nifti,dicom-seg,png",
                             device=args.device, tta=args.tta, series=args.series, trust_bundle=args.trust_bundle,
-                            model_loader=load_bundle, amp=args.amp)
+                            model_loader=load_bundle, amp=args.amp, nnunet=nnunet_options(args))
     print(case_dir)
     _warn_skipped(case_dir, explicit=args.format is not None)
     return 0
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--model`` (alias ``--bundle``) and the nnU-Net options; shared with ``medseg batch``."""
+    parser.add_argument("--model", "--bundle", dest="model", action="append", required=True, metavar="PATH",
+                        help="bundle name or folder, training run folder (model_spec.json), or nnU-Net v2 "
+                             "trained-model folder (plans.json, dataset.json, fold_*); repeat to run several "
+                             "models as one label map (classes numbered in order; an earlier --model wins a voxel)")
+    nn = parser.add_argument_group("nnU-Net v2 models (defaults as nnUNetv2_predict)")
+    nn.add_argument("--folds", nargs="+", default=None, metavar="F",
+                    help="folds to ensemble, e.g. 0 1 2 3 4 or all (default: every fold_N with the checkpoint)")
+    nn.add_argument("--checkpoint", choices=("final", "best"), default="final",
+                    help="checkpoint_final.pth (default) or checkpoint_best.pth")
+    nn.add_argument("--disable-tta", action="store_true", help="no mirroring (nnU-Net mirrors by default)")
+    nn.add_argument("--step-size", type=float, default=0.5, help="sliding-window step, fraction of the patch (0.5)")
+
+
+def model_argument(args: argparse.Namespace):
+    """One ``--model`` as a string, several as a list (:func:`medseg.inference.pipeline.resolve_model`)."""
+    return args.model[0] if len(args.model) == 1 else list(args.model)
+
+
+def nnunet_options(args: argparse.Namespace):
+    from medseg.inference.sources.nnunet import NnunetOptions
+
+    return NnunetOptions(folds=tuple(args.folds) if args.folds else None, checkpoint=args.checkpoint,
+                         tta=not args.disable_tta, step_size=args.step_size)
 
 
 def _warn_skipped(case_dir, *, explicit: bool) -> None:

@@ -43,20 +43,66 @@ def parse_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
     return out
 
 
-def resolve_model(source: SegmentationModel | str | Path, *, trust: bool = False,
-                  model_loader: Callable[..., SegmentationModel] | None = None) -> tuple[SegmentationModel, str]:
-    """A model object, a training run folder (has ``model_spec.json``) or a bundle via ``model_loader``.
+def resolve_model(source: Any, *, trust: bool = False,
+                  model_loader: Callable[..., SegmentationModel] | None = None,
+                  nnunet: Any = None, tta: bool = False) -> tuple[Any, str]:
+    """Turn what ``--model`` names into a model; returns ``(model, kind)``.
 
-    Returns ``(model, kind)`` with kind ``"object"``, ``"run_dir"`` or ``"bundle"``.
+    ``source`` is a :class:`SegmentationModel` or a model source object (kind ``"object"``), an
+    nnU-Net v2 trained-model folder (``plans.json`` + ``dataset.json`` + ``fold_*``: kind
+    ``"nnunet_v2"``, options from ``nnunet``, a
+    :class:`~medseg.inference.sources.nnunet.NnunetOptions`), a training run folder
+    (``model_spec.json``: ``"run_dir"``), a bundle name/folder loaded by ``model_loader``
+    (``"bundle"``), or a list of these, run as one model (``"combined"``, see
+    :mod:`medseg.inference.sources.combined`; ``tta`` then applies to the medseg models in it).
+    nnU-Net options given without an nnU-Net model are refused (ConfigError).
     """
-    if isinstance(source, SegmentationModel):
+    from medseg.inference.sources.nnunet import NnunetOptions
+
+    opts = nnunet if nnunet is not None else NnunetOptions()
+    if isinstance(source, (list, tuple)):
+        items = list(source)
+        if not items:
+            raise ConfigError("no model given")
+        if len(items) == 1:
+            return resolve_model(items[0], trust=trust, model_loader=model_loader, nnunet=nnunet, tta=tta)
+        from medseg.inference.sources.combined import CombinedSource
+        from medseg.inference.sources.medseg_model import MedsegModelSource
+
+        parts = []
+        for item in items:
+            model, kind = _resolve_one(item, trust=trust, model_loader=model_loader, opts=opts)
+            parts.append(MedsegModelSource(model, kind, tta=tta) if isinstance(model, SegmentationModel) else model)
+        if not opts.is_default and not any(getattr(p, "kind", "") == "nnunet_v2" for p in parts):
+            raise ConfigError(_NNUNET_ONLY)
+        return CombinedSource(parts), "combined"
+    model, kind = _resolve_one(source, trust=trust, model_loader=model_loader, opts=opts)
+    if not opts.is_default and kind != "nnunet_v2" and getattr(model, "kind", "") not in ("nnunet_v2", "combined"):
+        raise ConfigError(_NNUNET_ONLY)
+    return model, kind
+
+
+_NNUNET_ONLY = "--folds, --checkpoint, --disable-tta and --step-size apply to nnU-Net v2 model folders only"
+
+
+def _resolve_one(source: Any, *, trust: bool, model_loader: Callable[..., SegmentationModel] | None,
+                 opts: Any) -> tuple[Any, str]:
+    from medseg.inference.sources.base import ModelSource, detect_kind
+
+    if isinstance(source, SegmentationModel) or isinstance(source, ModelSource):
         return source, "object"
     path = Path(source)
-    if path.is_dir() and (path / "model_spec.json").is_file():
+    kind = detect_kind(path)
+    if kind == "nnunet_v2":
+        from medseg.inference.sources.nnunet import NnunetV2Source, require_nnunet
+
+        require_nnunet(path)
+        return NnunetV2Source.load(path, trust=trust, options=opts), "nnunet_v2"
+    if kind == "run_dir":
         return SegmentationModel.from_run_dir(path), "run_dir"
     if model_loader is None:
-        raise ConfigError(f"{path.name}: not a training run folder (no model_spec.json) and no bundle "
-                          "loader is available")
+        raise ConfigError(f"{path.name}: not a training run folder (no model_spec.json) nor an nnU-Net v2 "
+                          "model folder (plans.json, dataset.json, fold_*), and no bundle loader is available")
     return model_loader(source, trust=trust), "bundle"
 
 
@@ -124,20 +170,26 @@ def seg_skip_reason(image: Any) -> str:
     return seg_source_problem(image)
 
 
-def segment_file(input_path: str | Path, model_source: SegmentationModel | str | Path, output_dir: str | Path, *,
+def segment_file(input_path: str | Path, model_source: Any, output_dir: str | Path, *,
                  formats: str | Sequence[str] = FORMATS, device: str = "auto", tta: bool = False,
                  series: Any = None, trust_bundle: bool = False,
                  model_loader: Callable[..., SegmentationModel] | None = None,
-                 progress: bool = True, seg_uids: tuple[str, str] | None = None, amp: bool = True) -> Path:
+                 progress: bool = True, seg_uids: tuple[str, str] | None = None, amp: bool = True,
+                 nnunet: Any = None) -> Path:
     """Read ``input_path``, segment it, write ``output_dir/<case>/`` atomically; return that folder.
 
     Args:
         input_path: NIfTI/NRRD/MHA/TIFF/PNG file or DICOM file/folder/archive (:func:`medseg.io.load`).
-        model_source: a :class:`SegmentationModel`, a training run folder, or a bundle name/folder
-            (loaded by ``model_loader(source, trust=trust_bundle)``, e.g. ``medseg.bundle.load_bundle``).
+        model_source: a :class:`SegmentationModel` or model source object, a training run folder,
+            an nnU-Net v2 trained-model folder, a bundle name/folder (loaded by
+            ``model_loader(source, trust=trust_bundle)``, e.g. ``medseg.bundle.load_bundle``), or a
+            list of these run as one label map (:func:`resolve_model`).
         output_dir: parent folder of the case folder (created if needed).
         formats: subset of ``nifti``, ``dicom-seg`` (written for 3D DICOM inputs), ``png``.
-        device, tta: see :func:`medseg.inference.segment`.
+        device, tta: see :func:`medseg.inference.segment` (``tta`` is for medseg models; nnU-Net
+            models mirror unless ``nnunet.tta`` is False, as ``nnUNetv2_predict`` does).
+        nnunet: :class:`~medseg.inference.sources.nnunet.NnunetOptions` (folds, checkpoint,
+            mirroring, step size) for nnU-Net v2 model folders.
         series: DICOM series selector (UID or rule, see ``medseg.io.dicom.select_series``, or a
             ``SeriesInfo`` that ``list_series`` found under ``input_path``: its headers are reused).
         amp: reduced precision for the network where the hardware has it natively (see
@@ -161,7 +213,8 @@ def segment_file(input_path: str | Path, model_source: SegmentationModel | str |
     check_writable_dir(output_dir, "--output")  # before the model and the input are read
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    model, model_kind = resolve_model(model_source, trust=trust_bundle, model_loader=model_loader)
+    model, model_kind = resolve_model(model_source, trust=trust_bundle, model_loader=model_loader, nnunet=nnunet,
+                                      tta=tta)
     timings["load_model"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -177,7 +230,10 @@ def segment_file(input_path: str | Path, model_source: SegmentationModel | str |
     digest, hashed = input_hash(image, input_path)
 
     stats = StitchStats()
-    labels = segment(image, model, device=device, tta=tta, progress=progress, stats=stats, amp=amp)
+    if isinstance(model, SegmentationModel):
+        labels = segment(image, model, device=device, tta=tta, progress=progress, stats=stats, amp=amp)
+    else:  # a model source (nnU-Net v2 folder, several models): its own pre/postprocessing
+        labels = model.predict(image, device=device, progress=progress, amp=amp)
     timings.update(labels.meta["timings_s"])
 
     written: list[str] = []
@@ -228,7 +284,7 @@ def segment_file(input_path: str | Path, model_source: SegmentationModel | str |
     return case_dir
 
 
-def provenance(model: SegmentationModel, model_kind: str, image: Any, labels: Any, digest: str, hashed: str,
+def provenance(model: Any, model_kind: str, image: Any, labels: Any, digest: str, hashed: str,
                timings: dict[str, float], written: list[str], skipped: dict[str, str], tta: bool) -> dict[str, Any]:
     """The provenance record of one segmentation (no patient identifiers)."""
     import monai
@@ -238,13 +294,19 @@ def provenance(model: SegmentationModel, model_kind: str, image: Any, labels: An
     import medseg
 
     present = sorted(int(v) for v in np.unique(labels.numpy()) if v != 0)
+    if isinstance(model, SegmentationModel):
+        model_record = {"name": model.name, "source": model_kind, "weights_sha256": model.weights_sha256,
+                        "preset": model.preset, "task": model.task, "network": model.network_spec,
+                        "labels": {str(k): v for k, v in sorted(model.labels.items())},
+                        "roi_size": list(model.roi_size), "overlap": model.overlap}
+    else:
+        model_record = {"name": model.name, "source": model_kind, "weights_sha256": model.weights_sha256,
+                        "task": model.task, "labels": {str(k): v for k, v in sorted(model.labels.items())},
+                        "describe": model.describe().to_json()}
     return {
         "medseg_version": medseg.__version__,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017
-        "model": {"name": model.name, "source": model_kind, "weights_sha256": model.weights_sha256,
-                  "preset": model.preset, "task": model.task, "network": model.network_spec,
-                  "labels": {str(k): v for k, v in sorted(model.labels.items())},
-                  "roi_size": list(model.roi_size), "overlap": model.overlap},
+        "model": model_record,
         "input": {"sha256": digest, "hash_of": hashed, "format": image.meta.get("format"),
                   "modality": image.meta.get("modality"),
                   "series_instance_uid": image.meta.get("series_instance_uid"),
@@ -252,7 +314,7 @@ def provenance(model: SegmentationModel, model_kind: str, image: Any, labels: An
                   "spacing_mm": [float(s) for s in labels.meta["spacing"]]},
         "output": {"files": written, "skipped": skipped, "labels_present": present,
                    "dtype": str(labels.dtype).replace("torch.", "")},
-        "device": labels.meta["device"], "tta": bool(tta), "tta_disagreement": labels.meta.get("tta_disagreement"),
+        "device": labels.meta["device"], "tta": bool(labels.meta.get("tta", tta)), "tta_disagreement": labels.meta.get("tta_disagreement"),
         "stitching": labels.meta.get("stitch"),
         "timings_s": {k: round(float(v), 4) for k, v in timings.items()},
         "versions": {"torch": torch.__version__, "monai": monai.__version__, "python": platform.python_version(),
