@@ -659,3 +659,11 @@ def test_tiff_compression_needing_a_missing_codec_is_an_input_error(tmp_path):
     with pytest.raises(InputError) as info:
         load(_tiff_with(tmp_path, 259, 50000))
     _one_line(info.value)
+
+
+def test_modality_that_is_not_a_defined_term_is_never_shown(tmp_path, capsys):
+    bad = _damaged(tmp_path, lambda ds: _set_raw(ds, "Modality", "CANARYXQZ"))
+    assert cli_main(["info", str(bad), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "CANARYXQZ" not in captured.out + captured.err
+    assert '"modality": "unknown"' in captured.out

@@ -95,6 +95,15 @@ def float_attr(ds: Dataset, keyword: str, name: str, default: float | None = Non
         raise InputError(f"{name}: {keyword} is not a finite number (NaN or infinite); the file is corrupt")
     return value
 
+#: Modality defined terms (PS3.3 C.7.3.1.1.1, with retired ones still seen in archives).
+MODALITIES = frozenset({
+    "AR", "ASMT", "AU", "BDUS", "BI", "BMD", "CFM", "CR", "CT", "CTPROTOCOL", "DG", "DOC", "DX", "ECG", "EPS", "ES",
+    "FID", "GM", "HC", "HD", "IO", "IOL", "IVOCT", "IVUS", "KER", "KO", "LEN", "LS", "MG", "MR", "M3D", "NM", "OAM",
+    "OCT", "OP", "OPM", "OPT", "OPTBSV", "OPTENF", "OPV", "OSS", "OT", "PLAN", "POS", "PR", "PT", "PX", "REG", "RESP",
+    "RF", "RG", "RTDOSE", "RTIMAGE", "RTINTENT", "RTPLAN", "RTRAD", "RTRECORD", "RTSEGANN", "RTSTRUCT", "RWV", "SEG",
+    "SM", "SMR", "SR", "SRF", "STAIN", "TEXTUREMAP", "TG", "US", "VA", "XA", "XAPROTOCOL", "XC",
+    "DS", "DF", "DM", "EC", "FA", "FS", "LP", "MA", "MS", "OPR", "ST", "VF", "DR",
+})
 #: Modalities that hold no image medseg reads (their own readers live elsewhere, e.g. SEG).
 NON_IMAGE_MODALITIES = frozenset({"SEG", "RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "PR", "KO", "REG",
                                   "DOC", "FID", "PLAN"})
@@ -125,7 +134,13 @@ class Header:
 
     @property
     def modality(self) -> str:
-        return str(self.ds.get("Modality", "") or "").upper()
+        """Modality when it is a DICOM defined term (CT, MR, ...), else "" (unknown): a value that
+        is not a defined term is never shown, it could be anything typed into the header."""
+        try:
+            value = str(self.ds.get("Modality", "") or "").strip().upper()
+        except _PARSE_ERRORS:
+            return ""
+        return value if value in MODALITIES else ""
 
     @property
     def is_image(self) -> bool:
