@@ -68,6 +68,9 @@ class ModelSource(Protocol):
     task: str
     weights_sha256: str | None
 
+    @classmethod
+    def load(cls, path: Any, *, trust: bool = False, **options: Any) -> ModelSource: ...
+
     def describe(self) -> ModelInfo: ...
 
     def predict(self, image: Any, *, device: str = "auto", progress: bool = True, amp: bool = True) -> Any: ...

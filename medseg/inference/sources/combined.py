@@ -47,6 +47,14 @@ class CombinedSource:
             h.update(f"{s.weights_sha256}\n".encode())
         self.weights_sha256 = h.hexdigest()
 
+    @classmethod
+    def load(cls, path: Any, *, trust: bool = False, **options: Any) -> CombinedSource:
+        """``path``: a list of model paths (see :func:`medseg.inference.pipeline.resolve_model`)."""
+        from medseg.inference.pipeline import resolve_model
+
+        model, _ = resolve_model(list(path), trust=trust, **options)
+        return model
+
     def describe(self) -> ModelInfo:
         parts = [s.describe() for s in self.sources]
         return ModelInfo(kind=self.kind, name=self.name, labels=dict(self.labels), channels=parts[0].channels,

@@ -24,6 +24,20 @@ class MedsegModelSource:
         self.task = model.task
         self.weights_sha256 = model.weights_sha256
 
+    @classmethod
+    def load(cls, path: Any, *, trust: bool = False, model_loader: Any = None, tta: bool = False) -> MedsegModelSource:
+        """A training run folder (``model_spec.json``), else a bundle through ``model_loader``
+        (:func:`medseg.bundle.load_bundle`; the inference layer does not import the bundle layer)."""
+        from pathlib import Path
+
+        from medseg.errors import ConfigError
+
+        if (Path(path) / "model_spec.json").is_file():
+            return cls(SegmentationModel.from_run_dir(path), "run_dir", tta=tta)
+        if model_loader is None:
+            raise ConfigError(f"{Path(path).name}: not a training run folder and no bundle loader is available")
+        return cls(model_loader(path, trust=trust), "bundle", tta=tta)
+
     def describe(self) -> ModelInfo:
         from medseg.transforms.presets import get_preset
 
