@@ -210,13 +210,13 @@ def test_review_then_send_stores_each_seg_once_without_segmenting_again(run_dir,
         assert cli.main(["batch", pacs.dicomweb_url, "--bundle", str(run_dir), "--output", str(out2)]) == 0
         rejected = sorted(out2.glob("*/seg.dcm"))[0]
         rejected.unlink()
-        client = DicomWebClient(pacs.dicomweb_url, auth=pacs.auth)
-        summary = store_results(out2, client)
-        assert summary.stores == {"stored": 1, "not sent": 1}
-        assert summary.not_sent == [(rejected.parent.name, "not sent: no seg.dcm in the case folder (removed at "
-                                     "review?)")]
+        capsys.readouterr()
+        # no model: send what the reviewed folder holds; exit 3 because one SEG was not sent
+        assert cli.main(["batch", pacs.dicomweb_url, "--output", str(out2), "--store-only"]) == 3
+        text = capsys.readouterr().out
+        assert "DICOM SEG store-back: 1 stored, 0 already on the PACS, 1 not sent" in text, text
+        assert f"{rejected.parent.name}: not sent: no seg.dcm in the case folder (removed at review?)" in text
         assert len(pacs.instances_of_modality("SEG")) == 1
-        again = store_results(out2, client)  # the stored one is skipped, the rejected one stays unsent
-        assert again.skipped == 1 and again.stores == {"not sent": 1}
+        again = store_results(out2, DicomWebClient(pacs.dicomweb_url, auth=pacs.auth))
+        assert again.skipped == 1 and again.stores == {"not sent": 1}  # the stored one is not sent twice
         assert len(pacs.instances_of_modality("SEG")) == 1
-        assert "1 stored, 0 already on the PACS, 1 not sent" in summary.table()

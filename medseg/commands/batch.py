@@ -5,8 +5,8 @@ SOURCE is a folder tree, a CSV manifest (column ``input``), a DICOMweb URL
 ``MEDSEG_PACS_USER`` / ``MEDSEG_PACS_PASSWORD`` or ``~/.netrc``, never from the command line.
 Scale out with ``torchrun --nproc_per_node=N -m medseg batch ...`` (each case runs on one rank).
 
-Exit codes: 0 all cases done, 3 the job finished but some cases failed (see the manifest), 2 bad
-options or source.
+Exit codes: 0 all cases done, 3 the job finished but some cases failed (see the manifest) or, with
+``--store-only``, some SEG was not sent, 2 bad options or source.
 """
 
 from __future__ import annotations
@@ -20,10 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="folder, manifest .csv, http(s)://HOST:PORT/dicom-web or dimse://AET@HOST:PORT")
     from medseg.commands.segment import add_model_arguments
 
-    add_model_arguments(parser)
+    add_model_arguments(parser, required=False)  # not needed with --store-only; checked in run()
     parser.add_argument("--output", required=True, help="output folder: one sub-folder per case + manifest.jsonl")
     parser.add_argument("--format", default="nifti,dicom-seg,png", help="comma-separated: nifti, dicom-seg, png")
     parser.add_argument("--store-back", action="store_true", help="store each DICOM SEG back to the PACS source")
+    parser.add_argument("--store-only", action="store_true",
+                        help="segment nothing: send the SEGs a reviewed --output folder holds to the PACS SOURCE "
+                             "(each at most once; removed ones are reported as not sent)")
     parser.add_argument("--no-resume", dest="resume", action="store_false",
                         help="redo cases that are already done (default: resume, skipping them)")
     parser.add_argument("--resume", dest="resume", action="store_true", help=argparse.SUPPRESS)
@@ -44,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from medseg.errors import ConfigError
+
+    if args.store_only:
+        return _store_only(args)
+    if not args.model:
+        raise ConfigError("medseg batch needs --model (or --bundle), unless --store-only")
     from medseg._lean_imports import import_monai_for_inference
 
     import_monai_for_inference()
@@ -68,3 +77,14 @@ def run(args: argparse.Namespace) -> int:
     if rank == 0:
         print(summary.table())
     return 3 if summary.failed else 0
+
+
+def _store_only(args: argparse.Namespace) -> int:
+    """``--store-only``: no model, no segmentation; exit 3 when some SEG was not sent."""
+    from medseg.batch.job import store_results
+    from medseg.batch.pacs import client_from_uri
+    from medseg.batch.runner import NOT_SENT
+
+    summary = store_results(args.output, client_from_uri(args.source), retries=args.retries)
+    print(summary.table())
+    return 3 if summary.stores.get(NOT_SENT) else 0

@@ -42,9 +42,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
     """``--model`` (alias ``--bundle``) and the nnU-Net options; shared with ``medseg batch``."""
-    parser.add_argument("--model", "--bundle", dest="model", action="append", required=True, metavar="PATH",
+    parser.add_argument("--model", "--bundle", dest="model", action="append", required=required, metavar="PATH",
                         help="bundle name or folder, training run folder (model_spec.json), or nnU-Net v2 "
                              "trained-model folder (plans.json, dataset.json, fold_*); repeat to run several "
                              "models as one label map (classes numbered in order; an earlier --model wins a voxel)")
