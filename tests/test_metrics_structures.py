@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from test_cli_segment import run_dir  # noqa: F401 - fixture: a hand-set bone-threshold model
 
 from medseg.metrics.structures import structure_statistics
 
@@ -90,3 +91,32 @@ def test_against_simpleitk_on_real_lung_ct(tmp_path):
     ours = structure_statistics(lab, img, img.affine)
     theirs = _sitk_figures(image, label)
     _check(ours, theirs)
+
+
+def test_segment_and_batch_write_statistics(run_dir, tmp_path):  # noqa: F811
+    """`medseg segment --statistics` writes statistics.json for the labels it wrote (checked against
+    SimpleITK on seg.nii.gz over the input image); `medseg batch --statistics` records mL per
+    structure in the manifest."""
+    import json
+
+    from medseg import cli
+    from medseg.data.phantoms import save_phantom, spine_ct
+
+    run = run_dir
+    ph = spine_ct(shape=(32, 32, 24), spacing=(2.0, 2.0, 3.0), orientation="LPS", seed=6)
+    save_phantom(ph, tmp_path / "nii", "nifti")
+    src = tmp_path / "nii" / "image.nii.gz"
+    assert cli.main(["segment", str(src), "--model", str(run), "--output", str(tmp_path / "out"),
+                     "--format", "nifti", "--statistics"]) == 0
+    case = tmp_path / "out" / "image"
+    table = json.loads((case / "statistics.json").read_text())["structures"]
+    theirs = _sitk_figures(src, case / "seg.nii.gz")
+    _check(table, theirs)
+    assert table["1"]["name"] == "vertebrae"
+    (tmp_path / "batch_in").mkdir()
+    (tmp_path / "batch_in" / "image.nii.gz").write_bytes(src.read_bytes())
+    assert cli.main(["batch", str(tmp_path / "batch_in"), "--model", str(run), "--output", str(tmp_path / "b"),
+                     "--format", "nifti", "--statistics"]) == 0
+    (record,) = [json.loads(x) for x in (tmp_path / "b" / "manifest.jsonl").read_text().splitlines()]
+    assert record["extra"]["volume_ml"] == {"vertebrae": pytest.approx(table["1"]["volume_ml"], abs=1e-4)}
+

@@ -58,6 +58,7 @@ class JobOptions:
     retries: int = 2
     backoff_s: float = 2.0
     progress: bool = True
+    statistics: bool = False
 
 
 def _store_seg(final: Path, client, why_no_seg: str = "") -> dict[str, object]:
@@ -150,7 +151,8 @@ def run_job(cases: Sequence[BatchCase], model, options: JobOptions, *, client=No
                 raise ConfigError(f"unknown case payload {type(payload).__name__}")
             produced = segment_file(input_path, model, work / "out", formats=options.formats,
                                     device=options.device, tta=options.tta, series=series,
-                                    seg_uids=seg_uids_for(key), progress=False, amp=options.amp)
+                                    seg_uids=seg_uids_for(key), progress=False, amp=options.amp,
+                                    statistics=options.statistics)
             final = claim(case.case if case.explicit_name else produced.name, key)
             if final.exists():  # left by an interrupted run of this same case (not done in the journal)
                 shutil.rmtree(final)
@@ -168,6 +170,9 @@ def run_job(cases: Sequence[BatchCase], model, options: JobOptions, *, client=No
             if seg_reason and "dicom-seg" in options.formats:
                 reason = f"no DICOM SEG written: {seg_reason}"
         extra: dict[str, object] = {}
+        if options.statistics and (final / "statistics.json").is_file():  # the manifest's mL column set
+            table = json.loads((final / "statistics.json").read_text())["structures"]
+            extra["volume_ml"] = {e["name"]: round(e.get("volume_ml", 0.0), 4) for e in table.values()}
         if options.store_back:
             extra = _store_seg(final, client, reason or "no DICOM SEG was asked for (--format)")
             timings["store"] = float(extra.get("store_s", 0.0))

@@ -43,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-amp", dest="amp", action="store_false",
                         help="float32 throughout (default: bfloat16 on CPUs with native bf16, float16 on CUDA)")
     parser.add_argument("--trust-bundle", action="store_true")
+    parser.add_argument("--statistics", action="store_true",
+                        help="statistics.json per case; the manifest records mL per structure")
     parser.set_defaults(resume=True)
 
 
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
                              nnunet=nnunet_options(args), tta=args.tta)
     options = JobOptions(output_dir=args.output, formats=parse_formats(args.format), device=args.device,
                          tta=args.tta, store_back=args.store_back, resume=args.resume, workers=args.workers,
-                         retries=args.retries, amp=args.amp)
+                         retries=args.retries, amp=args.amp, statistics=args.statistics)
     summary = run_job(cases, model, options, client=client)
     rank, _ = distributed_rank_world()
     if rank == 0:

@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="DICOM series: a SeriesInstanceUID or a rule (modality=CT, description~REGEX, largest)")
     parser.add_argument("--trust-bundle", action="store_true",
                         help="allow a bundle whose configs run code outside the allow-list")
+    parser.add_argument("--statistics", action="store_true",
+                        help="also write statistics.json: per structure mL, intensity (HU), RAS box and centroid")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
 
     case_dir = segment_file(args.input, model_argument(args), args.output, formats=args.format or "nifti,dicom-seg,png",
                             device=args.device, tta=args.tta, series=args.series, trust_bundle=args.trust_bundle,
-                            model_loader=load_bundle, amp=args.amp, nnunet=nnunet_options(args))
+                            model_loader=load_bundle, amp=args.amp, nnunet=nnunet_options(args),
+                            statistics=args.statistics)
     print(case_dir)
     _warn_skipped(case_dir, explicit=args.format is not None)
     return 0

@@ -175,7 +175,7 @@ def segment_file(input_path: str | Path, model_source: Any, output_dir: str | Pa
                  series: Any = None, trust_bundle: bool = False,
                  model_loader: Callable[..., SegmentationModel] | None = None,
                  progress: bool = True, seg_uids: tuple[str, str] | None = None, amp: bool = True,
-                 nnunet: Any = None) -> Path:
+                 nnunet: Any = None, statistics: bool = False) -> Path:
     """Read ``input_path``, segment it, write ``output_dir/<case>/`` atomically; return that folder.
 
     Args:
@@ -196,6 +196,10 @@ def segment_file(input_path: str | Path, model_source: Any, output_dir: str | Pa
             :func:`medseg.inference.sliding_window.autocast_dtype`); False for float32 throughout.
         seg_uids: (SeriesInstanceUID, SOPInstanceUID) for the DICOM SEG; default fresh UIDs.
             Batch jobs derive them from input + weights so a rerun yields the same SEG instance.
+        statistics: also write ``statistics.json``: per structure voxels, mL, intensity (HU for
+            CT), RAS bounding box and centroid, components
+            (:func:`medseg.metrics.structures.structure_statistics`; instance models: one entry
+            for all objects of the class).
 
     Raises ConfigError (bad options, existing case folder), InputError/GeometryError (bad
     input), ModelError/BundleError (model). Nothing is left on disk on failure.
@@ -278,6 +282,16 @@ def segment_file(input_path: str | Path, model_source: Any, output_dir: str | Pa
                 shown, names = labels, model.labels
             save_overlay_montage(image, shown, tmp / "overlay.png", label_names=names)
             written.append("overlay.png")
+        if statistics:
+            from medseg.metrics.structures import structure_statistics
+
+            stats_labels = (labels > 0).to(labels.dtype) if model.task == "instance" else labels
+            names = {1: next(iter(model.labels.values()), "object")} if model.task == "instance" else model.labels
+            table = structure_statistics(stats_labels, image, image.affine, names=names)
+            atomic_write_text(tmp / "statistics.json", json.dumps(
+                {"units": {"volume_ml": "mL", "intensity": "image units (HU for CT)", "bbox_ras_mm": "RAS+ mm",
+                           "centroid_ras_mm": "RAS+ mm"}, "structures": table}, indent=2) + "\n")
+            written.append("statistics.json")
         timings["write"] = time.perf_counter() - t0
         prov = provenance(model, model_kind, image, labels, digest, hashed, timings, written, skipped, tta)
         atomic_write_text(tmp / "provenance.json", json.dumps(prov, indent=2, sort_keys=False) + "\n")
