@@ -667,3 +667,15 @@ def test_modality_that_is_not_a_defined_term_is_never_shown(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "CANARYXQZ" not in captured.out + captured.err
     assert '"modality": "unknown"' in captured.out
+
+
+def test_nifti_with_absurd_voxel_sizes_is_a_geometry_error(tmp_path):
+    # srow_x = 1e-30 and srow_y = 1e30: finite, invertible, and nonsense (0.0 mm in `info`)
+    aff = np.diag([1e-30, 1e30, 2.5, 1.0])
+    img = nib.Nifti1Image(np.zeros((4, 3, 2), np.int16), aff)
+    img.set_sform(aff, 1)
+    img.set_qform(None, 0)
+    path = tmp_path / "s.nii"
+    nib.save(img, str(path))
+    with pytest.raises(GeometryError, match="geometry is unknown"):  # pixdim holds the same sizes
+        load(path)

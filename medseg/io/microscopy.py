@@ -32,6 +32,8 @@ import numpy as np
 from medseg.errors import InputError, UnsafeInputError
 from medseg.io.safety import (
     IMAGE_EXPANSION_FLOOR,
+    MAX_SPACING_MM,
+    MIN_SPACING_MM,
     check_declared_size,
     check_expansion,
     convert_voxels,
@@ -70,9 +72,9 @@ def _tiff_errors():
 
 
 def _finite_spacing(values: tuple[float, ...]) -> bool:
-    """Spacings (mm) worth believing: finite, > 1e-9 mm and < 1e6 mm (a kilometre per pixel is a
-    broken resolution tag, and its volume element would overflow)."""
-    return all(v is not None and math.isfinite(v) and 1e-9 < v < 1e6 for v in values)
+    """Spacings (mm) worth believing: finite, 1 pm to 1 km (outside that the resolution tag is
+    broken; see :data:`medseg.io.safety.MIN_SPACING_MM`)."""
+    return all(v is not None and math.isfinite(v) and MIN_SPACING_MM <= v <= MAX_SPACING_MM for v in values)
 
 
 def _affine_2d3d(spacing: tuple[float, ...]) -> np.ndarray:

@@ -224,7 +224,7 @@ def _describe_arrays(arr: np.ndarray, affine: np.ndarray, meta: dict[str, Any]) 
         "kind": meta.get("kind", "image"),
         "shape": [int(s) for s in arr.shape],
         "channels": int(arr.shape[0]),
-        "spacing_mm": [round(float(s), 6) for s in np.linalg.norm(affine[:3, :ndim], axis=0)],
+        "spacing_mm": [float(f"{float(s):.6g}") for s in np.linalg.norm(affine[:3, :ndim], axis=0)],
         "orientation": orientation_code(affine, ndim),
         "origin_ras_mm": [round(float(v), 6) for v in affine[:3, 3]],
         "affine_ras": [[round(float(v), 6) for v in row] for row in affine],

@@ -189,9 +189,14 @@ def inflated_size(fh, *, wbits: int, limit: int, what: str = "input") -> int:
     return total
 
 
+#: voxel sizes outside this range (1 pm to 1 km) are a corrupt header, not an image
+MIN_SPACING_MM, MAX_SPACING_MM = 1e-9, 1e6
+
+
 def affine_usable(affine) -> bool:
-    """True when a voxel->world affine is finite, invertible and its spacings and determinant do
-    not overflow (a spacing of 1e308 mm is finite but its determinant is not)."""
+    """True when a voxel->world affine is finite, invertible, its determinant does not overflow
+    (a spacing of 1e308 mm is finite but its determinant is not) and every voxel size lies
+    between :data:`MIN_SPACING_MM` and :data:`MAX_SPACING_MM`."""
     aff = np.asarray(affine, dtype=np.float64)
     if aff.ndim != 2 or not np.all(np.isfinite(aff)):
         return False
@@ -199,7 +204,8 @@ def affine_usable(affine) -> bool:
     with np.errstate(all="ignore"):
         cols = np.linalg.norm(aff[:n, :n], axis=0)
         det = float(np.linalg.det(aff[:n, :n]))
-    return bool(np.all(np.isfinite(cols)) and np.all(cols > 0) and math.isfinite(det) and abs(det) > 1e-12)
+    return bool(np.all(np.isfinite(cols)) and np.all((cols >= MIN_SPACING_MM) & (cols <= MAX_SPACING_MM))
+                and math.isfinite(det) and abs(det) > 1e-12)
 
 
 def library_detail(exc: BaseException, limit: int = 160) -> str:
