@@ -59,6 +59,7 @@ class JobOptions:
     backoff_s: float = 2.0
     progress: bool = True
     statistics: bool = False
+    strict: bool = False
 
 
 def _store_seg(final: Path, client, why_no_seg: str = "") -> dict[str, object]:
@@ -116,6 +117,12 @@ def run_job(cases: Sequence[BatchCase], model, options: JobOptions, *, client=No
             owners[name] = key
         return final
 
+    writers = []
+    if options.statistics:
+        from medseg.evaluation.statistics import write_statistics
+
+        writers.append(write_statistics)
+
     def store_only(prior: CaseRecord) -> CaseResult:
         final = out / prior.case
         extra = {**prior.extra, **_store_seg(final, client, prior.reason)}
@@ -152,7 +159,7 @@ def run_job(cases: Sequence[BatchCase], model, options: JobOptions, *, client=No
             produced = segment_file(input_path, model, work / "out", formats=options.formats,
                                     device=options.device, tta=options.tta, series=series,
                                     seg_uids=seg_uids_for(key), progress=False, amp=options.amp,
-                                    statistics=options.statistics)
+                                    extra_writers=writers, strict=options.strict)
             final = claim(case.case if case.explicit_name else produced.name, key)
             if final.exists():  # left by an interrupted run of this same case (not done in the journal)
                 shutil.rmtree(final)
@@ -163,18 +170,20 @@ def run_job(cases: Sequence[BatchCase], model, options: JobOptions, *, client=No
         outputs = {p.name: str(p) for p in sorted(final.iterdir())}
         prov = final / "provenance.json"
         reason = ""
+        extra: dict[str, object] = {}
         if prov.exists():
             record = json.loads(prov.read_text())
             timings.update({f"segment.{k}": v for k, v in record["timings_s"].items()})
+            if record.get("domain_flags"):
+                extra["domain_flags"] = list(record["domain_flags"])
             seg_reason = (record.get("output", {}).get("skipped") or {}).get("dicom-seg")
             if seg_reason and "dicom-seg" in options.formats:
                 reason = f"no DICOM SEG written: {seg_reason}"
-        extra: dict[str, object] = {}
         if options.statistics and (final / "statistics.json").is_file():  # the manifest's mL column set
             table = json.loads((final / "statistics.json").read_text())["structures"]
             extra["volume_ml"] = {e["name"]: round(e.get("volume_ml", 0.0), 4) for e in table.values()}
         if options.store_back:
-            extra = _store_seg(final, client, reason or "no DICOM SEG was asked for (--format)")
+            extra.update(_store_seg(final, client, reason or "no DICOM SEG was asked for (--format)"))
             timings["store"] = float(extra.get("store_s", 0.0))
         timings["total"] = time.perf_counter() - t0
         return CaseResult(outputs=outputs, timings_s=timings, extra=extra, case=final.name, reason=reason)

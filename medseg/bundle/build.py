@@ -300,6 +300,10 @@ def build_bundle(
         "spatial_dims": dims, "modality": modality, "preset_overrides": preset_overrides,
         "name": str(spec.get("name") or name), "monai_path_skips_postprocess": [],
     }
+    if spec.get("domain"):  # what the model was made for: inputs and results outside it are flagged
+        from medseg.inference.domain import validate_domain
+
+        medseg_cfg["domain"] = validate_domain(spec["domain"])
     infer_cfg = inference_config(net_def, pre, roi, overlap, sw_batch, n_out, postprocess, labels, task)
 
     with atomic_dir(out_dir) as tmp:

@@ -146,6 +146,8 @@ def load_bundle(path_or_name: str | os.PathLike[str], *, trust: bool = False):
         weights_sha256=actual,
         name=str(cfg.get("name") or bundle_dir.name),
         preset_overrides=dict(cfg.get("preset_overrides") or {}),
+        slice_by_slice=bool(cfg.get("slice_by_slice", False)),
+        domain=dict(cfg.get("domain") or {}),
     )
 
 

@@ -45,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-bundle", action="store_true")
     parser.add_argument("--statistics", action="store_true",
                         help="statistics.json per case; the manifest records mL per structure")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail a case whose input or result lies outside the model's declared domain")
     parser.set_defaults(resume=True)
 
 
@@ -73,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
                              nnunet=nnunet_options(args), tta=args.tta)
     options = JobOptions(output_dir=args.output, formats=parse_formats(args.format), device=args.device,
                          tta=args.tta, store_back=args.store_back, resume=args.resume, workers=args.workers,
-                         retries=args.retries, amp=args.amp, statistics=args.statistics)
+                         retries=args.retries, amp=args.amp, statistics=args.statistics, strict=args.strict)
     summary = run_job(cases, model, options, client=client)
     rank, _ = distributed_rank_world()
     if rank == 0:

@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="allow a bundle whose configs run code outside the allow-list")
     parser.add_argument("--statistics", action="store_true",
                         help="also write statistics.json: per structure mL, intensity (HU), RAS box and centroid")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse an input or a result outside the model's declared domain (default: warn)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     case_dir = segment_file(args.input, model_argument(args), args.output, formats=args.format or "nifti,dicom-seg,png",
                             device=args.device, tta=args.tta, series=args.series, trust_bundle=args.trust_bundle,
                             model_loader=load_bundle, amp=args.amp, nnunet=nnunet_options(args),
-                            statistics=args.statistics)
+                            extra_writers=_extra_writers(args), strict=args.strict)
     print(case_dir)
     _warn_skipped(case_dir, explicit=args.format is not None)
     return 0
@@ -73,7 +75,8 @@ def nnunet_options(args: argparse.Namespace):
 
 
 def _warn_skipped(case_dir, *, explicit: bool) -> None:
-    """One line on stderr when a DICOM SEG was asked for (or the input is DICOM) but not written."""
+    """One line on stderr when a DICOM SEG was asked for (or the input is DICOM) but not written,
+    and one per flag when the input or the result lies outside the model's declared domain."""
     import json
     import sys
 
@@ -84,3 +87,14 @@ def _warn_skipped(case_dir, *, explicit: bool) -> None:
     reason = (prov.get("output", {}).get("skipped") or {}).get("dicom-seg")
     if reason and (explicit or prov.get("input", {}).get("format") == "dicom"):
         print(f"medseg: warning: no DICOM SEG written: {reason}", file=sys.stderr)
+    for flag in prov.get("domain_flags") or []:
+        print(f"medseg: warning: outside the model's domain: {flag} (--strict refuses)", file=sys.stderr)
+
+
+def _extra_writers(args: argparse.Namespace) -> list:
+    """The outputs asked for beyond the formats: ``--statistics`` -> statistics.json."""
+    if not getattr(args, "statistics", False):
+        return []
+    from medseg.evaluation.statistics import write_statistics
+
+    return [write_statistics]

@@ -82,6 +82,11 @@ PACKAGES: dict[str, Package] = {
         Package("dicompyler-core", "0.5.6", "dicompyler-core-0.5.6.tar.gz",
                 "0e3c05920a8fa3f1c0ff05a5c21dab3ff3f735e00012b69b38926b219d07faee",
                 _SDIST, "BSD"),
+        # TotalSegmentator's test files: real CT/MR with its own segmentations. Its example_ct_dicom/
+        # and example_seg_dicom.nii.gz are a blind test kept by others: never listed here, never extracted.
+        Package("totalsegmentator", "2.18.0", "totalsegmentator-2.18.0.tar.gz",
+                "5d4223ef93973bc36d710869d11e7742ead2c154c72f7f9edcaaadd5b6c4bd03",
+                _SDIST, "Apache-2.0"),
         Package("deepbet", "1.0.2", "deepbet-1.0.2-py3-none-any.whl",
                 "1999e2ea00ec48f6233b95b96f3901a962d3f70431c63aeb985e8a49a198473c",
                 _PURE_WHEEL, "MIT"),
@@ -92,6 +97,7 @@ _PYD = "pydicom/data/test_files/"
 _PYDD = "data_store/data/"
 _RAD = "pyradiomics-3.0.1/data/"
 _MNI = "nilearn/datasets/data/mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
+_TS = "totalsegmentator-2.18.0/tests/reference_files/"
 
 SAMPLES: dict[str, Sample] = {
     s.name: s
@@ -139,6 +145,16 @@ SAMPLES: dict[str, Sample] = {
         Sample("rt_ct_slice", "dicompyler-core",
                "dicompyler-core-0.5.6/tests/testdata/example_data/ct.0.dcm",
                "one CT slice of the RT case (meets the BODY contour)"),
+        Sample("ts_ct", "totalsegmentator", _TS + "example_ct.nii.gz",
+               "real abdomen-pelvis CT, 3 mm, 122x101x112 (TotalSegmentator test file)"),
+        Sample("ts_ct_vertebrae", "totalsegmentator", _TS + "spine_report/example_ct_report/totalseg.nii.gz",
+               "TotalSegmentator's vertebrae S1-T11 on ts_ct (v2 class map)", "labels"),
+        Sample("ts_ct_sm", "totalsegmentator", _TS + "example_ct_sm.nii.gz", "30 slices of ts_ct"),
+        Sample("ts_ct_sm_seg", "totalsegmentator", _TS + "example_seg.nii.gz",
+               "TotalSegmentator's 42-class segmentation of ts_ct_sm (v2 class map)", "labels"),
+        Sample("ts_mr_sm", "totalsegmentator", _TS + "example_mr_sm.nii.gz", "real abdominal MR"),
+        Sample("ts_mr_sm_seg", "totalsegmentator", _TS + "example_seg_mr.nii.gz",
+               "TotalSegmentator's 24-class MR segmentation of ts_mr_sm", "labels"),
         Sample("deepbet_model", "deepbet", "data/models/model.pt",
                "deepbet T1 brain-extraction network (TorchScript), a peer to compare against"),
         Sample("deepbet_bbox_model", "deepbet", "data/models/bbox_model.pt",

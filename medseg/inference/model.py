@@ -43,6 +43,8 @@ class SegmentationModel:
         name: a short model name (for provenance).
         preset_overrides: replacements for preset parameters (e.g. ``target_spacing``).
         slice_by_slice: run a 2D network on each slice of a 3D volume along the last axis (k).
+        domain: what the model was made for (:mod:`medseg.inference.domain`); inputs and results
+            outside it are flagged. Empty: nothing declared, nothing checked.
     """
 
     network: Any
@@ -58,6 +60,7 @@ class SegmentationModel:
     name: str = "model"
     preset_overrides: dict[str, Any] = field(default_factory=dict)
     slice_by_slice: bool = False
+    domain: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from medseg.transforms.postprocess import validate_postprocess
@@ -83,6 +86,9 @@ class SegmentationModel:
         if len(self.roi_size) != dims:
             raise ConfigError(f"roi_size {self.roi_size} needs {dims} values for a {dims}D network")
         self.postprocess = validate_postprocess(self.postprocess)
+        from medseg.inference.domain import validate_domain
+
+        self.domain = validate_domain(self.domain)
 
     @property
     def spatial_dims(self) -> int:
@@ -115,7 +121,8 @@ class SegmentationModel:
                    task=str(spec.get("task", "semantic")), weights_sha256=weights_sha256,
                    name=str(name or spec.get("name") or "model"),
                    preset_overrides=dict(inf.get("preset_overrides") or {}),
-                   slice_by_slice=bool(inf.get("slice_by_slice", False)))
+                   slice_by_slice=bool(inf.get("slice_by_slice", False)),
+                   domain=dict(spec.get("domain") or {}))
 
     @classmethod
     def from_run_dir(cls, path: str | Path, *, checkpoint: str = "best") -> SegmentationModel:
@@ -151,4 +158,5 @@ class SegmentationModel:
                 "labels": {str(k): v for k, v in sorted(self.labels.items())}, "task": self.task,
                 "inference": {"roi_size": list(self.roi_size), "overlap": self.overlap,
                               "sw_batch_size": self.sw_batch_size, "postprocess": self.postprocess,
-                              "preset_overrides": self.preset_overrides, "slice_by_slice": self.slice_by_slice}}
+                              "preset_overrides": self.preset_overrides, "slice_by_slice": self.slice_by_slice},
+                **({"domain": self.domain} if self.domain else {})}

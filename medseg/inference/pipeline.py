@@ -175,7 +175,8 @@ def segment_file(input_path: str | Path, model_source: Any, output_dir: str | Pa
                  series: Any = None, trust_bundle: bool = False,
                  model_loader: Callable[..., SegmentationModel] | None = None,
                  progress: bool = True, seg_uids: tuple[str, str] | None = None, amp: bool = True,
-                 nnunet: Any = None, statistics: bool = False) -> Path:
+                 nnunet: Any = None, extra_writers: Sequence[Callable[..., str]] = (),
+                 strict: bool = False) -> Path:
     """Read ``input_path``, segment it, write ``output_dir/<case>/`` atomically; return that folder.
 
     Args:
@@ -196,10 +197,12 @@ def segment_file(input_path: str | Path, model_source: Any, output_dir: str | Pa
             :func:`medseg.inference.sliding_window.autocast_dtype`); False for float32 throughout.
         seg_uids: (SeriesInstanceUID, SOPInstanceUID) for the DICOM SEG; default fresh UIDs.
             Batch jobs derive them from input + weights so a rerun yields the same SEG instance.
-        statistics: also write ``statistics.json``: per structure voxels, mL, intensity (HU for
-            CT), RAS bounding box and centroid, components
-            (:func:`medseg.metrics.structures.structure_statistics`; instance models: one entry
-            for all objects of the class).
+        extra_writers: more outputs, each ``writer(folder, image, labels, model) -> file name``
+            called inside the case folder being written (e.g.
+            :func:`medseg.evaluation.statistics.write_statistics` for ``--statistics``).
+        strict: refuse (:class:`~medseg.inference.domain.OutOfDomainError`, nothing written) an
+            input or a result outside the model's declared domain, instead of flagging it in
+            provenance (``domain_flags``).
 
     Raises ConfigError (bad options, existing case folder), InputError/GeometryError (bad
     input), ModelError/BundleError (model). Nothing is left on disk on failure.
@@ -232,6 +235,12 @@ def segment_file(input_path: str | Path, model_source: Any, output_dir: str | Pa
         raise ConfigError(f"output folder {case} already exists in {Path(output_dir).name}; remove it or "
                           "choose another --output")
     digest, hashed = input_hash(image, input_path)
+    from medseg.inference.domain import OutOfDomainError, check_input, check_output
+
+    domain = getattr(model, "domain", None) or {}
+    flags = check_input(domain, image)
+    if strict and flags:
+        raise OutOfDomainError(f"outside the domain of model {model.name}: {'; '.join(flags)} (--strict)")
 
     stats = StitchStats()
     if isinstance(model, SegmentationModel):
@@ -239,6 +248,9 @@ def segment_file(input_path: str | Path, model_source: Any, output_dir: str | Pa
     else:  # a model source (nnU-Net v2 folder, several models): its own pre/postprocessing
         labels = model.predict(image, device=device, progress=progress, amp=amp)
     timings.update(labels.meta["timings_s"])
+    flags += check_output(domain, labels, model.labels)
+    if strict and flags:
+        raise OutOfDomainError(f"outside the domain of model {model.name}: {'; '.join(flags)} (--strict)")
 
     written: list[str] = []
     skipped: dict[str, str] = {}
@@ -282,18 +294,11 @@ def segment_file(input_path: str | Path, model_source: Any, output_dir: str | Pa
                 shown, names = labels, model.labels
             save_overlay_montage(image, shown, tmp / "overlay.png", label_names=names)
             written.append("overlay.png")
-        if statistics:
-            from medseg.metrics.structures import structure_statistics
-
-            stats_labels = (labels > 0).to(labels.dtype) if model.task == "instance" else labels
-            names = {1: next(iter(model.labels.values()), "object")} if model.task == "instance" else model.labels
-            table = structure_statistics(stats_labels, image, image.affine, names=names)
-            atomic_write_text(tmp / "statistics.json", json.dumps(
-                {"units": {"volume_ml": "mL", "intensity": "image units (HU for CT)", "bbox_ras_mm": "RAS+ mm",
-                           "centroid_ras_mm": "RAS+ mm"}, "structures": table}, indent=2) + "\n")
-            written.append("statistics.json")
+        for writer in extra_writers:
+            written.append(writer(tmp, image, labels, model))
         timings["write"] = time.perf_counter() - t0
         prov = provenance(model, model_kind, image, labels, digest, hashed, timings, written, skipped, tta)
+        prov["domain_flags"] = flags
         atomic_write_text(tmp / "provenance.json", json.dumps(prov, indent=2, sort_keys=False) + "\n")
     return case_dir
 

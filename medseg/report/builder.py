@@ -185,6 +185,7 @@ def _segment_case(case_dir: Path, reference: Path | None) -> CaseReport:
         rep.labels = {int(k): str(v) for k, v in (model.get("labels") or {}).items()}
         tta = prov.get("tta_disagreement")
         rep.tta_disagreement = float(tta) if isinstance(tta, int | float) else None
+        rep.flags.extend(f"outside the model's domain: {f}" for f in prov.get("domain_flags") or [])
     seg = case_dir / "seg.nii.gz"
     if not seg.is_file():
         rep.status = "no-output"
