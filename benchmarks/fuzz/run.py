@@ -109,7 +109,9 @@ def campaign(n: int, seed: int, *, fresh: bool = False, workdir: Path | None = N
             bad = sum(v for c in counts.values() for k, v in c.items() if k != "clean")
             log(f"[fuzz] {done}/{len(todo)} inputs, {bad} non-clean, {time.monotonic() - t0:.0f} s")
     summary = {
-        "command": f"python -m benchmarks.fuzz.run --n {n} --seed {seed}" + (" --fresh" if fresh else ""),
+        "command": f"python -m benchmarks.fuzz.run --n {n} --seed {seed}" + (" --fresh" if fresh else "")
+        + (f" --formats {','.join(sorted(formats))}" if formats else "")
+        + (f" --only {','.join(str(i) for i in todo)}" if indices is not None else ""),
         "executor": "fresh processes" if fresh else "fork server",
         "n_inputs": len(todo),
         "n_runs": sum(len(r["runs"]) for r in records),
