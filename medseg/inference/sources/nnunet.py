@@ -40,6 +40,7 @@ import hashlib
 import io
 import logging
 import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,6 +251,9 @@ class NnunetV2Source:
         self.labels = {int(k): names.get(int(k), f"label_{k}") for k in self.label_manager.foreground_labels}
         self.name = name
         self.weights_sha256 = self._digest(ckpt_name)
+        # nnU-Net swaps each fold's weights into the one network; concurrent cases (batch
+        # --workers) must not interleave that
+        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, path: str | Path, *, trust: bool = False, options: NnunetOptions | None = None) -> NnunetV2Source:
@@ -320,7 +324,7 @@ class NnunetV2Source:
         spacing_ijk = np.sqrt((affine[:3, :3] ** 2).sum(0))
         data = np.ascontiguousarray(image.as_tensor().detach().cpu().numpy().astype(np.float32).transpose(0, 3, 2, 1))
         props = {"spacing": [float(s) for s in spacing_ijk[::-1]]}
-        with _quiet():
+        with self._lock, _quiet():
             from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
             predictor = nnUNetPredictor(tile_step_size=float(self.options.step_size), use_gaussian=True,
