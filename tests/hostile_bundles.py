@@ -139,6 +139,67 @@ def _yaml_alias_bomb(bundle: Path, canary: Path) -> None:
     _write_config(bundle, "bomb.yaml", text)
 
 
+def _saver(cfg: dict) -> dict:
+    return cfg["postprocessing"]["transforms"][-1]  # SaveImaged of the shipped inference.json
+
+
+def _callable_class(canary: Path):
+    """A class built with ``_mode_: callable`` is the bare class: an expression builds it with arguments
+    the checker never saw as config keys (LoadImage's reader is pydoc.locate-d, then called)."""
+    def change(cfg: dict) -> None:
+        cfg["loader_cls"] = {"_target_": "LoadImage", "_mode_": "callable"}
+        cfg["network_def"]["dropout"] = (f"$@loader_cls(reader='subprocess.run', args=['touch', {str(canary)!r}])"
+                                         " and 0.0")
+    return change
+
+
+def _call_writer(canary: Path):
+    """Calling a transform with extra arguments: SaveImage(img, meta, filename) writes where filename says
+    (run_inference_config evaluates 'initialize', with output_dir pointed at medseg's folder)."""
+    def change(cfg: dict) -> None:
+        cfg["saver"] = {"_target_": "SaveImage", "output_dir": "@output_dir", "resample": False}
+        cfg["to_tensor"] = {"_target_": "EnsureType"}
+        cfg["initialize"] = [f"$@saver(@to_tensor([[[1.0, 2.0], [3.0, 4.0]]]), None, {str(canary)!r})"]
+    return change
+
+
+def _engine_run(canary: Path):
+    """load_bundle only builds network_def and leaves the bundle's output_dir alone: an engine started from
+    there runs its postprocessing (SaveImaged) into a folder of the bundle's choosing."""
+    def change(cfg: dict) -> None:
+        cfg["output_dir"] = str(canary)
+        cfg["dataset_dir"] = "$@bundle_root + '/tests'"
+        cfg["net2"] = json.loads(json.dumps(cfg["network_def"]))
+        cfg["ev2"] = {**cfg["evaluator"], "network": "@net2", "val_handlers": [], "device": "cpu"}
+        cfg["network_def"]["dropout"] = "$@ev2.run() or 0.0"
+    return change
+
+
+def _sorted_key_writer(canary: Path):
+    """sorted(..., key=@saver) calls a config-built writer on a tensor; output_dir is the bundle's own."""
+    def change(cfg: dict) -> None:
+        cfg["output_dir"] = str(canary)
+        cfg["saver"] = {"_target_": "SaveImage", "output_dir": "@output_dir", "resample": False}
+        cfg["net2"] = json.loads(json.dumps(cfg["network_def"]))
+        cfg["network_def"]["dropout"] = "$len(sorted([list(@net2.parameters())[0][0]], key=@saver)) * 0.0"
+    return change
+
+
+def _dataset_in_network_def(bundle: Path, canary: Path) -> None:
+    """While load_bundle builds network_def, ``@ds[0]`` runs a dataset's transforms: a SaveImaged into the
+    bundle's own output_dir ('$@bundle_root + /eval'), which the bundle made a link out of itself."""
+    shutil.copyfile(bundle / "tests" / "ref_input.nii.gz", bundle / "tests" / f"{canary.name}.nii.gz")
+    os.symlink(canary.parent, bundle / "eval")
+
+    def change(cfg: dict) -> None:
+        cfg["ds"] = {"_target_": "Dataset", "data": f"$[{{'image': @bundle_root + '/tests/{canary.name}.nii.gz'}}]",
+                     "transform": {"_target_": "Compose", "transforms": [
+                         {"_target_": "LoadImaged", "keys": "image"},
+                         {"_target_": "SaveImaged", "keys": "image", "output_dir": "@output_dir", "resample": False}]}}
+        cfg["network_def"]["dropout"] = "$len(@ds[0]) * 0.0"
+    _edit(bundle, change)
+
+
 def _deep_json(bundle: Path, canary: Path) -> None:
     _write_config(bundle, "deep.json", "{\"a\": " + "[" * 100000 + "]" * 100000 + "}")
 
@@ -239,6 +300,39 @@ VARIANTS: list[Variant] = [
     Variant("yaml_python_tag", _yaml_python_tag),
     Variant("yaml_alias_bomb", _yaml_alias_bomb),
     Variant("json_nested_too_deep", _deep_json),
+    # the checker must see the text MONAI evaluates: MONAI turns every '#' into '::' first, so a Python
+    # comment (ignored by the checker) becomes a slice step (evaluated)
+    Variant("hash_comment_slice_step", _net_arg(lambda c: f"$[0.0][0 #({_touch_py(c)} or 1)\n][0]"), True),
+    # writers: where they write is decided by more than output_dir
+    Variant("output_dir_expression_elsewhere", _config(lambda c: lambda cfg: _saver(cfg).__setitem__(
+        "output_dir", f"$@output_dir[:0] + {str(c.parent / 'outside_out')!r}"))),
+    Variant("output_dir_longer_id", _config(lambda c: lambda cfg: (
+        cfg.__setitem__("output_dirx", str(c.parent / "outside_out")),
+        _saver(cfg).__setitem__("output_dir", "$@output_dirx")))),
+    Variant("saver_default_cwd", _config(lambda c: lambda cfg: _saver(cfg).pop("output_dir"))),
+    Variant("saver_data_root_dir", _config(lambda c: lambda cfg: _saver(cfg).__setitem__(
+        "data_root_dir", "/a/b/c/d/e/f/g/h/i/j/k/l/m/n"))),
+    Variant("saver_postfix_climbs", _config(lambda c: lambda cfg: _saver(cfg).__setitem__(
+        "output_postfix", f"seg/../../{c.name}"))),
+    Variant("file_mapping_default_cwd", _config(lambda c: lambda cfg: (
+        _saver(cfg).__setitem__("savepath_in_metadict", True),
+        cfg["postprocessing"]["transforms"].append({"_target_": "WriteFileMappingd", "keys": "pred"})))),
+    Variant("call_writer_with_filename", _config(_call_writer)),
+    Variant("dataset_run_from_network_def", _dataset_in_network_def, True),
+    Variant("callable_check_fooled_by_train_json", lambda b, c: (
+        _edit(b, _call_writer(c)), _edit(b, lambda cfg: cfg.__setitem__("saver", {"_target_": "StatsHandler"}),
+                                         "train.json"))),
+    Variant("sorted_key_calls_writer", _config(_sorted_key_writer), True),
+    Variant("engine_run_from_network_def", _config(_engine_run), True),
+    # a class instead of an instance; a network that downloads unless told not to
+    Variant("callable_mode_class", _config(_callable_class), True),
+    Variant("checkpoint_load_outside", _config(lambda c: lambda cfg: (
+        cfg.__setitem__("loader", {"_target_": "CheckpointLoader", "load_path": str(c.parent / "outside_model.pt"),
+                                   "load_dict": {"model": "@network_def"}}),
+        cfg.__setitem__("network", "$@loader(None) or @network_def")))),
+    Variant("pretrained_by_default", _config(lambda c: lambda cfg: cfg.__setitem__("network_def", {
+        "_target_": "EfficientNetBN", "model_name": "efficientnet-b0", "spatial_dims": 2, "in_channels": 1,
+        "num_classes": 3}))),
 ]
 
 

@@ -241,6 +241,49 @@ def test_expression_grammar():
         "import os": "not a single Python expression",
         "1; 2": "not a single Python expression",
         "dict(**@x)": "'**' unpacking is not allowed",
+        # MONAI evaluates the text with '#' -> '::': a comment for the checker is a slice step for MONAI
+        "[0.0][0 #__import__('os')\n]": "name '__import__' is not allowed",
+        # MONAI puts __local_refs['x'] inside the string: its quotes end the string
+        "len('a @x b')": "a reference inside a string is not allowed",
+        "@::x + 1": "a relative reference ('@::id', '@#id') is not allowed",
+        "@##x": "a relative reference ('@::id', '@#id') is not allowed",
+        "sorted(@a, key=@saver)": "key= of sorted() must be a lambda",
     }
     for expr, problem in refused.items():
         assert problem in check_expression(expr), (expr, check_expression(expr))
+    # in a config: only handlers and lambdas may be called, and engines start only from 'run'
+    assert "calling @saver is not allowed (only a monai.handlers component or a $lambda)" in check_expression(
+        "@saver(@img, None, '/tmp/x')", callable_ref=lambda ref: ref != "saver")
+    assert check_expression("@checkpointloader(@evaluator)", callable_ref=lambda ref: ref == "checkpointloader") == []
+    assert "'.run()' is only allowed in the top-level 'run' section (it starts an engine)" in check_expression(
+        "@evaluator.run()", allow_run=False)
+
+
+def test_component_rules_follow_the_class_signature():
+    """Writers found from their signature must write under @output_dir with plain names; a class in
+    _mode_ callable, a network that downloads by default and the engine's output_dir are refused."""
+    from medseg.bundle.trust import find_untrusted
+
+    base = {"output_dir": "$@bundle_root + '/eval'", "bundle_root": "."}
+
+    def problems(**cfg):
+        return " | ".join(find_untrusted({**base, **cfg}, source="inference.json"))
+
+    ok = {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir", "output_postfix": "seg"}
+    assert problems(s=ok) == ""
+    assert problems(s={**ok, "output_dir": "$@output_dir + '/sub'"}) == ""
+    assert "must be given as '@output_dir'" in problems(s={k: v for k, v in ok.items() if k != "output_dir"})
+    assert "must be given as '@output_dir'" in problems(s={**ok, "output_dir": "$@output_dir + '/../x'"})
+    assert "must be given as '@output_dir'" in problems(s={**ok, "output_dir": "$@output_dir[:0] + '/x'"})
+    assert "'data_root_dir' moves where it writes" in problems(s={**ok, "data_root_dir": "/a/b"})
+    assert "holds a path" in problems(s={**ok, "output_postfix": "../x"})
+    assert "must be written out" in problems(s={**ok, "output_postfix": "@p"}, p="x")
+    assert "must be given as '@output_dir'" in problems(m={"_target_": "WriteFileMappingd", "keys": "pred"})
+    assert "_mode_ 'callable' of class" in problems(c={"_target_": "LoadImage", "_mode_": "callable"})
+    assert "fetches by default (pretrained=True)" in problems(n={"_target_": "EfficientNetBN",
+                                                                 "model_name": "efficientnet-b0"})
+    assert problems(n={"_target_": "EfficientNetBN", "model_name": "efficientnet-b0", "pretrained": False}) == ""
+    assert "not allow-listed" in problems(n={"_target_": "PerceptualLoss", "spatial_dims": 2})
+    assert "must lie in the bundle" in problems(output_dir="/tmp/elsewhere")
+    assert "reads a file outside the bundle" in problems(h={"_target_": "CheckpointLoader", "load_path": "/x.pt",
+                                                          "load_dict": {}})

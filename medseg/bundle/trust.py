@@ -22,7 +22,11 @@ these hold:
     ``$import os`` (the model zoo's ``datalist`` conventions need the last two; what can be
     reached through them is the allow-list below).
 ``$`` expressions
-    are parsed to an AST (never evaluated here) and accepted only in a small grammar, each node
+    are checked as the text MONAI evaluates: MONAI first turns every ``#`` into ``::`` (so a
+    Python comment would become a slice step, evaluated), and substitutes ``__local_refs['id']``
+    for each reference textually (inside a string its quotes end the string: a reference inside
+    a string literal is refused); relative references (``@::id``, ``@#id``) are refused. The text
+    is parsed to an AST (never evaluated here) and accepted only in a small grammar, each node
     checked in the role it plays: constants (no ``..`` path climbing, no ``scheme://``
     addresses); ``@id`` references to ids that exist (not into ``imports``: that would be a
     module); names bound by a list comprehension or a lambda in the same expression;
@@ -35,9 +39,13 @@ these hold:
     values (dtypes, ``monai.utils.CommonKeys.*``). A module can never become a value, so
     ``[torch][0].builtins`` or ``[m for m in [np]][0]...`` reach nothing. Method calls ``to run
     eval train parameters cpu items keys values get`` only on an object the config built (a
-    reference, a bound name, an item or method result of one); calling a reference (a handler
-    attached to the engine: ``@checkpointloader(@evaluator)``) runs that allow-listed class's own
-    ``__call__``; the one ``setattr`` the zoo uses, ``setattr(torch.backends.cudnn, 'benchmark' |
+    reference, a bound name, an item or method result of one), ``.run()`` only in the top-level
+    ``run`` section (which medseg never evaluates: an engine started while the network is built
+    would run its writers); calling a reference only when it ends, in every config that defines it,
+    at a monai.handlers component (``@checkpointloader(@evaluator)`` attaches it) or a ``$lambda``
+    (a transform called with extra arguments, ``@saver(img, None, '/elsewhere')``, escapes the
+    checks on its config); ``key=`` of ``sorted``/``min``/``max`` only a lambda (it calls what it
+    is given); the one ``setattr`` the zoo uses, ``setattr(torch.backends.cudnn, 'benchmark' |
     'deterministic', True | False)``, exactly; ``+ - * / //``, comparisons, ``and or not``, ``x if
     c else y``, lists, tuples, dicts, subscripts, list comprehensions, lambdas (their body obeys the
     same grammar, their parameters cannot be called). Anything else is refused: attributes
@@ -65,6 +73,20 @@ Writing and the network
     fetch at run time (``pretrained``, ``pretrained_path``, any key with ``url``, ``download`` set
     to anything but false/null) and any ``scheme://`` string outside metadata.json are refused,
     and so are the handlers that report to a server (MLflow, ClearML).
+Components, from their class's signature
+    ``_mode_: callable`` is refused for a class (the bare class could be built by an expression
+    with arguments never checked: ``LoadImage(reader='subprocess.run', ...)``). A parameter that
+    fetches (``pretrained``...) whose default is true must be set to false (``EfficientNetBN``
+    downloads by default). A WRITER is any class taking ``output_dir``/``save_dir``/``log_dir``/
+    ``mapping_file_path``/``filename``/``data_root_dir``/``folder_layout``/... : outside train
+    configs its directory parameters must be given (defaults such as './' write to the current
+    directory) as ``@output_dir`` or ``$@output_dir + 'sub'`` (nothing else: ``$@output_dir[:0] +
+    '/x'``, ``$@output_dirx``); ``data_root_dir`` (relative sub-folders with '..'),
+    ``folder_layout``, ``output_name_formatter``, ``base_path``, ``cache_dir`` are refused; its
+    other arguments hold no path ('/', '\\', '..'), and those that name the file are written out.
+    The top-level ``output_dir`` must lie in the bundle (``$@bundle_root + '/eval'``): medseg
+    points it at its own output folder when it runs inference.json but not when it only builds
+    the network. ``load_path`` must lie in the bundle.
 ``%`` macros, ``_requires_`` and ``_mode_`` other than ``default``/``callable``
     are refused.
 Files
@@ -134,11 +156,30 @@ _CLASS_BY_NAME = {
 }
 _NAMED_CLASSES = set().union(*_CLASS_BY_NAME.values())
 # Components that talk to a server as soon as they are built.
-_NETWORK_TARGETS = {"MLFlowHandler", "ClearMLHandler", "ClearMLStatsHandler", "ClearMLImageHandler"}
+_NETWORK_TARGETS = {"MLFlowHandler", "ClearMLHandler", "ClearMLStatsHandler", "ClearMLImageHandler",
+                    # fetch whatever their arguments say (torch.hub.load(..., trust_repo=True) runs the
+                    # downloaded hubconf.py; Transchex always downloads BERT weights)
+                    "PerceptualLoss", "TorchvisionModelPerceptualSimilarity", "RadImageNetPerceptualSimilarity",
+                    "MedicalNetPerceptualSimilarity", "Transchex"}
 # Arguments that name where a component writes: below the top level they must be ``@output_dir``
 # (medseg points that id at its own output folder) or an expression that starts with it.
 _WRITE_KEYS = {"output_dir", "save_dir", "log_dir", "folder_path", "output_file", "save_path"}
+# Arguments naming a file an allow-listed component reads: must lie in the bundle ('@bundle_root + ...').
+_READ_KEYS = {"load_path"}
 _DOWNLOAD_KEYS = {"pretrained", "pretrained_path", "url", "weights_url", "download"}
+# A component is a WRITER when its class takes any of these parameters (found from its signature, so
+# that a writer nobody listed is still caught). Outside train configs its directory/file parameters
+# must be present and point under ``@output_dir`` (a default such as './' or 'mapping.json' writes to
+# the current directory), names must be plain file names, and the parameters that redirect where the
+# file goes (a folder layout, a name formatter, a data root that makes relative sub-folders with '..',
+# a cache or export folder) are refused.
+_WRITE_PATH_PARAMS = _WRITE_KEYS | {"mapping_file_path"}
+_WRITE_NAME_PARAMS = {"filename", "final_filename", "key_metric_filename", "file_prefix"}
+_WRITE_FORBIDDEN_PARAMS = {"data_root_dir", "folder_layout", "output_name_formatter", "base_path", "cache_dir"}
+_ROOTED_EXPR = r"""^\$\s*@{root}\s*((?:\+\s*(?:'[^'\\]*'|"[^"\\]*")\s*)*)$"""
+_STR_CONST = re.compile(r"'([^'\\]*)'|\"([^\"\\]*)\"")
+# MONAI rewrites relative ids ('@::x', '%::::x', after '#' -> '::') against the item's own position
+_RELATIVE_ID = re.compile(r"[@%](?:::)+")
 _URL = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://")
 _DOTTED_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 _ALLOWED_IMPORTS = {"import monai", "import torch", "import numpy", "import numpy as np", "import glob",
@@ -169,7 +210,7 @@ _CONSTANT_TYPES = (str, int, float, bool, type(None))
 _ID_SEP = re.compile(r"::|#")
 #: A config with more entries than this is refused unchecked (real bundles hold a few hundred).
 MAX_CONFIG_ENTRIES = 200_000
-_REF = re.compile(r"@(\w*(?:(?:::|#)\w*)*)")
+_REF = re.compile(r"@(\w*(?:::\w*)*)")  # on the text after MONAI's '#' -> '::' normalisation
 _PATH_UP = re.compile(r"(^|[/\\])\.\.([/\\]|$)")
 
 
@@ -182,8 +223,12 @@ class _Grammar:
     object (``[torch][0].builtins``) and walk from there.
     """
 
-    def __init__(self, refs: set[str]):
+    def __init__(self, refs: set[str], token: str = "\0", callable_refs: set[str] | None = None,
+                 allow_run: bool = True):
         self.refs = refs
+        self.token = token  # every placeholder starts with it: seen inside a string, MONAI's would break it
+        self.callable_refs = refs if callable_refs is None else callable_refs
+        self.allow_run = allow_run
         self.bound: set[str] = set()
         self.problems: list[str] = []
 
@@ -209,6 +254,10 @@ class _Grammar:
                 self.bad("a path that climbs out with '..' is not allowed")
             elif isinstance(node.value, str) and _URL.match(node.value):
                 self.bad("a network address is not allowed (nothing is fetched at load time)")
+            elif isinstance(node.value, str) and self.token in node.value:
+                # MONAI substitutes __local_refs['id'] textually, inside strings too: its quotes end the
+                # string, so the text MONAI evaluates is not the one checked here
+                self.bad("a reference inside a string is not allowed")
         elif isinstance(node, ast.Name):
             if node.id in _MODULE_ROOTS:
                 names = sorted(d for d in _DOTTED_CALLS | _DOTTED_VALUES if d.startswith(node.id + "."))
@@ -304,6 +353,8 @@ class _Grammar:
             if name not in (_DOTTED_CALLS if call else _DOTTED_VALUES):
                 self.bad(f"attribute {name!r} is not allowed")
         elif call and node.attr in _METHODS and self.is_object(node.value):
+            if node.attr == "run" and not self.allow_run:
+                self.bad("'.run()' is only allowed in the top-level 'run' section (it starts an engine)")
             self.value(node.value)
         else:
             self.bad(f"call of {name or node.attr!r} is not allowed" if call else
@@ -328,6 +379,10 @@ class _Grammar:
             # data) runs that allow-listed class's own __call__, nothing the config names
             if func.id not in self.refs and (func.id not in _BUILTINS or func.id in self.bound):
                 self.bad(f"name {func.id!r} is not allowed")
+            elif func.id in self.refs and func.id not in self.callable_refs:
+                # a transform or writer called with extra arguments (SaveImage(img, meta, filename))
+                # escapes the checks made on its config; only handlers and lambdas may be called
+                self.bad(f"calling {func.id} is not allowed (only a monai.handlers component or a $lambda)")
         elif isinstance(func, ast.Attribute):
             self.attribute(func, call=True)
         else:
@@ -339,14 +394,26 @@ class _Grammar:
             else:
                 self.value(arg)
         for kw in node.keywords:
+            if (kw.arg == "key" and isinstance(func, ast.Name) and func.id in _BUILTINS
+                    and not isinstance(kw.value, (ast.Lambda, ast.Constant))):
+                # sorted(..., key=@saver) calls a config-built object with data of the expression's choosing
+                self.bad(f"key= of {func.id}() must be a lambda")
             if kw.arg is None:
                 self.bad("'**' unpacking is not allowed")
             else:
                 self.value(kw.value)
 
 
-def check_expression(expr: str) -> list[str]:
-    """Problems of one ``$`` expression (without the ``$``) against the grammar above."""
+def check_expression(expr: str, *, callable_ref=None, allow_run: bool = True) -> list[str]:
+    """Problems of one ``$`` expression (without the ``$``) against the grammar above.
+
+    The text is first normalised the way MONAI does before it evaluates it (``#`` -> ``::``: a
+    ``#`` comment for Python is a slice step for MONAI). ``callable_ref(id)`` says whether a
+    reference may be called (default: any); ``allow_run`` whether ``.run()`` may be called.
+    """
+    expr = expr.replace("#", "::")
+    if _RELATIVE_ID.search(expr):
+        return ["a relative reference ('@::id', '@#id') is not allowed"]
     refs = _REF.findall(expr)
     token = f"_medseg_ref_{secrets.token_hex(6)}_"
     names = {r: f"{token}{i}" for i, r in enumerate(sorted(set(refs), key=len, reverse=True))}
@@ -355,7 +422,8 @@ def check_expression(expr: str) -> list[str]:
         tree = ast.parse(text.strip(), mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return ["not a single Python expression"]
-    grammar = _Grammar(set(names.values()))
+    callable_refs = None if callable_ref is None else {n for r, n in names.items() if callable_ref(r)}
+    grammar = _Grammar(set(names.values()), token, callable_refs, allow_run)
     if any(r == "" for r in refs):
         grammar.bad("empty '@' reference")
     try:
@@ -435,7 +503,10 @@ def _walk(node: Any, path: str) -> Iterator[tuple[str, Any, Any]]:
             yield from _walk(v, p)
 
 
-def _id_exists(config: dict, ref: str) -> bool:
+_MISSING = object()
+
+
+def _lookup(config: dict, ref: str) -> Any:
     node: Any = config
     for part in _ID_SEP.split(ref):
         if isinstance(node, dict) and part in node:
@@ -443,8 +514,165 @@ def _id_exists(config: dict, ref: str) -> bool:
         elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
         else:
+            return _MISSING
+    return node
+
+
+def _id_exists(config: dict, ref: str) -> bool:
+    return _lookup(config, ref) is not _MISSING
+
+
+def _may_be_called(config: dict, ref: str) -> bool:
+    """Whether ``@ref(...)`` may stand in an expression: the reference (through plain ``@`` aliases)
+    ends at a ``$lambda`` (its body obeys the grammar) or at a monai.handlers component in default
+    mode (called on an engine, it attaches itself). Anything else (a transform, a writer, a class
+    built with ``_mode_: callable``, the result of an expression) could be called with arguments
+    that its config never showed the checker."""
+    node = _lookup(config, ref)
+    for _ in range(32):
+        if isinstance(node, str) and node.startswith("@") and _REF.fullmatch(node.replace("#", "::")):
+            node = _lookup(config, node[1:])
+        else:
+            break
+    if isinstance(node, str) and node.startswith("$"):
+        try:
+            tree = ast.parse(node[1:].strip().replace("#", "::"), mode="eval")
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
             return False
-    return True
+        return isinstance(tree.body, ast.Lambda)
+    if isinstance(node, dict) and node.get("_mode_", "default") == "default":
+        full = _resolve_target(node.get("_target_"))
+        return bool(full) and full.startswith("monai.handlers.")
+    return False
+
+
+def _output_dir_ok(value: Any, root: str = "output_dir") -> bool:
+    """``@output_dir`` itself, or ``$@output_dir + 'sub' + ...`` with constant parts that do not
+    climb out ('..') -- nothing else can make a path that starts with it and stays under it."""
+    if value == f"@{root}":
+        return True
+    if not isinstance(value, str):
+        return False
+    m = re.match(_ROOTED_EXPR.format(root=root), value)
+    if not m:
+        return False
+    tail = "".join(a or b for a, b in _STR_CONST.findall(m.group(1)))
+    return ".." not in re.split(r"[/\\]", tail)
+
+
+def _target_object(full: str) -> Any:
+    modname, _, attr = full.rpartition(".")
+    try:
+        return getattr(importlib.import_module(modname), attr)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _strings(node: Any) -> Iterator[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            if isinstance(k, str):
+                yield k  # a key can become a file name (a checkpoint's save_dict)
+            if k != "_target_":
+                yield from _strings(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _strings(v)
+
+
+def _component_problems(node: dict, *, run_config: bool) -> list[str]:
+    """What a component (a dict with an allow-listed ``_target_``) may not do given the arguments
+    its class really takes (its signature): run as a bare class, fetch by default, write outside."""
+    full = _resolve_target(node.get("_target_"))
+    if full is None:
+        return []  # refused already
+    obj = _target_object(full)
+    problems = []
+    if node.get("_mode_") == "callable" and inspect.isclass(obj):
+        problems.append(f"_mode_ 'callable' of class {full!r}: an expression could build it with arguments "
+                        "that are never checked")
+    try:
+        params = inspect.signature(obj).parameters if obj is not None else {}
+    except (TypeError, ValueError):
+        params = {}
+    for name, p in params.items():
+        low = name.lower()
+        if (low in _DOWNLOAD_KEYS or "url" in low) and p.default not in (False, None, "", inspect.Parameter.empty) \
+                and node.get(name, p.default) not in (False, None, ""):
+            problems.append(f"{full} fetches by default ({name}={p.default!r}); set {name!r} to false")
+    names = set(params)
+    if not names & (_WRITE_PATH_PARAMS | _WRITE_NAME_PARAMS | _WRITE_FORBIDDEN_PARAMS):
+        return problems
+    for name in sorted(names & _WRITE_PATH_PARAMS):
+        if run_config and not _output_dir_ok(node.get(name)):
+            problems.append(f"{full} writes files: {name!r} must be given as '@output_dir' (its default "
+                            f"{params[name].default!r} is outside the output folder)")
+    for name in sorted(names & _WRITE_FORBIDDEN_PARAMS):
+        if node.get(name) not in (None, "", False):
+            problems.append(f"{full}: {name!r} moves where it writes; not allowed")
+    for key, arg in node.items():
+        if not isinstance(key, str) or key in _WRITE_PATH_PARAMS or key in _WRITE_FORBIDDEN_PARAMS \
+                or key in ComponentLocatorKeys:
+            continue
+        names_a_file = bool(_NAMING_ARG.search(key))
+        for text in _strings(arg):
+            if text.startswith("$") and text[1:].strip() in _DOTTED_VALUES:
+                continue
+            if text[:1] in "$@%" and names_a_file:
+                problems.append(f"{full}: argument {key!r} of a writer must be written out ({text[:40]!r})")
+            elif text[:1] not in "$@" and ("/" in text or "\\" in text or ".." in text):
+                problems.append(f"{full}: argument {key!r} {text[:40]!r} of a writer holds a path")
+    return problems
+
+
+# writer arguments that make up a file name: written out, never computed
+_NAMING_ARG = re.compile(r"postfix|prefix|ext|name|dir|path|file|folder|root|format|layout", re.IGNORECASE)
+
+
+def _network_def_problems(config: dict, scope: dict) -> list[str]:
+    """``network_def`` is what medseg builds when it only loads a bundle (``load_bundle``), and there
+    the bundle's own ``output_dir`` stands (a folder of the bundle, possibly a link out of it). So
+    everything MONAI resolves for it (its subtree and, transitively, every id it references) may
+    build networks only: no transform, dataset, engine or handler that a subscript, an iteration or
+    a call could run (``@dataset[0]`` runs a SaveImaged)."""
+    if "network_def" not in config:
+        return []
+    seen: set[str] = set()
+    todo = ["network_def"]
+    problems: list[str] = []
+    while todo and len(seen) < 10_000:
+        ref = todo.pop()
+        if ref in seen:
+            continue
+        seen.add(ref)
+        node = _lookup(config, ref)
+        if node is _MISSING:
+            node = _lookup(scope, ref)
+        for component in _components(node):
+            full = _resolve_target(component.get("_target_"))
+            if full and not (full.startswith("monai.networks.") or full == "medseg.models.build_network"):
+                problems.append(f"network_def reaches {full} (through @{ref}): building the network may only "
+                                "build networks")
+        for text in _strings(node):
+            if text[:1] in "$@":
+                todo.extend(r for r in _REF.findall(text.replace("#", "::")) if r)
+    return sorted(set(problems))
+
+
+def _components(node: Any) -> Iterator[dict]:
+    if isinstance(node, dict):
+        if "_target_" in node:
+            yield node
+        for v in node.values():
+            yield from _components(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _components(v)
+
+
+ComponentLocatorKeys = {"_target_", "_disabled_", "_requires_", "_desc_", "_mode_"}
 
 
 def _names_python_object(text: str) -> bool:
@@ -476,7 +704,8 @@ def _class_by_name_problem(key: str, value: Any) -> str | None:
     return None
 
 
-def find_untrusted(config: Any, *, source: str = "config", known_ids: dict | None = None) -> list[str]:
+def find_untrusted(config: Any, *, source: str = "config", known_ids: dict | None = None,
+                   other_configs: list[dict] | None = None) -> list[str]:
     """List every construct in a parsed bundle config that the trust policy refuses.
 
     ``known_ids`` holds other configs the references may point into (e.g. the metadata under
@@ -486,6 +715,12 @@ def find_untrusted(config: Any, *, source: str = "config", known_ids: dict | Non
     if not isinstance(config, dict):
         return [f"{source}: top level is not a JSON object"]
     scope = dict(known_ids or {})
+    # the same id may be defined by several configs (MONAI merges them, or runs one alone): a
+    # reference may be called only when it is callable in every config that defines it
+    scopes = [config, scope, *(c for c in other_configs or [] if isinstance(c, dict))]
+
+    def callable_ref(ref: str) -> bool:
+        return all(_may_be_called(s, ref) for s in scopes if _id_exists(s, ref))
     scope.update(config)
 
     def check_ref(where: str, ref: str, shown: str) -> None:
@@ -495,6 +730,10 @@ def find_untrusted(config: Any, *, source: str = "config", known_ids: dict | Non
             findings.append(f"{source}:{where}: reference {shown[:60]!r} into 'imports' (a module) is not allowed")
 
     def check_string(where: str, value: str, *, import_ok: bool = False) -> None:
+        value = value.replace("#", "::")  # what MONAI sees: it normalises every string this way first
+        if value[:1] in "$@" and _RELATIVE_ID.search(value):
+            findings.append(f"{source}:{where}: relative reference in {value[:60]!r} is not allowed")
+            return
         if value.startswith("%"):
             findings.append(f"{source}:{where}: macro {value[:60]!r} (reads another file)")
         elif value.startswith("$"):
@@ -503,7 +742,8 @@ def find_untrusted(config: Any, *, source: str = "config", known_ids: dict | Non
                 if not (import_ok and " ".join(expr.split()) in _ALLOWED_IMPORTS):
                     findings.append(f"{source}:{where}: import {value[:60]!r}")
                 return
-            for problem in check_expression(expr):
+            for problem in check_expression(expr, callable_ref=callable_ref,
+                                            allow_run=where == "run" or where.startswith("run::")):
                 findings.append(f"{source}:{where}: expression {value[:60]!r}: {problem}")
             for ref in _REF.findall(expr):
                 if ref:
@@ -524,6 +764,10 @@ def find_untrusted(config: Any, *, source: str = "config", known_ids: dict | Non
         return [f"{source}: nested too deeply to be checked"]
     if len(entries) > MAX_CONFIG_ENTRIES:
         return [f"{source}: more than {MAX_CONFIG_ENTRIES} entries (YAML aliases expand this way); not checked"]
+    run_config = "train" not in Path(source).stem
+    findings.extend(f"{source}: {p}" for p in _network_def_problems(config, scope))
+    for component in _components(config):
+        findings.extend(f"{source}: {p}" for p in _component_problems(component, run_config=run_config))
     for where, key, value in entries:
         if key == "imports" and where == "imports":
             if not isinstance(value, list):
@@ -557,9 +801,19 @@ def find_untrusted(config: Any, *, source: str = "config", known_ids: dict | Non
             if problem:
                 findings.append(f"{source}:{where}: {problem}")
                 continue
-        if lowered in _WRITE_KEYS and "::" in where and "train" not in Path(source).stem and not (
-                value == "@output_dir" or (isinstance(value, str) and value.startswith("$")
-                                           and value[1:].lstrip().startswith("@output_dir"))):
+        if where == "output_dir" and "train" not in Path(source).stem and not (
+                _output_dir_ok(value, "bundle_root") or _output_dir_ok(value)):
+            # medseg points it at its own output folder when it runs inference.json, but not while it
+            # only builds the network (load_bundle): there the bundle's own value stands
+            findings.append(f"{source}:output_dir: {str(value)[:60]!r} must lie in the bundle "
+                            "(\"$@bundle_root + '/eval'\")")
+            continue
+        if lowered in _READ_KEYS and not _output_dir_ok(value, "bundle_root"):
+            # CheckpointLoader reads it as soon as it is called on an engine (@checkpointloader(@evaluator))
+            findings.append(f"{source}:{where}: {key} {str(value)[:60]!r} reads a file outside the bundle "
+                            "(use \"$@bundle_root + '/models/...'\")")
+            continue
+        if lowered in _WRITE_KEYS and "::" in where and "train" not in Path(source).stem and not _output_dir_ok(value):
             findings.append(f"{source}:{where}: {key} {str(value)[:60]!r} writes outside the output folder "
                             "(use '@output_dir')")
             continue
@@ -588,7 +842,7 @@ def ensure_trusted(configs: dict[str, Any], *, trust: bool = False) -> None:
         scope["_meta_"] = meta
     findings: list[str] = []
     for name, cfg in configs.items():
-        findings.extend(find_untrusted(cfg, source=name, known_ids=scope))
+        findings.extend(find_untrusted(cfg, source=name, known_ids=scope, other_configs=list(configs.values())))
     if findings:
         shown = "; ".join(findings[:12])
         more = f" (and {len(findings) - 12} more)" if len(findings) > 12 else ""
