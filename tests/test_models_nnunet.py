@@ -302,3 +302,45 @@ def test_rebuilt_fixture_matches_nnunetv2_predict(nnunet):
         fx.build(root, root.parent / (root.name + ".work"))
     figures = _check_fixture(root)
     print("agreement with nnUNetv2_predict (rebuilt):", json.dumps(figures))
+
+
+@pytest.mark.slow
+def test_dicom_series_matches_nnunetv2_predict_on_its_simpleitk_conversion(nnunet, tmp_path):
+    """An oblique DICOM series: `medseg segment SERIES --model` equals `nnUNetv2_predict` run on the
+    NIfTI that SimpleITK's series reader makes of it (what an nnU-Net user would feed it)."""
+    import subprocess
+
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    from medseg.data.phantoms import abdomen_ct, save_phantom
+
+    th = np.deg2rad(15.0)
+    oblique = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(th), -np.sin(th)], [0.0, np.sin(th), np.cos(th)]])
+    ph = abdomen_ct(shape=(40, 40, 24), spacing=(1.5, 1.5, 2.5), orientation=oblique, seed=505)
+    save_phantom(ph, tmp_path / "dcm", "dicom")
+    series = tmp_path / "dcm" / "image"
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(series)))
+    (tmp_path / "in").mkdir()
+    sitk.WriteImage(sitk.Cast(reader.Execute(), sitk.sitkFloat32), str(tmp_path / "in" / "case_0000.nii.gz"))
+    results = tmp_path / "results" / fx.DATASET
+    results.mkdir(parents=True)
+    (results / "nnUNetTrainer__nnUNetPlans__3d_fullres").symlink_to(_model(FIXTURE, "3d_fullres"))
+    env = dict(os.environ, nnUNet_results=str(tmp_path / "results"), nnUNet_raw=str(tmp_path),
+               nnUNet_preprocessed=str(tmp_path))
+    subprocess.run([fx._tool("nnUNetv2_predict"), "-i", str(tmp_path / "in"), "-o", str(tmp_path / "ref"), "-d",
+                    str(fx.DATASET_ID), "-c", "3d_fullres", "-f", "0", "-device", "cpu", "--disable_progress_bar",
+                    "-npp", "1", "-nps", "1"], env=env, check=True, capture_output=True)
+    out = tmp_path / "out"
+    assert cli.main(["segment", str(series), "--model", str(_model(FIXTURE, "3d_fullres")), "--folds", "0",
+                     "--output", str(out), "--format", "nifti"]) == 0
+    (case,) = list(out.iterdir())
+    ours, ref = nib.load(case / "seg.nii.gz"), nib.load(tmp_path / "ref" / "case.nii.gz")
+    np.testing.assert_allclose(ours.affine, ref.affine, atol=1e-3)
+    a, b = np.asarray(ours.dataobj), np.asarray(ref.dataobj)
+    values, counts = np.unique(b, return_counts=True)
+    assert len(values) >= 2 and 1 - counts.max() / b.size >= 0.01
+    agree = float((a == b).mean())
+    print("DICOM series vs nnUNetv2_predict on its SimpleITK NIfTI:", agree)
+    assert agree >= MIN_AGREEMENT
