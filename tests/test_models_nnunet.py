@@ -344,3 +344,15 @@ def test_dicom_series_matches_nnunetv2_predict_on_its_simpleitk_conversion(nnune
     agree = float((a == b).mean())
     print("DICOM series vs nnUNetv2_predict on its SimpleITK NIfTI:", agree)
     assert agree >= MIN_AGREEMENT
+
+
+def test_missing_nnunetv2_is_one_line(tmp_path, monkeypatch, capsys):
+    """Without the nnunet extra an nnU-Net folder is recognised and refused with the install line."""
+    from medseg.inference.sources import nnunet as nn_source
+
+    monkeypatch.setattr(nn_source, "nnunet_available", lambda: False)
+    src = FIXTURE / "inputs" / "lps_0000.nii.gz"
+    assert cli.main(["segment", str(src), "--model", str(_model(FIXTURE, "3d_fullres")),
+                     "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("medseg: error:") and err.count("\n") == 1 and "requirements-nnunet.txt" in err

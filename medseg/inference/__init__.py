@@ -9,6 +9,7 @@ Public API (importing this package is light; torch/MONAI load on first use)::
     segment(image, model, *, device="auto", tta=False, progress=True) -> MetaTensor
     sliding_window_labels(image, predictor, roi_size, ...) -> Tensor             # labels, not scores
     segment_file(input, model_source, output_dir, ...) -> Path                   # what `medseg segment` runs
+    resolve_model(path_or_paths, nnunet=NnunetOptions(...)) -> (model, kind)     # --model: bundle, run, nnU-Net v2
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ _LAZY = {
     "sliding_window_labels": "medseg.inference.sliding_window",
     "StitchStats": "medseg.inference.sliding_window",
     "segment_file": "medseg.inference.pipeline",
+    "resolve_model": "medseg.inference.pipeline",
+    "NnunetOptions": "medseg.inference.sources.nnunet",
 }
 
 __all__ = sorted(_LAZY)

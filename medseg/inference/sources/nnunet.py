@@ -374,4 +374,5 @@ def nnunet_available() -> bool:
 def require_nnunet(folder: Path) -> None:
     if not nnunet_available():
         raise ConfigError(f"{folder.name} is an nnU-Net v2 model folder; running it needs nnunetv2: "
-                          "pip install -r requirements-nnunet.txt -c constraints.txt (or make env-nnunet)")
+                          "pip install -e '.[nnunet]' -c constraints.txt && pip install --no-deps -r "
+                          "requirements-nnunet.txt (make env does both)")
