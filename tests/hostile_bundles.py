@@ -200,6 +200,20 @@ def _dataset_in_network_def(bundle: Path, canary: Path) -> None:
     _edit(bundle, change)
 
 
+def _flat_key_shadows_id(bundle: Path, canary: Path) -> None:
+    """A top-level key "a::b" has the id of {"a": {"b": ...}}; parsed first, it is what '@a::b' reaches in
+    MONAI while a checker walking the nesting sees the harmless one."""
+    _dataset_in_network_def(bundle, canary)
+
+    def change(cfg: dict) -> None:
+        ds = cfg.pop("ds")
+        rest = dict(cfg)
+        cfg.clear()
+        cfg.update({"a::b": ds, **rest, "a": {"b": [1]}})
+        cfg["network_def"]["dropout"] = "$len(@a::b[0]) * 0.0"
+    _edit(bundle, change)
+
+
 def _deep_json(bundle: Path, canary: Path) -> None:
     _write_config(bundle, "deep.json", "{\"a\": " + "[" * 100000 + "]" * 100000 + "}")
 
@@ -319,6 +333,7 @@ VARIANTS: list[Variant] = [
         cfg["postprocessing"]["transforms"].append({"_target_": "WriteFileMappingd", "keys": "pred"})))),
     Variant("call_writer_with_filename", _config(_call_writer)),
     Variant("dataset_run_from_network_def", _dataset_in_network_def, True),
+    Variant("flat_key_shadows_nested_id", _flat_key_shadows_id, True),
     Variant("callable_check_fooled_by_train_json", lambda b, c: (
         _edit(b, _call_writer(c)), _edit(b, lambda cfg: cfg.__setitem__("saver", {"_target_": "StatsHandler"}),
                                          "train.json"))),

@@ -106,6 +106,7 @@ pickle payload cannot run code.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import inspect
 import itertools
@@ -453,14 +454,24 @@ def _resolve_target(target: Any) -> str | None:
     """Return the allowed full name of a ``_target_`` value, or None when it is not allowed."""
     if not isinstance(target, str) or not target or target[0] in "$@%":
         return None
+    return _resolve_target_name(target)
+
+
+@functools.lru_cache(maxsize=1)
+def _component_locator():
+    from monai.bundle.config_item import ComponentLocator
+
+    return ComponentLocator()
+
+
+@functools.lru_cache(maxsize=4096)
+def _resolve_target_name(target: str) -> str | None:
     if not all(p.isidentifier() and not p.startswith("_") for p in target.split(".")):
         return None
     if target in _EXPLICIT_TARGETS or target in _ALLOWED_FUNCTIONS:
         return target
     if "." not in target:
-        from monai.bundle.config_item import ComponentLocator
-
-        mod = ComponentLocator().get_component_module_name(target)
+        mod = _component_locator().get_component_module_name(target)
         if isinstance(mod, list):
             mod = mod[0] if mod else None
         if not mod:
@@ -780,6 +791,11 @@ def find_untrusted(config: Any, *, source: str = "config", known_ids: dict | Non
                     check_string(f"imports::{i}", item, import_ok=True)
             continue
         if where.startswith("imports::"):
+            continue
+        if isinstance(key, str) and ("::" in key or "#" in key):
+            # MONAI's id of {"a::b": x} is the id of {"a": {"b": y}}: the first one parsed wins, so what a
+            # reference reaches would not be what this checker looks at
+            findings.append(f"{source}:{where}: key {key[:60]!r} holds the id separator ('::' or '#')")
             continue
         if key == "_target_":
             if _resolve_target(value) is None:
