@@ -286,5 +286,6 @@ def test_component_rules_follow_the_class_signature():
     assert "not allow-listed" in problems(n={"_target_": "PerceptualLoss", "spatial_dims": 2})
     assert "must lie in the bundle" in problems(output_dir="/tmp/elsewhere")
     assert "holds the id separator" in problems(**{"a::b": 1})
+    assert "'store' must be given as '@output_dir'" in problems(z={"_target_": "ZarrAvgMerger", "merged_shape": [1]})
     assert "reads a file outside the bundle" in problems(h={"_target_": "CheckpointLoader", "load_path": "/x.pt",
                                                           "load_dict": {}})

@@ -174,9 +174,10 @@ _DOWNLOAD_KEYS = {"pretrained", "pretrained_path", "url", "weights_url", "downlo
 # the current directory), names must be plain file names, and the parameters that redirect where the
 # file goes (a folder layout, a name formatter, a data root that makes relative sub-folders with '..',
 # a cache or export folder) are refused.
-_WRITE_PATH_PARAMS = _WRITE_KEYS | {"mapping_file_path"}
+_WRITE_PATH_PARAMS = _WRITE_KEYS | {"mapping_file_path", "store"}  # store: ZarrAvgMerger ('merged.zarr')
 _WRITE_NAME_PARAMS = {"filename", "final_filename", "key_metric_filename", "file_prefix"}
-_WRITE_FORBIDDEN_PARAMS = {"data_root_dir", "folder_layout", "output_name_formatter", "base_path", "cache_dir"}
+_WRITE_FORBIDDEN_PARAMS = {"data_root_dir", "folder_layout", "output_name_formatter", "base_path", "cache_dir",
+                           "value_store", "count_store"}
 _ROOTED_EXPR = r"""^\$\s*@{root}\s*((?:\+\s*(?:'[^'\\]*'|"[^"\\]*")\s*)*)$"""
 _STR_CONST = re.compile(r"'([^'\\]*)'|\"([^\"\\]*)\"")
 # MONAI rewrites relative ids ('@::x', '%::::x', after '#' -> '::') against the item's own position
