@@ -332,13 +332,18 @@ VARIANTS: list[Variant] = [
         _saver(cfg).__setitem__("savepath_in_metadict", True),
         cfg["postprocessing"]["transforms"].append({"_target_": "WriteFileMappingd", "keys": "pred"})))),
     Variant("call_writer_with_filename", _config(_call_writer)),
-    Variant("dataset_run_from_network_def", _dataset_in_network_def, True),
-    Variant("flat_key_shadows_nested_id", _flat_key_shadows_id, True),
+    # writes through a symbolic link in the bundle: refused even with --trust-bundle (a bundle may
+    # hold no link at all), so no positive control; the red-team run saw it write outside
+    Variant("dataset_run_from_network_def", _dataset_in_network_def),
+    Variant("flat_key_shadows_nested_id", _flat_key_shadows_id),
     Variant("callable_check_fooled_by_train_json", lambda b, c: (
         _edit(b, _call_writer(c)), _edit(b, lambda cfg: cfg.__setitem__("saver", {"_target_": "StatsHandler"}),
                                          "train.json"))),
-    Variant("sorted_key_calls_writer", _config(_sorted_key_writer), True),
-    Variant("engine_run_from_network_def", _config(_engine_run), True),
+    Variant("sorted_key_calls_writer", _config(_sorted_key_writer)),
+    # these three write into the output_dir the config names; load_bundle now points output_dir at an
+    # empty folder of its own while it builds the network, so even trusted they land there: no
+    # positive control (the red-team run saw each write outside before that)
+    Variant("engine_run_from_network_def", _config(_engine_run)),
     # a class instead of an instance; a network that downloads unless told not to
     Variant("callable_mode_class", _config(_callable_class), True),
     Variant("checkpoint_load_outside", _config(lambda c: lambda cfg: (

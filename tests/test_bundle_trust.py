@@ -232,6 +232,9 @@ def test_expression_grammar():
         "lambda os: os.system('x')": "lambda parameter 'os' is not allowed",
         "setattr(torch.backends.cudnn, 'enabled', False)": "name 'setattr' is not allowed",
         "os.system('x')": "attribute 'os.system' is not allowed",
+        "[0] * 1000000 * 1000000": "repeating a list or string with '*' is not allowed (memory bomb)",
+        "len('ab' * @n)": "repeating a list or string with '*' is not allowed (memory bomb)",
+        "list(range(10000000000))": "integers beyond 1000000000 are not allowed (range() and repetition bombs)",
         "[[glob][0].os.environ][0].get('HOME')": "module 'glob' may only be used through an allow-listed name (glob.glob)",
         "torch.load('m.pt')": "attribute 'torch.load' is not allowed",
         "glob.os.system('x')": "attribute 'glob.os.system' is not allowed",
@@ -277,7 +280,11 @@ def test_component_rules_follow_the_class_signature():
     assert "must be given as '@output_dir'" in problems(s={**ok, "output_dir": "$@output_dir[:0] + '/x'"})
     assert "'data_root_dir' moves where it writes" in problems(s={**ok, "data_root_dir": "/a/b"})
     assert "holds a path" in problems(s={**ok, "output_postfix": "../x"})
-    assert "must be written out" in problems(s={**ok, "output_postfix": "@p"}, p="x")
+    # a reference to a plain literal is checked as that literal (the zoo writes "@output_postfix")
+    assert problems(s={**ok, "output_postfix": "@p"}, p="x") == ""
+    assert "holds a path" in problems(s={**ok, "output_postfix": "@p"}, p="../x")
+    assert "must be written out" in problems(s={**ok, "output_postfix": "@p"}, p="$'x' + 'y'")
+    assert "must be written out" in problems(s={**ok, "output_postfix": "@p"}, p="@q", q="$'x'")
     assert "must be given as '@output_dir'" in problems(m={"_target_": "WriteFileMappingd", "keys": "pred"})
     assert "_mode_ 'callable' of class" in problems(c={"_target_": "LoadImage", "_mode_": "callable"})
     assert "fetches by default (pretrained=True)" in problems(n={"_target_": "EfficientNetBN",

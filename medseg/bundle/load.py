@@ -57,6 +57,18 @@ def read_configs(bundle_dir: str | os.PathLike[str], names: tuple[str, ...] = (
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 
 
+def refuse_links(bundle_dir: Path) -> None:
+    """BundleError when anything inside the bundle is a symbolic link: a writer or reader that a
+    config points at a folder of the bundle must not land outside it (every code path that reads
+    a bundle's configs calls this first, through :func:`read_all_configs`)."""
+    for root, dirs, files in os.walk(bundle_dir, followlinks=False):
+        for name in dirs + files:
+            p = Path(root) / name
+            if p.is_symlink():
+                raise BundleError(f"bundle {bundle_dir.name} holds a symbolic link ({p.relative_to(bundle_dir)}); "
+                                  "a bundle's files must lie inside it (copy the file in instead)")
+
+
 def read_all_configs(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """Every config file in ``configs/`` (JSON and YAML, as ``python -m monai.bundle run`` could be
     pointed at any of them), parsed as data: file name -> object. BundleError on a bad one."""
@@ -64,6 +76,7 @@ def read_all_configs(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
     from medseg.io.jsonfile import read_yaml_object
 
     bundle_dir = Path(bundle_dir)
+    refuse_links(bundle_dir)
     folder = bundle_file(bundle_dir, "configs")
     out: dict[str, Any] = {}
     for p in sorted(folder.iterdir()) if folder.is_dir() else []:
@@ -87,11 +100,17 @@ def build_network_def(bundle_dir: Path, configs: dict[str, Any], *, trust: bool 
     from medseg.bundle.trust import ensure_trusted
 
     ensure_trusted({k: configs[k] for k in ("metadata.json", "inference.json") if k in configs}, trust=trust)
+    import tempfile
+
     parser = ConfigParser(configs["inference.json"])
     parser.read_meta({k: v for k, v in configs["metadata.json"].items() if k != "optional_packages_version"})
     parser["bundle_root"] = str(bundle_dir)
     try:
-        net = parser.get_parsed_content("network_def", instantiate=True)
+        # only the network is built here: whatever else a reference reaches sees an empty folder
+        # of medseg's as its input and output, never a folder of the bundle
+        with tempfile.TemporaryDirectory(prefix="medseg-bundle-") as scratch:
+            parser.update({"output_dir": scratch, "dataset_dir": scratch})
+            net = parser.get_parsed_content("network_def", instantiate=True)
     except (KeyError, TypeError, ValueError, RuntimeError, ImportError) as exc:
         raise BundleError(f"network_def of bundle {bundle_dir.name} cannot be built: "
                           f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]}") from exc

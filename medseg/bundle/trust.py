@@ -206,6 +206,7 @@ _DOTTED_VALUES = {*(f"torch.{t}" for t in (*_DTYPES, "float", "half", "double", 
 # setattr(torch.backends.cudnn, NAME, True/False): the one setattr the zoo's configs use
 _CUDNN_FLAGS = {"benchmark", "deterministic"}
 _METHODS = {"to", "run", "eval", "train", "parameters", "cpu", "items", "keys", "values", "get"}
+_MAX_INT = 10**9
 _BINOPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv)
 _UNARYOPS = (ast.Not, ast.USub, ast.UAdd)
 _CONSTANT_TYPES = (str, int, float, bool, type(None))
@@ -252,6 +253,8 @@ class _Grammar:
         if isinstance(node, ast.Constant):
             if not isinstance(node.value, _CONSTANT_TYPES):
                 self.bad(f"constant of type {type(node.value).__name__} is not allowed")
+            elif isinstance(node.value, int) and abs(node.value) > _MAX_INT:
+                self.bad(f"integers beyond {_MAX_INT} are not allowed (range() and repetition bombs)")
             elif isinstance(node.value, str) and _PATH_UP.search(node.value):
                 self.bad("a path that climbs out with '..' is not allowed")
             elif isinstance(node.value, str) and _URL.match(node.value):
@@ -272,6 +275,10 @@ class _Grammar:
         elif isinstance(node, ast.Call):
             self.call(node)
         elif isinstance(node, ast.BinOp) and isinstance(node.op, _BINOPS):
+            if isinstance(node.op, ast.Mult) and any(
+                    isinstance(x, (ast.List, ast.Tuple, ast.ListComp, ast.JoinedStr))
+                    or (isinstance(x, ast.Constant) and isinstance(x.value, str)) for x in (node.left, node.right)):
+                self.bad("repeating a list or string with '*' is not allowed (memory bomb)")
             self.value(node.left)
             self.value(node.right)
         elif isinstance(node, ast.UnaryOp) and isinstance(node.op, _UNARYOPS):
@@ -534,6 +541,26 @@ def _id_exists(config: dict, ref: str) -> bool:
     return _lookup(config, ref) is not _MISSING
 
 
+def _literal_of(scopes: list[dict], text: str) -> Any:
+    """The plain value ``@id`` stands for (through ``@`` aliases) when every config that defines
+    it gives the same literal (a string that is no expression, reference or macro, a number, a
+    bool, None); ``_MISSING`` otherwise. A writer argument written as such a reference is checked
+    as if the literal stood there (the zoo writes ``"output_postfix": "@output_postfix"``)."""
+    values = []
+    for scope in scopes:
+        node: Any = text
+        for _ in range(32):
+            if not (isinstance(node, str) and node.startswith("@") and _REF.fullmatch(node.replace("#", "::"))):
+                break
+            node = _lookup(scope, node[1:].replace("#", "::"))
+        if node is _MISSING:
+            continue
+        if isinstance(node, str) and node[:1] in "$@%" or not isinstance(node, (str, int, float, bool, type(None))):
+            return _MISSING
+        values.append(node)
+    return values[0] if values and all(v == values[0] for v in values) else _MISSING
+
+
 def _may_be_called(config: dict, ref: str) -> bool:
     """Whether ``@ref(...)`` may stand in an expression: the reference (through plain ``@`` aliases)
     ends at a ``$lambda`` (its body obeys the grammar) or at a monai.handlers component in default
@@ -594,7 +621,7 @@ def _strings(node: Any) -> Iterator[str]:
             yield from _strings(v)
 
 
-def _component_problems(node: dict, *, run_config: bool) -> list[str]:
+def _component_problems(node: dict, *, run_config: bool, scopes: list[dict] | None = None) -> list[str]:
     """What a component (a dict with an allow-listed ``_target_``) may not do given the arguments
     its class really takes (its signature): run as a bare class, fetch by default, write outside."""
     full = _resolve_target(node.get("_target_"))
@@ -632,6 +659,12 @@ def _component_problems(node: dict, *, run_config: bool) -> list[str]:
         for text in _strings(arg):
             if text.startswith("$") and text[1:].strip() in _DOTTED_VALUES:
                 continue
+            if text.startswith("@") and scopes:
+                literal = _literal_of(scopes, text)
+                if literal is not _MISSING:  # checked as if written out
+                    if isinstance(literal, str) and ("/" in literal or "\\" in literal or ".." in literal):
+                        problems.append(f"{full}: argument {key!r} {text[:40]!r} of a writer holds a path")
+                    continue
             if text[:1] in "$@%" and names_a_file:
                 problems.append(f"{full}: argument {key!r} of a writer must be written out ({text[:40]!r})")
             elif text[:1] not in "$@" and ("/" in text or "\\" in text or ".." in text):
@@ -779,7 +812,8 @@ def find_untrusted(config: Any, *, source: str = "config", known_ids: dict | Non
     run_config = "train" not in Path(source).stem
     findings.extend(f"{source}: {p}" for p in _network_def_problems(config, scope))
     for component in _components(config):
-        findings.extend(f"{source}: {p}" for p in _component_problems(component, run_config=run_config))
+        findings.extend(f"{source}: {p}" for p in _component_problems(component, run_config=run_config,
+                                                                        scopes=scopes))
     for where, key, value in entries:
         if key == "imports" and where == "imports":
             if not isinstance(value, list):
