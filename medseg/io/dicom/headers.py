@@ -13,7 +13,7 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -125,8 +125,9 @@ class Header:
 
     @property
     def name(self) -> str:
-        """Name to use in messages (file name, or archive member): never patient data."""
-        return self.display_name or self.path.name
+        """Name to use in messages: the file's own name, or an archive member's last path part
+        (exports often name folders after the patient, so the folders are never shown)."""
+        return PurePosixPath(self.display_name).name if self.display_name else self.path.name
 
     @property
     def n_frames(self) -> int:
