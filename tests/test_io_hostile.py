@@ -204,32 +204,16 @@ def test_deflated_file_still_reads(tmp_path):
 
 
 def _deflated_bomb(tmp_path: Path, n_bytes: int) -> Path:
-    files = _series(tmp_path / "s", n=1)
-    ds = pydicom.dcmread(files[0])
-    side = int((n_bytes // 2) ** 0.5)
-    ds.Rows = ds.Columns = side
-    del ds["PixelData"]
-    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1.99"
-    from pydicom.filebase import DicomBytesIO
-    from pydicom.filewriter import write_dataset, write_file_meta_info
+    """A deflated-transfer-syntax file whose body inflates to ``n_bytes`` of pixel data: the fuzz
+    campaign's own builder (benchmarks/fuzz/mutators.py), applied to one slice of a phantom."""
+    import random
+    import sys
 
-    head = DicomBytesIO()
-    head.write(b"\0" * 128 + b"DICM")
-    head.is_little_endian, head.is_implicit_VR = True, False
-    write_file_meta_info(head, ds.file_meta, enforce_standard=False)
-    body = DicomBytesIO()
-    body.is_little_endian, body.is_implicit_VR = True, False
-    b = ds.copy()
-    b.file_meta = None
-    write_dataset(body, b)
-    c = zlib.compressobj(9, zlib.DEFLATED, -15)
-    parts = [c.compress(body.getvalue() + b"\xe0\x7f\x10\x00OW\x00\x00" + struct.pack("<I", side * side * 2))]
-    zeros = bytes(1 << 22)
-    for _ in range(side * side * 2 // len(zeros) + 1):
-        parts.append(c.compress(zeros))
-    parts.append(c.flush())
-    path = tmp_path / "bomb.dcm"
-    path.write_bytes(head.getvalue() + b"".join(parts))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.fuzz.mutators import deflated_bomb
+
+    path = _series(tmp_path / "s", n=1)[0]
+    deflated_bomb(path, random.Random(0), n_bytes)
     return path
 
 
