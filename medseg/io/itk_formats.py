@@ -136,20 +136,27 @@ def _nrrd_layout(path: Path, head: bytes) -> tuple[Path, int, bool, str] | None:
     return _safe_detached(path, data_file), max(byte_skip, 0), byte_skip == -1, encoding
 
 
-def _meta_layout(path: Path, head: bytes) -> tuple[Path, int, bool, str] | None:
-    text = head.decode("latin-1")
+def _meta_fields(head: bytes) -> tuple[dict[str, str], int] | None:
+    """A MetaImage header's ``key = value`` fields (keys lower-cased) up to and including
+    ElementDataFile, and the byte offset just past that line; None when there is none."""
     fields: dict[str, str] = {}
     offset = 0
-    for line in text.splitlines(keepends=True):
+    for line in head.decode("latin-1").splitlines(keepends=True):
         offset += len(line)
         key, sep, value = line.partition("=")
         if not sep:
             continue
         fields[key.strip().lower()] = value.strip()
         if key.strip().lower() == "elementdatafile":
-            break
-    else:
+            return fields, offset
+    return None
+
+
+def _meta_layout(path: Path, head: bytes) -> tuple[Path, int, bool, str] | None:
+    parsed = _meta_fields(head)
+    if parsed is None:
         return None
+    fields, offset = parsed
     encoding = "zlib" if fields.get("compresseddata", "false").lower() == "true" else "raw"
     data_file = fields["elementdatafile"]
     try:
@@ -204,16 +211,10 @@ def _validate_meta_header(path: Path, head: bytes) -> None:
     """MetaImage fields checked in Python before ITK's C++ parser sees them (ITK crashes on some,
     e.g. ``NDims = -1``): dimensions, sizes, types, spacing, origin, matrix, data file."""
     name = path.name
-    fields: dict[str, str] = {}
-    for line in head.decode("latin-1").splitlines():
-        key, sep, value = line.partition("=")
-        if not sep:
-            continue
-        fields[key.strip().lower()] = value.strip()
-        if key.strip().lower() == "elementdatafile":
-            break
-    else:
+    parsed = _meta_fields(head)
+    if parsed is None:
         raise InputError(f"{name}: the MetaImage header has no ElementDataFile; the file is corrupt or truncated")
+    fields = parsed[0]
     ndims_raw = fields.get("ndims")
     if ndims_raw is None:
         raise InputError(f"{name}: the MetaImage header has no NDims; the file is corrupt")
