@@ -10,6 +10,7 @@ import gzip
 import io
 import json
 import struct
+import sys
 import time
 import tracemalloc
 import warnings
@@ -31,6 +32,9 @@ from medseg.errors import GeometryError, InputError, UnsafeInputError
 from medseg.io import load
 from medseg.io.safety import GeometryWarning
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.fuzz.mutators import deflated_bomb, raw_dataset_bytes  # noqa: E402  (the fuzz campaign's builders)
+
 NAME, PID, VALUE = "CANARY^HOSTILE^XQZ", "HOSTXQZ1", "HDRHOSTXQZ"
 AFFINE = np.array([[-0.8, 0, 0, 40.0], [0, -0.8, 0, 20.0], [0, 0, 2.0, -60.0], [0, 0, 0, 1]])
 
@@ -41,24 +45,9 @@ def _series(folder: Path, n: int = 3) -> list[Path]:
 
 
 def _raw_write(ds, path: Path, *, deflate_body: bool = False) -> None:
-    """Write ``ds`` exactly as given (no validation, file meta as set), body explicit VR LE."""
-    from pydicom.filebase import DicomBytesIO
-    from pydicom.filewriter import write_dataset, write_file_meta_info
-
-    fp = DicomBytesIO()
-    fp.write(b"\0" * 128 + b"DICM")
-    fp.is_little_endian, fp.is_implicit_VR = True, False
-    write_file_meta_info(fp, ds.file_meta, enforce_standard=False)
-    body = DicomBytesIO()
-    body.is_little_endian, body.is_implicit_VR = True, False
-    b = ds.copy()
-    b.file_meta = None
-    write_dataset(body, b)
-    data = body.getvalue()
-    if deflate_body:
-        c = zlib.compressobj(9, zlib.DEFLATED, -15)
-        data = c.compress(data) + c.flush()
-    path.write_bytes(fp.getvalue() + data)
+    """Write ``ds`` exactly as given (no validation, file meta as set), body explicit VR LE: the
+    fuzz campaign's own serialiser (benchmarks/fuzz/mutators.py)."""
+    path.write_bytes(raw_dataset_bytes(ds, deflate_body=deflate_body))
 
 
 def _set_raw(ds, keyword: str, text: str, vr: str | None = None) -> None:
@@ -207,10 +196,6 @@ def _deflated_bomb(tmp_path: Path, n_bytes: int) -> Path:
     """A deflated-transfer-syntax file whose body inflates to ``n_bytes`` of pixel data: the fuzz
     campaign's own builder (benchmarks/fuzz/mutators.py), applied to one slice of a phantom."""
     import random
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from benchmarks.fuzz.mutators import deflated_bomb
 
     path = _series(tmp_path / "s", n=1)[0]
     deflated_bomb(path, random.Random(0), n_bytes)

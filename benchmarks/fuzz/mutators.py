@@ -130,9 +130,9 @@ def _set_raw(ds, keyword: str, value, vr: str | None = None) -> None:
     ds[tag] = DataElement(tag, vr, value)
 
 
-def _raw_dataset_bytes(ds, *, implicit: bool = False, deflate_body: bool | None = None) -> bytes:
-    """Serialise ``ds`` without any validation: preamble, file meta as given, then the body
-    encoded as explicit (or implicit) little endian, deflated only if asked."""
+def raw_parts(ds, *, implicit: bool = False) -> tuple[bytes, bytes]:
+    """``ds`` serialised without any validation: (preamble + file meta as given, body encoded as
+    explicit or implicit little endian)."""
     from pydicom.filebase import DicomBytesIO
     from pydicom.filewriter import write_dataset, write_file_meta_info
 
@@ -145,11 +145,16 @@ def _raw_dataset_bytes(ds, *, implicit: bool = False, deflate_body: bool | None 
     body_ds = ds.copy()
     body_ds.file_meta = None
     write_dataset(body, body_ds)
-    data = body.getvalue()
+    return fp.getvalue(), body.getvalue()
+
+
+def raw_dataset_bytes(ds, *, implicit: bool = False, deflate_body: bool | None = None) -> bytes:
+    """:func:`raw_parts` joined, the body deflated only if asked."""
+    head, data = raw_parts(ds, implicit=implicit)
     if deflate_body:
         c = zlib.compressobj(9, zlib.DEFLATED, -15)
         data = c.compress(data) + c.flush()
-    return fp.getvalue() + data
+    return head + data
 
 
 def mutate_dicom_file(path: Path, rng: random.Random) -> str:
@@ -221,7 +226,7 @@ def _mutate_dicom_file(path: Path, rng: random.Random) -> str:
             if kw in ds:
                 del ds[kw]
             ops.append(f"del:{kw}")
-    data = _raw_dataset_bytes(ds, implicit=implicit, deflate_body=deflate_body)
+    data = raw_dataset_bytes(ds, implicit=implicit, deflate_body=deflate_body)
     if rng.random() < 0.1:
         data, op = _bytes_mutation(data, rng, protect=132)
         ops.append(f"bytes:{op}")
@@ -238,29 +243,18 @@ def deflated_bomb(path: Path, rng: random.Random, n_bytes: int) -> str:
     ds.Rows = ds.Columns = min(side, 65535)
     ds.PixelData = b""
     del ds["PixelData"]
-    from pydicom.filebase import DicomBytesIO
-    from pydicom.filewriter import write_dataset, write_file_meta_info
-
     ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1.99"
-    head = DicomBytesIO()
-    head.write(b"\x00" * 128 + b"DICM")
-    head.is_little_endian, head.is_implicit_VR = True, False
-    write_file_meta_info(head, ds.file_meta, enforce_standard=False)
-    body = DicomBytesIO()
-    body.is_little_endian, body.is_implicit_VR = True, False
-    b = ds.copy()
-    b.file_meta = None
-    write_dataset(body, b)
+    head, body = raw_parts(ds)
     length = ds.Rows * ds.Columns * 2
     c = zlib.compressobj(9, zlib.DEFLATED, -15)
-    out = [c.compress(body.getvalue() + b"\xe0\x7f\x10\x00OW\x00\x00" + struct.pack("<I", length))]
+    out = [c.compress(body + b"\xe0\x7f\x10\x00OW\x00\x00" + struct.pack("<I", length))]
     zeros = b"\x00" * (1 << 22)
     left = length
     while left > 0:
         out.append(c.compress(zeros[:min(left, len(zeros))]))
         left -= len(zeros)
     out.append(c.flush())
-    path.write_bytes(head.getvalue() + b"".join(out))
+    path.write_bytes(head + b"".join(out))
     return f"deflated_bomb:{length}"
 
 
