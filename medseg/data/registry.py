@@ -152,6 +152,17 @@ SAMPLES: dict[str, Sample] = {
         Sample("ts_ct_sm", "totalsegmentator", _TS + "example_ct_sm.nii.gz", "30 slices of ts_ct"),
         Sample("ts_ct_sm_seg", "totalsegmentator", _TS + "example_seg.nii.gz",
                "TotalSegmentator's 42-class segmentation of ts_ct_sm (v2 class map)", "labels"),
+        Sample("ts_ct_sm_tissue", "totalsegmentator", _TS + "example_seg_tissue_types/",
+               "TotalSegmentator's subcutaneous fat, torso fat and skeletal muscle on ts_ct_sm (folder)",
+               "labels"),
+        Sample("ts_ct2", "totalsegmentator", _TS + "aorta_report/example_ct.nii.gz",
+               "real chest-abdomen CT of another patient, 1.5 mm, 233x167x191"),
+        Sample("ts_ct2_masks", "totalsegmentator", _TS + "aorta_report/test_result/models/",
+               "TotalSegmentator's aorta, branches and vertebra T12 on ts_ct2 cropped (folder: "
+               "ct_cropped.nii.gz and one mask per structure)", "labels"),
+        Sample("ts_ct2_pulmonary", "totalsegmentator", _TS + "pulmonary_report/models/",
+               "a cropped chest CT (ct_cropped.nii.gz) with TotalSegmentator's heart and pulmonary "
+               "artery masks (folder)", "labels"),
         Sample("ts_mr_sm", "totalsegmentator", _TS + "example_mr_sm.nii.gz", "real abdominal MR"),
         Sample("ts_mr_sm_seg", "totalsegmentator", _TS + "example_seg_mr.nii.gz",
                "TotalSegmentator's 24-class MR segmentation of ts_mr_sm", "labels"),
