@@ -6,7 +6,7 @@ except through :func:`medseg.data.sample` (pip, sha256-verified).
 
 Flow of a script: write an MSD-layout training folder (:func:`write_msd`) -> :func:`train_run`
 (medseg.training.train) -> :func:`patch_model_spec` (inference-only settings the trainer does not
-write: task, postprocess) -> evaluate on held-out data with medseg.inference.segment and
+write: task, postprocess; through ModelSpec) -> evaluate on held-out data with medseg.inference.segment and
 medseg.metrics -> :func:`ship` (medseg.bundle.build_bundle into a temporary folder, docs written,
 the old bundle folder swapped out by renames, its ``scripts/`` kept).
 """
@@ -65,16 +65,15 @@ def write_msd(root: Path, cases: Any, labels: Mapping[int, str], modality: str) 
 
 def train_run(dataset: Path, run_dir: Path, preset: str, network: dict[str, Any], *,
               preset_overrides: Mapping[str, Any] | None = None, ship_only: bool = False,
-              **options: Any) -> Path:
+              progress: bool | None = None, **options: Any) -> Path:
     """Train with :func:`medseg.training.train` (CPU, seeded, no AMP) and return the run folder.
 
     ``preset_overrides`` (e.g. ``{"target_spacing": [2.5, 2.5, 2.5]}`` mm) change the preset for
-    training AND inference: ``TrainConfig`` has no such option yet, so
-    ``medseg.transforms.presets.preprocessing`` is wrapped for the duration of the run (the
-    training pipeline looks it up at call time), and the same overrides are written to
-    ``model_spec.json`` -> ``inference.preset_overrides``, which inference and bundles honour.
+    training AND inference: ``TrainConfig.preset_overrides`` applies them to the training pipeline
+    and writes them to ``model_spec.json`` -> ``inference.preset_overrides``, which inference and
+    bundles honour. ``progress``: progress bars (default: unless ``MEDSEG_PROGRESS=0``; these
+    scripts are a command-line edge, so the environment is read here, not in the library).
     """
-    import medseg.transforms.presets as presets
     from medseg.training import TrainConfig, train
 
     if ship_only:
@@ -84,56 +83,34 @@ def train_run(dataset: Path, run_dir: Path, preset: str, network: dict[str, Any]
 
     cfg = TrainConfig(dataset=dataset, output=run_dir, preset=preset, network=network, device="cpu",
                       amp=False, num_workers=0,
-                      progress=os.environ.get("MEDSEG_PROGRESS", "1") != "0", **options)
-    original = presets.preprocessing
-    overrides = dict(preset_overrides or {})
-
-    def with_overrides(name: str, **kw: Any):
-        if name == preset:
-            kw = {**overrides, **kw}
-        return original(name, **kw)
-
+                      progress=os.environ.get("MEDSEG_PROGRESS", "1") != "0" if progress is None else progress,
+                      preset_overrides=dict(preset_overrides or {}), **options)
     t0 = time.monotonic()
-    presets.preprocessing = with_overrides
-    try:
-        out = train(cfg)
-    finally:
-        presets.preprocessing = original
-    if overrides:
-        patch_model_spec(out, preset_overrides=overrides)
+    out = train(cfg)
     print(f"trained in {time.monotonic() - t0:.0f} s -> {out}", flush=True)
     return out
 
 
 def patch_model_spec(run_dir: Path, **updates: Any) -> dict[str, Any]:
-    """Set inference-time fields of ``RUN/model_spec.json`` (``task``, ``name``, and inside
-    ``inference``: ``postprocess``, ``overlap``, ``sw_batch_size``); return the new spec."""
+    """Set inference-time fields of ``RUN/model_spec.json`` (any :class:`ModelSpec` field: ``task``,
+    ``name``, ``postprocess``, ``overlap``, ``sw_batch_size``, ...), validated; return the new spec."""
+    from medseg.inference.model_spec import ModelSpec
     from medseg.io.atomic import atomic_write_text
+    from medseg.io.jsonfile import read_json_object
 
     path = Path(run_dir) / "model_spec.json"
-    spec = json.loads(path.read_text())
-    for key in ("task", "name"):
-        if key in updates:
-            spec[key] = updates.pop(key)
-    spec["inference"].update(updates)
+    spec = ModelSpec.from_json(read_json_object(path, error=SystemExit)).updated(**updates).to_json()
     atomic_write_text(path, json.dumps(spec, indent=2) + "\n")
     return spec
 
 
 def load_run_model(run_dir: Path):
-    """The run's best checkpoint as a :class:`medseg.inference.SegmentationModel`.
-
-    The training checkpoint also holds optimiser and RNG state; the training loop stores them as
-    tensors and plain containers, so it loads with ``weights_only=True`` like every other
-    checkpoint medseg reads.
-    """
-    import torch
-
+    """The run's best checkpoint as a :class:`medseg.inference.SegmentationModel`
+    (:meth:`~medseg.inference.SegmentationModel.from_run_dir`: ``weights_only=True``; the training
+    loop stores optimiser and RNG state as tensors and plain containers, so it loads safely)."""
     from medseg.inference import SegmentationModel
 
-    spec = json.loads((Path(run_dir) / "model_spec.json").read_text())
-    ck = torch.load(Path(run_dir) / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
-    return SegmentationModel.from_spec(spec, state_dict=ck["state_dict"], name=spec.get("name"))
+    return SegmentationModel.from_run_dir(run_dir)
 
 
 def slim_checkpoint(run_dir: Path) -> None:

@@ -1,12 +1,11 @@
 """Build a MONAI bundle from a medseg training run folder.
 
-Run folder contract (training engineer): ``RUN/model_spec.json`` = ``{"network": spec, "preset":
-name, "labels": {"1": "liver"}, "inference": {"roi_size": [...], "overlap": 0.5,
-"sw_batch_size": 4, "postprocess": {...}}, "task": "semantic"}``, ``RUN/checkpoints/best.pt``
+Run folder contract (training engineer): ``RUN/model_spec.json`` (a
+:class:`~medseg.inference.model_spec.ModelSpec`, read and written only there), ``RUN/checkpoints/best.pt``
 (a dict with ``"state_dict"``), ``RUN/metrics.json`` and ``RUN/curves.png`` (both optional).
 
 The bundle follows the MONAI Bundle Specification and the model-zoo conventions, and carries
-``configs/medseg.json`` (what :class:`medseg.inference.SegmentationModel` needs). The network
+``configs/medseg.json`` (the same ModelSpec, flat: :meth:`ModelSpec.to_bundle_json`). The network
 and the preset's transforms are written as plain MONAI ``_target_`` entries when they can be
 reproduced exactly (checked at build time on a test input); otherwise the entry names medseg's
 own factory (``medseg.models.build_network`` / ``medseg.transforms.presets.preprocessing``),
@@ -36,6 +35,7 @@ from medseg.bundle.configs import (
     train_config,
 )
 from medseg.errors import BundleError, ConfigError
+from medseg.inference.model_spec import ModelSpec
 from medseg.io.atomic import atomic_dir
 from medseg.io.jsonfile import read_json_object
 
@@ -56,15 +56,13 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
                                     "run folder?")
 
 
-def _load_run(run_dir: Path) -> tuple[dict, dict[str, Any], dict]:
+def _load_run(run_dir: Path) -> tuple[ModelSpec, dict[str, Any], dict]:
     import pickle
 
     import torch
 
-    spec = _read_json(run_dir / "model_spec.json", "run file")
-    for key in ("network", "preset", "labels", "inference"):
-        if key not in spec:
-            raise BundleError(f"model_spec.json in {run_dir.name} lacks '{key}'; see the run folder contract")
+    spec = ModelSpec.from_json(_read_json(run_dir / "model_spec.json", "run file"), error=BundleError,
+                               where=f"model_spec.json in {run_dir.name}")
     ckpt = run_dir / "checkpoints" / "best.pt"
     if not ckpt.is_file():
         raise BundleError(f"{run_dir.name}/checkpoints/best.pt is missing; train the model first")
@@ -221,25 +219,13 @@ def build_bundle(
     if not name or not name.replace("_", "").replace("-", "").isalnum():
         raise ConfigError(f"bundle name {name!r} must be letters, digits, '_' or '-'")
     spec, state, metrics_raw = _load_run(run_dir)
-    net_spec = dict(spec["network"])
-    preset = str(spec["preset"])
-    infer = spec.get("inference", {})
-    dims = int(net_spec.get("spatial_dims", 3))
-    roi = [int(r) for r in infer.get("roi_size", [96] * dims)]
-    if len(roi) != dims:
-        raise BundleError(f"model_spec.json roi_size {roi} does not have {dims} values")
-    overlap = float(infer.get("overlap", 0.5))
-    sw_batch = int(infer.get("sw_batch_size", 4))
-    postprocess = dict(infer.get("postprocess", {}) or {})
-    preset_overrides = dict(infer.get("preset_overrides", {}) or {})
-    if infer.get("slice_by_slice"):
+    if spec.slice_by_slice:
         raise BundleError("slice_by_slice models (a 2D network over a 3D volume) cannot be written as a MONAI "
                           "bundle yet; train a 3D model or use the run folder directly")
-    from medseg.transforms.postprocess import validate_postprocess
-
-    postprocess = validate_postprocess(postprocess)
-    task = str(spec.get("task", "semantic"))
-    labels = {str(int(k)): str(v) for k, v in spec["labels"].items()}
+    net_spec, preset, dims, roi = spec.network, spec.preset, spec.spatial_dims, list(spec.roi_size)
+    overlap, sw_batch, postprocess = spec.overlap, spec.sw_batch_size, spec.postprocess
+    task = spec.task
+    labels = {str(k): v for k, v in sorted(spec.labels.items())}
     n_out = int(net_spec.get("out_channels", len(labels) + 1))
     n_in = int(net_spec.get("in_channels", 1))
     modality, fmt = preset_modality(preset)
@@ -250,7 +236,7 @@ def build_bundle(
     except RuntimeError as exc:
         raise BundleError(f"best.pt of {run_dir.name} does not fit the network in model_spec.json: "
                           f"{str(exc).splitlines()[0][:160]}") from exc
-    pre = preprocessing_config(preset, dims, modality, preset_overrides)
+    pre = preprocessing_config(preset, dims, modality, spec.preset_overrides)
 
     from medseg.models import build_network
 
@@ -294,16 +280,7 @@ def build_bundle(
             }},
         },
     }
-    medseg_cfg = {
-        "network": net_spec, "preset": preset, "labels": labels, "roi_size": roi, "overlap": overlap,
-        "sw_batch_size": sw_batch, "postprocess": postprocess, "task": task,
-        "spatial_dims": dims, "modality": modality, "preset_overrides": preset_overrides,
-        "name": str(spec.get("name") or name), "monai_path_skips_postprocess": [],
-    }
-    if spec.get("domain"):  # what the model was made for: inputs and results outside it are flagged
-        from medseg.inference.domain import validate_domain
-
-        medseg_cfg["domain"] = validate_domain(spec["domain"])
+    medseg_cfg = spec.to_bundle_json(modality=modality, name=name)
     infer_cfg = inference_config(net_def, pre, roi, overlap, sw_batch, n_out, postprocess, labels, task)
 
     with atomic_dir(out_dir) as tmp:

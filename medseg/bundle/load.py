@@ -122,7 +122,9 @@ def build_network_def(bundle_dir: Path, configs: dict[str, Any], *, trust: bool 
 
 
 def load_bundle(path_or_name: str | os.PathLike[str], *, trust: bool = False):
-    """Load a bundle (folder or name) as a :class:`medseg.inference.SegmentationModel`.
+    """Load a bundle (folder or name) as a :class:`medseg.inference.SegmentationModel`, or a MONAI
+    Model Zoo bundle (no ``configs/medseg.json``) as a :class:`medseg.bundle.zoo.ZooBundleSource`
+    that runs the bundle's own pre/postprocessing.
 
     Order: configs parsed as JSON -> trust policy (TrustError unless allow-listed or ``trust``)
     -> ``models/model.pt`` sha256 checked against ``models/sha256sums.txt`` -> loaded with
@@ -131,12 +133,16 @@ def load_bundle(path_or_name: str | os.PathLike[str], *, trust: bool = False):
     from medseg.bundle.trust import bundle_file, ensure_trusted, load_weights, sha256_file
 
     bundle_dir = resolve_bundle(path_or_name)
+    from medseg.bundle.zoo import ZooBundleSource, is_zoo_bundle
+
+    if is_zoo_bundle(bundle_dir):  # a MONAI Model Zoo bundle: its own pipeline (medseg.bundle.zoo)
+        return ZooBundleSource.load(bundle_dir, trust=trust)
     configs = read_configs(bundle_dir)
     ensure_trusted(read_all_configs(bundle_dir), trust=trust)  # every config, not only those run here
-    cfg = configs["medseg.json"]
-    for key in ("network", "preset", "labels", "roi_size"):
-        if key not in cfg:
-            raise BundleError(f"configs/medseg.json of bundle {bundle_dir.name} lacks '{key}'")
+    from medseg.inference.model_spec import ModelSpec
+
+    spec = ModelSpec.from_json(configs["medseg.json"], error=BundleError,
+                               where=f"configs/medseg.json of bundle {bundle_dir.name}")
     state = load_weights(bundle_dir)
     meta_sha = (configs["metadata.json"].get("weights_sha256") or {}).get("models/model.pt")
     actual = sha256_file(bundle_file(bundle_dir, "models/model.pt"))
@@ -149,25 +155,9 @@ def load_bundle(path_or_name: str | os.PathLike[str], *, trust: bool = False):
     except RuntimeError as exc:
         raise BundleError(f"models/model.pt of bundle {bundle_dir.name} does not fit its network_def: "
                           f"{str(exc).splitlines()[0][:160]}") from exc
-    net.eval()
     from medseg.inference import SegmentationModel
 
-    return SegmentationModel(
-        network=net,
-        network_spec=dict(cfg["network"]),
-        preset=str(cfg["preset"]),
-        labels={int(k): str(v) for k, v in cfg["labels"].items()},
-        roi_size=tuple(int(r) for r in cfg["roi_size"]),
-        overlap=float(cfg.get("overlap", 0.5)),
-        sw_batch_size=int(cfg.get("sw_batch_size", 4)),
-        postprocess=dict(cfg.get("postprocess") or {}),
-        task=str(cfg.get("task", "semantic")),
-        weights_sha256=actual,
-        name=str(cfg.get("name") or bundle_dir.name),
-        preset_overrides=dict(cfg.get("preset_overrides") or {}),
-        slice_by_slice=bool(cfg.get("slice_by_slice", False)),
-        domain=dict(cfg.get("domain") or {}),
-    )
+    return SegmentationModel.from_spec(spec, network=net, weights_sha256=actual, name=spec.name or bundle_dir.name)
 
 
 @dataclass(frozen=True)

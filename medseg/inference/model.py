@@ -2,11 +2,7 @@
 
 A training run folder (``RUN/``) holds::
 
-    model_spec.json   {"network": spec, "preset": name, "labels": {"1": "liver", ...},
-                       "inference": {"roi_size": [...], "overlap": 0.5, "sw_batch_size": 4,
-                                     "postprocess": {...}, "slice_by_slice": false,
-                                     "preset_overrides": {...}},
-                       "task": "semantic" | "instance", "name": "..."}
+    model_spec.json   a :class:`~medseg.inference.model_spec.ModelSpec` (schema and parser there)
     checkpoints/best.pt, last.pt   {"state_dict": ..., "epoch": ..., ...}
 """
 
@@ -18,11 +14,10 @@ from typing import Any
 
 from medseg._hashing import sha256_file
 from medseg.errors import ConfigError, ModelError
+from medseg.inference.model_spec import TASKS, ModelSpec
 from medseg.io.jsonfile import read_json_object
 
-TASKS = ("semantic", "instance")
-
-
+__all__ = ["TASKS", "ModelSpec", "SegmentationModel", "sha256_file"]
 
 
 @dataclass
@@ -63,32 +58,20 @@ class SegmentationModel:
     domain: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from medseg.transforms.postprocess import validate_postprocess
-        from medseg.transforms.presets import get_preset
+        # one validation, the schema's: the model's settings are a ModelSpec plus a network
+        spec = self.spec
+        self.labels, self.roi_size, self.postprocess, self.domain = spec.labels, spec.roi_size, spec.postprocess, \
+            spec.domain
+        self.overlap, self.sw_batch_size = spec.overlap, spec.sw_batch_size
+        self.network_spec, self.preset_overrides = spec.network, spec.preset_overrides
 
-        if self.task not in TASKS:
-            raise ConfigError(f"model task must be one of {TASKS}, got {self.task!r}")
-        get_preset(self.preset, **dict(self.preset_overrides))
-        try:
-            self.labels = {int(k): str(v) for k, v in dict(self.labels).items()}
-            self.roi_size = tuple(int(r) for r in self.roi_size)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"model labels must map integers to names and roi_size be integers: {exc}") from exc
-        if 0 in self.labels:
-            self.labels.pop(0)
-        if any(k < 0 for k in self.labels):
-            raise ConfigError("model labels must be positive class indices")
-        if not 0 <= float(self.overlap) < 1:
-            raise ConfigError(f"overlap must be in [0, 1), got {self.overlap}")
-        if int(self.sw_batch_size) < 1:
-            raise ConfigError(f"sw_batch_size must be >= 1, got {self.sw_batch_size}")
-        dims = int(self.network_spec.get("spatial_dims", len(self.roi_size)))
-        if len(self.roi_size) != dims:
-            raise ConfigError(f"roi_size {self.roi_size} needs {dims} values for a {dims}D network")
-        self.postprocess = validate_postprocess(self.postprocess)
-        from medseg.inference.domain import validate_domain
-
-        self.domain = validate_domain(self.domain)
+    @property
+    def spec(self) -> ModelSpec:
+        """This model's settings as a validated :class:`ModelSpec` (weights excluded)."""
+        return ModelSpec(network=self.network_spec, preset=self.preset, labels=self.labels, roi_size=self.roi_size,
+                         overlap=self.overlap, sw_batch_size=self.sw_batch_size, postprocess=self.postprocess,
+                         task=self.task, name=self.name, preset_overrides=self.preset_overrides,
+                         slice_by_slice=self.slice_by_slice, domain=self.domain)
 
     @property
     def spatial_dims(self) -> int:
@@ -96,18 +79,18 @@ class SegmentationModel:
         return int(self.network_spec.get("spatial_dims", len(self.roi_size)))
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any], *, state_dict: dict[str, Any] | None = None,
-                  weights_sha256: str | None = None, name: str | None = None) -> SegmentationModel:
-        """Build from a ``model_spec.json`` dict (and optional weights)."""
-        from medseg.models import build_network
+    def from_spec(cls, spec: dict[str, Any] | ModelSpec, *, state_dict: dict[str, Any] | None = None,
+                  weights_sha256: str | None = None, name: str | None = None,
+                  network: Any = None) -> SegmentationModel:
+        """Build from a ``model_spec.json`` dict or a :class:`ModelSpec` (and optional weights).
 
-        for key in ("network", "preset", "labels", "inference"):
-            if key not in spec:
-                raise ConfigError(f"model spec is missing {key!r}")
-        inf = dict(spec["inference"])
-        if "roi_size" not in inf:
-            raise ConfigError("model spec: inference.roi_size is missing")
-        network = build_network(spec["network"])
+        ``network``: an already built network (a bundle's ``network_def``) instead of one built
+        from the spec by :func:`medseg.models.build_network`."""
+        ms = spec if isinstance(spec, ModelSpec) else ModelSpec.from_json(spec)
+        if network is None:
+            from medseg.models import build_network
+
+            network = build_network(ms.network)
         if state_dict is not None:
             try:
                 network.load_state_dict(state_dict)
@@ -115,14 +98,8 @@ class SegmentationModel:
                 first = str(exc).strip().splitlines()[0]
                 raise ModelError(f"the weights do not fit the network spec ({first})") from exc
         network.eval()
-        return cls(network=network, network_spec=dict(spec["network"]), preset=str(spec["preset"]),
-                   labels=spec["labels"], roi_size=tuple(inf["roi_size"]), overlap=float(inf.get("overlap", 0.5)),
-                   sw_batch_size=int(inf.get("sw_batch_size", 4)), postprocess=dict(inf.get("postprocess") or {}),
-                   task=str(spec.get("task", "semantic")), weights_sha256=weights_sha256,
-                   name=str(name or spec.get("name") or "model"),
-                   preset_overrides=dict(inf.get("preset_overrides") or {}),
-                   slice_by_slice=bool(inf.get("slice_by_slice", False)),
-                   domain=dict(spec.get("domain") or {}))
+        return cls(network=network, **ms.model_kwargs(), weights_sha256=weights_sha256,
+                   name=str(name or ms.name or "model"))
 
     @classmethod
     def from_run_dir(cls, path: str | Path, *, checkpoint: str = "best") -> SegmentationModel:
@@ -136,7 +113,8 @@ class SegmentationModel:
         spec_path = run / "model_spec.json"
         if not spec_path.is_file():
             raise ConfigError(f"{run.name}: not a training run folder (no model_spec.json)")
-        spec = read_json_object(spec_path, error=ConfigError, name=f"{spec_path.name} in {run.name}")
+        spec = ModelSpec.from_json(read_json_object(spec_path, error=ConfigError, name=f"{spec_path.name} in {run.name}"),
+                                   where=f"{spec_path.name} in {run.name}")
         ckpt = run / "checkpoints" / f"{checkpoint}.pt"
         if not ckpt.is_file() and checkpoint == "best":
             ckpt = run / "checkpoints" / "last.pt"
@@ -149,14 +127,8 @@ class SegmentationModel:
         state = data.get("state_dict", data) if isinstance(data, dict) else None
         if not isinstance(state, dict):
             raise ModelError(f"{ckpt.name} holds no state_dict")
-        return cls.from_spec(spec, state_dict=state, weights_sha256=sha256_file(ckpt),
-                             name=spec.get("name") or run.name)
+        return cls.from_spec(spec, state_dict=state, weights_sha256=sha256_file(ckpt), name=spec.name or run.name)
 
     def to_spec(self) -> dict[str, Any]:
         """The ``model_spec.json`` dict describing this model (weights excluded)."""
-        return {"name": self.name, "network": self.network_spec, "preset": self.preset,
-                "labels": {str(k): v for k, v in sorted(self.labels.items())}, "task": self.task,
-                "inference": {"roi_size": list(self.roi_size), "overlap": self.overlap,
-                              "sw_batch_size": self.sw_batch_size, "postprocess": self.postprocess,
-                              "preset_overrides": self.preset_overrides, "slice_by_slice": self.slice_by_slice},
-                **({"domain": self.domain} if self.domain else {})}
+        return self.spec.to_json()

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from medseg.errors import ConfigError, InputError, MedsegError
+from medseg.inference.model_spec import ModelSpec
 from medseg.io.atomic import atomic_path, atomic_write_text
 from medseg.io.jsonfile import read_json_object
 from medseg.training.curves import plot_curves, write_log_csv
@@ -355,19 +356,13 @@ def _train(cfg: TrainConfig, ctx: DistContext,
         patch = (256, 256) if data_dims == 2 else (96, 96, 64)
     spec = resolve_network_spec(cfg.network, spatial_dims=len(patch), in_channels=ds.n_channels,
                                 out_channels=max(labels) + 1)
-    model_spec = {
-        "network": spec,
-        "preset": cfg.preset,
-        "labels": {str(k): v for k, v in labels.items()},
-        "inference": {"roi_size": list(patch), "overlap": cfg.overlap,
-                      "sw_batch_size": cfg.sw_batch_size, "postprocess": dict(cfg.postprocess)},
-        "task": "semantic",
-    }
+    model_spec = ModelSpec(
+        network=spec, preset=cfg.preset, labels=labels, roi_size=patch, overlap=cfg.overlap,
+        sw_batch_size=cfg.sw_batch_size, postprocess=dict(cfg.postprocess), task="semantic",
+        preset_overrides={k: list(v) if isinstance(v, (tuple, list)) else v for k, v in cfg.preset_overrides.items()},
+    ).to_json()
     flips = flip_plan(cfg.preset, declared, patch, augmentation=cfg.augmentation, remap=remap,
                       preset_overrides=cfg.preset_overrides)
-    if cfg.preset_overrides:
-        model_spec["inference"]["preset_overrides"] = {
-            k: list(v) if isinstance(v, (tuple, list)) else v for k, v in cfg.preset_overrides.items()}
 
     # model, optimiser, schedule -------------------------------------------------------------
     torch.manual_seed(cfg.seed)
