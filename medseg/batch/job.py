@@ -45,6 +45,17 @@ def seg_uids_for(key: str) -> tuple[str, str]:
     return (f"2.25.{int(key[:30], 16)}", f"2.25.{int(key[30:60], 16)}")
 
 
+def rtstruct_uids_for(key: str) -> tuple[str, str]:
+    """The same for the RT structure set of case ``key`` (other UIDs than the SEG's)."""
+    import hashlib
+
+    return seg_uids_for(hashlib.sha256(f"rtstruct:{key}".encode()).hexdigest())
+
+
+#: What store-back sends from a case folder, in this order (each at most once).
+_STORED_FILES = ("seg.dcm", "rtstruct.dcm")
+
+
 @dataclass
 class JobOptions:
     output_dir: Path
@@ -63,25 +74,29 @@ class JobOptions:
 
 
 def _store_seg(final: Path, client, why_no_seg: str = "") -> dict[str, object]:
-    """Send ``final/seg.dcm`` to the PACS unless it is already there; the ``extra`` to record.
+    """Send ``final/seg.dcm`` (and ``rtstruct.dcm`` when the case has one) to the PACS unless it
+    is already there; the ``extra`` to record.
 
-    ``extra["stored"]`` is ``stored``, ``already on the PACS`` or ``not sent: <why>`` (see
-    :func:`medseg.batch.runner.store_outcome`); a PACS error propagates (the runner retries it).
+    ``extra["stored"]`` is ``stored`` (something was sent), ``already on the PACS`` or ``not sent:
+    <why>`` (see :func:`medseg.batch.runner.store_outcome`); a PACS error propagates (the runner
+    retries it; what reached the PACS before is found there on the retry, never sent twice).
     """
     import pydicom
 
-    seg = final / "seg.dcm"
-    if not seg.is_file():
+    files = [final / name for name in _STORED_FILES if (final / name).is_file()]
+    if not files:
         return {"stored": f"{NOT_SENT}: {why_no_seg or 'no seg.dcm in the case folder (removed at review?)'}"}
-    ds = pydicom.dcmread(seg, stop_before_pixels=True)
     t = time.perf_counter()
-    if client.series_exists(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)):
-        outcome = ALREADY_STORED
-    else:
-        client.store([seg])
-        outcome = STORED
-    return {"stored": outcome, "seg_series_instance_uid": str(ds.SeriesInstanceUID),
-            "store_s": round(time.perf_counter() - t, 3)}
+    extra: dict[str, object] = {}
+    sent = False
+    for f in files:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        if not client.series_exists(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)):
+            client.store([f])
+            sent = True
+        key = "seg_series_instance_uid" if f.name == "seg.dcm" else "rtstruct_series_instance_uid"
+        extra[key] = str(ds.SeriesInstanceUID)
+    return {"stored": STORED if sent else ALREADY_STORED, **extra, "store_s": round(time.perf_counter() - t, 3)}
 
 
 def _not_on_pacs(record: CaseRecord) -> bool:
@@ -158,7 +173,8 @@ def run_job(cases: Sequence[BatchCase], model, options: JobOptions, *, client=No
                 raise ConfigError(f"unknown case payload {type(payload).__name__}")
             produced = segment_file(input_path, model, work / "out", formats=options.formats,
                                     device=options.device, tta=options.tta, series=series,
-                                    seg_uids=seg_uids_for(key), progress=False, amp=options.amp,
+                                    seg_uids=seg_uids_for(key), rtstruct_uids=rtstruct_uids_for(key),
+                                    progress=False, amp=options.amp,
                                     extra_writers=writers, strict=options.strict)
             final = claim(case.case if case.explicit_name else produced.name, key)
             if final.exists():  # left by an interrupted run of this same case (not done in the journal)
@@ -179,6 +195,9 @@ def run_job(cases: Sequence[BatchCase], model, options: JobOptions, *, client=No
             seg_reason = (record.get("output", {}).get("skipped") or {}).get("dicom-seg")
             if seg_reason and "dicom-seg" in options.formats:
                 reason = f"no DICOM SEG written: {seg_reason}"
+            rt_reason = (record.get("output", {}).get("skipped") or {}).get("rtstruct")
+            if rt_reason and "rtstruct" in options.formats:
+                reason = "; ".join(r for r in (reason, f"no RT structure set written: {rt_reason}") if r)
         if options.statistics and (final / "statistics.json").is_file():  # the manifest's mL column set
             table = json.loads((final / "statistics.json").read_text())["structures"]
             extra["volume_ml"] = {e["name"]: round(e.get("volume_ml", 0.0), 4) for e in table.values()}

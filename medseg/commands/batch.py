@@ -22,8 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_model_arguments(parser, required=False)  # not needed with --store-only; checked in run()
     parser.add_argument("--output", required=True, help="output folder: one sub-folder per case + manifest.jsonl")
-    parser.add_argument("--format", default="nifti,dicom-seg,png", help="comma-separated: nifti, dicom-seg, png")
-    parser.add_argument("--store-back", action="store_true", help="store each DICOM SEG back to the PACS source")
+    parser.add_argument("--format", default="nifti,dicom-seg,png",
+                        help="comma-separated: nifti, dicom-seg, rtstruct (RT Structure Set), png")
+    parser.add_argument("--store-back", action="store_true",
+                        help="store each DICOM SEG (and RT structure set) back to the PACS source")
     parser.add_argument("--store-only", action="store_true",
                         help="segment nothing: send the SEGs a reviewed --output folder holds to the PACS SOURCE "
                              "(each at most once; removed ones are reported as not sent)")

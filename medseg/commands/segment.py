@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--output", required=True, help="output folder; the case goes into DIR/<case>/")
     parser.add_argument("--format", default=None,
-                        help="comma-separated: nifti, dicom-seg (DICOM inputs), png (default: all three)")
+                        help="comma-separated: nifti, dicom-seg, rtstruct (RT Structure Set; both for DICOM "
+                             "inputs), png (default: nifti,dicom-seg,png)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     parser.add_argument("--no-amp", dest="amp", action="store_false",
@@ -75,7 +76,8 @@ def nnunet_options(args: argparse.Namespace):
 
 
 def _warn_skipped(case_dir, *, explicit: bool) -> None:
-    """One line on stderr when a DICOM SEG was asked for (or the input is DICOM) but not written,
+    """One line on stderr when a DICOM SEG was asked for (or the input is DICOM) but not written
+    (the same for an RT structure set),
     and one per flag when the input or the result lies outside the model's declared domain."""
     import json
     import sys
@@ -84,9 +86,12 @@ def _warn_skipped(case_dir, *, explicit: bool) -> None:
         prov = json.loads((case_dir / "provenance.json").read_text())
     except (OSError, ValueError):
         return
-    reason = (prov.get("output", {}).get("skipped") or {}).get("dicom-seg")
+    skipped = prov.get("output", {}).get("skipped") or {}
+    reason = skipped.get("dicom-seg")
     if reason and (explicit or prov.get("input", {}).get("format") == "dicom"):
         print(f"medseg: warning: no DICOM SEG written: {reason}", file=sys.stderr)
+    if skipped.get("rtstruct"):  # only ever asked for explicitly
+        print(f"medseg: warning: no RT structure set written: {skipped['rtstruct']}", file=sys.stderr)
     for flag in prov.get("domain_flags") or []:
         print(f"medseg: warning: outside the model's domain: {flag} (--strict refuses)", file=sys.stderr)
 

@@ -1,7 +1,8 @@
 """One study in, one case folder out: what ``medseg segment`` runs.
 
 ``DIR/<case>/`` holds ``seg.nii.gz`` (labels on the source grid), ``seg.dcm`` (DICOM SEG, DICOM
-inputs only), ``overlay.png`` and ``provenance.json``. A SEG is written only when it can be valid:
+inputs only), ``rtstruct.dcm`` (RT Structure Set, with ``--format rtstruct``), ``overlay.png`` and
+``provenance.json``. A SEG is written only when it can be valid:
 a source without the UIDs a SEG must reference (anonymised) or a non-DICOM input gets no
 ``seg.dcm``, and ``provenance.json`` says why under ``output.skipped`` (``medseg segment`` prints
 it). The case folder is written atomically: a failure leaves no folder behind. ``<case>`` is the input file name without its suffix, or
@@ -27,14 +28,14 @@ from medseg.inference.model import SegmentationModel, sha256_file
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("nifti", "dicom-seg", "png")
+FORMATS = ("nifti", "dicom-seg", "png", "rtstruct")
 _SYNTHETIC_KEY = re.compile(r"(anon|invalid-uid)-[0-9a-f]{16}")  # the DICOM reader's own series keys
 _SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".tiff", ".tif", ".png", ".dcm",
              ".tar.gz", ".tgz", ".tar", ".zip")
 
 
 def parse_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
-    """``"nifti,dicom-seg,png"`` -> a checked tuple (ConfigError for unknown names)."""
+    """``"nifti,dicom-seg,png,rtstruct"`` -> a checked tuple (ConfigError for unknown names)."""
     items = formats.split(",") if isinstance(formats, str) else list(formats)
     out = tuple(dict.fromkeys(f.strip().lower() for f in items if f.strip()))
     bad = [f for f in out if f not in FORMATS]
@@ -157,17 +158,17 @@ def input_hash(image: Any, input_path: Path) -> tuple[str, str]:
     return h.hexdigest(), "relative paths and bytes of the files in the folder"
 
 
-def seg_skip_reason(image: Any) -> str:
-    """Why no DICOM SEG can be written for ``image`` ("" when one can): not a 3D DICOM series, or
-    a source lacking the identifiers a SEG must reference (see
+def seg_skip_reason(image: Any, what: str = "a DICOM SEG") -> str:
+    """Why no DICOM SEG (or RT structure set: ``what``) can be written for ``image`` ("" when one
+    can): not a 3D DICOM series, or a source lacking the identifiers it must reference (see
     :func:`medseg.io.dicom_seg.seg_source_problem`). One line, no header values."""
     meta = image.meta if hasattr(image, "meta") else {}
     if meta.get("format") != "dicom" or image.ndim - 1 != 3:
         fmt = meta.get("format") or "unknown"
-        return f"a DICOM SEG needs a 3D DICOM series as input, this input is {fmt}"
+        return f"{what} needs a 3D DICOM series as input, this input is {fmt}"
     from medseg.io.dicom_seg import seg_source_problem
 
-    return seg_source_problem(image)
+    return seg_source_problem(image).replace("a DICOM SEG", what)
 
 
 def segment_file(input_path: str | Path, model_source: Any, output_dir: str | Path, *,
@@ -176,7 +177,7 @@ def segment_file(input_path: str | Path, model_source: Any, output_dir: str | Pa
                  model_loader: Callable[..., SegmentationModel] | None = None,
                  progress: bool = True, seg_uids: tuple[str, str] | None = None, amp: bool = True,
                  nnunet: Any = None, extra_writers: Sequence[Callable[..., str]] = (),
-                 strict: bool = False) -> Path:
+                 strict: bool = False, rtstruct_uids: tuple[str, str] | None = None) -> Path:
     """Read ``input_path``, segment it, write ``output_dir/<case>/`` atomically; return that folder.
 
     Args:
@@ -186,7 +187,8 @@ def segment_file(input_path: str | Path, model_source: Any, output_dir: str | Pa
             ``model_loader(source, trust=trust_bundle)``, e.g. ``medseg.bundle.load_bundle``), or a
             list of these run as one label map (:func:`resolve_model`).
         output_dir: parent folder of the case folder (created if needed).
-        formats: subset of ``nifti``, ``dicom-seg`` (written for 3D DICOM inputs), ``png``.
+        formats: subset of ``nifti``, ``dicom-seg`` and ``rtstruct`` (``rtstruct.dcm``, an RT
+            Structure Set; both written for 3D DICOM inputs), ``png``.
         device, tta: see :func:`medseg.inference.segment` (``tta`` is for medseg models; nnU-Net
             models mirror unless ``nnunet.tta`` is False, as ``nnUNetv2_predict`` does).
         nnunet: :class:`~medseg.inference.sources.nnunet.NnunetOptions` (folds, checkpoint,
@@ -197,6 +199,7 @@ def segment_file(input_path: str | Path, model_source: Any, output_dir: str | Pa
             :func:`medseg.inference.sliding_window.autocast_dtype`); False for float32 throughout.
         seg_uids: (SeriesInstanceUID, SOPInstanceUID) for the DICOM SEG; default fresh UIDs.
             Batch jobs derive them from input + weights so a rerun yields the same SEG instance.
+        rtstruct_uids: the same for the RT Structure Set.
         extra_writers: more outputs, each ``writer(folder, image, labels, model) -> file name``
             called inside the case folder being written (e.g.
             :func:`medseg.evaluation.statistics.write_statistics` for ``--statistics``).
@@ -278,6 +281,22 @@ def segment_file(input_path: str | Path, model_source: Any, output_dir: str | Pa
             if reason:
                 skipped["dicom-seg"] = reason
                 log.info("no DICOM SEG written: %s", reason)
+        if "rtstruct" in fmts:
+            reason = seg_skip_reason(image, "an RT structure set")
+            if not reason:
+                from medseg.io.dicom_rtstruct import RtstructNotWritable, write_rtstruct
+
+                try:
+                    write_rtstruct(labels, image, tmp / "rtstruct.dcm", label_names=model.labels,
+                                   algorithm_name=model.name, series_description=f"medseg {model.name}"[:64],
+                                   series_instance_uid=rtstruct_uids[0] if rtstruct_uids else None,
+                                   sop_instance_uid=rtstruct_uids[1] if rtstruct_uids else None)
+                    written.append("rtstruct.dcm")
+                except RtstructNotWritable as exc:  # never an invalid structure set; the rest stands
+                    reason = " ".join(str(exc).split())
+            if reason:
+                skipped["rtstruct"] = reason
+                log.info("no RT structure set written: %s", reason)
         if "png" in fmts:
             try:
                 from medseg.io.overlay import save_overlay_montage

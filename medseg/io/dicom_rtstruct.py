@@ -1,0 +1,350 @@
+"""DICOM RT Structure Set (RTSTRUCT): write a label map as one ROI per label, planar contours per
+source slice in patient coordinates (LPS mm), referencing the source series and frame of reference.
+
+Why not a library: highdicom (which writes our SEG) has no RTSTRUCT writer; rt-utils has one, but
+it reads the series itself from a folder (no archives, no missing slices, no multi-frame
+sources), multiplies the row direction by PixelSpacing[0] (the spacing *between rows*, so
+non-square pixels land in the wrong place), sizes its masks (Columns, Rows) while OpenCV fills
+(Rows, Columns) (non-square matrices break) and traces contours through the *centres* of
+boundary pixels (half a pixel inside the structure: a systematic shrink). So the contours are
+traced here with :func:`skimage.measure.find_contours` at level 0.5 (the iso-line half way
+between inside and outside pixel centres: a point-in-polygon test at the pixel centres gives back
+exactly the label map), mapped to LPS through the same affine every other writer uses, and the
+dataset is built with pydicom. rt-utils serves as an independent *reader* in the tests.
+
+Holes and several islands per slice: every boundary (outer outline, hole, island in a hole) is
+its own CLOSED_PLANAR contour of the slice; the structure is their even-odd (XOR) union, which is
+how treatment planning systems, rt-utils and dicompyler read nested contours.
+
+Public API::
+
+    write_rtstruct(labels, source, out_path, *, label_names, ...) -> Path
+
+Follows :mod:`medseg.io.dicom_seg`: the source must carry every identifier the structure set
+references (else :class:`RtstructNotWritable`, before anything is built), the dataset built is
+checked and read back strictly before it is renamed into place (atomic write).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import medseg
+from medseg.errors import ConfigError, GeometryError, InputError
+from medseg.io.atomic import atomic_path
+from medseg.io.dicom_seg import (
+    _PYDICOM_ERRORS,
+    _affine_of,
+    _as_numpy,
+    _grid_lps,
+    _match_planes,
+    _Plane,
+    _read_source_datasets,
+    _source_planes,
+    _source_problem,
+    _spatial,
+    _uid_text,
+    _walk_uids,
+)
+from medseg.labels import generic_label, lookup_label
+from medseg.logsafe import scrub
+
+__all__ = ["RTSTRUCT_SOP_CLASS", "RtstructNotWritable", "label_contours", "write_rtstruct"]
+
+log = logging.getLogger(__name__)
+
+RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
+_STUDY_COMPONENT_CLASS = "1.2.840.10008.3.1.2.3.1"  # referenced by RTReferencedStudySequence (PS3.3 C.8.8.5)
+_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+#: attributes of the Patient and General Study modules copied from the source (Type 1/2)
+_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
+           "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber", "StudyDescription",
+           "SpecificCharacterSet")
+
+
+class RtstructNotWritable(InputError):
+    """No valid RT Structure Set can be made: the source lacks identifiers it must reference, or
+    the dataset built fails validation. One line, no header values."""
+
+
+def label_contours(mask2d: np.ndarray) -> list[np.ndarray]:
+    """Closed boundaries of a 2D boolean mask as (n, 2) arrays of continuous (i, j) indices.
+
+    Traced at level 0.5 on the zero-padded mask, so each vertex lies half way between an inside
+    and an outside pixel centre and every boundary (outer, hole, island) is one closed polygon;
+    the mask is their even-odd union at the pixel centres. Collinear vertices are dropped.
+    """
+    from skimage.measure import approximate_polygon, find_contours
+
+    padded = np.pad(np.asarray(mask2d, dtype=np.uint8), 1)
+    out = []
+    for c in find_contours(padded, 0.5):
+        c = approximate_polygon(c, tolerance=0.0) - 1.0  # undo the padding
+        if len(c) > 1 and np.allclose(c[0], c[-1]):
+            c = c[:-1]  # CLOSED_PLANAR: the last point connects to the first implicitly
+        if len(c) >= 3:
+            out.append(c)
+    return out
+
+
+def _seq(items: Sequence[Any]) -> Any:
+    from pydicom.sequence import Sequence as DicomSequence
+
+    return DicomSequence(list(items))
+
+
+def _ds(**attrs: Any) -> Any:
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    for k, v in attrs.items():
+        setattr(ds, k, v)
+    return ds
+
+
+def _image_ref(ds: Any, plane: _Plane | None = None) -> Any:
+    item = _ds(ReferencedSOPClassUID=_uid_text(ds, "SOPClassUID"),
+               ReferencedSOPInstanceUID=_uid_text(ds, "SOPInstanceUID"))
+    if plane is not None and plane.frame is not None:
+        item.ReferencedFrameNumber = plane.frame + 1
+    return item
+
+
+def _ds_value(value: float) -> str:
+    """A DS value of at most 16 characters, to 1e-4 mm or better."""
+    text = f"{value:.4f}".rstrip("0").rstrip(".")
+    if text in ("-0", ""):
+        text = "0"
+    return text if len(text) <= 16 else f"{value:.9g}"[:16]
+
+
+def _check_labels(labels: Any, source: Any) -> np.ndarray:
+    lab = _spatial(_as_numpy(labels), "labels")
+    if lab.dtype.kind == "f":
+        if not np.all(np.isfinite(lab)) or not np.array_equal(lab, np.round(lab)):
+            raise InputError("labels hold non-integer values; pass an integer label map, not probabilities")
+        lab = lab.astype(np.int64)
+    elif lab.dtype.kind == "b":
+        lab = lab.astype(np.uint8)
+    elif lab.dtype.kind not in "iu":
+        raise InputError(f"labels must be an integer array, got dtype {lab.dtype}")
+    if lab.size and lab.min() < 0:
+        raise InputError("labels hold negative values; label values must be 0 (background) or positive")
+    src_shape = tuple(_spatial(_as_numpy(source), "source").shape) if hasattr(source, "shape") else None
+    if src_shape is not None and src_shape != lab.shape:
+        raise GeometryError(f"label map shape {lab.shape} differs from the source's {src_shape}; "
+                            "resample the labels to the source grid first")
+    lab_aff, src_aff = _affine_of(labels, "labels"), _affine_of(source, "source")
+    _, _, sp = _grid_lps(src_aff)
+    if not np.allclose(lab_aff[:3, :3], src_aff[:3, :3], atol=1e-3 * float(sp.min())) or \
+            np.linalg.norm(lab_aff[:3, 3] - src_aff[:3, 3]) > 0.1 * float(sp.min()):
+        raise GeometryError("the label map's affine differs from the source's; resample the labels to "
+                            "the source grid first")
+    return lab
+
+
+def _problems(ds: Any, n_rois: int) -> list[str]:
+    """Required attributes of the structure set built (checked before it is written)."""
+    from pydicom.uid import UID
+
+    problems: list[str] = []
+    if _uid_text(ds, "SOPClassUID") != RTSTRUCT_SOP_CLASS:
+        problems.append("SOPClassUID is not RT Structure Set Storage")
+    for kw in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID"):
+        if not UID(_uid_text(ds, kw)).is_valid:
+            problems.append(f"{kw} is empty or invalid")
+    frames = ds.get("ReferencedFrameOfReferenceSequence") or []
+    if len(frames) != 1 or not UID(_uid_text(frames[0], "FrameOfReferenceUID")).is_valid:
+        problems.append("ReferencedFrameOfReferenceSequence does not name one valid frame of reference")
+    for name in ("StructureSetROISequence", "ROIContourSequence", "RTROIObservationsSequence"):
+        if len(ds.get(name) or []) != n_rois:
+            problems.append(f"{name} does not have one item per ROI")
+    for roi in ds.get("ROIContourSequence") or []:
+        for c in roi.get("ContourSequence") or []:
+            if int(c.NumberOfContourPoints) * 3 != len(c.ContourData) or int(c.NumberOfContourPoints) < 3:
+                problems.append("a contour's ContourData does not hold NumberOfContourPoints points")
+                break
+    _walk_uids(ds, problems)
+    return list(dict.fromkeys(problems))
+
+
+def _check_written(path: Path, n_rois: int) -> None:
+    import pydicom
+    from pydicom import config
+
+    try:
+        with config.strict_reading():
+            ds = pydicom.dcmread(path)
+            for _ in ds.iterall():  # decode every value under the strict rules
+                pass
+    except _PYDICOM_ERRORS as exc:
+        raise RtstructNotWritable(f"the RT structure set built does not read back ({type(exc).__name__}: "
+                                  f"{scrub(str(exc), 200)})") from None
+    if str(ds.SOPClassUID) != RTSTRUCT_SOP_CLASS or len(ds.StructureSetROISequence) != n_rois:
+        raise RtstructNotWritable("the RT structure set read back differs from the one built")
+
+
+def write_rtstruct(
+    labels: Any,
+    source: Any,
+    out_path: str | os.PathLike[str],
+    *,
+    label_names: Mapping[int, str],
+    algorithm_name: str = "medseg",
+    series_description: str = "medseg structures",
+    structure_set_label: str = "medseg",
+    manufacturer: str = "medseg",
+    series_number: int = 301,
+    series_instance_uid: str | None = None,
+    sop_instance_uid: str | None = None,
+) -> Path:
+    """Write an integer label map as a DICOM RT Structure Set in the study of its source series.
+
+    ``labels``: integer MetaTensor (1, i, j, k) on exactly the grid of ``source`` (RAS affine);
+    ``source``: the MetaTensor medseg read from the DICOM series (its ``meta['dicom_files']`` are
+    re-read). One ROI per label value present (ROI numbers 1..n in increasing label value; an
+    all-zero map gets one empty ROI per named label), named and coloured from
+    :mod:`medseg.labels` (unknown names: the name itself, palette colour), RTROIInterpretedType
+    ORGAN for anatomical structures, the SNOMED CT code in RTROIIdentificationCodeSequence.
+    Contours: for each source slice k, the boundaries of ``labels[:, :, k] == value``
+    (:func:`label_contours`) mapped to LPS mm (DICOM patient coordinates), each referencing the
+    source instance (and frame) it lies on; holes and islands are separate contours (even-odd).
+    ApprovalStatus is UNAPPROVED: auto-contours need a clinician's review.
+    ``series_instance_uid`` / ``sop_instance_uid`` default to fresh UIDs (batch jobs pass UIDs
+    derived from input and model so a rerun gives the same instance). Raises
+    :class:`RtstructNotWritable` (nothing written) when the source lacks identifiers to reference
+    or the dataset fails validation, :class:`GeometryError` when the labels are off the source
+    grid. Written atomically; returns ``out_path``.
+    """
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    lab = _check_labels(labels, source)
+    names = {int(k): str(v) for k, v in label_names.items()}
+    present = [int(v) for v in np.flatnonzero(np.bincount(lab.ravel())) if v != 0] if lab.size else []
+    if not present:
+        present = sorted(v for v in names if v > 0)
+        if not present:
+            raise InputError("the label map is empty and label_names names no label; an RT structure set "
+                             "needs at least one ROI")
+    missing = [v for v in present if v not in names]
+    if missing:
+        raise ConfigError(f"label values {missing} are in the label map but not in label_names; "
+                          "name every label value")
+
+    datasets = _read_source_datasets(source)
+    problem = _source_problem(datasets)
+    if problem:
+        raise RtstructNotWritable(problem.replace("a DICOM SEG", "an RT structure set"))
+    meta = getattr(source, "meta", None) or {}
+    may_miss = frozenset(int(k) for k in (meta.get("missing_slices") or []))
+    planes = _match_planes(_affine_of(labels, "labels"), lab.shape, _source_planes(datasets), "write_rtstruct",
+                           may_miss)
+    on_missing = [k for k, p in enumerate(planes) if p is None and np.any(lab[:, :, k])]
+    if on_missing:
+        raise GeometryError(f"labels on plane(s) k={on_missing}, where the source series has a missing "
+                            "slice; contours can only lie on existing source images")
+    for p in planes:
+        if p is not None:
+            ds = datasets[p.ds_index]
+            if int(ds.Rows) != lab.shape[1] or int(ds.Columns) != lab.shape[0]:
+                raise GeometryError(f"source images are {ds.Columns}x{ds.Rows} (columns x rows) but the "
+                                    f"label map plane is {lab.shape[0]}x{lab.shape[1]}; resample the labels "
+                                    "to the source grid first")
+    to_lps = _LPS @ _affine_of(labels, "labels")  # (i, j, k, 1) -> LPS mm
+
+    first = datasets[planes[next(k for k, p in enumerate(planes) if p is not None)].ds_index]
+    now = datetime.now(timezone.utc)  # noqa: UP017 (python 3.10)
+    sop_uid = sop_instance_uid or generate_uid()
+    file_meta = FileMetaDataset()
+    file_meta.MediaStorageSOPClassUID = RTSTRUCT_SOP_CLASS
+    file_meta.MediaStorageSOPInstanceUID = sop_uid
+    file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(out_path), {}, file_meta=file_meta, preamble=b"\0" * 128)
+    for kw in _COPIED:  # Patient and General Study modules, as the IOD requires (never logged)
+        if kw in first or kw not in ("SpecificCharacterSet", "StudyDescription"):
+            setattr(ds, kw, first.get(kw, ""))
+    ds.SOPClassUID, ds.SOPInstanceUID = RTSTRUCT_SOP_CLASS, sop_uid
+    ds.InstanceCreationDate, ds.InstanceCreationTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    ds.Modality = "RTSTRUCT"
+    ds.SeriesInstanceUID = series_instance_uid or generate_uid()
+    ds.SeriesNumber = int(series_number)
+    ds.SeriesDescription = series_description[:64]
+    ds.SeriesDate, ds.SeriesTime = ds.InstanceCreationDate, ds.InstanceCreationTime
+    ds.OperatorsName = ""
+    ds.Manufacturer = manufacturer[:64]
+    ds.ManufacturerModelName = "medseg"
+    ds.SoftwareVersions = str(medseg.__version__)
+    ds.InstanceNumber = 1
+    ds.StructureSetLabel = structure_set_label[:16] or "medseg"
+    ds.StructureSetName = algorithm_name[:64]
+    ds.StructureSetDate, ds.StructureSetTime = ds.InstanceCreationDate, ds.InstanceCreationTime
+    ds.ApprovalStatus = "UNAPPROVED"
+
+    frame_uid = _uid_text(first, "FrameOfReferenceUID")
+    ds.FrameOfReferenceUID = frame_uid  # Frame of Reference module (in the IOD since 2021)
+    ds.PositionReferenceIndicator = first.get("PositionReferenceIndicator", "")
+    used = list(dict.fromkeys((p.ds_index, p.frame) for p in planes if p is not None))
+    image_refs = [_image_ref(datasets[d], next(p for p in planes if p is not None and p.ds_index == d
+                                                and p.frame == f)) for d, f in used]
+    ds.ReferencedFrameOfReferenceSequence = _seq([_ds(
+        FrameOfReferenceUID=frame_uid,
+        RTReferencedStudySequence=_seq([_ds(
+            ReferencedSOPClassUID=_STUDY_COMPONENT_CLASS,
+            ReferencedSOPInstanceUID=_uid_text(first, "StudyInstanceUID"),
+            RTReferencedSeriesSequence=_seq([_ds(SeriesInstanceUID=_uid_text(first, "SeriesInstanceUID"),
+                                                 ContourImageSequence=_seq(image_refs))]))]))])
+
+    rois, contours, observations = [], [], []
+    n_contours = 0
+    for number, value in enumerate(present, start=1):
+        label = lookup_label(names[value]) or generic_label(names[value])
+        rois.append(_ds(ROINumber=number, ReferencedFrameOfReferenceUID=frame_uid, ROIName=label.display[:64],
+                        ROIGenerationAlgorithm="AUTOMATIC",
+                        ROIGenerationDescription=f"{algorithm_name} (medseg {medseg.__version__})"[:64]))
+        items = []
+        for k, plane in enumerate(planes):
+            if plane is None:
+                continue
+            mask = lab[:, :, k] == value
+            if not mask.any():
+                continue
+            for poly in label_contours(mask):
+                ijk = np.column_stack([poly, np.full(len(poly), float(k)), np.ones(len(poly))])
+                lps = (to_lps @ ijk.T).T[:, :3]
+                items.append(_ds(ContourImageSequence=_seq([_image_ref(datasets[plane.ds_index], plane)]),
+                                 ContourGeometricType="CLOSED_PLANAR", NumberOfContourPoints=len(lps),
+                                 ContourNumber=len(items) + 1,
+                                 ContourData=[_ds_value(v) for v in lps.ravel()]))
+        n_contours += len(items)
+        roi = _ds(ReferencedROINumber=number, ROIDisplayColor=list(label.colour_rgb))
+        if items:
+            roi.ContourSequence = _seq(items)
+        contours.append(roi)
+        code = label.property_code
+        anatomical = label.category_code.value == "91723000"  # SNOMED "Anatomical Structure"
+        observations.append(_ds(
+            ObservationNumber=number, ReferencedROINumber=number,
+            RTROIInterpretedType="ORGAN" if anatomical else "", ROIInterpreter="",
+            RTROIIdentificationCodeSequence=_seq([_ds(CodeValue=code.value, CodingSchemeDesignator=code.scheme,
+                                                      CodeMeaning=code.meaning)])))
+    ds.StructureSetROISequence = _seq(rois)
+    ds.ROIContourSequence = _seq(contours)
+    ds.RTROIObservationsSequence = _seq(observations)
+
+    problems = _problems(ds, len(present))
+    if problems:
+        raise RtstructNotWritable(f"the RT structure set built is invalid ({'; '.join(problems[:3])})")
+    out = Path(out_path)
+    with atomic_path(out) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
+        _check_written(tmp, len(present))
+    log.info("wrote RT structure set with %d ROI(s), %d contour(s) to %s", len(present), n_contours, out.name)
+    return out
