@@ -29,6 +29,7 @@ Every reader returns a :class:`monai.data.MetaTensor`:
 Public API (lazy: importing :mod:`medseg.io` loads nothing heavy)::
 
     load(path, *, series=None, allow_missing_slices=False) -> MetaTensor   # any supported input
+    read_volume(path, ...) -> Volume # the same without torch/MONAI: numpy voxels, affine, meta
     save(tensor, path)               # NIfTI/NRRD/MHA by suffix, atomic
     save_labels(labels, reference, path)   # label map on exactly the reference grid
     convert(source, output, *, series=None) # any input -> NIfTI/NRRD/MHA, geometry preserved
@@ -43,6 +44,8 @@ from medseg._lazy import lazy_getattr
 
 _LAZY = {
     "load": "medseg.io.read",
+    "read_volume": "medseg.io.read",
+    "Volume": "medseg.io.volume",
     "describe": "medseg.io.read",
     "save": "medseg.io.write",
     "save_labels": "medseg.io.write",

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import InputError, SeriesSelectionError
+from medseg.io.volume import Volume
 
 SUPPORTED = (
     "DICOM (folder, .dcm, .zip, .tar, .tar.gz, .tgz), NIfTI (.nii, .nii.gz), "
@@ -122,12 +123,9 @@ def _is_dicom_seg(path: Path) -> bool:
         return False
 
 
-def _to_metatensor(array: np.ndarray, affine: np.ndarray, meta: dict[str, Any], path: Path):
-    import torch
-    from monai.data import MetaTensor
-
+def _full_meta(array: np.ndarray, affine: np.ndarray, meta: dict[str, Any], path: Path) -> dict[str, Any]:
     spatial = tuple(int(s) for s in array.shape[1:])
-    full_meta = {
+    return {
         "space": "RAS",
         "filename_or_obj": str(path),
         "spatial_shape": np.asarray(spatial),
@@ -135,10 +133,17 @@ def _to_metatensor(array: np.ndarray, affine: np.ndarray, meta: dict[str, Any], 
         "original_channel_dim": 0,
         **meta,
     }
+
+
+def _to_metatensor(volume: Volume):
+    import torch
+    from monai.data import MetaTensor
+
+    array = volume.array
     if any(st < 0 for st in array.strides) or not array.flags.writeable:
         array = np.array(array, order="K")  # one copy, keeping the memory order
     return MetaTensor(torch.from_numpy(array),
-                      affine=torch.as_tensor(affine, dtype=torch.float64), meta=full_meta)
+                      affine=torch.as_tensor(volume.affine, dtype=torch.float64), meta=volume.meta)
 
 
 def _read_arrays(path: Path, fmt: str, *, kind: str, allow_nonfinite: bool):
@@ -199,8 +204,44 @@ def load(
             read_header(path)  # lengths, deflate and pixel sizes checked before a full read
             return read_dicom_seg(path)
         return _read_dicom(path, series=series, allow_missing_slices=allow_missing_slices)
+    return _to_metatensor(_read_volume(path, fmt, kind=kind, allow_nonfinite=allow_nonfinite))
+
+
+def _read_volume(path: Path, fmt: str, *, kind: str, allow_nonfinite: bool) -> Volume:
     array, affine, meta = _read_arrays(path, fmt, kind=kind, allow_nonfinite=allow_nonfinite)
-    return _to_metatensor(array, affine, meta, path)
+    return Volume(array, np.asarray(affine, dtype=np.float64), _full_meta(array, affine, meta, path))
+
+
+def read_volume(
+    path: str | os.PathLike[str],
+    *,
+    series: Any = None,
+    allow_missing_slices: bool = False,
+    kind: str = "image",
+    allow_nonfinite: bool = False,
+    keep_integers: bool = False,
+) -> Volume:
+    """:func:`load` without torch or MONAI: the same voxels, affine (voxel -> RAS+ mm) and meta
+    as a numpy :class:`~medseg.io.volume.Volume`, for commands that only read and write files.
+
+    ``keep_integers=True`` keeps a DICOM series whose rescale is integral in the smallest integer
+    type holding it exactly (see :func:`medseg.io.dicom.read.read_dicom_arrays`); the other
+    formats keep what :func:`load` gives. A DICOM SEG is read by the SEG reader, which needs
+    MONAI (highdicom's frames become a MetaTensor first).
+    """
+    path = Path(path)
+    fmt = detect_format(path)
+    if fmt == "dicom":
+        if _is_dicom_seg(path):
+            tensor = load(path)
+            return Volume(tensor.detach().cpu().numpy(), tensor.affine.numpy().astype(np.float64), dict(tensor.meta))
+        from medseg.io.dicom.read import read_dicom_arrays
+
+        volume, affine, meta = read_dicom_arrays(path, series=series, allow_missing_slices=allow_missing_slices,
+                                                 keep_integers=keep_integers)
+        meta["original_affine"] = np.asarray(affine, dtype=np.float64).copy()
+        return Volume(np.expand_dims(volume, 0), np.asarray(affine, dtype=np.float64), meta)
+    return _read_volume(path, fmt, kind=kind, allow_nonfinite=allow_nonfinite)
 
 
 def orientation_code(affine: np.ndarray, ndim: int = 3) -> str:
@@ -281,14 +322,14 @@ def describe(path: str | os.PathLike[str], series: str | None = None) -> dict[st
                 found = dicom_mod.list_series(path)
                 result["series"] = [_series_summary(s) for s in found]
             try:
-                tensor = load(path, series=series)
+                volume = read_volume(path, series=series)
             except SeriesSelectionError:
                 if series is not None or len(result.get("series", [])) <= 1:
                     raise
                 result.update(format="dicom", selected=None)
                 result["warnings"] = _relevant(caught)
                 return result
-            arr, affine, meta = tensor.detach().cpu().numpy(), tensor.affine.numpy(), dict(tensor.meta)
+            arr, affine, meta = volume.array, volume.affine, volume.meta
         else:  # no MetaTensor needed, so `medseg info` does not import MONAI
             arr, affine, meta = _read_arrays(path, fmt, kind="auto", allow_nonfinite=True)
         result.update(_describe_arrays(arr, affine, meta))

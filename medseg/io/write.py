@@ -167,11 +167,14 @@ def convert(
 
     Geometry is preserved in world coordinates (RAS mm): every voxel lands at the same world
     point in the output as in the source. ``kind="auto"`` keeps label maps as integers (see
-    :func:`medseg.io.read.load`). Nothing is written when reading fails.
+    :func:`medseg.io.read.load`), and a DICOM series whose RescaleSlope/Intercept are integers
+    keeps an integer type (int16 for most CT) holding the rescaled values exactly. Nothing is
+    written when reading fails. Neither torch nor MONAI is imported (except for a DICOM SEG input).
     """
-    from medseg.io.read import load
+    from medseg.io.read import read_volume
 
     output = Path(output)
     output_format(output)
-    tensor = load(source, series=series, allow_missing_slices=allow_missing_slices, kind=kind)
-    return save(tensor, output)
+    volume = read_volume(source, series=series, allow_missing_slices=allow_missing_slices, kind=kind,
+                         keep_integers=True)
+    return save(volume.array, output, affine=volume.affine)

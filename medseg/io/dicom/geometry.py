@@ -34,7 +34,7 @@ class Slice:
     pixel_spacing: tuple[float, float] | None  # (between rows, between columns) mm
     rows: int
     columns: int
-    load: Callable[[], np.ndarray]  # returns the rescaled (rows, columns) float32 plane
+    load: Callable[[], np.ndarray]  # returns the rescaled (rows, columns) plane (float32 or exact ints)
     sop_instance_uid: str = ""
     file: str = ""
     thickness: float | None = None
@@ -85,8 +85,10 @@ def plane_vectors(iop: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, n
 
 
 def assemble(slices: Sequence[Slice], *, allow_missing_slices: bool = False,
-             what: str = "series", progress: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Stack ``slices`` into a (i, j, k) float32 volume and its voxel->RAS affine.
+             what: str = "series", progress: bool = True,
+             dtype: np.dtype | type = np.float32) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Stack ``slices`` into a (i, j, k) volume of ``dtype`` (float32 unless the caller knows the
+    planes are exact integers of a smaller type) and its voxel->RAS affine.
 
     The volume is a Fortran-ordered view (i fastest in memory, as in NIfTI files).
 
@@ -178,7 +180,7 @@ def assemble(slices: Sequence[Slice], *, allow_missing_slices: bool = False,
 
     # Planes are stored contiguously as (k, rows=j, columns=i) and returned as the (i, j, k) view
     # (Fortran order, like nibabel's and MONAI's own readers): no transposing copy.
-    stack = np.empty((nk, first.rows, first.columns), dtype=np.float32)
+    stack = np.empty((nk, first.rows, first.columns), dtype=dtype)
     for k in progress_iter(range(nk), total=nk, desc="reading slices", enabled=progress):
         o = grid[k]
         if o < 0:
@@ -191,8 +193,7 @@ def assemble(slices: Sequence[Slice], *, allow_missing_slices: bool = False,
     volume = stack.transpose(2, 1, 0)
     if missing:
         present = [k for k in range(nk) if grid[k] >= 0]
-        fill = float(volume[:, :, present].min())
-        volume[:, :, missing] = fill
+        volume[:, :, missing] = volume[:, :, present].min()
     info = {"spacing": (float(sc), float(sr), float(sk)), "order": grid, "missing_slices": missing}
     return volume, affine, info
 

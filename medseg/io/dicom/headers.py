@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.tag import Tag
 from pydicom.uid import UID
+from pydicom.valuerep import AMBIGUOUS_VR
 
 from medseg.errors import InputError, UnsafeInputError
 from medseg.io.safety import (  # the one voxel cap shared by every reader
@@ -264,19 +266,37 @@ def _check_lengths(ds: Dataset, size: int, name: str) -> None:
                     _check_lengths(item, size, name)
 
 
-def _convert_all(ds: Dataset) -> None:
+def _convert_all(ds: Dataset, decoded: set | None = None) -> None:
     """Decode every attribute now (pydicom decodes lazily), so corruption surfaces here and not
-    at some later attribute access. Deferred (large) values and pixel data are left unread."""
+    at some later attribute access. Deferred (large) values and pixel data are left unread.
+
+    ``decoded`` (one set per scan of a folder) remembers the top-level public elements already
+    decoded without error, by their exact encoded bytes, VR, byte order and character set: the
+    same bytes decode the same way, so the files of one series (which repeat most of their
+    header) are not decoded twice for the same element; such an element stays encoded until it
+    is used. Private tags, sequences and VRs that depend on other attributes are always decoded.
+    """
+    charset = None
+    if decoded is not None:
+        raw_cs = ds.get_item(0x00080005, keep_deferred=True)
+        charset = ("", getattr(raw_cs, "value", None), ds.is_little_endian, ds.is_implicit_VR)
     for tag in list(ds.keys()):
         if tag == 0x7FE00010:
             continue
         raw = ds.get_item(tag, keep_deferred=True)
         if getattr(raw, "value", 0) is None and getattr(raw, "length", 0):
             continue  # deferred: larger than defer_size, read only if asked for
+        key = None
+        if decoded is not None and isinstance(raw, RawDataElement) and not tag.is_private:
+            key = (int(tag), raw.VR, raw.value, charset)
+            if key in decoded:
+                continue
         elem = ds[tag]
         if elem.VR == "SQ":
             for item in elem.value:
                 _convert_all(item)
+        elif key is not None and elem.VR not in AMBIGUOUS_VR:
+            decoded.add(key)
 
 
 def _transfer_syntax(header: Header) -> UID | None:
@@ -299,8 +319,10 @@ def _is_image_sop(uid: str) -> bool:
     return "Image Storage" in name
 
 
-def read_header(path: Path, display_name: str = "") -> Header | None:
+def read_header(path: Path, display_name: str = "", *, decoded: set | None = None) -> Header | None:
     """Read one file's header. Returns None when the file is not DICOM (no 'DICM' preamble).
+
+    ``decoded``: a set shared by the headers of one scan (see :func:`_convert_all`).
 
     Raises :class:`InputError` when the file is DICOM but truncated (inside the header or inside
     the pixel data) and :class:`UnsafeInputError` when it declares more pixel data than the cap.
@@ -326,7 +348,7 @@ def read_header(path: Path, display_name: str = "") -> Header | None:
                          "re-export or re-transfer the file") from None
     try:
         _check_lengths(ds, size, name)
-        _convert_all(ds)
+        _convert_all(ds, decoded)
     except _PARSE_ERRORS as exc:
         raise InputError(f"{name}: DICOM header is corrupt ({type(exc).__name__} while decoding an "
                          "attribute); re-export or re-transfer the file") from None

@@ -161,23 +161,64 @@ def _base_meta(info: SeriesInfo, path: Path) -> dict:
     }
 
 
-def _read_classic(info: SeriesInfo, path: Path, allow_missing_slices: bool, progress: bool):
+def integer_dtype(headers, rescales) -> np.dtype | None:
+    """The smallest integer type holding ``stored * slope + intercept`` exactly for every value
+    the headers' BitsStored / PixelRepresentation allow, or None when a slope or intercept is
+    not an integer (or the range needs more than 32 bits): then the voxels are float32."""
+    lo = hi = None
+    for h, (slope, intercept) in zip(headers, rescales, strict=True):
+        if not (float(slope).is_integer() and float(intercept).is_integer()):
+            return None
+        ds, name = h.ds, h.name
+        bits = int_attr(ds, "BitsAllocated", name, 16) or 16
+        stored = int_attr(ds, "BitsStored", name, bits) or bits
+        if stored > 32 or bits > 32:
+            return None
+        signed = (int_attr(ds, "PixelRepresentation", name, 0) or 0) == 1
+        s_lo, s_hi = (-(1 << (stored - 1)), (1 << (stored - 1)) - 1) if signed else (0, (1 << stored) - 1)
+        ends = (s_lo * int(slope) + int(intercept), s_hi * int(slope) + int(intercept))
+        lo = min(ends) if lo is None else min(lo, *ends)
+        hi = max(ends) if hi is None else max(hi, *ends)
+    for dtype in (np.uint8, np.int8, np.uint16, np.int16, np.int32):
+        info = np.iinfo(dtype)
+        if lo is not None and info.min <= lo and hi <= info.max:
+            return np.dtype(dtype)
+    return None
+
+
+def _plane_loader(h: Header, slope: float, intercept: float, dtype: np.dtype):
+    """``Slice.load`` for one single-frame file: the rescaled plane, exact in ``dtype``."""
+    identity = (slope, intercept) == (1.0, 0.0)
+
+    def load() -> np.ndarray:
+        raw = load_frames(h)[0]
+        if dtype.kind in "iu":  # integer slope and intercept, the result fits ``dtype``
+            return raw if identity else raw.astype(np.int64) * int(slope) + int(intercept)
+        plane = raw.astype(np.float32)
+        if not identity:  # the same float32 operations as ``plane * slope + intercept``, in place
+            plane *= np.float32(slope)
+            plane += np.float32(intercept)
+        return plane
+    return load
+
+
+def _read_classic(info: SeriesInfo, path: Path, allow_missing_slices: bool, progress: bool,
+                  keep_integers: bool = False):
     slices = []
+    rescales = []
     for h in info.headers:
         if h.n_frames != 1:
             raise InputError(f"{h.name}: {h.n_frames} frames without per-frame geometry in a series of "
                              "single-frame images; unsupported")
-
-        def load(h=h):
-            frame = load_frames(h)[0].astype(np.float32)
-            slope, intercept = _rescale(h.ds, h.name)
-            return frame * np.float32(slope) + np.float32(intercept) if (slope, intercept) != (1.0, 0.0) \
-                else frame
-        slices.append(slice_from_header(h.ds, h.name, load, _file_label(h, info.source)))
+        rescales.append(_rescale(h.ds, h.name))
+    dtype = (integer_dtype(info.headers, rescales) if keep_integers else None) or np.dtype(np.float32)
+    for h, (slope, intercept) in zip(info.headers, rescales, strict=True):
+        slices.append(slice_from_header(h.ds, h.name, _plane_loader(h, slope, intercept, dtype),
+                                        _file_label(h, info.source)))
     for h in info.headers:
         check_pixel_size(h)
     volume, affine, ginfo = assemble(slices, allow_missing_slices=allow_missing_slices,
-                                     what=f"series {info.series_instance_uid}", progress=progress)
+                                     what=f"series {info.series_instance_uid}", progress=progress, dtype=dtype)
     meta = _base_meta(info, path)
     meta["spacing"] = ginfo["spacing"]
     meta["sop_instance_uids"] = [slices[o].sop_instance_uid if o >= 0 else "" for o in ginfo["order"]]
@@ -232,19 +273,36 @@ def read_dicom(path: str | os.PathLike[str], *, series: str | SeriesInfo | None 
     folder or file, not an archive): its headers are used as they are, so a batch over a tree of
     many series reads each header once instead of rescanning the tree for every series.
     """
+    volume, affine, meta = read_dicom_arrays(path, series=series, allow_missing_slices=allow_missing_slices,
+                                             progress=progress)
+    return _to_metatensor(volume, affine, meta)
+
+
+def read_dicom_arrays(path: str | os.PathLike[str], *, series: str | SeriesInfo | None = None,
+                      allow_missing_slices: bool = False, progress: bool = True,
+                      keep_integers: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
+    """:func:`read_dicom` without torch or MONAI: ``(volume (i, j[, k]), affine_ras, meta)``.
+
+    ``keep_integers=True``: a single-frame series whose RescaleSlope and RescaleIntercept are
+    integers comes back in the smallest integer type that holds every rescaled value exactly
+    (int16 for most CT), as dcm2niix keeps it; otherwise, and always for multi-frame objects and
+    radiographs, float32 as :func:`read_dicom` gives it.
+    """
     path = Path(path)
     if isinstance(series, SeriesInfo):
         if series.source is not None:
             raise InputError(f"series {series.series_instance_uid} was found in an archive; pass its UID instead")
-        return _read_info(series, path, allow_missing_slices, progress, skipped=0, n_series=None)
+        return _read_info(series, path, allow_missing_slices, progress, skipped=0, n_series=None,
+                          keep_integers=keep_integers)
     with scanned(path, progress=progress) as result:
         info = select_series(result.series, series)
         return _read_info(info, path, allow_missing_slices, progress,
-                          skipped=result.skipped_non_dicom + result.skipped_non_image, n_series=len(result.series))
+                          skipped=result.skipped_non_dicom + result.skipped_non_image, n_series=len(result.series),
+                          keep_integers=keep_integers)
 
 
 def _read_info(info: SeriesInfo, path: Path, allow_missing_slices: bool, progress: bool, *, skipped: int,
-               n_series: int | None) -> MetaTensor:
+               n_series: int | None, keep_integers: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
     """Read the selected series ``info`` (inside the scan's ``with`` block for an archive)."""
     total = sum(h.voxels() for h in info.headers)
     if total > max_voxels():
@@ -259,9 +317,9 @@ def _read_info(info: SeriesInfo, path: Path, allow_missing_slices: bool, progres
 
         volume, affine, meta = read_xray(info, path)
     else:
-        volume, affine, meta = _read_classic(info, path, allow_missing_slices, progress)
+        volume, affine, meta = _read_classic(info, path, allow_missing_slices, progress, keep_integers)
     meta.setdefault("missing_slices", [])
     meta["skipped_files"] = skipped
     if n_series is not None:
         meta["n_series_found"] = n_series
-    return _to_metatensor(volume, affine, meta)
+    return volume, affine, meta

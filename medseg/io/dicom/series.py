@@ -250,8 +250,9 @@ def scan_files(files: list[Path], *, names: dict[Path, str] | None = None, sourc
     groups: dict[str, list[Header]] = {}
     anonymous: list[Header] = []
     non_dicom = non_image = 0
+    decoded: set = set()  # header elements already decoded in this scan (see headers._convert_all)
     for f in progress_iter(files, total=len(files), desc="reading DICOM headers", enabled=progress):
-        h = read_header(f, names.get(f, ""))
+        h = read_header(f, names.get(f, ""), decoded=decoded)
         if h is None:
             non_dicom += 1
             continue
