@@ -44,8 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     from medseg import logsafe
 
     logsafe.install()  # no warning or library log line prints a header value
+    from medseg import settings
+
     try:
-        return int(args._run(args) or 0)
+        with settings.using(settings.from_env()):  # the environment is read here, once per command
+            return int(args._run(args) or 0)
     except MedsegError as exc:
         msg = " ".join(str(exc).split()) or type(exc).__name__
         print(f"medseg: error: {msg}", file=sys.stderr)

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import BundleError, ConfigError
+from medseg.settings import progress_enabled
 
 #: bundle name -> the demo task it runs
 BUNDLES = {"ct_lung_lesion": "lung", "fluo_nuclei_2d": "nuclei"}
@@ -183,7 +184,7 @@ def run_demo(output: str | os.PathLike[str], *, quick: bool = False, progress: b
     if not available:
         raise BundleError(f"none of the demo bundles ({', '.join(BUNDLES)}) is shipped in bundles/; "
                           "train or install one first")
-    show = progress and os.environ.get("MEDSEG_PROGRESS", "1") != "0"
+    show = progress_enabled(progress)
     steps = ["fetch samples"]
     if "ct_lung_lesion" in available:
         steps += ["CT as DICOM series", "segment CT (ct_lung_lesion)"]

@@ -38,6 +38,7 @@ from medseg.errors import BundleError, ConfigError
 from medseg.inference.model_spec import ModelSpec
 from medseg.io.atomic import atomic_dir
 from medseg.io.jsonfile import read_json_object
+from medseg.settings import progress_enabled
 
 
 def _flatten_metrics(metrics: Any, prefix: str = "") -> dict[str, float]:
@@ -405,7 +406,7 @@ def run_inference_config(bundle_dir: str | os.PathLike[str], dataset_dir: str | 
         pre = parser.get_parsed_content("preprocessing")
         inferer = parser.get_parsed_content("inferer")
         post = parser.get_parsed_content("postprocessing")
-        quiet = not progress or os.environ.get("MEDSEG_PROGRESS", "1") == "0"
+        quiet = not progress_enabled(progress)
         for f in tqdm(files, desc="bundle inference", unit="image", disable=quiet):
             data = pre({"image": f})
             with torch.no_grad():

@@ -14,12 +14,29 @@ from medseg.io.jsonfile import read_json_object
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+def shipped_bundle_roots() -> list[Path]:
+    """Where the bundles that come with medseg lie: ``medseg/bundles/`` inside the installed
+    package (a wheel carries them there, :mod:`importlib.resources`), and the ``bundles/`` folder
+    of a source checkout (beside the package, recognised by its ``bundle_tools.py``). Only folders
+    that exist are listed."""
+    from importlib import resources
+
+    roots = []
+    packaged = Path(str(resources.files("medseg") / "bundles"))
+    if packaged.is_dir():
+        roots.append(packaged)
+    checkout = Path(__file__).resolve().parents[2] / "bundles"
+    if (checkout / "bundle_tools.py").is_file() and checkout not in roots:
+        roots.append(checkout)
+    return roots
+
+
 def bundle_search_path() -> list[Path]:
-    """Folders searched for bundles by name: ``$MEDSEG_BUNDLES`` (os.pathsep-separated) first,
-    then the repository's ``bundles/``."""
-    paths = [Path(p) for p in os.environ.get("MEDSEG_BUNDLES", "").split(os.pathsep) if p.strip()]
-    paths.append(Path(__file__).resolve().parents[2] / "bundles")
-    return paths
+    """Folders searched for bundles by name: the settings' ``bundle_paths`` (``$MEDSEG_BUNDLES``,
+    :mod:`medseg.settings`) first, then :func:`shipped_bundle_roots`."""
+    from medseg.settings import current
+
+    return [*current().bundle_paths, *shipped_bundle_roots()]
 
 
 def resolve_bundle(path_or_name: str | os.PathLike[str]) -> Path:
@@ -122,9 +139,7 @@ def build_network_def(bundle_dir: Path, configs: dict[str, Any], *, trust: bool 
 
 
 def load_bundle(path_or_name: str | os.PathLike[str], *, trust: bool = False):
-    """Load a bundle (folder or name) as a :class:`medseg.inference.SegmentationModel`, or a MONAI
-    Model Zoo bundle (no ``configs/medseg.json``) as a :class:`medseg.bundle.zoo.ZooBundleSource`
-    that runs the bundle's own pre/postprocessing.
+    """Load a bundle (folder or name) as a :class:`medseg.inference.SegmentationModel`.
 
     Order: configs parsed as JSON -> trust policy (TrustError unless allow-listed or ``trust``)
     -> ``models/model.pt`` sha256 checked against ``models/sha256sums.txt`` -> loaded with
@@ -133,10 +148,6 @@ def load_bundle(path_or_name: str | os.PathLike[str], *, trust: bool = False):
     from medseg.bundle.trust import bundle_file, ensure_trusted, load_weights, sha256_file
 
     bundle_dir = resolve_bundle(path_or_name)
-    from medseg.bundle.zoo import ZooBundleSource, is_zoo_bundle
-
-    if is_zoo_bundle(bundle_dir):  # a MONAI Model Zoo bundle: its own pipeline (medseg.bundle.zoo)
-        return ZooBundleSource.load(bundle_dir, trust=trust)
     configs = read_configs(bundle_dir)
     ensure_trusted(read_all_configs(bundle_dir), trust=trust)  # every config, not only those run here
     from medseg.inference.model_spec import ModelSpec

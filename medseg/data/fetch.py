@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from medseg._hashing import sha256_file as sha256_of
 from medseg.data.registry import PACKAGES, SAMPLES, Package, Sample
 from medseg.errors import ConfigError, DataFetchError
 from medseg.io.atomic import atomic_dir
+from medseg.settings import current, progress_enabled
 
 MANIFEST = ".medseg-sample.json"
 _PIP_TIMEOUT_S = 900
@@ -35,7 +35,7 @@ _MAX_MEMBER_BYTES = 512 * 1024 * 1024
 
 def cache_dir() -> Path:
     """The sample-data cache: ``$MEDSEG_CACHE`` or ``~/.cache/medseg``."""
-    root = Path(os.environ.get("MEDSEG_CACHE", Path.home() / ".cache" / "medseg"))
+    root = current().cache_dir or Path.home() / ".cache" / "medseg"
     root.mkdir(parents=True, exist_ok=True)
     return root
 
@@ -98,7 +98,7 @@ def fetch(names: Iterable[str] | None = None, *, progress: bool = True) -> dict[
     for n in wanted:
         _get_sample(n)
     packages = sorted({SAMPLES[n].package for n in wanted})
-    show = progress and os.environ.get("MEDSEG_PROGRESS", "1") != "0"
+    show = progress_enabled(progress)
     from tqdm.auto import tqdm
 
     for pkg in tqdm(packages, desc="sample packages", unit="pkg", disable=not show):

@@ -39,6 +39,7 @@ from medseg.metrics import (
 )
 from medseg.metrics._arrays import align_to_reference, as_label_array, resolve_spacing
 from medseg.metrics.policy import check_policy
+from medseg.settings import progress_enabled
 
 N_WORST_IN_SUMMARY = 20
 
@@ -124,7 +125,7 @@ def _progress(iterable, total: int, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(iterable, total=total, desc=desc, unit="case",
-                disable=os.environ.get("MEDSEG_PROGRESS", "1") == "0")
+                disable=not progress_enabled())
 
 
 def evaluate(

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from medseg.errors import ConfigError, ModelError
+from medseg.settings import progress_enabled
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +69,6 @@ def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
     if device.type == "cpu" and cpu_has_native_bf16():
         return torch.bfloat16
     return None
-
-
-def progress_enabled(progress: bool = True) -> bool:
-    """Progress bars are on unless ``progress`` is False or env ``MEDSEG_PROGRESS=0``."""
-    return bool(progress) and os.environ.get("MEDSEG_PROGRESS", "1") != "0"
 
 
 def scan_interval(image_size: Sequence[int], roi_size: Sequence[int], overlap: float) -> tuple[int, ...]:

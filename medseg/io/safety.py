@@ -19,19 +19,19 @@ few hundred to one, and those stay under the 256 MiB floor unless they are huge.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 
 import numpy as np
 
 from medseg.errors import InputError, UnsafeInputError
+from medseg.settings import current
 
 DEFAULT_MAX_VOXELS = 2**31
 
 
 def max_voxels() -> int:
     """The voxel cap: ``$MEDSEG_MAX_VOXELS`` if set (a positive integer), else ``2**31``."""
-    raw = os.environ.get("MEDSEG_MAX_VOXELS", "").strip()
+    raw = current().limit_text("MEDSEG_MAX_VOXELS")
     if not raw:
         return DEFAULT_MAX_VOXELS
     try:
@@ -132,7 +132,7 @@ IMAGE_EXPANSION_FLOOR = 64 * 2**20
 
 def max_expansion() -> float:
     """The expansion cap: ``$MEDSEG_MAX_EXPANSION`` if set (a positive number), else 100."""
-    raw = os.environ.get("MEDSEG_MAX_EXPANSION", "").strip()
+    raw = current().limit_text("MEDSEG_MAX_EXPANSION")
     if not raw:
         return float(DEFAULT_MAX_EXPANSION)
     try:

@@ -38,6 +38,7 @@ from medseg.errors import ConfigError, InputError, MedsegError
 from medseg.inference.model_spec import ModelSpec
 from medseg.io.atomic import atomic_path, atomic_write_text
 from medseg.io.jsonfile import read_json_object
+from medseg.settings import progress_enabled
 from medseg.training.curves import plot_curves, write_log_csv
 from medseg.training.datasets import case_dicts, load_dataset, read_grid, split_cases
 from medseg.training.distributed import (
@@ -216,7 +217,7 @@ def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
 
 def _progress_enabled(cfg: TrainConfig, ctx: DistContext) -> bool:
-    return cfg.progress and ctx.is_main and os.environ.get("MEDSEG_PROGRESS", "1") != "0"
+    return ctx.is_main and progress_enabled(cfg.progress)
 
 
 def _loss_value(loss_fn: Callable, out: Any, y: torch.Tensor) -> torch.Tensor:

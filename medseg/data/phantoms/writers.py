@@ -21,6 +21,7 @@ from medseg.data.phantoms.nuclei import nuclei_2d
 from medseg.data.phantoms.spine import spine_ct
 from medseg.data.phantoms.xray import chest_xray
 from medseg.errors import ConfigError, InputError
+from medseg.settings import progress_enabled
 
 
 def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
@@ -158,7 +159,7 @@ def write_decathlon_dataset(root: str | os.PathLike[str], task: str = "abdomen",
     from tqdm.auto import tqdm
 
     total = n_train + n_test
-    show = os.environ.get("MEDSEG_PROGRESS", "1") != "0"
+    show = progress_enabled()
     for n in tqdm(range(total), desc=f"phantom {task} dataset", unit="case", disable=not show):
         ph = _generate(task, shape, seed * 1000 + n, orientation)
         labels = ph.labels

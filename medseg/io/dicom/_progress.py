@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
+
+from medseg.settings import progress_enabled
 
 T = TypeVar("T")
 
@@ -12,7 +13,7 @@ T = TypeVar("T")
 def progress_iter(items: Iterable[T], *, total: int | None = None, desc: str = "",
                   enabled: bool = True, min_items: int = 50) -> Iterator[T]:
     """Wrap ``items`` in a tqdm bar when enabled, ``$MEDSEG_PROGRESS`` is not 0 and it is long."""
-    if not enabled or os.environ.get("MEDSEG_PROGRESS", "1") == "0" or (total is not None and total < min_items):
+    if not progress_enabled(enabled) or (total is not None and total < min_items):
         yield from items
         return
     from tqdm.auto import tqdm

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import lzma
-import os
 import shutil
 import stat
 import struct
@@ -24,6 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from medseg.errors import InputError, UnsafeInputError
 from medseg.io.safety import IMAGE_EXPANSION_FLOOR, check_expansion, expansion_budget, inflated_size
+from medseg.settings import current
 
 DEFAULT_MAX_ARCHIVE_BYTES = 8 * 2**30
 DEFAULT_MAX_MEMBERS = 100_000
@@ -37,7 +37,7 @@ def is_archive(path: Path) -> bool:
 
 
 def _limit(name: str, default: int) -> int:
-    raw = os.environ.get(name, "")
+    raw = current().limit_text(name)
     try:
         return int(float(raw)) if raw else default
     except ValueError:
