@@ -161,7 +161,8 @@ def run_job(cases: Sequence[BatchCase], model, options: JobOptions, *, client=No
                 from medseg.batch.pacs import PacsSeries
 
                 t = time.perf_counter()
-                client.retrieve_series(PacsSeries(payload.study_instance_uid, payload.series_instance_uid),
+                client.retrieve_series(PacsSeries(payload.study_instance_uid, payload.series_instance_uid,
+                                                  payload.modality, n_instances=payload.n_instances),
                                        work / "input")
                 timings["retrieve"] = time.perf_counter() - t
                 input_path = work / "input"

@@ -68,6 +68,8 @@ class LocalOrthanc:
         default_factory=lambda: {"medseg": ("MEDSEG", "127.0.0.1", 11112)})
     workdir: Path | None = None
     startup_timeout_s: float = 30.0
+    #: refuse associations that call another AE title than ``aet`` (as most hospital PACS do)
+    check_called_aet: bool = False
 
     def __post_init__(self) -> None:
         self.http_port = free_port()
@@ -116,7 +118,7 @@ class LocalOrthanc:
             "DicomModalities": {k: list(v) for k, v in self.modalities.items()},
             "DicomAlwaysAllowEcho": True,
             "DicomAlwaysAllowStore": False,
-            "DicomCheckCalledAet": False,
+            "DicomCheckCalledAet": self.check_called_aet,
             "DicomCheckModalityHost": False,
             "UnknownSopClassAccepted": True,
             "StorageCompression": False,
@@ -194,3 +196,28 @@ class LocalOrthanc:
         found = self.rest("POST", "/tools/find", json.dumps(
             {"Level": "Series", "Query": {"Modality": modality}, "Expand": True}).encode())
         return list(found)  # type: ignore[arg-type]
+
+
+def make_test_ca(folder: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A throw-away CA and a server certificate for ``host`` signed by it, with OpenSSL's command
+    line (tests: HTTPS on loopback). Returns (PEM with the server certificate and key, CA PEM)."""
+    openssl = shutil.which("openssl")
+    if not openssl:
+        raise PACSError("the openssl command is not installed")
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=folder, check=True, capture_output=True, timeout=60)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=medseg test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", f"/CN={host}")
+    (folder / "ext.cnf").write_text(
+        f"subjectAltName=IP:{host}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf")
+    pem = folder / "server.pem"
+    pem.write_bytes((folder / "server.crt").read_bytes() + (folder / "server.key").read_bytes())
+    return pem, folder / "ca.pem"

@@ -1,25 +1,29 @@
-"""PACS clients for batch jobs: DICOMweb (QIDO-RS / WADO-RS / STOW-RS) and DIMSE (C-FIND / C-GET /
-C-STORE). Both offer the same small interface, :class:`PacsClient`.
+"""PACS clients for batch jobs: DICOMweb (QIDO-RS / WADO-RS / STOW-RS, :mod:`medseg.batch.dicomweb`)
+and DIMSE (C-FIND / C-GET or C-MOVE / C-STORE, :mod:`medseg.batch.dimse`). Both offer the same
+small interface, :class:`PacsClient`; :func:`client_from_uri` builds one from an address and
+:class:`PacsOptions`.
 
-Credentials never come from the command line: DICOMweb uses ``MEDSEG_PACS_USER`` and
-``MEDSEG_PACS_PASSWORD`` from the environment, else the ``~/.netrc`` (or ``$NETRC``) entry for the
-server's host. Query results carry UIDs, modality, description and counts only: no patient data.
+Credentials never come from the command line (see :mod:`medseg.batch.pacs_auth`); DIMSE uses none
+(a DIMSE peer is admitted by its AE title, host and port registered on the PACS). Query results
+carry UIDs, modality, description, body part and counts only: no patient data.
 """
 
 from __future__ import annotations
 
-import netrc
-import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlparse
 
-from medseg.errors import ConfigError, PACSError
+from medseg.batch.pacs_auth import credentials_for
+from medseg.errors import ConfigError
+
+__all__ = ["PacsSeries", "SeriesQuery", "PacsOptions", "PacsClient", "client_from_uri", "credentials_for",
+           "instance_path"]
 
 
-def _instance_path(dest: Path, ds: Any, n: int) -> Path:
+def instance_path(dest: Path, ds: Any, n: int) -> Path:
     """Where a retrieved instance is saved: ``<SOPInstanceUID>.dcm`` when that is a valid UID, else
     ``instance-<n>.dcm`` (a PACS answer never names a path of its own)."""
     from medseg.io.dicom.uid import path_safe_uid
@@ -27,6 +31,9 @@ def _instance_path(dest: Path, ds: Any, n: int) -> Path:
     uid = str(ds.get("SOPInstanceUID", "") or "")
     name = path_safe_uid(uid)
     return dest / (f"{name}.dcm" if name == uid else f"instance-{n:06d}.dcm")
+
+
+_instance_path = instance_path  # the name it had before the clients moved to their own modules
 
 
 @dataclass(frozen=True)
@@ -39,284 +46,174 @@ class PacsSeries:
     series_description: str = ""
     n_instances: int = 0
     study_date: str = ""
+    body_part: str = ""
+
+
+_DATE = re.compile(r"\d{8}|\d{8}-|-\d{8}|\d{8}-\d{8}")
+_CS = re.compile(r"[A-Z0-9 _]{1,16}")
+_AE = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")  # printable ASCII without a backslash
+
+
+def check_ae_title(value: str, what: str) -> str:
+    """An AE title as DICOM allows it (1-16 printable ASCII characters, no backslash, not all spaces)."""
+    text = str(value)
+    if not _AE.fullmatch(text) or not text.strip():
+        raise ConfigError(f"{what} must be 1 to 16 printable ASCII characters without a backslash")
+    return text.strip()
 
 
 @dataclass(frozen=True)
 class SeriesQuery:
-    """A query filter. ``study_date`` is a DICOM date or range (``20240101-20241231``)."""
+    """What a PACS job processes.
+
+    ``modality``: one code or several separated by commas (``CT`` / ``CR,DX,MG``), None for any.
+    ``study_date``: a DICOM date or range (``20240101-20241231``, ``20240101-``, ``-20241231``).
+    ``description_regex``: searched in the series description, case-insensitive.
+    ``body_part``: BodyPartExamined, exact (``ABDOMEN``). ``accession_numbers``: only the studies
+    with one of these accession numbers. ``limit``: stop after that many series.
+    The PACS matches what it can; every filter is checked again on each answer.
+    """
 
     modality: str | None = "CT"
     study_date: str | None = None
     description_regex: str | None = None
+    body_part: str | None = None
+    accession_numbers: tuple[str, ...] = ()
     min_instances: int = 1
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.study_date and not _DATE.fullmatch(self.study_date):
+            raise ConfigError("--study-date must be YYYYMMDD or a range YYYYMMDD-YYYYMMDD (either end may be open)")
+        for m in self.modalities:
+            if m is not None and not _CS.fullmatch(m):
+                raise ConfigError("--modality takes DICOM modality codes such as CT, MR, CR, DX, MG")
+        if self.body_part and not _CS.fullmatch(self.body_part.upper()):
+            raise ConfigError("--body-part takes a DICOM BodyPartExamined code such as CHEST or ABDOMEN")
+        if self.description_regex:
+            try:
+                re.compile(self.description_regex)
+            except re.error as exc:
+                raise ConfigError(f"bad regular expression in --description: {exc}") from None
+        for a in self.accession_numbers:
+            if not a or len(a) > 16 or any(c in a for c in "\\*?") or not a.isprintable():
+                raise ConfigError("an accession number must be 1 to 16 printable characters without \\, * or ?")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError("--limit must be at least 1")
+
+    @property
+    def modalities(self) -> list[str | None]:
+        """The modality codes queried one after the other ([None]: any modality)."""
+        if not self.modality:
+            return [None]
+        return [m.strip().upper() for m in self.modality.split(",") if m.strip()] or [None]
 
     def matches(self, s: PacsSeries) -> bool:
-        if self.modality and s.modality.upper() != self.modality.upper():
+        wanted = [m for m in self.modalities if m]
+        if wanted and s.modality.upper() not in wanted:
             return False
-        if self.description_regex and not re.search(self.description_regex, s.series_description or ""):
+        if self.description_regex and not re.search(self.description_regex, s.series_description or "",
+                                                    re.IGNORECASE):
+            return False
+        if self.body_part and s.body_part.strip().upper() != self.body_part.strip().upper():
+            return False
+        if self.study_date and s.study_date and not _date_in(s.study_date, self.study_date):
             return False
         return s.n_instances >= self.min_instances
 
 
+def _date_in(date: str, rng: str) -> bool:
+    lo, _, hi = rng.partition("-") if "-" in rng else (rng, "", rng)
+    return (not lo or date >= lo) and (not hi or date <= hi)
+
+
+@dataclass(frozen=True)
+class PacsOptions:
+    """How medseg talks to a PACS.
+
+    Timeouts in seconds: ``connect_timeout_s`` for the TCP (and TLS) connection and the DIMSE
+    association answer, ``read_timeout_s`` for each answer after that. ``page_size``: QIDO-RS
+    results asked per request (``limit``/``offset``). DIMSE: ``calling_aet`` is medseg's AE title;
+    ``retrieve`` is ``get`` (C-GET) or ``move`` (C-MOVE to medseg's own storage SCP, which listens
+    on ``move_host:move_port`` under ``move_aet``, default the calling AE title: the PACS must
+    know that AE title, host and port as a modality). DICOMweb: ``ca_bundle`` (PEM) to verify
+    HTTPS; ``token_file`` for a bearer token (see :mod:`medseg.batch.pacs_auth`).
+    """
+
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+    page_size: int = 100
+    calling_aet: str = "MEDSEG"
+    retrieve: str = "get"
+    move_aet: str | None = None
+    move_port: int = 11112
+    move_host: str = ""
+    ca_bundle: str | None = None
+    token_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.connect_timeout_s <= 0 or self.read_timeout_s <= 0:
+            raise ConfigError("--connect-timeout and --read-timeout must be positive (seconds)")
+        if self.page_size < 1:
+            raise ConfigError("the QIDO-RS page size must be at least 1")
+        if self.retrieve not in ("get", "move"):
+            raise ConfigError("--retrieve must be get (C-GET) or move (C-MOVE)")
+        if not 0 < int(self.move_port) < 65536:
+            raise ConfigError("--move-port must be a TCP port (1-65535)")
+        object.__setattr__(self, "calling_aet", check_ae_title(self.calling_aet, "--calling-aet"))
+        if self.move_aet is not None:
+            object.__setattr__(self, "move_aet", check_ae_title(self.move_aet, "--move-aet"))
+        if self.ca_bundle is not None and not Path(self.ca_bundle).is_file():
+            raise ConfigError(f"--ca-bundle {Path(self.ca_bundle).name} is not a file")
+
+
 class PacsClient(Protocol):
+    def ping(self) -> None: ...
+    def iter_series(self, query: SeriesQuery) -> Iterator[PacsSeries]: ...
     def find_series(self, query: SeriesQuery) -> list[PacsSeries]: ...
     def list_instances(self, series: PacsSeries) -> list[str]: ...
     def retrieve_series(self, series: PacsSeries, dest: Path) -> list[Path]: ...
     def store(self, files: list[Path]) -> None: ...
     def series_exists(self, study_instance_uid: str, series_instance_uid: str) -> bool: ...
+    def close(self) -> None: ...
 
 
-def credentials_for(url: str) -> tuple[str, str] | None:
-    """(user, password) from MEDSEG_PACS_USER/MEDSEG_PACS_PASSWORD, else netrc, else None."""
-    user, password = os.environ.get("MEDSEG_PACS_USER"), os.environ.get("MEDSEG_PACS_PASSWORD")
-    if user and password:
-        return user, password
-    host = urlparse(url).hostname or ""
-    path = os.environ.get("NETRC", str(Path.home() / ".netrc"))
-    if Path(path).exists():
-        try:
-            entry = netrc.netrc(path).authenticators(host)
-        except (netrc.NetrcParseError, OSError) as exc:
-            raise ConfigError(f"cannot read the netrc file {path}: {exc.__class__.__name__}") from None
-        if entry and entry[0] and entry[2]:
-            return entry[0], entry[2]
-    return None
+def bounded(found: Iterator[PacsSeries], query: SeriesQuery) -> Iterator[PacsSeries]:
+    """``found`` filtered by ``query`` (again: a PACS may ignore a key), each series once, at most
+    ``query.limit``; stops pulling from ``found`` (the next page) once the limit is reached."""
+    seen: set[str] = set()
+    for s in found:
+        if s.series_instance_uid in seen or not query.matches(s):
+            continue
+        seen.add(s.series_instance_uid)
+        yield s
+        if query.limit is not None and len(seen) >= query.limit:
+            return
 
 
-def _first(ds_json: dict, tag: str, default: str = "") -> str:
-    value = ds_json.get(tag, {}).get("Value")
-    if not value:
-        return default
-    v = value[0]
-    return str(v.get("Alphabetic", "")) if isinstance(v, dict) else str(v)
-
-
-class DicomWebClient:
-    """QIDO-RS / WADO-RS / STOW-RS against ``url`` (e.g. ``http://host:8042/dicom-web``)."""
-
-    def __init__(self, url: str, *, auth: tuple[str, str] | None = None, timeout_s: float = 60.0):
-        import requests
-        from dicomweb_client.api import DICOMwebClient
-
-        session = requests.Session()
-        creds = auth if auth is not None else credentials_for(url)
-        if creds:
-            session.auth = creds
-        self.url = url.rstrip("/")
-        self._client = DICOMwebClient(url=self.url, session=session, timeout=timeout_s)
-
-    def _call(self, what: str, fn, *args, **kwargs):
-        import requests
-
-        try:
-            return fn(*args, **kwargs)
-        except requests.exceptions.HTTPError as exc:
-            code = exc.response.status_code if exc.response is not None else "?"
-            hint = " (check MEDSEG_PACS_USER / MEDSEG_PACS_PASSWORD or ~/.netrc)" if code in (401, 403) else ""
-            raise PACSError(f"DICOMweb {what} at {self.url} failed: HTTP {code}{hint}") from None
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-            raise PACSError(f"DICOMweb {what} at {self.url} failed: {exc.__class__.__name__}") from None
-
-    def find_series(self, query: SeriesQuery) -> list[PacsSeries]:
-        filters: dict[str, str] = {}
-        if query.modality:
-            filters["Modality"] = query.modality
-        if query.study_date:
-            filters["StudyDate"] = query.study_date
-        fields = ["StudyInstanceUID", "SeriesInstanceUID", "Modality", "SeriesDescription",
-                  "NumberOfSeriesRelatedInstances", "StudyDate"]
-        found = self._call("QIDO-RS series search", self._client.search_for_series,
-                           search_filters=filters, fields=fields)
-        series = [
-            PacsSeries(
-                study_instance_uid=_first(d, "0020000D"),
-                series_instance_uid=_first(d, "0020000E"),
-                modality=_first(d, "00080060"),
-                series_description=_first(d, "0008103E"),
-                n_instances=int(_first(d, "00201209", "0") or 0),
-                study_date=_first(d, "00080020"),
-            )
-            for d in found
-        ]
-        return sorted((s for s in series if query.matches(s)), key=lambda s: s.series_instance_uid)
-
-    def list_instances(self, series: PacsSeries) -> list[str]:
-        """SOP Instance UIDs of a series (QIDO-RS instance search)."""
-        found = self._call("QIDO-RS instance search", self._client.search_for_instances,
-                           study_instance_uid=series.study_instance_uid,
-                           series_instance_uid=series.series_instance_uid, fields=["SOPInstanceUID"])
-        return sorted(_first(d, "00080018") for d in found)
-
-    def retrieve_series(self, series: PacsSeries, dest: Path) -> list[Path]:
-        dest.mkdir(parents=True, exist_ok=True)
-        datasets = self._call("WADO-RS retrieve", self._client.retrieve_series,
-                              series.study_instance_uid, series.series_instance_uid)
-        paths = []
-        for ds in datasets:
-            p = _instance_path(dest, ds, len(paths))
-            ds.save_as(p, enforce_file_format=True)
-            paths.append(p)
-        return paths
-
-    def store(self, files: list[Path]) -> None:
-        import pydicom
-
-        datasets = [pydicom.dcmread(f) for f in files]
-        self._call("STOW-RS store", self._client.store_instances, datasets)
-
-    def series_exists(self, study_instance_uid: str, series_instance_uid: str) -> bool:
-        found = self._call("QIDO-RS series search", self._client.search_for_series,
-                           study_instance_uid=study_instance_uid,
-                           search_filters={"SeriesInstanceUID": series_instance_uid})
-        return bool(found)
-
-
-class DimseClient:
-    """C-FIND / C-GET / C-STORE with pynetdicom against ``(host, port, called_aet)``."""
-
-    def __init__(self, host: str, port: int, called_aet: str, *, calling_aet: str = "MEDSEG",
-                 timeout_s: float = 60.0):
-        self.host, self.port, self.called_aet = host, int(port), called_aet
-        self.calling_aet = calling_aet
-        self.timeout_s = timeout_s
-
-    def _associate(self, contexts, roles=(), handlers=None):
-        from pynetdicom import AE
-
-        ae = AE(ae_title=self.calling_aet)
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout_s
-        for cx in contexts:
-            ae.add_requested_context(cx)
-        assoc = ae.associate(self.host, self.port, ae_title=self.called_aet, ext_neg=list(roles),
-                             evt_handlers=handlers)
-        if not assoc.is_established:
-            raise PACSError(f"DIMSE association with {self.called_aet}@{self.host}:{self.port} was refused "
-                            "or timed out")
-        return assoc
-
-    def _find(self, identifier) -> list:
-        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
-
-        assoc = self._associate([FIND])
-        try:
-            out = []
-            for status, ds in assoc.send_c_find(identifier, FIND):
-                if status is None or "Status" not in status:
-                    raise PACSError("C-FIND got no answer (time-out or association aborted by the peer)")
-                if status.Status in (0xFF00, 0xFF01) and ds is not None:
-                    out.append(ds)
-                elif status.Status not in (0x0000, 0xFF00, 0xFF01):
-                    raise PACSError(f"C-FIND failed with status 0x{status.Status:04X}")
-            return out
-        finally:
-            assoc.release()
-
-    def find_series(self, query: SeriesQuery) -> list[PacsSeries]:
-        from pydicom.dataset import Dataset
-
-        ident = Dataset()
-        ident.QueryRetrieveLevel = "SERIES"
-        ident.StudyInstanceUID = ""
-        ident.SeriesInstanceUID = ""
-        ident.Modality = query.modality or ""
-        ident.SeriesDescription = ""
-        ident.NumberOfSeriesRelatedInstances = ""
-        ident.StudyDate = query.study_date or ""
-        series = [
-            PacsSeries(
-                study_instance_uid=str(ds.get("StudyInstanceUID", "")),
-                series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
-                modality=str(ds.get("Modality", "")),
-                series_description=str(ds.get("SeriesDescription", "")),
-                n_instances=int(ds.get("NumberOfSeriesRelatedInstances", 0) or 0),
-                study_date=str(ds.get("StudyDate", "")),
-            )
-            for ds in self._find(ident)
-        ]
-        return sorted((s for s in series if query.matches(s)), key=lambda s: s.series_instance_uid)
-
-    def list_instances(self, series: PacsSeries) -> list[str]:
-        """SOP Instance UIDs of a series (C-FIND at IMAGE level)."""
-        from pydicom.dataset import Dataset
-
-        ident = Dataset()
-        ident.QueryRetrieveLevel = "IMAGE"
-        ident.StudyInstanceUID = series.study_instance_uid
-        ident.SeriesInstanceUID = series.series_instance_uid
-        ident.SOPInstanceUID = ""
-        return sorted(str(ds.SOPInstanceUID) for ds in self._find(ident) if "SOPInstanceUID" in ds)
-
-    def retrieve_series(self, series: PacsSeries, dest: Path) -> list[Path]:
-        from pydicom.dataset import Dataset
-        from pynetdicom import build_role, evt
-        from pynetdicom.sop_class import (
-            CTImageStorage,
-            EnhancedCTImageStorage,
-            EnhancedMRImageStorage,
-            MRImageStorage,
-            SegmentationStorage,
-        )
-        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GET
-
-        dest.mkdir(parents=True, exist_ok=True)
-        written: list[Path] = []
-
-        def on_store(event):
-            ds = event.dataset
-            ds.file_meta = event.file_meta
-            p = _instance_path(dest, ds, len(written))
-            ds.save_as(p, enforce_file_format=True)
-            written.append(p)
-            return 0x0000
-
-        storage = [CTImageStorage, MRImageStorage, EnhancedCTImageStorage, EnhancedMRImageStorage,
-                   SegmentationStorage]
-        assoc = self._associate([GET, *storage], roles=[build_role(c, scp_role=True) for c in storage],
-                                handlers=[(evt.EVT_C_STORE, on_store)])
-        ident = Dataset()
-        ident.QueryRetrieveLevel = "SERIES"
-        ident.StudyInstanceUID = series.study_instance_uid
-        ident.SeriesInstanceUID = series.series_instance_uid
-        try:
-            for status, _ in assoc.send_c_get(ident, GET):
-                if status is None or "Status" not in status:
-                    raise PACSError("C-GET got no answer (time-out or association aborted by the peer)")
-                if status.Status not in (0x0000, 0xFF00, 0xFF01, 0xB000):
-                    raise PACSError(f"C-GET failed with status 0x{status.Status:04X}")
-        finally:
-            assoc.release()
-        return written
-
-    def store(self, files: list[Path]) -> None:
-        import pydicom
-
-        datasets = [pydicom.dcmread(f) for f in files]
-        assoc = self._associate(sorted({str(ds.SOPClassUID) for ds in datasets}))
-        try:
-            for ds in datasets:
-                status = assoc.send_c_store(ds)
-                if status is None or "Status" not in status or status.Status != 0x0000:
-                    code = f"status 0x{status.Status:04X}" if status and "Status" in status else "no answer"
-                    raise PACSError(f"C-STORE of a {ds.Modality} instance failed ({code})")
-        finally:
-            assoc.release()
-
-    def series_exists(self, study_instance_uid: str, series_instance_uid: str) -> bool:
-        from pydicom.dataset import Dataset
-
-        ident = Dataset()
-        ident.QueryRetrieveLevel = "SERIES"
-        ident.StudyInstanceUID = study_instance_uid
-        ident.SeriesInstanceUID = series_instance_uid
-        return bool(self._find(ident))
-
-
-def client_from_uri(uri: str) -> PacsClient:
+def client_from_uri(uri: str, options: PacsOptions | None = None) -> PacsClient:
     """``http(s)://host:port/dicom-web`` -> DICOMweb; ``dimse://AET@host:port`` -> DIMSE."""
+    options = options or PacsOptions()
     if uri.startswith(("http://", "https://")):
-        return DicomWebClient(uri)
-    m = re.fullmatch(r"dimse://([^@]+)@([^:/]+):(\d+)/?", uri)
+        from medseg.batch.dicomweb import DicomWebClient
+
+        return DicomWebClient(uri, options=options)
+    m = re.fullmatch(r"dimse://([^@/]+)@([^:/@]+):(\d+)/?", uri)
     if m:
-        return DimseClient(m.group(2), int(m.group(3)), m.group(1))
-    raise ConfigError(f"unsupported PACS address {uri!r}: use http(s)://HOST:PORT/dicom-web or "
-                      "dimse://AET@HOST:PORT")
+        from medseg.batch.dimse import DimseClient
+
+        return DimseClient(m.group(2), int(m.group(3)), check_ae_title(m.group(1), "the called AE title"),
+                           options=options)
+    raise ConfigError("unsupported PACS address: use http(s)://HOST:PORT/dicom-web or dimse://AET@HOST:PORT")
+
+
+def __getattr__(name: str) -> Any:  # the clients live in their own modules; importable from here too
+    if name == "DicomWebClient":
+        from medseg.batch.dicomweb import DicomWebClient
+
+        return DicomWebClient
+    if name == "DimseClient":
+        from medseg.batch.dimse import DimseClient
+
+        return DimseClient
+    raise AttributeError(name)

@@ -35,12 +35,22 @@ class BatchCase:
     """
 
     case: str
-    identity: str
+    identity: str = ""
     payload: Any = None
     explicit_name: bool = False
+    #: computes ``identity`` when the case's turn comes (a PACS series lists its instances then,
+    #: not before the job starts); the runner resolves it inside the case's retries.
+    resolve: Callable[[], str] | None = field(default=None, repr=False, compare=False)
 
     def key(self, weights_sha256: str) -> str:
+        if not self.identity and self.resolve is not None:
+            self.identity = self.resolve()
         return hashlib.sha256(f"{self.identity}\n{weights_sha256}".encode()).hexdigest()
+
+    @property
+    def order_key(self) -> str:
+        """What sharding sorts by: the identity, or the case name while the identity is deferred."""
+        return self.case if self.resolve is not None else self.identity
 
 
 @dataclass
@@ -116,7 +126,7 @@ def distributed_rank_world() -> tuple[int, int]:
 
 def shard(cases: Sequence[BatchCase], rank: int, world_size: int) -> list[BatchCase]:
     """Deterministic round-robin shard by sorted identity: every case lands on exactly one rank."""
-    ordered = sorted(cases, key=lambda c: c.identity)
+    ordered = sorted(cases, key=lambda c: c.order_key)
     return [c for i, c in enumerate(ordered) if i % world_size == rank]
 
 
@@ -186,35 +196,43 @@ def run_batch(
         lock = threading.Lock()
         t_start = time.monotonic()
         todo = []
-        for c in mine:
-            if c.key(weights_sha256) in done:
+        for c in mine:  # a deferred identity is resolved when the case's turn comes
+            if c.resolve is None and c.key(weights_sha256) in done:
                 summary.skipped += 1
             else:
                 todo.append(c)
 
-        bar = None
-        if progress and os.environ.get("MEDSEG_PROGRESS", "1") != "0" and rank == 0:
-            from tqdm import tqdm
+        from medseg.batch.progress import Progress
 
-            bar = tqdm(total=len(todo), desc="cases", unit="case")
+        bar = Progress(len(todo), enabled=progress and rank == 0)
 
         def attempt(case: BatchCase) -> None:
-            key = case.key(weights_sha256)
+            key: str | None = None
             tries = 0
             while True:
                 tries += 1
                 t0 = time.monotonic()
                 try:
+                    if key is None:
+                        key = case.key(weights_sha256)
+                        if key in done:
+                            with lock:
+                                summary.skipped += 1
+                                bar.update("skipped")
+                            return
                     result = process(case, key)
                 except transient as exc:
                     if tries <= retries:
                         time.sleep(backoff_s * (2 ** (tries - 1)))
                         continue
-                    record = CaseRecord(key, case.case, "failed", reason=_reason(exc), attempts=tries, rank=rank)
+                    record = CaseRecord(key or _unresolved(case, weights_sha256), case.case, "failed",
+                                        reason=_reason(exc), attempts=tries, rank=rank)
                 except MedsegError as exc:
-                    record = CaseRecord(key, case.case, "failed", reason=_reason(exc), attempts=tries, rank=rank)
+                    record = CaseRecord(key or _unresolved(case, weights_sha256), case.case, "failed",
+                                        reason=_reason(exc), attempts=tries, rank=rank)
                 except Exception as exc:  # noqa: BLE001 - isolate one case's bug from the rest of the batch
-                    record = CaseRecord(key, case.case, "failed", attempts=tries, rank=rank,
+                    record = CaseRecord(key or _unresolved(case, weights_sha256), case.case, "failed",
+                                        attempts=tries, rank=rank,
                                         reason=f"internal error ({type(exc).__name__}); please report it")
                 else:
                     timings = dict(result.timings_s)
@@ -230,8 +248,7 @@ def run_batch(
                 else:
                     summary.failed += 1
                     summary.failures.append((record.case, record.reason))
-                if bar is not None:
-                    bar.update(1)
+                bar.update(record.status)
 
         try:
             if workers <= 1:
@@ -241,8 +258,7 @@ def run_batch(
                 with ThreadPoolExecutor(max_workers=workers) as pool:
                     list(pool.map(attempt, todo))
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
 
         summary.seconds = time.monotonic() - t_start
         _sum_across_ranks(summary, world_size)
@@ -263,6 +279,11 @@ def remove_stale_partials(root: Path) -> int:
             p.unlink()
         removed += 1
     return removed
+
+
+def _unresolved(case: BatchCase, weights_sha256: str) -> str:
+    """The key recorded for a case whose identity could not be resolved (never ``done``)."""
+    return hashlib.sha256(f"unresolved:{case.case}\n{weights_sha256}".encode()).hexdigest()
 
 
 def _reason(exc: BaseException) -> str:

@@ -21,6 +21,7 @@ import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +65,14 @@ class DicomSeriesInput:
 
 @dataclass(frozen=True)
 class PacsInput:
-    """A series on a PACS, retrieved when its case runs."""
+    """A series on a PACS, retrieved when its case runs (what the query said of it: for
+    ``--dry-run`` and the C-GET/C-MOVE completeness check)."""
 
     study_instance_uid: str
     series_instance_uid: str
-
-
+    modality: str = field(default="", compare=False)
+    series_description: str = field(default="", compare=False)
+    n_instances: int = field(default=0, compare=False)
 
 
 def uid_identity(sop_instance_uids: list[str]) -> str:
@@ -202,28 +205,69 @@ def csv_cases(manifest: str | Path) -> list[BatchCase]:
 
 
 def pacs_cases(client, query) -> list[BatchCase]:
-    """Series on a PACS matching ``query``; identity from the SOP Instance UIDs it lists."""
+    """Series on a PACS matching ``query`` (paged, at most ``query.limit``). A case's identity, the
+    sorted SOP Instance UIDs of its series, is listed when the case's turn comes, not up front."""
     cases = []
-    for s in client.find_series(query):
-        uids = client.list_instances(s)
-        cases.append(BatchCase(pipeline_case_name("pacs", s.series_instance_uid),
-                               "dicom:" + uid_identity(uids), PacsInput(s.study_instance_uid, s.series_instance_uid)))
+    for s in client.iter_series(query):
+        payload = PacsInput(s.study_instance_uid, s.series_instance_uid, s.modality, s.series_description,
+                            s.n_instances)
+        cases.append(BatchCase(pipeline_case_name("pacs", s.series_instance_uid), payload=payload,
+                               resolve=partial(_pacs_identity, client, s)))
     return cases
 
 
-def build_cases(source: str, *, select: str | None = None, modality: str | None = "CT",
-                study_date: str | None = None, description: str | None = None):
-    """Cases for a ``medseg batch`` SOURCE; returns ``(cases, pacs_client_or_None)``."""
+def _pacs_identity(client, series) -> str:
+    return "dicom:" + uid_identity(client.list_instances(series))
+
+
+def build_cases(source: str, *, select: str | None = None, query=None, options=None, limit: int | None = None,
+                client=None):
+    """Cases for a ``medseg batch`` SOURCE; returns ``(cases, pacs_client_or_None)``.
+
+    ``query`` (:class:`~medseg.batch.pacs.SeriesQuery`) and ``options``
+    (:class:`~medseg.batch.pacs.PacsOptions`) apply to a PACS source (``client``: one already
+    made for it); ``limit`` to the others.
+    """
     if source.startswith(("http://", "https://", "dimse://")):
         from medseg.batch.pacs import SeriesQuery, client_from_uri
 
-        client = client_from_uri(source)
-        query = SeriesQuery(modality=modality, study_date=study_date, description_regex=description)
-        return pacs_cases(client, query), client
+        client = client or client_from_uri(source, options)
+        try:
+            return pacs_cases(client, query or SeriesQuery(limit=limit)), client
+        except BaseException:
+            client.close()
+            raise
     path = Path(source)
     if path.is_file() and path.suffix.lower() == ".csv":
-        return csv_cases(path), None
+        return csv_cases(path)[:limit], None
     if path.is_dir():
-        return folder_cases(path, select=select), None
+        return folder_cases(path, select=select)[:limit], None
     raise InputError(f"batch source {path.name!r} is not a folder, a .csv manifest or a PACS address "
                      "(http(s)://HOST:PORT/dicom-web, dimse://AET@HOST:PORT)")
+
+
+def describe_cases(cases: list[BatchCase]) -> str:
+    """What a job would process, for ``--dry-run``: counts per modality and series description,
+    never an identifier (no UID, no name, no accession number)."""
+    from collections import Counter
+
+    groups: Counter[tuple[str, str]] = Counter()
+    instances: Counter[tuple[str, str]] = Counter()
+    for c in cases:
+        p = c.payload
+        if isinstance(p, PacsInput):
+            k = (p.modality or "?", p.series_description)
+            instances[k] += p.n_instances
+        elif isinstance(p, DicomSeriesInput) and p.info is not None:
+            k = (p.info.modality or "?", p.info.series_description or "")
+            instances[k] += int(p.info.n_instances)
+        else:
+            k = ("file", "")
+        groups[k] += 1
+    total = sum(instances.values())
+    lines = [f"would process {len(cases)} series" + (f" ({total} instances)" if total else ""),
+             f"{'series':>7} {'instances':>9}  {'modality':<8}  series description"]
+    for (modality, desc), n in sorted(groups.items(), key=lambda kv: (-kv[1], kv[0])):
+        shown = " ".join(desc.split())[:64] or "(none)"
+        lines.append(f"{n:>7} {instances[(modality, desc)] or '':>9}  {modality:<8}  {shown}")
+    return "\n".join(lines)
