@@ -1,0 +1,266 @@
+"""What one ``medseg view`` serves: the image, its label maps, the legend, prompts and saving.
+
+Everything here is plain Python over medseg's readers, writers, statistics and prompt API; the
+HTTP layer (:mod:`medseg.viewer.server`) only routes requests to these methods. Volumes leave as
+gzip-compressed NIfTI bytes on the **source grid** (the voxels and the RAS+ affine of
+:func:`medseg.io.load`, nothing resampled), so the browser places them with the same affine every
+medseg writer uses. No path, file name or header string of the input reaches the page: volumes
+are named by role (``image``, ``labels``, ``reference``, ``mask``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.errors import ConfigError, GeometryError, InputError
+
+ROLES = ("image", "labels", "reference", "mask")
+# Window (width, level) presets in HU; the first is the default for CT.
+CT_PRESETS = {"soft tissue": (400, 40), "lung": (1500, -600), "bone": (1800, 400), "brain": (80, 40),
+              "liver": (150, 90), "mediastinum": (350, 50)}
+SAVE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}\.nii(\.gz)?$")
+
+
+def _numpy(t: Any) -> np.ndarray:
+    return t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
+
+
+def _affine(t: Any) -> np.ndarray:
+    return np.asarray(_numpy(t.affine), dtype=np.float64)
+
+
+def nifti_gz(arr: np.ndarray, affine: np.ndarray, *, level: int = 1) -> bytes:
+    """Spatial array (i, j[, k]) + RAS affine -> gzip-compressed NIfTI-1 bytes (sform = qform = affine).
+
+    A 2D image becomes one slice (i, j, 1). CT with integer voxels in the int16 range is sent as
+    int16 (half of float32), label maps in their smallest unsigned type.
+    """
+    import nibabel as nib
+
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    img = nib.Nifti1Image(np.ascontiguousarray(arr), np.asarray(affine, dtype=np.float64))
+    img.set_sform(affine, code=1)
+    img.set_qform(affine, code=1)
+    img.header.set_xyzt_units("mm")
+    return gzip.compress(img.to_bytes(), compresslevel=level)
+
+
+def compact_image(arr: np.ndarray) -> np.ndarray:
+    """float32 voxels -> int16 when every value is an integer in range (CT in HU), else float32."""
+    a = np.asarray(arr, dtype=np.float32)
+    if a.size and np.all(np.isfinite(a)):
+        lo, hi = float(a.min()), float(a.max())
+        if -32768 <= lo and hi <= 32767 and np.array_equal(a, np.round(a)):
+            return a.astype(np.int16)
+    return a
+
+
+def compact_labels(arr: np.ndarray) -> np.ndarray:
+    hi = int(arr.max()) if arr.size else 0
+    return arr.astype(np.uint8 if hi < 256 else np.uint16)
+
+
+def _label_names_from_folder(folder: Path) -> dict[int, str]:
+    prov = folder / "provenance.json"
+    if not prov.is_file():
+        return {}
+    from medseg.io.jsonfile import read_json_object
+
+    data = read_json_object(prov, error=InputError, name="provenance.json")
+    labels = (data.get("model") or {}).get("labels") or {}
+    out = {}
+    for k, v in labels.items():
+        if str(k).isdigit() and isinstance(v, str):
+            out[int(k)] = v
+    return out
+
+
+def load_labels_on(path: str | Path, image: Any) -> tuple[np.ndarray, dict[int, str]]:
+    """A label map (NIfTI/NRRD/MHA, DICOM SEG, or a ``medseg segment`` case folder holding
+    ``seg.nii.gz``) on exactly ``image``'s grid, with its names when known.
+
+    Raises :class:`~medseg.errors.GeometryError` when its grid is not the image's: the viewer
+    shows voxels where they are and resamples nothing.
+    """
+    from medseg.io import load
+    from medseg.io.read import detect_format
+
+    p = Path(path)
+    names: dict[int, str] = {}
+    if p.is_dir() and (p / "seg.nii.gz").is_file():
+        names = _label_names_from_folder(p)
+        p = p / "seg.nii.gz"
+    if detect_format(p) == "dicom":
+        from medseg.io.dicom_seg import read_dicom_seg
+
+        lab = read_dicom_seg(p, reference=image)
+        names = names or {int(k): str(v) for k, v in (lab.meta.get("labels") or {}).items() if str(k).isdigit()}
+    else:
+        lab = load(p, kind="label")
+        meta_names = lab.meta.get("labels") if isinstance(lab.meta.get("labels"), Mapping) else {}
+        names = names or {int(k): str(v) for k, v in meta_names.items() if str(k).isdigit()}
+    arr = _numpy(lab)
+    arr = arr[0] if arr.ndim == len(image.shape) else arr
+    shape = tuple(int(s) for s in image.shape[1:])
+    if tuple(arr.shape) != shape:
+        raise GeometryError(f"{p.name}: label grid {tuple(arr.shape)} is not the image grid {shape}")
+    if not np.allclose(_affine(lab), _affine(image), atol=1e-3, rtol=0):
+        raise GeometryError(f"{p.name}: label affine differs from the image affine; the labels are not on its grid")
+    if np.issubdtype(arr.dtype, np.floating):
+        arr = np.rint(arr)
+    if arr.size and arr.min() < 0:
+        raise InputError(f"{p.name}: label map holds negative values")
+    return compact_labels(arr.astype(np.int64)), names
+
+
+class ViewerSession:
+    """One image, optional prediction and reference label maps, and the prompt mask being built.
+
+    Thread-safe: the HTTP server handles requests on several threads; prompts and saves are
+    serialised by one lock.
+    """
+
+    def __init__(self, image: Any, *, labels: np.ndarray | None = None, label_names: Mapping[int, str] | None = None,
+                 reference: np.ndarray | None = None, reference_names: Mapping[int, str] | None = None,
+                 output_dir: str | Path | None = None, prompt_method: str = "auto") -> None:
+        self.image = image
+        self.affine = _affine(image)
+        arr = _numpy(image)
+        self.array = arr[0] if arr.ndim in (3, 4) and arr.shape[0] == 1 else arr
+        self.shape = tuple(int(s) for s in self.array.shape)
+        self.modality = str((getattr(image, "meta", {}) or {}).get("modality", "unknown"))
+        self.labels = labels
+        self.label_names = dict(label_names or {})
+        self.reference = reference
+        self.reference_names = dict(reference_names or label_names or {})
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.prompt_method = prompt_method
+        self.mask: np.ndarray | None = None
+        self.prompt_log: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+        self._cache: dict[str, bytes] = {}
+
+    @classmethod
+    def from_paths(cls, path: str | Path, *, labels: str | Path | None = None, reference: str | Path | None = None,
+                   output_dir: str | Path | None = None, series: str | None = None,
+                   prompt_method: str = "auto") -> ViewerSession:
+        """Read ``path`` with :func:`medseg.io.load` and the label maps on its grid."""
+        from medseg.io import load
+
+        image = load(path, series=series)
+        if len(image.shape) - 1 not in (2, 3):
+            raise InputError("the viewer shows 2D and 3D images only")
+        lab, names = load_labels_on(labels, image) if labels is not None else (None, {})
+        ref, ref_names = load_labels_on(reference, image) if reference is not None else (None, {})
+        return cls(image, labels=lab, label_names=names, reference=ref, reference_names=ref_names or names,
+                   output_dir=output_dir, prompt_method=prompt_method)
+
+    # ---------------------------------------------------------------- what the page reads
+    def volume_bytes(self, role: str) -> bytes:
+        """gzip NIfTI of ``role`` (one of :data:`ROLES`) on the source grid."""
+        if role not in ROLES:
+            raise ConfigError(f"unknown volume {role!r}")
+        if role == "mask":
+            with self._lock:
+                if self.mask is None:
+                    raise ConfigError("no prompt mask yet")
+                return nifti_gz(self.mask, self.affine)
+        with self._lock:
+            if role not in self._cache:
+                arr = {"image": None, "labels": self.labels, "reference": self.reference}[role]
+                if role == "image":
+                    arr = compact_image(self.array)
+                elif arr is None:
+                    raise ConfigError(f"no {role} were given")
+                self._cache[role] = nifti_gz(arr, self.affine)
+            return self._cache[role]
+
+    def legend(self, which: str = "labels") -> list[dict[str, Any]]:
+        """One entry per structure: value, name, RGB colour, voxels and volume in mL
+        (:func:`medseg.metrics.structures.structure_statistics`)."""
+        from medseg.labels import label_colour
+        from medseg.metrics.structures import structure_statistics
+
+        arr = self.labels if which == "labels" else self.reference
+        names = self.label_names if which == "labels" else self.reference_names
+        if arr is None:
+            return []
+        table = structure_statistics(arr, self.array, self.affine, names={int(k): v for k, v in names.items()})
+        out = []
+        for key, entry in sorted(table.items(), key=lambda kv: int(kv[0])):
+            value = int(key)
+            name = entry.get("name") or str(value)
+            out.append({"value": value, "name": name, "colour": list(label_colour(names.get(value), value)),
+                        "voxels": int(entry.get("voxels", 0)), "volume_ml": float(entry.get("volume_ml", 0.0))})
+        return out
+
+    def presets(self) -> dict[str, list[float]]:
+        """Window presets as ``{name: [low, high]}``: the standard HU windows for CT, percentiles otherwise."""
+        if self.modality == "CT":
+            return {k: [lv - w / 2, lv + w / 2] for k, (w, lv) in CT_PRESETS.items()}
+        sample = self.array.ravel()[:: max(1, self.array.size // 2_000_000)]
+        lo, hi = (float(v) for v in np.percentile(sample, [1, 99])) if sample.size else (0.0, 1.0)
+        wide = [float(sample.min()), float(sample.max())] if sample.size else [0.0, 1.0]
+        return {"auto (1-99%)": [lo, hi if hi > lo else lo + 1], "full range": wide}
+
+    def info(self) -> dict[str, Any]:
+        """What the page needs to set itself up; never a path, file name or patient attribute."""
+        from medseg.io.read import orientation_code
+
+        nd = len(self.shape)
+        spacing = [float(v) for v in np.linalg.norm(self.affine[:3, :nd], axis=0)]
+        return {"shape": list(self.shape), "spacing_mm": spacing, "modality": self.modality,
+                "orientation": orientation_code(self.affine, nd), "presets": self.presets(),
+                "labels": self.legend("labels"), "reference": self.legend("reference"),
+                "has_labels": self.labels is not None, "has_reference": self.reference is not None,
+                "can_save": self.output_dir is not None, "prompt_method": self.prompt_method}
+
+    # ---------------------------------------------------------------- prompting and saving
+    def prompt(self, *, box: Sequence[float] | None = None, points: Sequence[Sequence[float]] | None = None,
+               labels: Sequence[int] | None = None) -> dict[str, Any]:
+        """Run :func:`medseg.prompt.segment` with world-mm (RAS) prompts; keeps the mask and returns a summary."""
+        from medseg.prompt import segment
+
+        if box is None and not points:
+            raise ConfigError("a prompt needs a box or at least one click")
+        t0 = time.perf_counter()
+        res = segment(self.image, points=list(points) if points else None, labels=list(labels) if labels else None,
+                      box=list(box) if box is not None else None, method=self.prompt_method)
+        mask = np.asarray(_numpy(res)[0], dtype=np.uint8)
+        voxel_ml = float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0 if len(self.shape) == 3 else None
+        with self._lock:
+            self.mask = mask
+            self.prompt_log = dict(res.meta.get("prompt", {}))
+        n = int(mask.sum())
+        return {"voxels": n, "volume_ml": None if voxel_ml is None else n * voxel_ml,
+                "seconds": time.perf_counter() - t0, "method": self.prompt_method}
+
+    def save(self, name: str = "prompt_mask.nii.gz") -> str:
+        """Write the prompt mask as NIfTI on the source grid (:func:`medseg.io.save_labels`) into the
+        output folder; ``name`` is one plain file name (no folder). Returns the name written."""
+        from medseg.io import save_labels
+        from medseg.io.atomic import atomic_write_text
+
+        if self.output_dir is None:
+            raise ConfigError("this viewer was started without an output folder")
+        if not isinstance(name, str) or not SAVE_NAME.match(name) or ".." in name:
+            raise ConfigError("a save name is one file name ending in .nii or .nii.gz (letters, digits, _ . -)")
+        with self._lock:
+            if self.mask is None:
+                raise ConfigError("nothing to save: draw a box or click first")
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            save_labels(self.mask, self.image, self.output_dir / name)
+            if self.prompt_log is not None:
+                side = self.output_dir / (name.split(".nii")[0] + ".prompt.json")
+                atomic_write_text(side, json.dumps(self.prompt_log, indent=2, default=str) + "\n")
+        return name

@@ -1,0 +1,247 @@
+"""`medseg view` server: token on every request, no traversal, loopback only, volumes on the source
+grid (read back with nibabel), legend volumes (counted independently), prompt and save (read back
+with medseg's reader), and the CLI printing its URL."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import nibabel as nib
+import numpy as np
+import pytest
+from viewer_fixture import PROMPT_METHOD, dice, phantom_case, post_json, request, running_server, world_box_of
+
+from medseg.viewer.session import ViewerSession
+
+
+@pytest.fixture(scope="module")
+def case():
+    return phantom_case()
+
+
+@pytest.fixture(scope="module")
+def server(case, tmp_path_factory):
+    out = tmp_path_factory.mktemp("viewer-out")
+    session = ViewerSession(case.image, labels=case.label, label_names=case.names, reference=case.label,
+                            output_dir=out, prompt_method=PROMPT_METHOD)
+    with running_server(session) as srv:
+        yield srv
+
+
+def _base(server) -> str:
+    return f"http://127.0.0.1:{server.port}"
+
+
+@pytest.mark.parametrize("path", ["/", "/api/info", "/static/viewer.js", "/volume/image", "/volume/labels",
+                                  "/nothing-here"])
+def test_every_request_needs_the_token(server, path):
+    status, body, _ = request(_base(server) + path)
+    assert status == 403 and body == b""
+    status, _, _ = request(_base(server) + path + "?token=" + "x" * len(server.token))
+    assert status == 403
+    status, _, _ = request(_base(server) + path, headers={"X-Medseg-Token": server.token[:-1]})
+    assert status == 403
+    status, _, _ = request(_base(server) + path + "?token=" + server.token)
+    assert status == (404 if path == "/nothing-here" else 200)
+
+
+def test_post_needs_the_token(server):
+    status, _, _ = post_json(_base(server) + "/api/save", {}, token=None)
+    assert status == 403
+
+
+def test_page_carries_the_token_and_strict_headers(server):
+    status, body, headers = request(_base(server) + "/?token=" + server.token)
+    assert status == 200
+    assert b"{{TOKEN}}" not in body and server.token.encode() in body
+    assert "script-src 'self'" in headers["Content-Security-Policy"]
+    assert headers["Referrer-Policy"] == "no-referrer"
+    assert headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize("target", [
+    "/static/../session.py", "/static/%2e%2e/session.py", "/static/vendor/../../server.py",
+    "/static//etc/passwd", "/static/%2Fetc%2Fpasswd", "/volume/..%2f..%2fetc%2fpasswd",
+    "/api/info?file=../../etc/passwd", "/api/info?file=/etc/passwd", "/api/info?file=..%5C..%5Cwin.ini",
+    "/api/info?file=C:%5Cwindows", "/volume/image?x=%2Froot",
+])
+def test_traversal_in_path_or_query_refused(server, target):
+    sep = "&" if "?" in target else "?"
+    status, body, _ = request(_base(server) + target + sep + "token=" + server.token)
+    assert status == 400, (target, status)
+    assert b"root:" not in body and b"import" not in body
+
+
+@pytest.mark.parametrize("name", ["../evil.nii.gz", "/tmp/evil.nii.gz", "sub/evil.nii.gz", "..\\evil.nii.gz",
+                                  "evil.txt", ".hidden.nii.gz"])
+def test_save_name_outside_the_output_folder_refused(server, name, tmp_path):
+    status, _, _ = post_json(_base(server) + "/api/save", {"name": name}, server.token)
+    assert status in (400, 422)
+    out = server.session.output_dir
+    assert not (out.parent / "evil.nii.gz").exists() and not os.path.exists("/tmp/evil.nii.gz")
+    assert not any(p.name.startswith("evil") for p in out.rglob("*"))
+
+
+def test_prompt_body_with_a_path_refused(server):
+    status, _, _ = post_json(_base(server) + "/api/prompt", {"box": [0, 0, 0, 1, 1, 1], "x": "../../etc"},
+                             server.token)
+    assert status == 400
+
+
+def _non_loopback_addresses() -> list[str]:
+    found = set()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))  # no packet is sent for UDP connect
+            found.add(s.getsockname()[0])
+        except OSError:
+            pass
+    try:
+        found.update(socket.gethostbyname_ex(socket.gethostname())[2])
+    except OSError:
+        pass
+    return sorted(a for a in found if not a.startswith("127."))
+
+
+def test_bound_to_loopback_only(server):
+    assert server.server_address[0] == "127.0.0.1"
+    assert server.socket.getsockname()[0] == "127.0.0.1"
+    others = _non_loopback_addresses()
+    if not others:
+        pytest.skip("this machine has no non-loopback IPv4 address to try")
+    for addr in others:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.settimeout(3)
+            assert s.connect_ex((addr, server.port)) != 0, f"reachable on {addr}"
+
+
+def test_foreign_host_header_refused(server):
+    # a DNS-rebinding page would send its own host name
+    status, _, _ = request(_base(server) + "/api/info?token=" + server.token, headers={"Host": "evil.example:80"})
+    assert status == 403
+
+
+def _nifti(body: bytes):
+    return nib.Nifti1Image.from_bytes(gzip.decompress(body))
+
+
+def test_volumes_are_on_the_source_grid(server, case):
+    status, body, headers = request(_base(server) + "/volume/image?token=" + server.token)
+    assert status == 200 and headers["Content-Type"] == "application/gzip"
+    img = _nifti(body)
+    np.testing.assert_allclose(img.affine, case.affine, atol=1e-5)
+    assert int(img.header["sform_code"]) == 1
+    src = case.image.numpy()[0]
+    np.testing.assert_array_equal(np.asarray(img.dataobj), np.rint(src))  # CT in HU goes as int16
+    assert img.get_data_dtype() == np.int16
+    status, body, _ = request(_base(server) + "/volume/labels?token=" + server.token)
+    lab = _nifti(body)
+    np.testing.assert_allclose(lab.affine, case.affine, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(lab.dataobj), case.label)
+    # the world position of the marker voxel read through nibabel's affine is the marker's
+    from viewer_fixture import MARKER_HU, MARKER_RAS_MM
+
+    vox = np.rint(np.linalg.solve(img.affine[:3, :3], np.asarray(MARKER_RAS_MM) - img.affine[:3, 3])).astype(int)
+    assert np.asarray(img.dataobj)[tuple(vox)] == MARKER_HU
+
+
+def test_info_legend_volumes_and_presets(server, case):
+    status, body, _ = request(_base(server) + "/api/info?token=" + server.token)
+    info = json.loads(body)
+    assert info["modality"] == "CT" and info["orientation"] == "LPS" and info["shape"] == [96, 96, 64]
+    assert info["presets"]["soft tissue"] == [-160.0, 240.0] and info["presets"]["lung"] == [-1350.0, 150.0]
+    voxel_ml = 1.5 * 1.5 * 2.5 / 1000.0
+    legend = {e["name"]: e for e in info["labels"]}
+    assert set(legend) == set(case.names.values())
+    for value, name in case.names.items():
+        assert legend[name]["volume_ml"] == pytest.approx(np.count_nonzero(case.label == value) * voxel_ml, rel=1e-9)
+    assert [e["volume_ml"] for e in info["reference"]] == [e["volume_ml"] for e in info["labels"]]
+    text = json.dumps(info)
+    assert "/" not in text.replace("mL", "")  # no path of any kind reaches the page
+
+
+def test_prompt_then_save_reads_back_on_the_source_grid(server, case):
+    from medseg.io import load
+    from medseg.prompt import segment
+
+    liver = case.label == 1
+    box = world_box_of(liver, case.affine)
+    status, body, headers = post_json(_base(server) + "/api/prompt", {"box": box}, server.token)
+    assert status == 200, body
+    summary = json.loads(headers["X-Medseg-Prompt"])
+    mask = np.asarray(_nifti(body).dataobj)
+    assert summary["voxels"] == int(mask.sum())
+    direct = segment(case.image, box=box, method=PROMPT_METHOD).numpy()[0]
+    np.testing.assert_array_equal(mask, direct)  # the server adds nothing of its own
+    assert dice(mask, liver) > 0.8
+    status, body, _ = post_json(_base(server) + "/api/save", {"name": "liver.nii.gz"}, server.token)
+    assert status == 200 and json.loads(body) == {"saved": "liver.nii.gz"}
+    back = load(server.session.output_dir / "liver.nii.gz", kind="label")
+    np.testing.assert_allclose(back.affine.numpy(), case.affine, atol=1e-5)
+    np.testing.assert_array_equal(back.numpy()[0], mask)
+    assert (server.session.output_dir / "liver.prompt.json").is_file()
+
+
+def test_prompt_errors_are_one_line(server):
+    status, body, _ = post_json(_base(server) + "/api/prompt", {"box": [1e6, 1e6, 1e6, 2e6, 2e6, 2e6]}, server.token)
+    assert status == 422 and b"outside" in body and b"\n" not in body
+    status, _, _ = post_json(_base(server) + "/api/prompt", {}, server.token)
+    assert status == 422
+
+
+def test_cli_prints_the_url_and_serves(tmp_path, case):
+    from medseg.io import save
+    from medseg.viewer.server import vendor_missing
+
+    if vendor_missing():
+        pytest.skip("NiiVue is not vendored (run `make viewer-vendor`)")
+    src = tmp_path / "ct.nii.gz"
+    save(case.image, src)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "medseg", "view", str(src), "--no-browser", "--output",
+                             str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        m = re.match(r"medseg view: (http://127\.0\.0\.1:(\d+)/\?token=([A-Za-z0-9_-]{40,}))$", line.strip())
+        assert m, line
+        port, token = int(m.group(2)), m.group(3)
+        deadline = time.time() + 30
+        while True:
+            status, body, _ = request(f"http://127.0.0.1:{port}/api/info?token={token}")
+            if status == 200 or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        assert status == 200 and json.loads(body)["shape"] == [96, 96, 64]
+        assert request(f"http://127.0.0.1:{port}/api/info")[0] == 403
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_cli_refuses_labels_on_another_grid(tmp_path, case):
+    from medseg.cli import main
+    from medseg.io import save
+    from medseg.viewer.server import vendor_missing
+
+    if vendor_missing():
+        pytest.skip("NiiVue is not vendored (run `make viewer-vendor`)")
+
+    src, other = tmp_path / "ct.nii.gz", tmp_path / "lab.nii.gz"
+    save(case.image, src)
+    save(case.image[:, :50], other)
+    err = io.StringIO()
+    from contextlib import redirect_stderr
+
+    with redirect_stderr(err):
+        code = main(["view", str(src), "--labels", str(other), "--no-browser", "--output", str(tmp_path / "o")])
+    assert code == 2
+    assert "grid" in err.getvalue() and "\n" == err.getvalue()[-1] and err.getvalue().count("\n") == 1
