@@ -33,9 +33,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medseg._lean_imports import import_monai_for_inference
-
-    import_monai_for_inference()
     from medseg.bundle import load_bundle
     from medseg.inference.pipeline import segment_file
 

@@ -109,7 +109,9 @@ def _is_seg(path: Path) -> bool:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
     except (InvalidDicomError, OSError, ValueError, EOFError):
         return False
-    return str(ds.get("SOPClassUID", "")) == "1.2.840.10008.5.1.4.1.1.66.4"
+    from medseg.io.read import SEG_SOP_CLASS
+
+    return str(ds.get("SOPClassUID", "")) == SEG_SOP_CLASS
 
 
 @functools.lru_cache(maxsize=4)
@@ -138,9 +140,10 @@ def reference_image_for(ref_image: str | os.PathLike[str] | None, case: str) -> 
 
 
 def read_label_map(path: str | os.PathLike[str], reference_image: str | os.PathLike[str] | None = None) -> Any:
-    """Read a label map as an integer MetaTensor ``(1, i, j, k)`` with a RAS affine (mm).
+    """Read a label map as an integer ``(1, i, j, k)`` array with a RAS affine (mm).
 
-    NIfTI / NRRD / MetaImage / TIFF / PNG through :func:`medseg.io.load` (``kind="label"``; a
+    NIfTI / NRRD / MetaImage / TIFF / PNG through :func:`medseg.io.read_volume` (``kind="label"``,
+    a numpy :class:`~medseg.io.volume.Volume`; a
     picture comes back ``(1, rows, columns)`` with its pixel spacing in mm, or 1.0 flagged as a
     default). A DICOM SEG is
     placed on the grid of ``reference_image`` (its source series) when given, else on its own
@@ -152,9 +155,9 @@ def read_label_map(path: str | os.PathLike[str], reference_image: str | os.PathL
 
         reference = _load_reference_image(str(reference_image)) if reference_image is not None else None
         return read_dicom_seg(p, reference)
-    from medseg.io import load
+    from medseg.io.read import read_volume  # numpy: scoring files needs neither torch nor MONAI
 
-    return load(p, kind="label")
+    return read_volume(p, kind="label")
 
 
 def parse_labels(labels: Mapping[int, str] | Sequence[int | str] | None) -> dict[int, str] | None:

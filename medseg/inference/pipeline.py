@@ -211,8 +211,6 @@ def segment_file(input_path: str | Path, model_source: Any, output_dir: str | Pa
     input), ModelError/BundleError (model). Nothing is left on disk on failure.
     """
     import medseg
-    from medseg.inference.segmentation import segment
-    from medseg.inference.sliding_window import StitchStats
     from medseg.io.atomic import atomic_dir, atomic_write_text, check_writable_dir
     from medseg.io.read import load
 
@@ -244,6 +242,9 @@ def segment_file(input_path: str | Path, model_source: Any, output_dir: str | Pa
     flags = check_input(domain, image)
     if strict and flags:
         raise OutOfDomainError(f"outside the domain of model {model.name}: {'; '.join(flags)} (--strict)")
+
+    from medseg.inference.segmentation import segment  # torch and MONAI: after the cheap checks above
+    from medseg.inference.sliding_window import StitchStats
 
     stats = StitchStats()
     if isinstance(model, SegmentationModel):

@@ -38,7 +38,6 @@ from medseg.errors import ConfigError, InputError, MedsegError
 from medseg.io.jsonfile import read_json_object
 from medseg.report.plausible import NOTE as PLAUSIBLE_NOTE
 from medseg.report.plausible import plausible_range
-from medseg.settings import progress_enabled
 
 #: Flag a case when its TTA passes disagree on more than this fraction of voxels.
 TTA_DISAGREEMENT_THRESHOLD = 0.05
@@ -326,11 +325,15 @@ def _safe_name(case: str) -> str:
 
 def _render_overlay(seg: Path, out_png: Path, label_names: Mapping[int, str]) -> None:
     """Montage of the label map alone (the source image is not kept in a segment output)."""
-    from medseg.io import load
-    from medseg.io.overlay import save_overlay_montage
+    import numpy as np
 
-    lab = load(seg, kind="label")
-    save_overlay_montage(lab.float(), lab, out_png, label_names=dict(label_names) or None)
+    from medseg.io.overlay import save_overlay_montage
+    from medseg.io.read import read_volume  # numpy: a report needs neither torch nor MONAI
+    from medseg.io.volume import Volume
+
+    lab = read_volume(seg, kind="label")
+    image = Volume(lab.array.astype(np.float32), lab.affine, lab.meta)
+    save_overlay_montage(image, lab, out_png, label_names=dict(label_names) or None)
 
 
 def _attach_image(rep: CaseReport, case_dir: Path | None, files_dir: Path, html_dir: Path, idx: int) -> None:
@@ -675,7 +678,7 @@ def write_report(folder: str | os.PathLike[str], out_html: str | os.PathLike[str
     cases.sort(key=_sort_key)
     files_dir = out.parent / f"{out.stem}_files"
     case_root = src if not _is_case_dir(src) else src.parent
-    show = progress_enabled(progress)
+    show = progress and os.environ.get("MEDSEG_PROGRESS", "1") != "0"
     if kind != "evaluate":
         for i, c in enumerate(tqdm(cases, desc="report", unit="case", disable=not show), 1):
             _attach_image(c, case_root / c.case, files_dir, out.parent, i)
