@@ -38,6 +38,7 @@ from medseg.errors import ConfigError, InputError, MedsegError
 from medseg.io.jsonfile import read_json_object
 from medseg.report.plausible import NOTE as PLAUSIBLE_NOTE
 from medseg.report.plausible import plausible_range
+from medseg.settings import progress_enabled
 
 #: Flag a case when its TTA passes disagree on more than this fraction of voxels.
 TTA_DISAGREEMENT_THRESHOLD = 0.05
@@ -678,7 +679,7 @@ def write_report(folder: str | os.PathLike[str], out_html: str | os.PathLike[str
     cases.sort(key=_sort_key)
     files_dir = out.parent / f"{out.stem}_files"
     case_root = src if not _is_case_dir(src) else src.parent
-    show = progress and os.environ.get("MEDSEG_PROGRESS", "1") != "0"
+    show = progress_enabled(progress)
     if kind != "evaluate":
         for i, c in enumerate(tqdm(cases, desc="report", unit="case", disable=not show), 1):
             _attach_image(c, case_root / c.case, files_dir, out.parent, i)
