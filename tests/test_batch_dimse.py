@@ -146,3 +146,40 @@ def test_connect_timeout_is_named():
     from medseg.batch.pacs_errors import http_reason
 
     assert "no connection within 2 s (connect timeout" in http_reason(requests.exceptions.ConnectTimeout(), 2, 9)
+
+
+def test_batch_by_c_move_stores_one_seg_per_series(tmp_path, capsys):
+    """`medseg batch dimse://... --retrieve move --store-back`: the PACS knows medseg's SCP as a
+    modality; each series is moved, segmented and its SEG stored once, also on a rerun."""
+    from test_batch_job import _write_series, make_band_run
+
+    from medseg import cli
+
+    (tmp_path / "run").mkdir()
+    run_dir = make_band_run(tmp_path / "run", (48, 48, 16))
+    move_port = free_port()
+    with LocalOrthanc(modalities={"medseg": ("MEDSEGAI", "127.0.0.1", move_port)}) as pacs:
+        sent = {}
+        for seed in (21, 22):
+            files = _write_series(tmp_path / f"s{seed}", seed=seed)
+            pacs.upload(files)
+            sent[str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)] = len(files)
+        host, port, aet = pacs.dimse
+        out = tmp_path / "out"
+        args = ["batch", f"dimse://{aet}@{host}:{port}", "--bundle", str(run_dir), "--output", str(out),
+                "--store-back", "--retrieve", "move", "--calling-aet", "MEDSEGAI", "--move-port", str(move_port),
+                "--retries", "0"]
+        assert cli.main(args) == 0, capsys.readouterr().err
+        assert "2 stored, 0 already on the PACS, 0 not sent" in capsys.readouterr().out
+        segs = pacs.instances_of_modality("SEG")
+        assert len(segs) == 2
+        refs = set()
+        for case in out.glob("series-*"):
+            seg = pydicom.dcmread(case / "seg.dcm")
+            ref = seg.ReferencedSeriesSequence[0]
+            refs.add(str(ref.SeriesInstanceUID))
+            assert len(ref.ReferencedInstanceSequence) <= sent[str(ref.SeriesInstanceUID)]
+        assert refs == set(sent)
+        assert cli.main([*args, "--no-resume"]) == 0
+        assert "0 stored, 2 already on the PACS" in capsys.readouterr().out
+        assert len(pacs.instances_of_modality("SEG")) == 2

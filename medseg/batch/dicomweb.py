@@ -96,7 +96,8 @@ class DicomWebClient:
         except requests.exceptions.HTTPError as exc:
             code = exc.response.status_code if exc.response is not None else "?"
             hint = (" (check MEDSEG_PACS_USER / MEDSEG_PACS_PASSWORD, ~/.netrc or the bearer token)"
-                    if code in (401, 403) else "")
+                    if code in (401, 403) else " (the server or a gateway in front of it is unavailable)"
+                    if code in (502, 503, 504) else "")
             raise PACSError(f"DICOMweb {what} at {self.url} failed: HTTP {code}{hint}") from None
         except requests.exceptions.RequestException as exc:
             why = http_reason(exc, self.options.connect_timeout_s, self.options.read_timeout_s)
