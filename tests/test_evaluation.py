@@ -169,18 +169,28 @@ def test_monai_policy_writes_inf_but_summaries_stay_finite(folders, tmp_path):
     assert assd["n_inf"] == 1 and assd["n"] == 1 and math.isfinite(assd["mean"])
 
 
-def test_mismatched_grid_exits_2_with_one_line(folders, tmp_path, capsys):
+def test_mismatched_grid_fails_that_case_only_and_names_the_flag(folders, tmp_path, capsys):
     pred_dir, ref_dir = folders
     moved = AFFINE.copy()
     moved[0, 3] += 0.5  # half a millimetre off
     _write(pred_dir / "case0.nii.gz", _ref_map(0), moved)
     out = tmp_path / "out"
-    assert cli.main(["evaluate", str(pred_dir), str(ref_dir), "-o", str(out)]) == 2
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "case0" in lines[0] and "differ by 0.5 mm" in lines[0], err
-    assert "Traceback" not in err
-    assert not (out / "metrics.csv").exists()
+    assert cli.main(["evaluate", str(pred_dir), str(ref_dir), "-o", str(out)]) == 3  # scored, one case failed
+    text = capsys.readouterr()
+    assert "Traceback" not in text.err
+    failed = [x for x in text.out.splitlines() if x.strip().startswith("failed:")]
+    assert len(failed) == 1 and "case0" in failed[0] and "differ by 0.5 mm" in failed[0]
+    assert "--resample-to reference" in failed[0]
+    summary = _strict_json(out / "summary.json")
+    assert summary["cases"] == ["case1", "case2"] and list(summary["failed"]) == ["case0"]
+    _, rows = _read_csv(out / "metrics.csv")
+    assert {r["case"] for r in rows} == {"case1", "case2"}
+    # with the flag the case is scored on the reference grid, with a warning
+    out2 = tmp_path / "out2"
+    assert cli.main(["evaluate", str(pred_dir), str(ref_dir), "-o", str(out2), "--resample-to", "reference"]) == 0
+    summary = _strict_json(out2 / "summary.json")
+    assert summary["failed"] == {} and list(summary["resampled"]) == ["case0"]
+    assert any("case0" in w and "nearest neighbour" in w for w in summary["warnings"])
 
 
 def test_shape_mismatch_and_bad_inputs(tmp_path):

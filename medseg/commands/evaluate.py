@@ -1,4 +1,8 @@
-"""``medseg evaluate PRED REF -o DIR``: Dice, IoU, HD95, ASSD, NSD, volumes per case and label."""
+"""``medseg evaluate PRED REF -o DIR``: Dice, IoU, HD95, ASSD, NSD, volumes per case and label.
+
+Exit codes: 0 every case scored, 3 scored but some case failed (listed with its reason, also in
+summary.json under ``failed``), 2 nothing could be scored or bad options (one line).
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="processes scoring cases in parallel")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap intervals")
     parser.add_argument("--no-plots", action="store_true", help="skip the box plots")
+    parser.add_argument("--resample-to", choices=("reference",), default=None,
+                        help="score a prediction on another grid after resampling it onto the reference grid "
+                             "(nearest neighbour; a warning in summary.json). Default: such a case fails")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,9 +37,11 @@ def run(args: argparse.Namespace) -> int:
 
     result = evaluate(args.pred, args.ref, args.output, labels=args.labels, tolerance_mm=args.tolerance_mm,
                       policy=args.empty_policy, instances=args.instances, ref_image=args.ref_image,
-                      workers=args.workers, seed=args.seed, plots=not args.no_plots)
+                      workers=args.workers, seed=args.seed, plots=not args.no_plots,
+                      resample_to=args.resample_to or "none")
     s = result.summary
-    print(f"{s['n_cases']} case(s) scored; unmatched: {len(s['unmatched']['pred_only'])} prediction-only, "
+    failed = f", {len(s['failed'])} failed" if s.get("failed") else ""
+    print(f"{s['n_cases']} case(s) scored{failed}; unmatched: {len(s['unmatched']['pred_only'])} prediction-only, "
           f"{len(s['unmatched']['ref_only'])} reference-only; policy {s['empty_policy']['name']}")
     for side in ("pred_only", "ref_only"):
         names = s["unmatched"][side]
@@ -46,5 +55,9 @@ def run(args: argparse.Namespace) -> int:
         d = info["metrics"]["dice"]
         mean = "n/a" if d["mean"] is None else f"{d['mean']:.4f}"
         print(f"  label {lab} ({info['name']}): mean Dice {mean} over n={d['n']}")
+    for case, note in s.get("resampled", {}).items():
+        print(f"  warning: case {case}: {note}")
+    for case, reason in s.get("failed", {}).items():
+        print(f"  failed: case {case}: {reason}")
     print(f"report: {result.out_dir}")
-    return 0
+    return 3 if s.get("failed") else 0

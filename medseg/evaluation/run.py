@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.errors import EvaluationError
+from medseg.errors import EvaluationError, MedsegError
 from medseg.evaluation.cases import (
     match_cases,
     parse_labels,
@@ -37,11 +37,16 @@ from medseg.metrics import (
     instance_metrics,
     summarize,
 )
-from medseg.metrics._arrays import align_to_reference, as_label_array, resolve_spacing
+from medseg.metrics._arrays import _affine_of, align_to_reference, as_label_array, resolve_spacing
 from medseg.metrics.policy import check_policy
 from medseg.settings import progress_enabled
 
 N_WORST_IN_SUMMARY = 20
+#: ``resample_to`` values: refuse grids that differ beyond a reorientation, or resample the
+#: prediction onto the reference grid (nearest neighbour).
+RESAMPLE_CHOICES = ("none", "reference")
+#: What a failing case may raise without aborting the evaluation (listed with its reason).
+_CASE_ERRORS = (MedsegError, OSError, ValueError, EOFError, MemoryError)
 
 
 @dataclass
@@ -55,17 +60,31 @@ class EvaluationResult:
     files: list[Path] = field(default_factory=list)
 
 
-def _grid_check(case: str, pred: Any, ref: Any, involves_seg: bool) -> tuple[Any, str]:
-    """The prediction on the reference grid and a note ("" when nothing was done): the same grid
-    (1e-3 mm at the corners) or the same voxels in another axis order / direction (reoriented
-    exactly); anything else raises an EvaluationError that names the case."""
+def _grid_check(case: str, pred: Any, ref: Any, involves_seg: bool, resample_to: str = "none"
+                ) -> tuple[Any, str, bool]:
+    """The prediction on the reference grid, a note ("" when nothing was done) and whether it was
+    resampled: the same grid (1e-3 mm at the corners) or the same voxels in another axis order /
+    direction (reoriented exactly); other grids are resampled onto the reference by nearest
+    neighbour when ``resample_to == "reference"``, else refused with an EvaluationError that names
+    the case and the flag."""
+    p, r = as_label_array(pred, "prediction"), as_label_array(ref, "reference")
     try:
-        aligned, note = align_to_reference(pred, ref, as_label_array(pred, "prediction"),
-                                           as_label_array(ref, "reference"))
-        return (aligned if note else pred), note
+        aligned, note = align_to_reference(pred, ref, p, r)
+        return (aligned if note else pred), note, False
     except EvaluationError as exc:
+        a_p, a_r = _affine_of(pred), _affine_of(ref)
+        if resample_to == "reference" and a_p is not None and a_r is not None and p.ndim == r.ndim == 3:
+            from medseg.io.regrid import resample
+
+            gap = float(np.abs(a_p[:3, 3] - a_r[:3, 3]).max())
+            out = resample(p, a_p, a_r, r.shape, label=True)
+            return out, (f"prediction resampled onto the reference grid by nearest neighbour (grid "
+                         f"{'x'.join(map(str, p.shape))} -> {'x'.join(map(str, r.shape))}, origins "
+                         f"{gap:.3g} mm apart): boundary voxels may move by half a voxel"), True
         hint = " (for a DICOM SEG give its source series with --ref-image)" if involves_seg else ""
-        raise EvaluationError(f"case {case}: {exc}{hint}") from None
+        flag = ("; or score it on the reference grid with --resample-to reference (nearest neighbour)"
+                if a_p is not None and a_r is not None else "")
+        raise EvaluationError(f"case {case}: {exc}{hint}{flag}") from None
 
 
 def evaluate_files(
@@ -78,40 +97,56 @@ def evaluate_files(
     policy: str = DEFAULT_POLICY,
     instances: bool = False,
     ref_image: str | os.PathLike[str] | None = None,
+    resample_to: str = "none",
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Score one case: read each file once, check the grids, compute every label's metrics.
 
     Returns ``(rows, instance_row)``: rows carry ``case``, ``label`` and the metric columns;
     ``instance_row`` is None unless ``instances``. A prediction written in another axis order or
-    direction than the reference (the same voxels) is reoriented exactly onto the reference grid.
+    direction than the reference (the same voxels) is reoriented exactly onto the reference grid;
+    other grids are refused unless ``resample_to="reference"`` (nearest neighbour).
     """
-    rows, inst, _ = _score_case(case, pred_path, ref_path, labels=labels, tolerance_mm=tolerance_mm, policy=policy,
-                                instances=instances, ref_image=ref_image)
+    rows, inst, _, _ = _score_case(case, pred_path, ref_path, labels=labels, tolerance_mm=tolerance_mm,
+                                   policy=policy, instances=instances, ref_image=ref_image,
+                                   resample_to=resample_to)
     return rows, inst
 
 
 def _score_case(case: str, pred_path: str | os.PathLike[str], ref_path: str | os.PathLike[str], *,
                 labels: Sequence[int] | None, tolerance_mm: float, policy: str, instances: bool,
-                ref_image: str | os.PathLike[str] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None, str]:
-    """:func:`evaluate_files` plus the grid note ("" when the grids were the same)."""
+                ref_image: str | os.PathLike[str] | None, resample_to: str = "none",
+                ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, str, bool]:
+    """:func:`evaluate_files` plus the grid note ("" when the grids were the same) and whether
+    the prediction was resampled."""
     src = reference_image_for(ref_image, case)
     pred = read_label_map(pred_path, src)
     ref = read_label_map(ref_path, src)
     involves_seg = any(str(p).lower().endswith(".dcm") for p in (pred_path, ref_path))
-    pred, note = _grid_check(case, pred, ref, involves_seg)
+    pred, note, resampled = _grid_check(case, pred, ref, involves_seg, resample_to)
     if instances:
         p, r = as_label_array(pred, "prediction"), as_label_array(ref, "reference")
         spacing = resolve_spacing(pred, ref, None, p.ndim)
         inst = instance_metrics(p, r, policy=policy)
         rows = evaluate_case((p > 0).astype(np.uint8), (r > 0).astype(np.uint8), spacing, [1], policy, tolerance_mm)
-        return [{"case": case, **row} for row in rows], {"case": case, **inst}, note
+        return [{"case": case, **row} for row in rows], {"case": case, **inst}, note, resampled
     rows = evaluate_case(pred, ref, None, labels, policy, tolerance_mm)
-    return [{"case": case, **row} for row in rows], None, note
+    return [{"case": case, **row} for row in rows], None, note, resampled
 
 
-def _evaluate_task(args: tuple) -> tuple[list[dict[str, Any]], dict[str, Any] | None, str]:
+def _evaluate_task(args: tuple) -> tuple[list[dict[str, Any]], dict[str, Any] | None, str, bool, str]:
+    """One case scored, or its failure: ``(rows, instance_row, note, resampled, failure)`` with
+    ``failure`` the one-line reason ("" when scored). A failing case never aborts the others."""
     case, pred_path, ref_path, kwargs = args
-    return _score_case(case, pred_path, ref_path, **kwargs)
+    try:
+        return (*_score_case(case, pred_path, ref_path, **kwargs), "")
+    except _CASE_ERRORS as exc:
+        from medseg.logsafe import scrub
+
+        text = " ".join(scrub(str(exc)).split()) or type(exc).__name__
+        if not isinstance(exc, MedsegError):
+            text = f"{type(exc).__name__}: {text}"
+        prefix = f"case {case}: "
+        return [], None, "", False, text[len(prefix):] if text.startswith(prefix) else text
 
 
 def _empty_counts(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
@@ -142,6 +177,7 @@ def evaluate(
     seed: int = 0,
     n_boot: int = 2000,
     plots: bool = True,
+    resample_to: str = "none",
 ) -> EvaluationResult:
     """Compare prediction and reference label maps (folders or single files); write a report.
 
@@ -153,10 +189,16 @@ def evaluate(
     suffix; cases present on one side only are listed, never dropped silently. A prediction that
     holds the reference's voxels in another axis order or direction (dcm2niix's LAS against
     medseg's LPS) is reoriented exactly onto the reference grid and listed under ``reoriented``
-    in ``summary.json``; grids that differ otherwise (shape, or affine beyond 1e-3 mm) raise
-    :class:`~medseg.errors.EvaluationError`: nothing is resampled. ``workers`` > 1 scores cases in a process pool.
+    in ``summary.json``; a case whose grids differ otherwise (shape, or affine beyond 1e-3 mm) fails,
+    unless ``resample_to="reference"``: then the prediction is resampled onto the reference grid by
+    nearest neighbour and the case is listed under ``resampled`` with a warning in ``warnings``.
+    A case that cannot be read or scored is listed under ``failed`` (case -> reason) and left out
+    of the statistics; the rest is scored (EvaluationError only when no case could be scored).
+    ``workers`` > 1 scores cases in a process pool.
     """
     check_policy(policy)
+    if resample_to not in RESAMPLE_CHOICES:
+        raise EvaluationError(f"resample_to={resample_to!r} is not one of {', '.join(RESAMPLE_CHOICES)}")
     names = parse_labels(labels)
     if workers < 1:
         raise EvaluationError(f"workers={workers} is invalid: give 1 or more")
@@ -168,9 +210,9 @@ def evaluate(
             f"{len(match.ref_only)} reference-only): file names (without suffix) must match"
         )
     kwargs = {"labels": sorted(names) if names else None, "tolerance_mm": tolerance_mm, "policy": policy,
-              "instances": instances, "ref_image": ref_image}
+              "instances": instances, "ref_image": ref_image, "resample_to": resample_to}
     tasks = [(c, str(p), str(r), kwargs) for c, p, r in match.pairs]
-    results: list[tuple[list[dict[str, Any]], dict[str, Any] | None, str]] = []
+    results: list[tuple[list[dict[str, Any]], dict[str, Any] | None, str, bool, str]] = []
     if workers == 1 or len(tasks) == 1:
         for t in _progress(tasks, len(tasks), "evaluate"):
             results.append(_evaluate_task(t))
@@ -178,13 +220,23 @@ def evaluate(
         with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=get_context("spawn")) as pool:
             results = list(_progress(pool.map(_evaluate_task, tasks), len(tasks), "evaluate"))
 
-    rows = [row for case_rows, _, _ in results for row in case_rows]
-    instance_rows = [inst for _, inst, _ in results if inst is not None]
-    reoriented = {case: note for (case, _, _), (_, _, note) in zip(match.pairs, results, strict=True) if note}
+    by_case = {case: res for (case, _, _), res in zip(match.pairs, results, strict=True)}
+    failed = {case: res[4] for case, res in by_case.items() if res[4]}
+    scored = [case for case, _, _ in match.pairs if case not in failed]
+    if not scored:
+        case, reason = next(iter(failed.items()))
+        more = f" ({len(failed) - 1} other case(s) failed too)" if len(failed) > 1 else ""
+        raise EvaluationError(f"no case could be scored: case {case}: {reason}{more}")
+    rows = [row for case in scored for row in by_case[case][0]]
+    instance_rows = [by_case[c][1] for c in scored if by_case[c][1] is not None]
+    reoriented = {c: by_case[c][2] for c in scored if by_case[c][2] and not by_case[c][3]}
+    resampled = {c: by_case[c][2] for c in scored if by_case[c][3]}
+    warnings_list = [f"case {c}: {note}" for c, note in resampled.items()]
+    warnings_list += [f"case {c} not scored: {reason}" for c, reason in failed.items()]
     # every case gets a row for every label of the data set (absent in both = "both empty")
     all_labels = sorted(names) if names else sorted({int(r["label"]) for r in rows})
     seen = {(r["case"], int(r["label"])) for r in rows}
-    for case, _, _ in match.pairs:
+    for case in scored:
         for lab in all_labels:
             if (case, lab) not in seen:
                 rows.append({"case": case, **empty_row(lab, policy)})
@@ -203,11 +255,14 @@ def evaluate(
         }
     ranked = worst_cases(rows)
     summary: dict[str, Any] = {
-        "n_cases": len(match.pairs),
-        "cases": [c for c, _, _ in match.pairs],
+        "n_cases": len(scored),
+        "cases": scored,
+        "failed": failed,
         "unmatched": {"pred_only": match.pred_only, "ref_only": match.ref_only},
         "ignored_files": match.ignored,
         "reoriented": reoriented,
+        "resampled": resampled,
+        "warnings": warnings_list,
         "labels": {str(k): v for k, v in label_names.items()},
         "tolerance_mm": float(tolerance_mm),
         "empty_policy": {
