@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from skip_summary import pytest_terminal_summary  # noqa: F401  (at the end: skipped tests + install command)
 
 os.environ.setdefault("MEDSEG_PROGRESS", "0")
 
