@@ -153,3 +153,13 @@ def test_bad_query_options_are_one_line_exit_2(pacs, tmp_path, capsys):
     assert "only apply to a PACS source" in capsys.readouterr().err
     with pytest.raises(ConfigError):
         SeriesQuery(accession_numbers=("AC*",))  # a wildcard would match other studies
+
+
+def test_dry_run_listing_never_passes_control_characters():
+    from medseg.batch.runner import BatchCase
+    from medseg.batch.sources import PacsInput, describe_cases
+
+    hostile = PacsInput("1.2.3", "1.2.3.4", "CT", "venous\x1b[2J\x07\nDOE^JOHN\r", 12)
+    text = describe_cases([BatchCase("c", payload=hostile)])
+    assert "\x1b" not in text and "\x07" not in text and "\r" not in text
+    assert text.splitlines()[0] == "would process 1 series (12 instances)" and len(text.splitlines()) == 3

@@ -268,6 +268,6 @@ def describe_cases(cases: list[BatchCase]) -> str:
     lines = [f"would process {len(cases)} series" + (f" ({total} instances)" if total else ""),
              f"{'series':>7} {'instances':>9}  {'modality':<8}  series description"]
     for (modality, desc), n in sorted(groups.items(), key=lambda kv: (-kv[1], kv[0])):
-        shown = " ".join(desc.split())[:64] or "(none)"
+        shown = "".join(c if c.isprintable() else "?" for c in " ".join(desc.split()))[:64] or "(none)"
         lines.append(f"{n:>7} {instances[(modality, desc)] or '':>9}  {modality:<8}  {shown}")
     return "\n".join(lines)

@@ -76,6 +76,11 @@ def run(args: argparse.Namespace) -> int:
     from medseg.io.atomic import check_writable_dir
 
     check_writable_dir(args.output, "--output")  # before the PACS query and the model
+    from medseg.batch.runner import distributed_rank_world
+
+    if options is not None and options.retrieve == "move" and distributed_rank_world()[1] > 1:
+        raise ConfigError("--retrieve move under torchrun would need one registered C-MOVE destination per rank; "
+                          "use --workers in one process, or --retrieve get")
     client = None
     if query is not None:  # a PACS that cannot be used fails in one line now, not after the model loads
         from medseg.batch.pacs import client_from_uri
@@ -87,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
             client.close()
             raise
     from medseg.batch.job import JobOptions, run_job
-    from medseg.batch.runner import NOT_SENT, distributed_rank_world
+    from medseg.batch.runner import NOT_SENT
     from medseg.batch.sources import build_cases
     from medseg.bundle import load_bundle
     from medseg.commands.segment import model_argument, nnunet_options
