@@ -183,3 +183,28 @@ def test_batch_by_c_move_stores_one_seg_per_series(tmp_path, capsys):
         assert cli.main([*args, "--no-resume"]) == 0
         assert "0 stored, 2 already on the PACS" in capsys.readouterr().out
         assert len(pacs.instances_of_modality("SEG")) == 2
+
+
+@pytest.mark.slow
+def test_batch_segments_a_real_chest_radiograph_moved_from_the_pacs(tmp_path, capsys):
+    """The real chest CR through C-MOVE and the shipped xray_chest_lungs bundle: both lungs found.
+    medseg writes no DICOM SEG for a radiograph yet, so --store-back says so and the job exits 3
+    (nothing is dropped silently)."""
+    import nibabel as nib
+
+    from medseg import cli
+
+    move_port = free_port()
+    with LocalOrthanc(modalities={"medseg": ("MEDSEG", "127.0.0.1", move_port)}) as pacs:
+        pacs.upload([sample("cr_chest")])
+        host, port, aet = pacs.dimse
+        out = tmp_path / "out"
+        code = cli.main(["batch", f"dimse://{aet}@{host}:{port}", "--model", "xray_chest_lungs", "--output", str(out),
+                         "--modality", "CR,DX,MG", "--retrieve", "move", "--move-port", str(move_port),
+                         "--store-back", "--retries", "0"])
+        text = capsys.readouterr().out
+        assert code == 3 and "0 stored, 0 already on the PACS, 1 not sent" in text
+        assert "a DICOM SEG needs a 3D DICOM series" in text
+        assert pacs.instances_of_modality("SEG") == []
+    labels = np.asarray(nib.load(next(out.glob("series-*/seg.nii.gz"))).dataobj)
+    assert set(np.unique(labels)) == {0, 1, 2} and 0.05 < (labels > 0).mean() < 0.6
