@@ -208,3 +208,36 @@ def test_batch_segments_a_real_chest_radiograph_moved_from_the_pacs(tmp_path, ca
         assert pacs.instances_of_modality("SEG") == []
     labels = np.asarray(nib.load(next(out.glob("series-*/seg.nii.gz"))).dataobj)
     assert set(np.unique(labels)) == {0, 1, 2} and 0.05 < (labels > 0).mean() < 0.6
+
+
+def test_dicomweb_down_fails_fast_in_one_line(tmp_path, capsys):
+    """Nothing listening, or a gateway answering 503: one line, exit 2, before any model is loaded
+    (the bundle path does not even exist), and without dicomweb-client's 30 s of 503 back-off."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from medseg import cli
+
+    class Unavailable(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for url, says in ((f"http://127.0.0.1:{free_port()}/dicom-web", "connection refused"),
+                          (f"http://127.0.0.1:{server.server_address[1]}/dicom-web", "HTTP 503 (the server or a gateway")):
+            t = time.monotonic()
+            code = cli.main(["batch", url, "--bundle", str(tmp_path / "no-such-model"), "--output", str(tmp_path / "o")])
+            elapsed = time.monotonic() - t
+            err = capsys.readouterr().err
+            assert code == 2 and err.count("\n") == 1 and says in err, err
+            assert elapsed < 5, elapsed
+    finally:
+        server.shutdown()
+        server.server_close()
