@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import BundleError, ConfigError
+from medseg.geometry import spacing_of
 from medseg.settings import progress_enabled
 
 #: bundle name -> the demo task it runs
@@ -131,7 +132,7 @@ def _lung_inputs(out: Path, quick: bool) -> tuple[Path, Any]:
     write_dicom_series(vol, aff, series_dir, modality="CT",
                        series_description="medseg demo: pyradiomics lung1 chest CT")
     meta = {"space": "RAS", "kind": "label", "format": "nrrd", "modality": "CT",
-            "spacing": tuple(float(s) for s in np.linalg.norm(aff[:3, :3], axis=0))}
+            "spacing": spacing_of(aff, 3)}
     return series_dir, _metatensor(lab, aff, meta)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import GeometryError, ModelError
+from medseg.geometry import Geometry
 from medseg.inference.grid import gather_axes, monai_nearest_indices, resample_linear, separable_map
 from medseg.inference.model import SegmentationModel
 from medseg.inference.sliding_window import StitchStats, sliding_window_labels
@@ -154,7 +155,7 @@ def segment(image, model: SegmentationModel, *, device: str | Any = "auto", tta:
     meta.update({
         "space": "RAS", "kind": "label", "modality": "SEG",
         "source_modality": image.meta.get("modality", "unknown"),
-        "spacing": tuple(float(s) for s in np.sqrt((src_affine[:n_sp, :n_sp].numpy() ** 2).sum(0))),
+        "spacing": Geometry(src_affine.numpy(), src_shape).spacing,
         "labels": dict(model.labels), "task": model.task, "model_name": model.name,
         "weights_sha256": model.weights_sha256, "preset": model.preset, "device": str(dev),
         "tta": bool(tta), "tta_disagreement": stats.tta_disagreement, "timings_s": timings,

@@ -36,7 +36,12 @@ from pydicom.errors import BytesLengthException
 
 import medseg
 from medseg.errors import ConfigError, GeometryError, InputError, MedsegError, UnsafeInputError
+from medseg.geometry import affine_of as _affine_of
+from medseg.geometry import as_numpy as _as_numpy
+from medseg.geometry import spacing_of, spatial
 from medseg.io.atomic import atomic_path
+from medseg.io.read import LABELMAP_SEG_SOP_CLASS as _LABELMAP_SEG_SOP_CLASS
+from medseg.io.read import SEG_SOP_CLASS as _SEG_SOP_CLASS
 from medseg.labels import LabelDef, generic_label, lookup_label
 from medseg.logsafe import scrub
 
@@ -45,8 +50,6 @@ __all__ = ["SegNotWritable", "read_dicom_seg", "seg_source_problem", "write_dico
 log = logging.getLogger(__name__)
 
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS (its own inverse)
-_SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
-_LABELMAP_SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.7"  # Label Map Segmentation (read only)
 # Refuse SEG objects whose decoded frames would exceed this many voxels (untrusted input).
 _MAX_VOXELS = 2_000_000_000
 # Position tolerances, as fractions of the spacing: along the slice normal / within the plane.
@@ -71,29 +74,9 @@ _PYDICOM_ERRORS = (EOFError, OSError, ValueError, KeyError, TypeError, NotImplem
 # ----------------------------------------------------------------------------------------------
 # small helpers
 # ----------------------------------------------------------------------------------------------
-def _as_numpy(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
-def _affine_of(t: Any, what: str) -> np.ndarray:
-    aff = getattr(t, "affine", None)
-    if aff is None:
-        raise GeometryError(f"{what} has no affine; pass a MetaTensor read by medseg.io.load")
-    aff = _as_numpy(aff).astype(np.float64)
-    if aff.shape != (4, 4):
-        raise GeometryError(f"{what} affine must be 4x4, got shape {aff.shape}")
-    return aff
-
-
 def _spatial(arr: np.ndarray, what: str) -> np.ndarray:
-    """(1, i, j, k) or (i, j, k) -> (i, j, k)."""
-    if arr.ndim == 4 and arr.shape[0] == 1:
-        return arr[0]
-    if arr.ndim == 3:
-        return arr
-    raise InputError(f"{what} must have shape (1, i, j, k) or (i, j, k), got {tuple(arr.shape)}")
+    """(1, i, j, k) or (i, j, k) -> (i, j, k) (:func:`medseg.geometry.spatial`, 3D only)."""
+    return spatial(arr, what, ndims=(3,))
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -809,7 +792,7 @@ def _read_seg(p: Path, reference: Any | None, label_names: Mapping[int, str] | N
         affine = _affine_of(reference, "reference")
     else:
         arr, affine = _read_own_geometry(seg, p.name, values)
-    spacing = tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0))
+    spacing = spacing_of(affine, 3)
     meta = {
         "space": "RAS",
         "kind": "label",

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import GeometryError, InputError, UnsafeInputError
+from medseg.geometry import spacing_of
 from medseg.io.safety import (
     affine_usable,
     check_compressed_size,
@@ -444,7 +445,7 @@ def read_itk(
         "format": fmt,
         "kind": kind,
         "modality": modality,
-        "spacing": tuple(float(s) for s in np.linalg.norm(affine[:3, :ndim], axis=0)),
+        "spacing": spacing_of(affine, ndim),
     }
     out = np.ascontiguousarray(arr)
     if np.may_share_memory(out, view):  # never hand out memory owned by the ITK image

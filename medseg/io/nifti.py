@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import GeometryError, InputError
+from medseg.geometry import spacing_of
 from medseg.io.safety import (
     GeometryWarning,
     affine_usable,
@@ -281,7 +282,7 @@ def read_nifti(
         "kind": kind,
         "modality": "unknown",
         "affine_source": info["affine_source"],
-        "spacing": tuple(float(s) for s in np.linalg.norm(affine[:3, :ndim], axis=0)),
+        "spacing": spacing_of(affine, ndim),
     }
     descrip = hdr["descrip"].tobytes().split(b"\0", 1)[0].decode("ascii", "replace").strip()
     if descrip:

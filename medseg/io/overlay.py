@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import ConfigError, GeometryError, InputError
+from medseg.geometry import as_numpy, spacing_of, spatial
 from medseg.io.atomic import atomic_path
 from medseg.labels import label_colour, lookup_label
 
@@ -65,17 +66,11 @@ class OverlayPanel:
 # ----------------------------------------------------------------------------------------------
 # inputs
 # ----------------------------------------------------------------------------------------------
-def _array(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
 def _affine(x: Any, ndim: int) -> np.ndarray:
     aff = getattr(x, "affine", None)
     if aff is None:
         return np.eye(4)
-    aff = _array(aff).astype(np.float64)
+    aff = as_numpy(aff).astype(np.float64)
     if aff.shape == (3, 3) and ndim == 2:
         full = np.eye(4)
         full[:2, :2], full[:2, 3] = aff[:2, :2], aff[:2, 2]
@@ -85,18 +80,6 @@ def _affine(x: Any, ndim: int) -> np.ndarray:
     return aff
 
 
-def _spatial(arr: np.ndarray, what: str, *, multi_channel_ok: bool = True) -> np.ndarray:
-    """Drop the channel axis: (1, i, j[, k]) -> (i, j[, k]); multi-channel images use channel 0."""
-    if arr.ndim == 4:
-        if arr.shape[0] != 1 and not multi_channel_ok:
-            raise InputError(f"{what} has {arr.shape[0]} channels; pass one integer label map "
-                             "(take the argmax of one-hot or probability maps first)")
-        return arr[0]
-    if arr.ndim == 3 and arr.shape[0] == 1:
-        return arr[0]
-    if arr.ndim in (2, 3):
-        return arr
-    raise InputError(f"{what} must be 2D or 3D (optionally channel first), got shape {arr.shape}")
 
 
 def _label_names(labels: Any, given: Mapping[int, str] | None) -> dict[int, str]:
@@ -239,7 +222,7 @@ def overlay_slices(
     """
     import nibabel.orientations as nio
 
-    img = _spatial(_array(image), "image")
+    img = spatial(as_numpy(image), "image", multi_channel=True)
     if img.ndim not in (2, 3):
         raise InputError(f"image must be 2D or 3D, got shape {img.shape}")
     if img.size == 0:
@@ -247,7 +230,7 @@ def overlay_slices(
     aff = _affine(image, img.ndim)
     lab = None
     if labels is not None:
-        lab = _spatial(_array(labels), "labels", multi_channel_ok=False)
+        lab = spatial(as_numpy(labels), "labels")
         if lab.shape != img.shape:
             raise GeometryError(f"labels shape {lab.shape} differs from the image's {img.shape}; "
                                 "resample the labels to the image grid first")
@@ -272,7 +255,7 @@ def overlay_slices(
     if unknown:
         raise ConfigError(f"unknown view(s) {unknown}; use {', '.join(VIEWS)}")
 
-    spacing = np.linalg.norm(aff[:3, :3], axis=0)
+    spacing = np.asarray(spacing_of(aff, 3))
     if img.ndim == 2:
         # as stored: rows = j, columns = i
         letters = _letters_2d(getattr(image, "meta", None))

@@ -28,13 +28,16 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import InputError, SeriesSelectionError
+from medseg.geometry import orientation_code, spacing_of
 from medseg.io.volume import Volume
 
 SUPPORTED = (
     "DICOM (folder, .dcm, .zip, .tar, .tar.gz, .tgz), NIfTI (.nii, .nii.gz), "
     "NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd), TIFF (.tif, .tiff), PNG (.png)"
 )
+#: DICOM Segmentation Storage, and Label Map Segmentation Storage (read only): written here only
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+LABELMAP_SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.7"
 
 _SUFFIXES = {
     ".nii": "nifti",
@@ -244,17 +247,6 @@ def read_volume(
     return _read_volume(path, fmt, kind=kind, allow_nonfinite=allow_nonfinite)
 
 
-def orientation_code(affine: np.ndarray, ndim: int = 3) -> str:
-    """Axis codes of a RAS affine, e.g. ``"RAS"`` or ``"LPS"`` (nibabel's ``aff2axcodes``).
-
-    Each letter is the world direction each voxel axis (i, j, k) points to, RAS+ convention.
-    """
-    import nibabel as nib
-
-    codes = nib.orientations.aff2axcodes(np.asarray(affine, dtype=np.float64))
-    return "".join(c if c is not None else "?" for c in codes[:ndim])
-
-
 def _describe_arrays(arr: np.ndarray, affine: np.ndarray, meta: dict[str, Any]) -> dict[str, Any]:
     affine = np.asarray(affine, dtype=np.float64)
     ndim = arr.ndim - 1
@@ -265,7 +257,7 @@ def _describe_arrays(arr: np.ndarray, affine: np.ndarray, meta: dict[str, Any]) 
         "kind": meta.get("kind", "image"),
         "shape": [int(s) for s in arr.shape],
         "channels": int(arr.shape[0]),
-        "spacing_mm": [float(f"{float(s):.6g}") for s in np.linalg.norm(affine[:3, :ndim], axis=0)],
+        "spacing_mm": [float(f"{s:.6g}") for s in spacing_of(affine, ndim)],
         "orientation": orientation_code(affine, ndim),
         "origin_ras_mm": [round(float(v), 6) for v in affine[:3, 3]],
         "affine_ras": [[round(float(v), 6) for v in row] for row in affine],

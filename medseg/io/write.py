@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import ConfigError, GeometryError, InputError
+from medseg.geometry import affine_of
+from medseg.geometry import as_numpy as _as_numpy
 from medseg.io.atomic import atomic_path
 from medseg.io.safety import smallest_label_dtype
 
@@ -39,21 +41,8 @@ def output_format(path: str | os.PathLike[str]) -> str:
     )
 
 
-def _as_numpy(tensor: Any) -> np.ndarray:
-    if hasattr(tensor, "detach"):
-        return tensor.detach().cpu().numpy()
-    return np.asarray(tensor)
-
-
 def _affine_of(tensor: Any, affine: Any | None) -> np.ndarray:
-    if affine is None:
-        affine = getattr(tensor, "affine", None)
-    if affine is None:
-        raise GeometryError("no affine: pass a MetaTensor or affine=<4x4 voxel->RAS mm matrix>")
-    aff = _as_numpy(affine).astype(np.float64)
-    if aff.shape != (4, 4) or not np.all(np.isfinite(aff)) or abs(np.linalg.det(aff[:3, :3])) < 1e-12:
-        raise GeometryError(f"the affine must be a finite, invertible 4x4 matrix, got shape {aff.shape}")
-    return aff
+    return affine_of(tensor, "the image", affine=affine, invertible=True)
 
 
 def _storage_dtype(arr: np.ndarray) -> np.ndarray:

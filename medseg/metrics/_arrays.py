@@ -10,22 +10,19 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from medseg.errors import EvaluationError
+from medseg.errors import EvaluationError, GeometryError
+from medseg.geometry import affine_of
 
 #: Largest distance (mm) between two grids' voxel centres still counted as "the same grid".
 GRID_TOLERANCE_MM = 1e-3
 
 
 def _affine_of(x: Any) -> np.ndarray | None:
-    aff = getattr(x, "affine", None)
-    if aff is None:
+    """The 4x4 affine of ``x`` (:func:`medseg.geometry.affine_of`), or None when it has none."""
+    try:
+        return affine_of(x)
+    except GeometryError:
         return None
-    if hasattr(aff, "detach"):
-        aff = aff.detach().cpu().numpy()
-    aff = np.asarray(aff, dtype=np.float64)
-    if aff.shape != (4, 4):
-        return None
-    return aff
 
 
 def as_label_array(x: Any, name: str = "input") -> np.ndarray:

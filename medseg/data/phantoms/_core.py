@@ -55,8 +55,9 @@ class Phantom:
     @property
     def spacing(self) -> tuple[float, ...]:
         """Voxel size in mm along each array axis."""
-        nd = self.image.ndim
-        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :nd], axis=0))
+        from medseg.geometry import spacing_of
+
+        return spacing_of(self.affine, self.image.ndim)
 
 
 # --------------------------------------------------------------------------------------------
