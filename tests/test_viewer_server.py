@@ -245,3 +245,23 @@ def test_cli_refuses_labels_on_another_grid(tmp_path, case):
         code = main(["view", str(src), "--labels", str(other), "--no-browser", "--output", str(tmp_path / "o")])
     assert code == 2
     assert "grid" in err.getvalue() and "\n" == err.getvalue()[-1] and err.getvalue().count("\n") == 1
+
+
+def test_refine_clear_and_undo(server, case):
+    liver = case.label == 1
+    status, body, _ = post_json(_base(server) + "/api/prompt", {"box": world_box_of(liver, case.affine)}, server.token)
+    first = np.asarray(_nifti(body).dataobj).copy()
+    status, body, headers = post_json(_base(server) + "/api/clear", {}, server.token)
+    assert status == 200 and body == b"" and json.loads(headers["X-Medseg-Prompt"])["has_mask"] is False
+    status, body, headers = post_json(_base(server) + "/api/undo", {}, server.token)
+    assert status == 200 and json.loads(headers["X-Medseg-Prompt"])["has_mask"] is True
+    np.testing.assert_array_equal(np.asarray(_nifti(body).dataobj), first)
+    # a refining click is passed to medseg.prompt.segment as `previous`
+    from medseg.prompt import segment
+
+    centre = list(np.argwhere(liver).mean(0) @ case.affine[:3, :3].T + case.affine[:3, 3])
+    status, body, _ = post_json(_base(server) + "/api/prompt", {"points": [centre], "labels": [1], "refine": True},
+                                server.token)
+    assert status == 200, body
+    direct = segment(case.image, points=[centre], labels=[1], previous=first, method=PROMPT_METHOD).numpy()[0]
+    np.testing.assert_array_equal(np.asarray(_nifti(body).dataobj), direct)

@@ -214,9 +214,13 @@ class _Handler(BaseHTTPRequestHandler):
         s = self.server.session
         try:
             body = self._body()
-            if path == "/api/prompt":
-                summary = s.prompt(box=body.get("box"), points=body.get("points"), labels=body.get("labels"))
-                data = s.volume_bytes("mask")
+            if path in ("/api/prompt", "/api/undo", "/api/clear"):
+                if path == "/api/prompt":
+                    summary = s.prompt(box=body.get("box"), points=body.get("points"), labels=body.get("labels"),
+                                       refine=bool(body.get("refine", False)))
+                else:
+                    summary = s.undo() if path == "/api/undo" else s.clear()
+                data = s.volume_bytes("mask") if summary["has_mask"] else b""
                 self._send(200, data, "application/gzip",
                            {"X-Medseg-Prompt": json.dumps(summary, allow_nan=False)})
             elif path == "/api/save":

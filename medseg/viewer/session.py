@@ -149,6 +149,7 @@ class ViewerSession:
         self.prompt_log: dict[str, Any] | None = None
         self._lock = threading.Lock()
         self._cache: dict[str, bytes] = {}
+        self._history: list[np.ndarray | None] = []
 
     @classmethod
     def from_paths(cls, path: str | Path, *, labels: str | Path | None = None, reference: str | Path | None = None,
@@ -227,23 +228,49 @@ class ViewerSession:
 
     # ---------------------------------------------------------------- prompting and saving
     def prompt(self, *, box: Sequence[float] | None = None, points: Sequence[Sequence[float]] | None = None,
-               labels: Sequence[int] | None = None) -> dict[str, Any]:
-        """Run :func:`medseg.prompt.segment` with world-mm (RAS) prompts; keeps the mask and returns a summary."""
+               labels: Sequence[int] | None = None, refine: bool = False) -> dict[str, Any]:
+        """Run :func:`medseg.prompt.segment` with world-mm (RAS) prompts and keep the mask.
+
+        ``refine=True`` corrects the current mask with the clicks (passed as ``previous``), the way
+        a corrective click works; otherwise the prompts start a new object. The mask it replaces is
+        kept for :meth:`undo`. Returns voxels, volume (mL), seconds and the method.
+        """
         from medseg.prompt import segment
 
         if box is None and not points:
             raise ConfigError("a prompt needs a box or at least one click")
         t0 = time.perf_counter()
-        res = segment(self.image, points=list(points) if points else None, labels=list(labels) if labels else None,
-                      box=list(box) if box is not None else None, method=self.prompt_method)
-        mask = np.asarray(_numpy(res)[0], dtype=np.uint8)
-        voxel_ml = float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0 if len(self.shape) == 3 else None
         with self._lock:
+            previous = self.mask if refine else None
+        res = segment(self.image, points=list(points) if points else None, labels=list(labels) if labels else None,
+                      box=list(box) if box is not None else None, previous=previous, method=self.prompt_method)
+        mask = np.asarray(_numpy(res)[0], dtype=np.uint8)
+        with self._lock:
+            self._history.append(self.mask)
             self.mask = mask
             self.prompt_log = dict(res.meta.get("prompt", {}))
-        n = int(mask.sum())
-        return {"voxels": n, "volume_ml": None if voxel_ml is None else n * voxel_ml,
-                "seconds": time.perf_counter() - t0, "method": self.prompt_method}
+        return self._summary(time.perf_counter() - t0)
+
+    def undo(self) -> dict[str, Any]:
+        """Back to the mask before the last prompt (none: no mask)."""
+        with self._lock:
+            if not self._history:
+                raise ConfigError("nothing to undo")
+            self.mask = self._history.pop()
+        return self._summary(0.0)
+
+    def clear(self) -> dict[str, Any]:
+        """No mask (undo brings the last one back)."""
+        with self._lock:
+            self._history.append(self.mask)
+            self.mask = None
+        return self._summary(0.0)
+
+    def _summary(self, seconds: float) -> dict[str, Any]:
+        n = 0 if self.mask is None else int(self.mask.sum())
+        voxel_ml = float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0 if len(self.shape) == 3 else None
+        return {"voxels": n, "volume_ml": None if voxel_ml is None else n * voxel_ml, "seconds": seconds,
+                "method": self.prompt_method, "has_mask": self.mask is not None}
 
     def save(self, name: str = "prompt_mask.nii.gz") -> str:
         """Write the prompt mask as NIfTI on the source grid (:func:`medseg.io.save_labels`) into the

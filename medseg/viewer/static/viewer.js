@@ -136,30 +136,29 @@
     return a.concat(b);
   }
 
-  async function sendPrompt() {
-    if (!state.box && state.points.length === 0) {
-      await dropMask();
-      document.getElementById("prompt-status").textContent = "no prompt";
-      return;
-    }
+  // POST a prompt (or undo / clear) and show the mask that comes back
+  async function send(path, body) {
     document.body.dataset.state = "prompting";
     const t0 = performance.now();
     try {
-      const response = await api("/api/prompt", {
-        method: "POST", headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ box: state.box, points: state.points, labels: state.labels }),
+      const response = await api(path, {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body || {}),
       });
       const summary = JSON.parse(response.headers.get("X-Medseg-Prompt") || "{}");
       const buf = await response.arrayBuffer();
-      await showMask(buf);
+      if (summary.has_mask) await showMask(buf); else await dropMask();
+      state.hasMask = Boolean(summary.has_mask);
       summary.roundTripMs = performance.now() - t0;
       state.lastPrompt = summary;
+      state.promptCount = (state.promptCount || 0) + 1;
       const ml = summary.volume_ml === null ? "" : summary.volume_ml.toFixed(1) + " mL, ";
-      document.getElementById("prompt-status").textContent =
-        ml + summary.voxels + " voxels, " + Math.round(summary.roundTripMs) + " ms";
+      document.getElementById("prompt-status").textContent = summary.has_mask
+        ? ml + summary.voxels + " voxels, " + Math.round(summary.roundTripMs) + " ms" : "no prompt";
       setMessage("");
+      return true;
     } catch (err) {
       setMessage("prompt refused: " + err.message, true);
+      return false;
     } finally {
       document.body.dataset.state = "ready";
     }
@@ -186,13 +185,14 @@
     state.history.push(JSON.stringify({ box: state.box, points: state.points, labels: state.labels }));
   }
 
+  // a box starts a new object; a click corrects the current mask (or, with none yet, starts one)
   function onDragRelease(p) {
     if (tool() !== "box") return;
     const box = boxFromDrag(p);
     if (!box) return;
     remember();
-    state.box = box;
-    sendPrompt();
+    state.box = box; state.points = []; state.labels = [];
+    send("/api/prompt", { box });
   }
 
   function onPointerUp(ev) {
@@ -204,10 +204,11 @@
     const frac = nv.canvasPos2frac([(ev.clientX - rect.left) * dpr, (ev.clientY - rect.top) * dpr]);
     if (frac[0] < 0) return;
     const mm = nv.frac2mm(frac);
+    const point = [mm[0], mm[1], mm[2]], label = t === "positive" ? 1 : 0;
     remember();
-    state.points.push([mm[0], mm[1], mm[2]]);
-    state.labels.push(t === "positive" ? 1 : 0);
-    sendPrompt();
+    state.points.push(point); state.labels.push(label);
+    if (state.hasMask) send("/api/prompt", { points: [point], labels: [label], refine: true });
+    else send("/api/prompt", { points: state.points, labels: state.labels });
   }
 
   async function save() {
@@ -272,16 +273,14 @@
     document.getElementById("opacity").addEventListener("input", (e) => setOpacity(Number(e.target.value)));
     document.getElementById("outline").addEventListener("change", (e) => setOutline(e.target.checked));
     for (const r of document.querySelectorAll("input[name=tool]")) r.addEventListener("change", applyTool);
-    document.getElementById("undo").addEventListener("click", () => {
-      const prev = state.history.pop();
-      if (prev === undefined) return;
-      Object.assign(state, JSON.parse(prev));
-      sendPrompt();
+    document.getElementById("undo").addEventListener("click", async () => {
+      if (!state.history.length) return;
+      if (await send("/api/undo")) Object.assign(state, JSON.parse(state.history.pop()));
     });
-    document.getElementById("clear").addEventListener("click", () => {
+    document.getElementById("clear").addEventListener("click", async () => {
+      if (!state.hasMask) return;
       remember();
-      state.box = null; state.points = []; state.labels = [];
-      sendPrompt();
+      if (await send("/api/clear")) { state.box = null; state.points = []; state.labels = []; }
     });
     const saveButton = document.getElementById("save");
     saveButton.disabled = !info.can_save;
@@ -291,9 +290,14 @@
     document.body.dataset.state = "ready";
   }
 
-  window.medseg = { state, goto, setTool: (t) => {
+  function setWindow(lo, hi) {
+    applyWindow(window.medseg.nv, [lo, hi]);
+    applyWindow(window.medseg.nvRef, [lo, hi]);
+  }
+
+  window.medseg = { state, goto, setWindow, setOpacity, setOutline, setTool: (t) => {
     document.querySelector("input[name=tool][value=" + t + "]").checked = true; applyTool();
-  }, save, sendPrompt, boxFromDrag };
+  }, save, send, boxFromDrag };
   window.medseg.ready = main().catch((err) => {
     setMessage("could not load: " + err.message, true);
     document.body.dataset.state = "error";
