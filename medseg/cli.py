@@ -34,7 +34,18 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
+        _add_verbose(p)
     return parser
+
+
+def _add_verbose(parser: argparse.ArgumentParser) -> None:
+    """``--verbose`` on a command and on each of its actions (``medseg bundle verify X --verbose``)."""
+    parser.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="also show library INFO logs and deprecation warnings (MONAI, torch)")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                _add_verbose(child)
 
 
 
@@ -47,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     from medseg import settings
 
     try:
-        with settings.using(settings.from_env()):  # the environment is read here, once per command
-            return int(args._run(args) or 0)
+        with settings.using(settings.from_env()), logsafe.quiet_libraries(getattr(args, "verbose", False)):
+            return int(args._run(args) or 0)  # the environment is read once per command, above
     except MedsegError as exc:
         msg = " ".join(str(exc).split()) or type(exc).__name__
         print(f"medseg: error: {msg}", file=sys.stderr)

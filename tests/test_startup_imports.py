@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -131,6 +132,8 @@ def test_segment_cli_in_a_fresh_process_reads_dicom_and_writes_every_format(tmp_
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert '"code": 0' in proc.stderr, proc.stderr[-2000:]
     assert "LARGEST 72" in proc.stdout  # the 72-voxel slab kept, the 36-voxel one dropped
+    noise = [ln for ln in proc.stderr.splitlines() if re.search(r"INFO|FutureWarning|DeprecationWarning|deprecat", ln)]
+    assert noise == []  # quiet without --verbose: no MONAI INFO line, no torch/MONAI deprecation note
     (case,) = (tmp_path / "out").iterdir()
     assert sorted(p.name for p in case.iterdir()) == ["overlay.png", "provenance.json", "seg.dcm", "seg.nii.gz"]
     seg = pydicom.dcmread(case / "seg.dcm")

@@ -226,7 +226,7 @@ def segment_file(input_path: str | Path, model_source: Any, output_dir: str | Pa
     timings["load_model"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    image = load(input_path, series=series)
+    image = load(input_path, series=series, progress=progress)  # a batch job shows its own bar
     timings["load_input"] = time.perf_counter() - t0
     if image.meta.get("kind") == "label" or image.meta.get("format") == "dicom-seg":
         raise InputError(f"{input_path.name} is a label map / segmentation, not an image to segment")

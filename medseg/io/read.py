@@ -169,10 +169,10 @@ def _read_arrays(path: Path, fmt: str, *, kind: str, allow_nonfinite: bool):
     raise InputError(f"{path.name}: unsupported input; medseg reads {SUPPORTED}")  # pragma: no cover
 
 
-def _read_dicom(path: Path, *, series: Any, allow_missing_slices: bool):
+def _read_dicom(path: Path, *, series: Any, allow_missing_slices: bool, progress: bool = True):
     from medseg.io.dicom import read_dicom  # imported lazily: pydicom only when needed
 
-    return read_dicom(path, series=series, allow_missing_slices=allow_missing_slices)
+    return read_dicom(path, series=series, allow_missing_slices=allow_missing_slices, progress=progress)
 
 
 def load(
@@ -182,6 +182,7 @@ def load(
     allow_missing_slices: bool = False,
     kind: str = "image",
     allow_nonfinite: bool = False,
+    progress: bool = True,
 ):
     """Read any supported input into a channel-first :class:`monai.data.MetaTensor`.
 
@@ -191,7 +192,8 @@ def load(
     to the non-DICOM formats: ``"image"`` (float32, the default), ``"label"`` (an integer dtype,
     no intensity scaling) or ``"auto"`` (label when the stored voxels are integers marked as
     labels or with at most 64 distinct non-negative values). NaN/inf voxels raise
-    :class:`~medseg.errors.InputError` unless ``allow_nonfinite=True``.
+    :class:`~medseg.errors.InputError` unless ``allow_nonfinite=True``. ``progress=False`` hides
+    the DICOM reader's progress bars (a caller showing its own bar, e.g. a batch job).
 
     Raises :class:`~medseg.errors.InputError` (unsupported, corrupt, truncated),
     :class:`~medseg.errors.UnsafeInputError` (absurd declared size) or
@@ -206,7 +208,7 @@ def load(
 
             read_header(path)  # lengths, deflate and pixel sizes checked before a full read
             return read_dicom_seg(path)
-        return _read_dicom(path, series=series, allow_missing_slices=allow_missing_slices)
+        return _read_dicom(path, series=series, allow_missing_slices=allow_missing_slices, progress=progress)
     return _to_metatensor(_read_volume(path, fmt, kind=kind, allow_nonfinite=allow_nonfinite))
 
 
@@ -223,6 +225,7 @@ def read_volume(
     kind: str = "image",
     allow_nonfinite: bool = False,
     keep_integers: bool = False,
+    progress: bool = True,
 ) -> Volume:
     """:func:`load` without torch or MONAI: the same voxels, affine (voxel -> RAS+ mm) and meta
     as a numpy :class:`~medseg.io.volume.Volume`, for commands that only read and write files.
@@ -241,7 +244,7 @@ def read_volume(
         from medseg.io.dicom.read import read_dicom_arrays
 
         volume, affine, meta = read_dicom_arrays(path, series=series, allow_missing_slices=allow_missing_slices,
-                                                 keep_integers=keep_integers)
+                                                 keep_integers=keep_integers, progress=progress)
         meta["original_affine"] = np.asarray(affine, dtype=np.float64).copy()
         return Volume(np.expand_dims(volume, 0), np.asarray(affine, dtype=np.float64), meta)
     return _read_volume(path, fmt, kind=kind, allow_nonfinite=allow_nonfinite)
