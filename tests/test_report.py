@@ -154,9 +154,10 @@ def test_report_segment_output_with_reference(segment_output, tmp_path, capsys):
     assert not re.search(r"""(src|href)\s*=\s*["'](https?:)?//""", page)
     assert "@import" not in page and "url(" not in page
     imgs = re.findall(r'<img[^>]*src="([^"]+)"', page)
-    assert len(imgs) == 3 and all((html_path.parent / s).is_file() for s in imgs)
+    assert len(imgs) == 6 and all((html_path.parent / s).is_file() for s in imgs)  # overlay + reference
+    assert sum(s.endswith("_reference.png") for s in imgs) == 3
     # the DICOM case's montage is the segment's own overlay.png, copied byte for byte
-    dicom_img = [s for s in imgs if dicom_case in s][0]
+    dicom_img = [s for s in imgs if dicom_case in s and not s.endswith("_reference.png")][0]
     assert (html_path.parent / dicom_img).read_bytes() == (out / dicom_case / "overlay.png").read_bytes()
 
     # no patient identifier in any output file (the DICOM SEG carries the patient module by design)
@@ -184,7 +185,7 @@ def test_report_renders_in_chromium(segment_output, tmp_path):
     dom = _chromium(url, tmp_path, "--dump-dom")
     m = re.search(r'data-images-loaded="(\d+)/(\d+)"', dom)
     assert m, "the page's load handler did not run"
-    assert m.group(1) == m.group(2) == "3", f"images loaded {m.group(1)}/{m.group(2)}"
+    assert m.group(1) == m.group(2) == "6", f"images loaded {m.group(1)}/{m.group(2)}"  # overlays + references
     default_order = _row_cases(dom)
     assert len(default_order) == 3
 
@@ -193,9 +194,9 @@ def test_report_renders_in_chromium(segment_output, tmp_path):
     assert _row_cases(dom) == sorted(default_order, reverse=True)
     assert 'data-sorted-by="1:desc"' in dom
     # numeric sort on "Worst Dice" ascending keeps the worst first, as the default order does
-    dom = _chromium(url + "#sort=6:asc", tmp_path, "--dump-dom")
+    dom = _chromium(url + "#sort=7:asc", tmp_path, "--dump-dom")
     assert _row_cases(dom) == default_order
-    dom = _chromium(url + "#sort=6:desc", tmp_path, "--dump-dom")
+    dom = _chromium(url + "#sort=7:desc", tmp_path, "--dump-dom")
     assert _row_cases(dom)[-1] == "air"
 
     shot = tmp_path / "report.png"
@@ -216,7 +217,7 @@ def test_report_batch_output_lists_failures(segment_output, tmp_path):
     run = segment_output["run"]
     batch = tmp_path / "batch"
     src = segment_output["root"] / "bone_ras.nii.gz"
-    case_dir = segment_file(src, run, batch, formats="nifti", progress=False)  # no overlay.png
+    case_dir = segment_file(src, run, batch, formats="nifti", progress=False).path  # no overlay.png
     assert not (case_dir / "overlay.png").exists()
     broken = tmp_path / "broken.nii.gz"
     broken.write_bytes(b"not a NIfTI file" * 20)
@@ -287,7 +288,7 @@ def test_report_tta_disagreement_flag(segment_output, tmp_path):
     src = segment_output["root"] / "bone_ras.nii.gz"
     measured = {}
     for name, run in runs.items():
-        case = segment_file(src, run, out / name, tta=True, formats="nifti", progress=False)
+        case = segment_file(src, run, out / name, tta=True, formats="nifti", progress=False).path
         measured[name] = json.loads((case / "provenance.json").read_text())["tta_disagreement"]
         _, (rep,) = collect(out / name)
         flagged = any(f.startswith("TTA passes disagree") for f in rep.flags)

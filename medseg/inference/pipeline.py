@@ -312,7 +312,8 @@ def segment_file(input_path: str | Path, model_source: Any, output_dir: str | Pa
                 shown, names = (labels > 0).to(torch.uint8), {1: next(iter(model.labels.values()), "object")}
             else:
                 shown, names = labels, model.labels
-            save_overlay_montage(image, shown, tmp / "overlay.png", label_names=names)
+            save_overlay_montage(image, shown, tmp / "overlay.png", label_names=names,
+                                 window=overlay_window(image, model))
             written.append("overlay.png")
         for writer in extra_writers:
             written.append(writer(tmp, image, labels, model))
@@ -321,6 +322,28 @@ def segment_file(input_path: str | Path, model_source: Any, output_dir: str | Pa
         prov["domain_flags"] = flags
         atomic_write_text(tmp / "provenance.json", json.dumps(prov, indent=2, sort_keys=False) + "\n")
     return case_dir
+
+
+def overlay_window(image: Any, model: Any) -> tuple[float, float] | None:
+    """The overlay's display window: the clinical CT window of the model's task (abdominal soft
+    tissue for abdominal organs), None (percentiles) for MR and other modalities. The modality is
+    the input's, or the model's declared one when the input format carries none (NIfTI)."""
+    from medseg.io.windows import display_window
+
+    modality = str(image.meta.get("modality") or "")
+    if modality.lower() in ("", "unknown"):
+        modality = str((getattr(model, "domain", None) or {}).get("modality") or "")
+    return display_window(modality, preset=getattr(model, "preset", None),
+                          label_names=(getattr(model, "labels", None) or {}).values())
+
+
+def _readable_series(image: Any) -> dict[str, Any]:
+    """SeriesDescription (printable, at most 64 characters) and SeriesNumber of a DICOM input:
+    what a person recognises a case by (the report's case name)."""
+    meta = image.meta if hasattr(image, "meta") else {}
+    desc = "".join(ch for ch in str(meta.get("series_description") or "") if ch.isprintable())[:64].strip()
+    number = meta.get("series_number")
+    return {"series_description": desc, "series_number": int(number) if isinstance(number, int) else None}
 
 
 def provenance(model: Any, model_kind: str, image: Any, labels: Any, digest: str, hashed: str,
@@ -349,8 +372,10 @@ def provenance(model: Any, model_kind: str, image: Any, labels: Any, digest: str
         "input": {"sha256": digest, "hash_of": hashed, "format": image.meta.get("format"),
                   "modality": image.meta.get("modality"),
                   "series_instance_uid": image.meta.get("series_instance_uid"),
+                  **(_readable_series(image) if image.meta.get("format") == "dicom" else {}),
                   "shape": [int(s) for s in image.shape[1:]],
-                  "spacing_mm": [float(s) for s in labels.meta["spacing"]]},
+                  "spacing_mm": [float(s) for s in labels.meta["spacing"]],
+                  "spacing_source": str(image.meta.get("spacing_source") or "header")},
         "output": {"files": written, "skipped": skipped, "labels_present": present,
                    "dtype": str(labels.dtype).replace("torch.", "")},
         "device": labels.meta["device"], "tta": bool(labels.meta.get("tta", tta)), "tta_disagreement": labels.meta.get("tta_disagreement"),

@@ -22,7 +22,8 @@ Every reader returns a :class:`monai.data.MetaTensor`:
     "spacing": tuple[float, ...]          # mm per spatial axis, same order as spatial dims
     "filename_or_obj": str                # source path (what MONAI's writers expect)
     # DICOM only:
-    "series_instance_uid", "study_instance_uid", "frame_of_reference_uid", "series_description"
+    "series_instance_uid", "study_instance_uid", "frame_of_reference_uid", "series_description",
+    "series_number": int | None
     "sop_instance_uids": list[str]        # one per k (per frame for enhanced multi-frame)
     "dicom_files": list[str]              # source file per k (repeated for multi-frame)
 

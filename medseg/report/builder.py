@@ -90,6 +90,20 @@ class CaseReport:
     image: str | None = None  # path relative to the HTML file
     image_note: str = ""
     low_dice: list[LowDice] = field(default_factory=list)
+    #: what a person reads: series description and number (DICOM) or the file name; UIDs go to
+    #: ``details`` only
+    display: str = ""
+    details: str = ""
+    #: sizes counted in pixels: a 2D picture without a known pixel size (1.0 was a default)
+    pixel_units: bool = False
+    reference_file: Path | None = None
+    compare_image: str | None = None  # prediction vs reference montage, relative to the HTML file
+    compare_note: str = ""
+
+    @property
+    def title(self) -> str:
+        """The readable case name (the folder name when nothing better is known)."""
+        return self.display or self.case
 
     def worst_dice(self) -> float | None:
         """The lowest Dice over labels (NaN when one side is empty counts as 0), None without metrics."""
@@ -175,11 +189,31 @@ def _find_reference(reference: Path, case: str) -> Path | None:
     return None
 
 
+def _names_from_provenance(rep: CaseReport, prov: Mapping[str, Any]) -> None:
+    """``display`` (series description and number for DICOM, else the case folder = file name) and
+    ``details`` (the UIDs and folder name); no patient name or ID is ever in a provenance file."""
+    inp = prov.get("input") or {}
+    desc = "".join(ch for ch in str(inp.get("series_description") or "") if ch.isprintable()).strip()[:64]
+    number = inp.get("series_number")
+    if inp.get("format") == "dicom":
+        parts = [desc] if desc else []
+        if isinstance(number, int):
+            parts.append(f"(series {number})" if desc else f"series {number}")
+        modality = str(inp.get("modality") or "").strip()
+        rep.display = " ".join(parts) or (f"{modality} series" if modality and modality != "unknown" else "")
+        uid = str(inp.get("series_instance_uid") or "")
+        rep.details = f"SeriesInstanceUID {uid}; folder {rep.case}" if uid else f"folder {rep.case}"
+    else:
+        rep.details = f"folder {rep.case}" + (f"; {inp.get('format')} input" if inp.get("format") else "")
+
+
 def _segment_case(case_dir: Path, reference: Path | None) -> CaseReport:
     rep = CaseReport(case=case_dir.name)
     prov_path = case_dir / "provenance.json"
+    prov: dict[str, Any] = {}
     if prov_path.is_file():
         prov = _read_json(prov_path)
+        _names_from_provenance(rep, prov)
         model = prov.get("model", {}) or {}
         rep.model = str(model.get("name", ""))
         rep.task = str(model.get("task", "semantic"))
@@ -193,11 +227,13 @@ def _segment_case(case_dir: Path, reference: Path | None) -> CaseReport:
         rep.flags.append("no seg.nii.gz in the case folder")
         return rep
     rep.sizes, rep.ndim, rep.n_instances = label_sizes(seg, instances=rep.task == "instance")
+    rep.pixel_units = rep.ndim == 2 and (prov.get("input") or {}).get("spacing_source") == "default"
     if reference is not None:
         ref = _find_reference(reference, rep.case)
         if ref is None:
             rep.flags.append("no reference for this case")
         else:
+            rep.reference_file = ref
             from medseg.evaluation import evaluate_files
 
             labels = None if rep.task == "instance" else (sorted(rep.labels) or None)
@@ -356,6 +392,35 @@ def _attach_image(rep: CaseReport, case_dir: Path | None, files_dir: Path, html_
     else:
         return
     rep.image = target.relative_to(html_dir).as_posix()
+    if rep.reference_file is not None and rep.ndim == 3 and (case_dir / "seg.nii.gz").is_file():
+        compare = files_dir / f"{idx:04d}_{_safe_name(rep.case)}_reference.png"
+        try:
+            _render_comparison(case_dir / "seg.nii.gz", rep.reference_file, compare, rep.labels)
+        except MedsegError as exc:
+            rep.compare_note = f"reference not drawn: {exc}"
+        else:
+            rep.compare_image = compare.relative_to(html_dir).as_posix()
+            rep.compare_note = ("prediction filled, reference outlined in white, on slices through either "
+                                "(the source image is not part of the output folder)")
+
+
+def _render_comparison(seg: Path, reference: Path, out_png: Path, label_names: Mapping[int, str]) -> None:
+    """The prediction and its reference in one montage (:mod:`medseg.report.compare`); the
+    reference is put on the prediction's grid exactly (same grid or another axis order) or not
+    drawn (GeometryError: no resampling in a QA picture)."""
+    from medseg.evaluation.cases import read_label_map
+    from medseg.io.read import read_volume
+    from medseg.metrics._arrays import align_to_reference, as_label_array
+    from medseg.report.compare import save_comparison_montage
+
+    pred = read_volume(seg, kind="label")
+    ref = read_label_map(reference)
+    p, r = as_label_array(pred, "prediction"), as_label_array(ref, "reference")
+    if p.ndim != 3:
+        raise InputError("the comparison montage is drawn for 3D label maps only")
+    on_pred, _ = align_to_reference(ref, pred, r, p)  # the reference onto the prediction's grid
+    save_comparison_montage(p, on_pred, np.asarray(pred.affine, dtype=np.float64), out_png,
+                            label_names=dict(label_names))
 
 
 def collect(folder: str | os.PathLike[str], *, reference: str | os.PathLike[str] | None = None,
@@ -482,17 +547,21 @@ def _dv(v: Any) -> str:
 
 
 def _size_text(rep: CaseReport) -> str:
-    unit = "mL" if rep.ndim == 3 else "mm²"
+    unit = "mL" if rep.ndim == 3 else ("pixels" if rep.pixel_units else "mm²")
     if rep.task == "instance" and rep.n_instances is not None:
-        return f"{rep.n_instances} instances, {rep.sizes.get(0, 0.0):.1f} {unit} in all"
+        return f"{rep.n_instances} instances, {rep.sizes.get(0, 0.0):.{0 if rep.pixel_units else 1}f} {unit} in all"
     if not rep.sizes:
         return "none"
-    return "; ".join(f"{rep.labels.get(k, str(k))}: {v:.1f} {unit}" for k, v in sorted(rep.sizes.items()))
+    digits = 0 if rep.pixel_units else 1  # pixels are counted
+    return "; ".join(f"{rep.labels.get(k, str(k))}: {v:.{digits}f} {unit}" for k, v in sorted(rep.sizes.items()))
 
 
 def _overview(cases: Sequence[CaseReport], has_metrics: bool) -> str:
     heads = ["#", "Case", "Status", "Model", "Sizes", "Flags"]
+    has_details = any(c.details for c in cases)
     has_inst = any(c.instance_metrics for c in cases)
+    if has_details:
+        heads.append("Details")
     if has_metrics:
         heads += ["Worst Dice", "Worst HD95 (mm)"] + (["Instance F1"] if has_inst else [])
     th = "".join(f'<th class="sortable" onclick="sortTable(\'cases\', {i})">{_e(h)}</th>' for i, h in enumerate(heads))
@@ -501,10 +570,12 @@ def _overview(cases: Sequence[CaseReport], has_metrics: bool) -> str:
         flags = "<br>".join(f'<span class="flag">{_e(f)}</span>' for f in c.flags) or '<span class="ok">none</span>'
         total = sum(c.sizes.values()) if c.sizes else 0.0
         cells = [f'<td class="num" data-v="{i}">{i}</td>',
-                 f'<td class="case"><a href="#case-{i}">{_e(c.case)}</a></td>',
+                 f'<td class="case"><a href="#case-{i}">{_e(c.title)}</a></td>',
                  f"<td>{_e(c.status)}</td>", f"<td>{_e(c.model)}</td>",
                  f'<td data-v="{total!r}">{_e(_size_text(c))}</td>',
                  f'<td data-v="{len(c.flags)}">{flags}</td>']
+        if has_details:
+            cells.append(f'<td class="details">{_e(c.details)}</td>')
         if has_metrics:
             wd, wh = c.worst_dice(), c.worst_hd95()
             f1 = c.instance_metrics.get("f1") if c.instance_metrics else None
@@ -525,7 +596,9 @@ _INSTANCE_COLS = (("n_pred", "pred", 0), ("n_ref", "ref", 0), ("tp", "TP", 0), (
 
 
 def _case_section(i: int, c: CaseReport) -> str:
-    parts = [f'<h2 id="case-{i}">{i}. {_e(c.case)}</h2>']
+    parts = [f'<h2 id="case-{i}">{i}. {_e(c.title)}</h2>']
+    if c.details:
+        parts.append(f'<p class="note details">details: {_e(c.details)}</p>')
     meta = [f"status: {c.status}"]
     if c.model:
         meta.append(f"model: {c.model} ({c.task})")
@@ -540,7 +613,7 @@ def _case_section(i: int, c: CaseReport) -> str:
     if c.metrics:
         names = [m[1] for m in _METRIC_COLS]
         if c.ndim == 2:  # medseg.metrics: 2D "volume" = area x a notional 1 mm, mm^2 / 1000
-            names = [n.replace("mL", "mm²/1000") for n in names]
+            names = [n.replace("mL", "pixels/1000" if c.pixel_units else "mm²/1000") for n in names]
         head = "".join(f"<th>{_e(h)}</th>" for h in ("label", *names))
         low = {ld.label for ld in c.low_dice}
         body = "".join(
@@ -554,21 +627,27 @@ def _case_section(i: int, c: CaseReport) -> str:
         parts.append(f'<p>instances (matched at IoU &gt; 0.5):</p><table class="instances"><thead><tr>{head}</tr>'
                      f"</thead><tbody><tr>{body}</tr></tbody></table>")
     if c.image:
-        parts.append(f'<p><img class="montage" src="{_e(c.image)}" alt="overlay of {_e(c.case)}"></p>')
+        parts.append(f'<p><img class="montage" src="{_e(c.image)}" alt="overlay of {_e(c.title)}"></p>')
     if c.image_note:
         parts.append(f'<p class="note">{_e(c.image_note)}</p>')
+    if c.compare_image:
+        parts.append(f'<p><img class="montage compare" src="{_e(c.compare_image)}" '
+                     f'alt="prediction and reference of {_e(c.title)}"></p>')
+    if c.compare_note:
+        parts.append(f'<p class="note">{_e(c.compare_note)}</p>')
     return "\n".join(parts)
 
 
 def _low_dice_section(cases: Sequence[CaseReport], min_dice: float) -> str:
     """The warning box at the top: every case and label under ``min_dice``, lowest first."""
     index = {c.case: i for i, c in enumerate(cases, 1)}
+    titles = {c.case: c.title for c in cases}
     lows = sorted((ld for c in cases for ld in c.low_dice), key=lambda ld: (ld.dice, ld.case, ld.label))
     if not lows:
         return (f'<p class="ok" id="low-dice">Dice check: no case/label below {min_dice:.2f}.</p>')
     n_cases = len({ld.case for ld in lows})
     rows = "".join(f'<tr class="lowdice" data-case="{_e(ld.case)}" data-label="{ld.label}">'
-                   f'<td class="case"><a href="#case-{index[ld.case]}">{_e(ld.case)}</a></td>'
+                   f'<td class="case"><a href="#case-{index[ld.case]}">{_e(titles[ld.case])}</a></td>'
                    f"<td>{_e(ld.name)} ({ld.label})</td><td class=\"num\">{ld.dice:.3f}</td></tr>" for ld in lows)
     return (f'<section class="warning" id="low-dice"><h2>Warning: {len(lows)} case/label pair(s) in {n_cases} '
             f"case(s) have Dice below {min_dice:.2f}</h2>"
@@ -592,7 +671,9 @@ def render_html(kind: str, source_name: str, cases: Sequence[CaseReport], *, tit
              else "failed and flagged cases first")
     notes = [f"Source: {kind} output folder {source_name!r}. {len(cases)} case(s), {n_failed} failed, "
              f"{n_flagged} flagged. Order: {order}; click a column header to sort.",
-             "Sizes are per label: mL for 3D label maps (voxel volume from the affine), mm² for 2D images.",
+             "Sizes are per label: mL for 3D label maps (voxel volume from the affine), mm² for 2D images "
+             "with a known pixel size, pixels for pictures without one. Cases are named by series "
+             "description and number (DICOM) or file name; UIDs are in the details column.",
              PLAUSIBLE_NOTE,
              f"TTA flag: test-time-augmentation passes disagreeing on more than "
              f"{100 * TTA_DISAGREEMENT_THRESHOLD:.0f}% of voxels.",

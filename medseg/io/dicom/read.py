@@ -157,6 +157,7 @@ def _base_meta(info: SeriesInfo, path: Path) -> dict:
         "study_instance_uid": info.study_instance_uid,
         "frame_of_reference_uid": info.frame_of_reference_uid,
         "series_description": info.series_description,
+        "series_number": info.series_number,
         "sop_class_uid": info.sop_class_uid,
     }
 
