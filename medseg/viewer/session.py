@@ -200,6 +200,8 @@ class ViewerSession:
         out = []
         for key, entry in sorted(table.items(), key=lambda kv: int(kv[0])):
             value = int(key)
+            if not entry.get("voxels"):
+                continue  # named but absent: not shown
             name = entry.get("name") or str(value)
             out.append({"value": value, "name": name, "colour": list(label_colour(names.get(value), value)),
                         "voxels": int(entry.get("voxels", 0)), "volume_ml": float(entry.get("volume_ml", 0.0))})
@@ -207,12 +209,24 @@ class ViewerSession:
 
     def presets(self) -> dict[str, list[float]]:
         """Window presets as ``{name: [low, high]}``: the standard HU windows for CT, percentiles otherwise."""
-        if self.modality == "CT":
+        if self.looks_like_ct():
             return {k: [lv - w / 2, lv + w / 2] for k, (w, lv) in CT_PRESETS.items()}
         sample = self.array.ravel()[:: max(1, self.array.size // 2_000_000)]
         lo, hi = (float(v) for v in np.percentile(sample, [1, 99])) if sample.size else (0.0, 1.0)
         wide = [float(sample.min()), float(sample.max())] if sample.size else [0.0, 1.0]
         return {"auto (1-99%)": [lo, hi if hi > lo else lo + 1], "full range": wide}
+
+    def looks_like_ct(self) -> bool:
+        """CT by its header, or (NIfTI and friends carry no modality) by voxels in Hounsfield units:
+        air at about -1000 HU and nothing below -1100 beyond the padding value -1024/-2048/-3024."""
+        if self.modality == "CT":
+            return True
+        if self.modality not in ("unknown", ""):
+            return False
+        sample = self.array.ravel()[:: max(1, self.array.size // 2_000_000)]
+        if sample.size == 0:
+            return False
+        return bool(np.percentile(sample, 1) <= -900 and float(sample.max()) >= 100 and float(sample.min()) >= -3100)
 
     def info(self) -> dict[str, Any]:
         """What the page needs to set itself up; never a path, file name or patient attribute."""
@@ -220,7 +234,8 @@ class ViewerSession:
 
         nd = len(self.shape)
         spacing = [float(v) for v in np.linalg.norm(self.affine[:3, :nd], axis=0)]
-        return {"shape": list(self.shape), "spacing_mm": spacing, "modality": self.modality,
+        modality = self.modality if self.modality not in ("unknown", "") or not self.looks_like_ct() else "CT (by HU)"
+        return {"shape": list(self.shape), "spacing_mm": spacing, "modality": modality,
                 "orientation": orientation_code(self.affine, nd), "presets": self.presets(),
                 "labels": self.legend("labels"), "reference": self.legend("reference"),
                 "has_labels": self.labels is not None, "has_reference": self.reference is not None,

@@ -175,8 +175,9 @@
   async function showMask(buf) {
     const nv = window.medseg.nv;
     await dropMask();
-    const img = await nvlib.NVImage.loadFromUrl({ url: buf, name: "mask.nii.gz", colormap: "red",
-                                                 opacity: 0.5, cal_min: 0, cal_max: 1 });
+    const img = await nvlib.NVImage.loadFromUrl({ url: buf, name: "mask.nii.gz", opacity: 0.6 });
+    // the prompt's mask in one colour no label map uses here: yellow
+    img.setColormapLabel({ R: [0, 255], G: [0, 255], B: [0, 0], A: [0, 255], I: [0, 1], labels: ["", "prompt"] });
     nv.addVolume(img);
     state.maskIndex = nv.volumes.length - 1;
   }
