@@ -217,9 +217,10 @@ def run_demo(output: str | os.PathLike[str], *, quick: bool = False, progress: b
             bar.update(1)
             step("segment CT (ct_lung_lesion)")
             t0 = time.perf_counter()
-            case_dir = segment_file(series_dir, "ct_lung_lesion", out / "segment", model_loader=load_bundle,
-                                    progress=show)
-            jobs.append({"task": "lung", "bundle": "ct_lung_lesion", "case": case_dir.name, "ref": lung_ref,
+            result = segment_file(series_dir, "ct_lung_lesion", out / "segment", model_loader=load_bundle,
+                                  progress=show)
+            jobs.append({"task": "lung", "bundle": "ct_lung_lesion", "case": result.case, "ref": lung_ref,
+                         "labels": result.provenance.model["labels"],
                          "input": "lung1 CT (DICOM series)", "instances": False,
                          "seconds": time.perf_counter() - t0})
             bar.update(1)
@@ -227,9 +228,10 @@ def run_demo(output: str | os.PathLike[str], *, quick: bool = False, progress: b
             step("segment nuclei (fluo_nuclei_2d)")
             nuc_path, nuc_ref = _nuclei_inputs(out, quick)
             t0 = time.perf_counter()
-            case_dir = segment_file(nuc_path, "fluo_nuclei_2d", out / "segment", model_loader=load_bundle,
-                                    progress=show)
-            jobs.append({"task": "nuclei", "bundle": "fluo_nuclei_2d", "case": case_dir.name, "ref": nuc_ref,
+            result = segment_file(nuc_path, "fluo_nuclei_2d", out / "segment", model_loader=load_bundle,
+                                  progress=show)
+            jobs.append({"task": "nuclei", "bundle": "fluo_nuclei_2d", "case": result.case, "ref": nuc_ref,
+                         "labels": result.provenance.model["labels"],
                          "input": "stardist img2d crop (NIfTI)" if quick else "stardist img2d (TIFF)", "instances": True,
                          "seconds": time.perf_counter() - t0})
             bar.update(1)
@@ -246,8 +248,7 @@ def run_demo(output: str | os.PathLike[str], *, quick: bool = False, progress: b
             ev = out / "evaluation" / job["task"]
             _copy(out / "segment" / case / "seg.nii.gz", ev / "predictions" / f"{case}.nii.gz")
             _copy(ref_path, ev / "references" / f"{case}.nii.gz")
-            prov = json.loads((out / "segment" / case / "provenance.json").read_text())
-            labels = None if job["instances"] else {int(k): v for k, v in prov["model"]["labels"].items()}
+            labels = None if job["instances"] else {int(k): v for k, v in job["labels"].items()}
             res = evaluate(ev / "predictions", ev / "references", ev, labels=labels, instances=job["instances"],
                            n_boot=200)
             if job["instances"]:

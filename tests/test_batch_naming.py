@@ -107,7 +107,7 @@ def test_csv_names_equal_what_segment_file_writes(tmp_path, run_dir):
     # the reference: the folder `medseg segment` writes for the single-file DICOM and the odd NIfTI name
     model = SegmentationModel.from_run_dir(run_dir)
     for src in (next((tmp_path / "single dicom").iterdir()).resolve(), (tmp_path / "my scan (v2).nii.gz").resolve()):
-        written = pipeline.segment_file(src, model, tmp_path / "segment_out", formats="nifti", progress=False)
+        written = pipeline.segment_file(src, model, tmp_path / "segment_out", formats="nifti", progress=False).path
         assert written.name == expected[str(src)]
 
 

@@ -73,13 +73,17 @@ class JobOptions:
     strict: bool = False
 
 
-def _store_seg(final: Path, client, why_no_seg: str = "") -> dict[str, object]:
+def _store_seg(final: Path, client, why_no_seg: str = "",
+               known: dict[str, tuple[str, str]] | None = None) -> dict[str, object]:
     """Send ``final/seg.dcm`` (and ``rtstruct.dcm`` when the case has one) to the PACS unless it
     is already there; the ``extra`` to record.
 
     ``extra["stored"]`` is ``stored`` (something was sent), ``already on the PACS`` or ``not sent:
     <why>`` (see :func:`medseg.batch.runner.store_outcome`); a PACS error propagates (the runner
     retries it; what reached the PACS before is found there on the retry, never sent twice).
+    ``known``: file name -> (StudyInstanceUID, SeriesInstanceUID) of what this run just wrote (from
+    its :class:`~medseg.inference.result.SegmentationResult`); other files' headers are read (a
+    folder left for review may have been changed).
     """
     import pydicom
 
@@ -90,12 +94,16 @@ def _store_seg(final: Path, client, why_no_seg: str = "") -> dict[str, object]:
     extra: dict[str, object] = {}
     sent = False
     for f in files:
-        ds = pydicom.dcmread(f, stop_before_pixels=True)
-        if not client.series_exists(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)):
+        if known and f.name in known:
+            study, series = known[f.name]
+        else:
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
+            study, series = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
+        if not client.series_exists(study, series):
             client.store([f])
             sent = True
         key = "seg_series_instance_uid" if f.name == "seg.dcm" else "rtstruct_series_instance_uid"
-        extra[key] = str(ds.SeriesInstanceUID)
+        extra[key] = series
     return {"stored": STORED if sent else ALREADY_STORED, **extra, "store_s": round(time.perf_counter() - t, 3)}
 
 
@@ -172,38 +180,39 @@ def run_job(cases: Sequence[BatchCase], model, options: JobOptions, *, client=No
                 input_path = payload.path
             else:  # pragma: no cover - sources only build the three kinds above
                 raise ConfigError(f"unknown case payload {type(payload).__name__}")
-            produced = segment_file(input_path, model, work / "out", formats=options.formats,
-                                    device=options.device, tta=options.tta, series=series,
-                                    seg_uids=seg_uids_for(key), rtstruct_uids=rtstruct_uids_for(key),
-                                    progress=False, amp=options.amp,
-                                    extra_writers=writers, strict=options.strict)
-            final = claim(case.case if case.explicit_name else produced.name, key)
+            result = segment_file(input_path, model, work / "out", formats=options.formats,
+                                  device=options.device, tta=options.tta, series=series,
+                                  seg_uids=seg_uids_for(key), rtstruct_uids=rtstruct_uids_for(key),
+                                  progress=False, amp=options.amp,
+                                  extra_writers=writers, strict=options.strict)
+            final = claim(case.case if case.explicit_name else result.case, key)
             if final.exists():  # left by an interrupted run of this same case (not done in the journal)
                 shutil.rmtree(final)
-            os.replace(produced, final)
+            os.replace(result.path, final)
+            result = result.moved_to(final)
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
-        outputs = {p.name: str(p) for p in sorted(final.iterdir())}
-        prov = final / "provenance.json"
+        # what was written comes from the result, not from reading the case folder back
+        outputs = {name: str(p) for name, p in sorted(result.files.items())}
         reason = ""
         extra: dict[str, object] = {}
-        if prov.exists():
-            record = json.loads(prov.read_text())
-            timings.update({f"segment.{k}": v for k, v in record["timings_s"].items()})
-            if record.get("domain_flags"):
-                extra["domain_flags"] = list(record["domain_flags"])
-            seg_reason = (record.get("output", {}).get("skipped") or {}).get("dicom-seg")
-            if seg_reason and "dicom-seg" in options.formats:
-                reason = f"no DICOM SEG written: {seg_reason}"
-            rt_reason = (record.get("output", {}).get("skipped") or {}).get("rtstruct")
-            if rt_reason and "rtstruct" in options.formats:
-                reason = "; ".join(r for r in (reason, f"no RT structure set written: {rt_reason}") if r)
+        timings.update({f"segment.{k}": v for k, v in result.timings_s.items()})
+        if result.domain_flags:
+            extra["domain_flags"] = result.domain_flags
+        seg_reason = result.skipped.get("dicom-seg")
+        if seg_reason and "dicom-seg" in options.formats:
+            reason = f"no DICOM SEG written: {seg_reason}"
+        rt_reason = result.skipped.get("rtstruct")
+        if rt_reason and "rtstruct" in options.formats:
+            reason = "; ".join(r for r in (reason, f"no RT structure set written: {rt_reason}") if r)
+        known = {name: (result.study_instance_uid or "", uids[0]) for name, uids in
+                 (("seg.dcm", result.seg_uids), ("rtstruct.dcm", result.rtstruct_uids)) if uids}
         if options.statistics and (final / "statistics.json").is_file():  # the manifest's mL column set
             table = json.loads((final / "statistics.json").read_text())["structures"]
             extra["volume_ml"] = {e["name"]: round(e.get("volume_ml", 0.0), 4) for e in table.values()}
         if options.store_back:
-            extra.update(_store_seg(final, client, reason or "no DICOM SEG was asked for (--format)"))
+            extra.update(_store_seg(final, client, reason or "no DICOM SEG was asked for (--format)", known))
             timings["store"] = float(extra.get("store_s", 0.0))
         timings["total"] = time.perf_counter() - t0
         return CaseResult(outputs=outputs, timings_s=timings, extra=extra, case=final.name, reason=reason)

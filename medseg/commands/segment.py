@@ -36,12 +36,12 @@ def run(args: argparse.Namespace) -> int:
     from medseg.bundle import load_bundle
     from medseg.inference.pipeline import segment_file
 
-    case_dir = segment_file(args.input, model_argument(args), args.output, formats=args.format or "nifti,dicom-seg,png",
-                            device=args.device, tta=args.tta, series=args.series, trust_bundle=args.trust_bundle,
-                            model_loader=load_bundle, amp=args.amp, nnunet=nnunet_options(args),
-                            extra_writers=_extra_writers(args), strict=args.strict)
-    print(case_dir)
-    _warn_skipped(case_dir, explicit=args.format is not None)
+    result = segment_file(args.input, model_argument(args), args.output, formats=args.format or "nifti,dicom-seg,png",
+                          device=args.device, tta=args.tta, series=args.series, trust_bundle=args.trust_bundle,
+                          model_loader=load_bundle, amp=args.amp, nnunet=nnunet_options(args),
+                          extra_writers=_extra_writers(args), strict=args.strict)
+    print(result.path)
+    _warn_skipped(result.provenance, explicit=args.format is not None)
     return 0
 
 
@@ -72,24 +72,19 @@ def nnunet_options(args: argparse.Namespace):
                          tta=not args.disable_tta, step_size=args.step_size)
 
 
-def _warn_skipped(case_dir, *, explicit: bool) -> None:
+def _warn_skipped(prov, *, explicit: bool) -> None:
     """One line on stderr when a DICOM SEG was asked for (or the input is DICOM) but not written
     (the same for an RT structure set),
     and one per flag when the input or the result lies outside the model's declared domain."""
-    import json
     import sys
 
-    try:
-        prov = json.loads((case_dir / "provenance.json").read_text())
-    except (OSError, ValueError):
-        return
-    skipped = prov.get("output", {}).get("skipped") or {}
+    skipped = prov.skipped
     reason = skipped.get("dicom-seg")
-    if reason and (explicit or prov.get("input", {}).get("format") == "dicom"):
+    if reason and (explicit or prov.input.get("format") == "dicom"):
         print(f"medseg: warning: no DICOM SEG written: {reason}", file=sys.stderr)
     if skipped.get("rtstruct"):  # only ever asked for explicitly
         print(f"medseg: warning: no RT structure set written: {skipped['rtstruct']}", file=sys.stderr)
-    for flag in prov.get("domain_flags") or []:
+    for flag in prov.domain_flags:
         print(f"medseg: warning: outside the model's domain: {flag} (--strict refuses)", file=sys.stderr)
 
 

@@ -13,7 +13,6 @@ names, so they are never reused). Provenance holds no patient name, ID or birth 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import platform
 import re
@@ -24,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from medseg.errors import ConfigError, InputError
+from medseg.geometry import Geometry
 from medseg.inference.model import SegmentationModel, sha256_file
+from medseg.inference.result import Provenance, SegmentationResult
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +178,12 @@ def segment_file(input_path: str | Path, model_source: Any, output_dir: str | Pa
                  model_loader: Callable[..., SegmentationModel] | None = None,
                  progress: bool = True, seg_uids: tuple[str, str] | None = None, amp: bool = True,
                  nnunet: Any = None, extra_writers: Sequence[Callable[..., str]] = (),
-                 strict: bool = False, rtstruct_uids: tuple[str, str] | None = None) -> Path:
-    """Read ``input_path``, segment it, write ``output_dir/<case>/`` atomically; return that folder.
+                 strict: bool = False, rtstruct_uids: tuple[str, str] | None = None) -> SegmentationResult:
+    """Read ``input_path``, segment it, write ``output_dir/<case>/`` atomically.
+
+    Returns a :class:`~medseg.inference.result.SegmentationResult`: ``.path`` is the case folder,
+    with the provenance (timings, domain flags, files, skipped outputs), the label map and its
+    grid, and the UIDs of the DICOM objects written, so callers need not read them back.
 
     Args:
         input_path: NIfTI/NRRD/MHA/TIFF/PNG file or DICOM file/folder/archive (:func:`medseg.io.load`).
@@ -271,11 +276,11 @@ def segment_file(input_path: str | Path, model_source: Any, output_dir: str | Pa
                 from medseg.io.dicom_seg import SegNotWritable, write_dicom_seg
 
                 try:
+                    seg_uids = seg_uids or _fresh_uids()
                     write_dicom_seg(labels, image, tmp / "seg.dcm", label_names=model.labels,
                                     algorithm_name=model.name, algorithm_version=medseg.__version__,
                                     series_description=f"medseg {model.name}"[:64],
-                                    series_instance_uid=seg_uids[0] if seg_uids else None,
-                                    sop_instance_uid=seg_uids[1] if seg_uids else None)
+                                    series_instance_uid=seg_uids[0], sop_instance_uid=seg_uids[1])
                     written.append("seg.dcm")
                 except SegNotWritable as exc:  # never an invalid SEG; the other outputs stand
                     reason = " ".join(str(exc).split())
@@ -288,10 +293,10 @@ def segment_file(input_path: str | Path, model_source: Any, output_dir: str | Pa
                 from medseg.io.dicom_rtstruct import RtstructNotWritable, write_rtstruct
 
                 try:
+                    rtstruct_uids = rtstruct_uids or _fresh_uids()
                     write_rtstruct(labels, image, tmp / "rtstruct.dcm", label_names=model.labels,
                                    algorithm_name=model.name, series_description=f"medseg {model.name}"[:64],
-                                   series_instance_uid=rtstruct_uids[0] if rtstruct_uids else None,
-                                   sop_instance_uid=rtstruct_uids[1] if rtstruct_uids else None)
+                                   series_instance_uid=rtstruct_uids[0], sop_instance_uid=rtstruct_uids[1])
                     written.append("rtstruct.dcm")
                 except RtstructNotWritable as exc:  # never an invalid structure set; the rest stands
                     reason = " ".join(str(exc).split())
@@ -319,9 +324,20 @@ def segment_file(input_path: str | Path, model_source: Any, output_dir: str | Pa
             written.append(writer(tmp, image, labels, model))
         timings["write"] = time.perf_counter() - t0
         prov = provenance(model, model_kind, image, labels, digest, hashed, timings, written, skipped, tta)
-        prov["domain_flags"] = flags
-        atomic_write_text(tmp / "provenance.json", json.dumps(prov, indent=2, sort_keys=False) + "\n")
-    return case_dir
+        prov.domain_flags = list(flags)
+        atomic_write_text(tmp / "provenance.json", prov.dumps())
+    return SegmentationResult(
+        path=case_dir, provenance=prov, geometry=Geometry.of(labels, "the label map"), labels=labels,
+        study_instance_uid=str(image.meta["study_instance_uid"]) if image.meta.get("study_instance_uid") else None,
+        seg_uids=tuple(seg_uids) if "seg.dcm" in written else None,
+        rtstruct_uids=tuple(rtstruct_uids) if "rtstruct.dcm" in written else None)
+
+
+def _fresh_uids() -> tuple[str, str]:
+    """New (SeriesInstanceUID, SOPInstanceUID) for a DICOM object medseg writes."""
+    from pydicom.uid import generate_uid
+
+    return generate_uid(), generate_uid()
 
 
 def overlay_window(image: Any, model: Any) -> tuple[float, float] | None:
@@ -347,7 +363,7 @@ def _readable_series(image: Any) -> dict[str, Any]:
 
 
 def provenance(model: Any, model_kind: str, image: Any, labels: Any, digest: str, hashed: str,
-               timings: dict[str, float], written: list[str], skipped: dict[str, str], tta: bool) -> dict[str, Any]:
+               timings: dict[str, float], written: list[str], skipped: dict[str, str], tta: bool) -> Provenance:
     """The provenance record of one segmentation (no patient identifiers)."""
     import monai
     import numpy as np
@@ -365,22 +381,22 @@ def provenance(model: Any, model_kind: str, image: Any, labels: Any, digest: str
         model_record = {"name": model.name, "source": model_kind, "weights_sha256": model.weights_sha256,
                         "task": model.task, "labels": {str(k): v for k, v in sorted(model.labels.items())},
                         "describe": model.describe().to_json()}
-    return {
-        "medseg_version": medseg.__version__,
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017
-        "model": model_record,
-        "input": {"sha256": digest, "hash_of": hashed, "format": image.meta.get("format"),
+    return Provenance(
+        medseg_version=medseg.__version__,
+        created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017
+        model=model_record,
+        input={"sha256": digest, "hash_of": hashed, "format": image.meta.get("format"),
                   "modality": image.meta.get("modality"),
                   "series_instance_uid": image.meta.get("series_instance_uid"),
                   **(_readable_series(image) if image.meta.get("format") == "dicom" else {}),
                   "shape": [int(s) for s in image.shape[1:]],
                   "spacing_mm": [float(s) for s in labels.meta["spacing"]],
                   "spacing_source": str(image.meta.get("spacing_source") or "header")},
-        "output": {"files": written, "skipped": skipped, "labels_present": present,
-                   "dtype": str(labels.dtype).replace("torch.", "")},
-        "device": labels.meta["device"], "tta": bool(labels.meta.get("tta", tta)), "tta_disagreement": labels.meta.get("tta_disagreement"),
-        "stitching": labels.meta.get("stitch"),
-        "timings_s": {k: round(float(v), 4) for k, v in timings.items()},
-        "versions": {"torch": torch.__version__, "monai": monai.__version__, "python": platform.python_version(),
-                     "numpy": np.__version__},
-    }
+        output={"files": written, "skipped": skipped, "labels_present": present,
+                "dtype": str(labels.dtype).replace("torch.", "")},
+        device=labels.meta["device"], tta=bool(labels.meta.get("tta", tta)),
+        tta_disagreement=labels.meta.get("tta_disagreement"), stitching=labels.meta.get("stitch"),
+        timings_s=dict(timings),
+        versions={"torch": torch.__version__, "monai": monai.__version__, "python": platform.python_version(),
+                  "numpy": np.__version__},
+    )
