@@ -38,6 +38,7 @@ class Slice:
     sop_instance_uid: str = ""
     file: str = ""
     thickness: float | None = None
+    fill: Callable[[np.ndarray], None] | None = None  # writes the plane into a (rows, columns) array
 
 
 def _floats(value, n: int, what: str, name: str) -> np.ndarray:
@@ -184,6 +185,9 @@ def assemble(slices: Sequence[Slice], *, allow_missing_slices: bool = False,
     for k in progress_iter(range(nk), total=nk, desc="reading slices", enabled=progress):
         o = grid[k]
         if o < 0:
+            continue
+        if slices[o].fill is not None:  # straight into the volume, no plane allocated
+            slices[o].fill(stack[k])
             continue
         plane = slices[o].load()
         if plane.shape != (first.rows, first.columns):

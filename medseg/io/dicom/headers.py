@@ -9,6 +9,7 @@ file (uncompressed transfer syntaxes) and against an absolute cap on voxels
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 import zlib
@@ -19,7 +20,7 @@ import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 from pydicom.valuerep import AMBIGUOUS_VR
 
@@ -53,13 +54,20 @@ def values(value) -> list:
         return [value]
 
 
+@functools.cache
+def _tag(keyword: str) -> BaseTag:
+    """The tag of a DICOM keyword, looked up once (``ds[tag]`` is much cheaper than ``ds[keyword]``)."""
+    return BaseTag(Tag(keyword))
+
+
 def int_attr(ds: Dataset, keyword: str, name: str, default: int | None = None) -> int | None:
     """One integer attribute, or ``default`` when absent/empty; :class:`InputError` (naming the
     keyword, never the value) when it holds several values or is not an integer."""
-    if keyword not in ds:
+    tag = _tag(keyword)
+    if tag not in ds:
         return default
     try:
-        value = ds[keyword].value
+        value = ds[tag].value
     except _PARSE_ERRORS:
         raise InputError(f"{name}: {keyword} cannot be decoded; the file is corrupt") from None
     items = values(value)
@@ -79,10 +87,11 @@ def int_attr(ds: Dataset, keyword: str, name: str, default: int | None = None) -
 def float_attr(ds: Dataset, keyword: str, name: str, default: float | None = None) -> float | None:
     """One finite number, or ``default`` when absent/empty; :class:`InputError` naming the keyword
     when it holds several values, is not a number, or is NaN/infinite."""
-    if keyword not in ds:
+    tag = _tag(keyword)
+    if tag not in ds:
         return default
     try:
-        items = values(ds[keyword].value)
+        items = values(ds[tag].value)
     except _PARSE_ERRORS:
         raise InputError(f"{name}: {keyword} cannot be decoded; the file is corrupt") from None
     if not items:
@@ -125,13 +134,13 @@ class Header:
     display_name: str = ""
     extra: dict = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def name(self) -> str:
         """Name to use in messages: the file's own name, or an archive member's last path part
         (exports often name folders after the patient, so the folders are never shown)."""
         return PurePosixPath(self.display_name).name if self.display_name else self.path.name
 
-    @property
+    @functools.cached_property
     def n_frames(self) -> int:
         return max(1, int_attr(self.ds, "NumberOfFrames", self.name, 1) or 1)
 

@@ -33,12 +33,9 @@ XRAY_MODALITIES = frozenset({"CR", "DX", "MG", "RF", "XA", "IO", "PX", "RG", "DR
 _NATIVE_LE = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
 
 
-def _read_native(header: Header) -> np.ndarray | None:
-    """Stored values read straight from the file for uncompressed little-endian 8/16/32-bit data.
-
-    Returns None when the fast path does not apply (pydicom's decoder is used instead). Bits
-    above BitsStored are not pixel data: masked off (unsigned) or sign-extended (signed).
-    """
+def _native_layout(header: Header) -> tuple[np.dtype, int, int, int, int] | None:
+    """``(dtype, rows, columns, bits stored, bits allocated)`` of uncompressed little-endian
+    8/16/32-bit pixel data that can be read straight from the file, else None."""
     ds = header.ds
     ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if ts not in _NATIVE_LE or header.pixel_offset is None or header.pixel_length in (None, 0xFFFFFFFF):
@@ -52,7 +49,20 @@ def _read_native(header: Header) -> np.ndarray | None:
     rows, cols = int_attr(ds, "Rows", name, 0), int_attr(ds, "Columns", name, 0)
     if bits not in (8, 16, 32) or not 0 < stored <= bits or rows <= 0 or cols <= 0:
         return None
-    dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
+    return np.dtype(f"<{'i' if signed else 'u'}{bits // 8}"), rows, cols, stored, bits
+
+
+def _read_native(header: Header) -> np.ndarray | None:
+    """Stored values read straight from the file for uncompressed little-endian 8/16/32-bit data.
+
+    Returns None when the fast path does not apply (pydicom's decoder is used instead). Bits
+    above BitsStored are not pixel data: masked off (unsigned) or sign-extended (signed).
+    """
+    layout = _native_layout(header)
+    if layout is None:
+        return None
+    dtype, rows, cols, stored, bits = layout
+    signed = dtype.kind == "i"
     count = header.n_frames * rows * cols
     arr = np.fromfile(header.path, dtype=dtype, count=count, offset=header.pixel_offset)
     if arr.size != count:
@@ -91,12 +101,36 @@ _DECODE_ERRORS = (ValueError, RuntimeError, NotImplementedError, EOFError, OSErr
                   ImportError)
 
 
-def load_frames(header: Header) -> np.ndarray:
-    """Decoded stored values of all frames, shape (frames, rows, columns), after size checks."""
+def _check_loadable(header: Header) -> None:
     check_pixel_size(header)
     spp = int_attr(header.ds, "SamplesPerPixel", header.name, 1) or 1
     if spp != 1:
         raise InputError(f"{header.name}: {spp} samples per pixel (colour); medseg reads greyscale images only")
+
+
+def read_native_into(header: Header, out: np.ndarray) -> bool:
+    """Read a single-frame file's stored values straight into ``out`` (rows, columns), with no
+    intermediate array, when they are uncompressed, of exactly ``out``'s type and use every bit
+    allocated; False (nothing read) otherwise. Size checks first, as :func:`load_frames`."""
+    _check_loadable(header)
+    layout = _native_layout(header)
+    if layout is None or header.n_frames != 1 or not out.flags.c_contiguous:
+        return False
+    dtype, rows, cols, stored, bits = layout
+    if dtype != out.dtype or stored != bits or out.shape != (rows, cols):
+        return False
+    with open(header.path, "rb") as fh:
+        fh.seek(header.pixel_offset)
+        n = fh.readinto(memoryview(out).cast("B"))
+    if n != out.nbytes:
+        raise InputError(f"{header.name}: pixel data shorter than declared: truncated or corrupt; "
+                         "re-export or re-transfer it")
+    return True
+
+
+def load_frames(header: Header) -> np.ndarray:
+    """Decoded stored values of all frames, shape (frames, rows, columns), after size checks."""
+    _check_loadable(header)
     fast = _read_native(header)
     if fast is not None:
         return fast
@@ -188,7 +222,8 @@ def integer_dtype(headers, rescales) -> np.dtype | None:
 
 
 def _plane_loader(h: Header, slope: float, intercept: float, dtype: np.dtype):
-    """``Slice.load`` for one single-frame file: the rescaled plane, exact in ``dtype``."""
+    """``Slice.load`` and ``Slice.fill`` for one single-frame file: the rescaled plane, exact in
+    ``dtype`` (an integer type chosen to hold every rescaled value, or float32)."""
     identity = (slope, intercept) == (1.0, 0.0)
 
     def load() -> np.ndarray:
@@ -200,7 +235,21 @@ def _plane_loader(h: Header, slope: float, intercept: float, dtype: np.dtype):
             plane *= np.float32(slope)
             plane += np.float32(intercept)
         return plane
-    return load
+
+    def fill(out: np.ndarray) -> None:
+        if identity and read_native_into(h, out):  # the file's bytes are the voxels
+            return
+        raw = load_frames(h)[0]
+        if raw.shape != out.shape:
+            raise InputError(f"{h.name}: pixel data is {raw.shape}, header says {out.shape[0]}x{out.shape[1]}")
+        if dtype.kind in "iu":
+            out[...] = raw if identity else raw.astype(np.int64) * int(slope) + int(intercept)
+        elif identity:
+            out[...] = raw
+        else:  # float32 arithmetic as in ``load``, written in place
+            np.multiply(raw, np.float32(slope), out=out, dtype=np.float32)
+            out += np.float32(intercept)
+    return load, fill
 
 
 def _read_classic(info: SeriesInfo, path: Path, allow_missing_slices: bool, progress: bool,
@@ -214,8 +263,9 @@ def _read_classic(info: SeriesInfo, path: Path, allow_missing_slices: bool, prog
         rescales.append(_rescale(h.ds, h.name))
     dtype = (integer_dtype(info.headers, rescales) if keep_integers else None) or np.dtype(np.float32)
     for h, (slope, intercept) in zip(info.headers, rescales, strict=True):
-        slices.append(slice_from_header(h.ds, h.name, _plane_loader(h, slope, intercept, dtype),
-                                        _file_label(h, info.source)))
+        load, fill = _plane_loader(h, slope, intercept, dtype)
+        slices.append(slice_from_header(h.ds, h.name, load, _file_label(h, info.source)))
+        slices[-1].fill = fill
     for h in info.headers:
         check_pixel_size(h)
     volume, affine, ginfo = assemble(slices, allow_missing_slices=allow_missing_slices,
