@@ -2,7 +2,8 @@
 (its own series sorting, pixel<->patient matrix and OpenCV polygon fill), and a rasteriser here
 that places every contour point with SimpleITK's geometry of the source series (GDCM's slice
 order) and fills polygons with matplotlib's point-in-polygon (even-odd per slice): each structure
-must come back with Dice >= 0.95 at the same world position, for five orientations."""
+must come back with Dice >= 0.999 (measured 1.0) at the same world position (centroids < 0.1 mm
+apart), for five orientations."""
 
 from __future__ import annotations
 
@@ -156,9 +157,11 @@ def test_structures_come_back_in_place_through_simpleitk_geometry(tmp_path, name
         mask, img = _rasterise_with_sitk(tmp_path / "ct", out, number)
         truth = _to_sitk_grid((lab == value).astype(np.uint8), image.affine.numpy(), img).astype(bool)
         assert truth.any()
-        assert _dice(mask, truth) >= 0.95, (name, NAMES[value], _dice(mask, truth))
+        # contours half way between pixel centres: a point-in-polygon fill gives the map back
+        # (measured Dice 1.0 for every structure and orientation; the issue asks >= 0.95)
+        assert _dice(mask, truth) >= 0.999, (name, NAMES[value], _dice(mask, truth))
         gap = np.linalg.norm(_world_centroid_lps(mask, img) - _world_centroid_lps(truth, img))
-        assert gap < 0.5, (name, NAMES[value], gap)
+        assert gap < 0.1, (name, NAMES[value], gap)
     # liver on the patient's right: LPS x < 0 relative to the spleen's
     liver, img = _rasterise_with_sitk(tmp_path / "ct", out, 1)
     spleen, _ = _rasterise_with_sitk(tmp_path / "ct", out, 2)

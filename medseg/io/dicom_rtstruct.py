@@ -6,7 +6,9 @@ it reads the series itself from a folder (no archives, no missing slices, no mul
 sources), multiplies the row direction by PixelSpacing[0] (the spacing *between rows*, so
 non-square pixels land in the wrong place), sizes its masks (Columns, Rows) while OpenCV fills
 (Rows, Columns) (non-square matrices break) and traces contours through the *centres* of
-boundary pixels (half a pixel inside the structure: a systematic shrink). So the contours are
+boundary pixels (half a pixel inside the structure: a systematic shrink). Measured on a phantom
+series through an independent rasteriser: rt-utils' writer gives Dice 0.91 with 4 x 4 mm pixels
+and 0.35, 37 mm off, with 4 x 3 mm pixels; this writer gives 1.0 for both. So the contours are
 traced here with :func:`skimage.measure.find_contours` at level 0.5 (the iso-line half way
 between inside and outside pixel centres: a point-in-polygon test at the pixel centres gives back
 exactly the label map), mapped to LPS through the same affine every other writer uses, and the
