@@ -1,0 +1,117 @@
+"""Prompt round trip of `medseg view`: a box prompt through the viewer vs the same call in Python.
+
+Baseline: ``medseg.prompt.segment(image, box=...)`` called directly (what the viewer runs).
+Viewer: the HTTP round trip (POST /api/prompt on the loopback server: JSON in, the segment call,
+the mask encoded as gzip NIfTI on the source grid, bytes back) and, with ``--browser``, the round
+trip measured in the page (Debian chromium, headless): request, mask decoded and shown by NiiVue.
+
+    python benchmarks/bench_viewer_prompt.py [--sizes 96,96,64 256,256,128] [--repeat 3]
+                                             [--method auto] [--browser]
+
+The box is the phantom liver's bounding box (world mm). Prints median seconds side by side and the
+viewer/direct ratio; writes benchmarks/results/viewer_prompt.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def _case(shape):
+    from medseg.data.phantoms import abdomen_ct, as_metatensors
+
+    ph = abdomen_ct(shape=shape, spacing=(1.5, 1.5, 2.5), orientation="LPS", seed=1)
+    image, _ = as_metatensors(ph)
+    return image, ph.label, ph.affine
+
+
+def _browser_times(server, box, repeat):
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        return None
+    out = []
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=["--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+                                                               "--no-sandbox"])
+        page = b.new_context(viewport={"width": 1200, "height": 800}, bypass_csp=True).new_page()
+        page.goto(server.url)
+        page.wait_for_function("document.body.dataset.state !== 'loading'", timeout=300_000)
+        for i in range(repeat):
+            page.evaluate(f"window.medseg.send('/api/prompt', {{box: {box}}})")
+            page.wait_for_function(f"(window.medseg.state.promptCount || 0) >= {i + 1}", timeout=300_000)
+            out.append(page.evaluate("window.medseg.state.lastPrompt.roundTripMs") / 1000.0)
+        b.close()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", nargs="+", default=["96,96,64", "256,256,128"])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--method", default="auto")
+    ap.add_argument("--browser", action="store_true", help="also time the round trip in headless chromium")
+    args = ap.parse_args()
+
+    from viewer_fixture import dice, post_json, running_server, world_box_of
+
+    from medseg.prompt import segment
+    from medseg.viewer.session import ViewerSession
+
+    rows = []
+    for size in args.sizes:
+        shape = tuple(int(v) for v in size.split(","))
+        image, label, affine = _case(shape)
+        liver = label == 1
+        box = [float(v) for v in world_box_of(liver, affine)]
+        direct, http, dices = [], [], []
+        segment(image, box=box, method=args.method)  # warm-up (imports, caches)
+        session = ViewerSession(image, prompt_method=args.method)
+        with running_server(session) as server:
+            for _ in range(args.repeat):  # alternated, so that neither side profits from the other's caches
+                t = time.perf_counter()
+                m = segment(image, box=box, method=args.method)
+                direct.append(time.perf_counter() - t)
+                dices.append(dice(m.numpy()[0], liver))
+                t = time.perf_counter()
+                status, body, _ = post_json(f"http://127.0.0.1:{server.port}/api/prompt", {"box": box}, server.token)
+                http.append(time.perf_counter() - t)
+                assert status == 200, body
+            mask_bytes = len(body)
+            browser = _browser_times(server, box, args.repeat) if args.browser else None
+        row = {"shape": list(shape), "voxels": int(np.prod(shape)), "method": args.method,
+               "direct_s": statistics.median(direct), "viewer_http_s": statistics.median(http),
+               "viewer_browser_s": None if browser is None else statistics.median(browser),
+               "ratio_http_vs_direct": statistics.median(http) / statistics.median(direct),
+               "mask_bytes_gz": mask_bytes, "dice_liver": statistics.median(dices), "repeat": args.repeat}
+        rows.append(row)
+        in_page = "-" if browser is None else f"{row['viewer_browser_s']:.3f} s"
+        print(f"{'x'.join(map(str, shape)):>12}  direct {row['direct_s']:.3f} s   viewer http {row['viewer_http_s']:.3f} s"
+              f"   ratio {row['ratio_http_vs_direct']:.2f}x   in the page {in_page}   mask {mask_bytes / 1024:.0f} KiB gz"
+              f"   Dice {row['dice_liver']:.3f}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / "viewer_prompt.json"
+    out.write_text(json.dumps({"benchmark": "viewer prompt round trip", "baseline": "medseg.prompt.segment in-process",
+                               "command": "python benchmarks/bench_viewer_prompt.py " + " ".join(sys.argv[1:]),
+                               "machine": {"python": platform.python_version(), "cpu": platform.processor()
+                                           or platform.machine()},
+                               "rows": rows}, indent=2) + "\n")
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
