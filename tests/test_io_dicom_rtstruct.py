@@ -263,3 +263,47 @@ def test_identity_is_not_logged(tmp_path, caplog):
     ds = pydicom.dcmread(out)
     assert str(ds.PatientName) == PATIENT_NAME and ds.PatientID == PATIENT_ID  # the IOD's patient module
     assert ds.ApprovalStatus == "UNAPPROVED"
+
+
+def test_enhanced_multiframe_source_references_frames(tmp_path):
+    """A real enhanced (multi-frame) CT: each contour names the frame it lies on, and placed with
+    that frame's own PlanePosition/Orientation and PixelSpacing (pydicom, not medseg's affine) it
+    fills back exactly the labels of that frame."""
+    from medseg.data import sample
+
+    path = sample("enhanced_ct")
+    image = load(path)
+    n_i, n_j, n_k = image.shape[1:]
+    lab = np.zeros((n_i, n_j, n_k), np.uint8)
+    lab[100:180, 300:340, 0] = 1
+    lab[120:150, 310:330, 0] = 0  # a hole
+    lab[40:60, 50:90, n_k - 1] = 2
+    labels = MetaTensor(torch.from_numpy(lab)[None], affine=image.affine.clone())
+    out = write_rtstruct(labels, image, tmp_path / "rs.dcm", label_names={1: "lesion", 2: "lung_nodule"})
+    src = pydicom.dcmread(path, stop_before_pixels=True)
+    shared = src.SharedFunctionalGroupsSequence[0]
+    iop = np.asarray(shared.PlaneOrientationSequence[0].ImageOrientationPatient, float)
+    ps = np.asarray(shared.PixelMeasuresSequence[0].PixelSpacing, float)  # (row spacing, column spacing)
+    normal = np.cross(iop[:3], iop[3:])
+    ds = pydicom.dcmread(out)
+    ii, jj = np.meshgrid(np.arange(n_i), np.arange(n_j), indexing="ij")
+    for number, value in ((1, 1), (2, 2)):
+        roi = next(r for r in ds.ROIContourSequence if int(r.ReferencedROINumber) == number)
+        filled: dict[int, np.ndarray] = {}
+        for c in roi.ContourSequence:
+            ref = c.ContourImageSequence[0]
+            assert ref.ReferencedSOPInstanceUID == src.SOPInstanceUID
+            frame = int(ref.ReferencedFrameNumber)
+            ipp = np.asarray(src.PerFrameFunctionalGroupsSequence[frame - 1].PlanePositionSequence[0]
+                             .ImagePositionPatient, float)
+            pts = np.asarray(c.ContourData, float).reshape(-1, 3) - ipp
+            assert np.abs(pts @ normal).max() < 1e-3  # on the referenced frame's plane
+            col, row = pts @ iop[:3] / ps[1], pts @ iop[3:] / ps[0]
+            inside = MplPath(np.c_[col, row]).contains_points(np.c_[ii.ravel(), jj.ravel()]).reshape(n_i, n_j)
+            filled[frame] = filled.get(frame, np.zeros((n_i, n_j), bool)) ^ inside
+        (frame,) = filled
+        uid_k = [k for k in range(n_k) if np.any(lab[:, :, k] == value)]
+        assert len(uid_k) == 1
+        np.testing.assert_array_equal(filled[frame], lab[:, :, uid_k[0]] == value)
+    if shutil.which("dciodvfy"):
+        assert _dciodvfy(out)[0] == []
