@@ -226,6 +226,7 @@ def read_volume(
     allow_nonfinite: bool = False,
     keep_integers: bool = False,
     progress: bool = True,
+    found: list | None = None,
 ) -> Volume:
     """:func:`load` without torch or MONAI: the same voxels, affine (voxel -> RAS+ mm) and meta
     as a numpy :class:`~medseg.io.volume.Volume`, for commands that only read and write files.
@@ -233,7 +234,8 @@ def read_volume(
     ``keep_integers=True`` keeps a DICOM series whose rescale is integral in the smallest integer
     type holding it exactly (see :func:`medseg.io.dicom.read.read_dicom_arrays`); the other
     formats keep what :func:`load` gives. A DICOM SEG is read by the SEG reader, which needs
-    MONAI (highdicom's frames become a MetaTensor first).
+    MONAI (highdicom's frames become a MetaTensor first). ``found`` receives the DICOM series
+    the scan found (see :func:`medseg.io.dicom.read.read_dicom_arrays`).
     """
     path = Path(path)
     fmt = detect_format(path)
@@ -244,7 +246,7 @@ def read_volume(
         from medseg.io.dicom.read import read_dicom_arrays
 
         volume, affine, meta = read_dicom_arrays(path, series=series, allow_missing_slices=allow_missing_slices,
-                                                 keep_integers=keep_integers, progress=progress)
+                                                 keep_integers=keep_integers, progress=progress, found=found)
         meta["original_affine"] = np.asarray(affine, dtype=np.float64).copy()
         return Volume(np.expand_dims(volume, 0), np.asarray(affine, dtype=np.float64), meta)
     return _read_volume(path, fmt, kind=kind, allow_nonfinite=allow_nonfinite)
@@ -311,14 +313,13 @@ def describe(path: str | os.PathLike[str], series: str | None = None) -> dict[st
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if fmt == "dicom":
-            if not _is_dicom_seg(path):
-                from medseg.io import dicom as dicom_mod
-
-                found = dicom_mod.list_series(path)
-                result["series"] = [_series_summary(s) for s in found]
+            found: list = []  # the series of the one header scan
             try:
-                volume = read_volume(path, series=series)
+                volume = read_volume(path, series=series, found=found)
+                if not _is_dicom_seg(path):
+                    result["series"] = [_series_summary(s) for s in found]
             except SeriesSelectionError:
+                result["series"] = [_series_summary(s) for s in found]
                 if series is not None or len(result.get("series", [])) <= 1:
                     raise
                 result.update(format="dicom", selected=None)

@@ -331,13 +331,15 @@ def read_dicom(path: str | os.PathLike[str], *, series: str | SeriesInfo | None 
 
 def read_dicom_arrays(path: str | os.PathLike[str], *, series: str | SeriesInfo | None = None,
                       allow_missing_slices: bool = False, progress: bool = True,
-                      keep_integers: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
+                      keep_integers: bool = False, found: list | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """:func:`read_dicom` without torch or MONAI: ``(volume (i, j[, k]), affine_ras, meta)``.
 
     ``keep_integers=True``: a single-frame series whose RescaleSlope and RescaleIntercept are
     integers comes back in the smallest integer type that holds every rescaled value exactly
     (int16 for most CT), as dcm2niix keeps it; otherwise, and always for multi-frame objects and
-    radiographs, float32 as :func:`read_dicom` gives it.
+    radiographs, float32 as :func:`read_dicom` gives it. ``found``: a list that receives every
+    series the scan found (:class:`SeriesInfo`), also when the selection then fails, so that a
+    caller listing them (``medseg info``) does not scan the headers a second time.
     """
     path = Path(path)
     if isinstance(series, SeriesInfo):
@@ -346,6 +348,8 @@ def read_dicom_arrays(path: str | os.PathLike[str], *, series: str | SeriesInfo 
         return _read_info(series, path, allow_missing_slices, progress, skipped=0, n_series=None,
                           keep_integers=keep_integers)
     with scanned(path, progress=progress) as result:
+        if found is not None:
+            found.extend(result.series)
         info = select_series(result.series, series)
         return _read_info(info, path, allow_missing_slices, progress,
                           skipped=result.skipped_non_dicom + result.skipped_non_image, n_series=len(result.series),
