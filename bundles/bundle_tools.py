@@ -65,7 +65,7 @@ def write_msd(root: Path, cases: Any, labels: Mapping[int, str], modality: str) 
 
 def train_run(dataset: Path, run_dir: Path, preset: str, network: dict[str, Any], *,
               preset_overrides: Mapping[str, Any] | None = None, ship_only: bool = False,
-              progress: bool | None = None, **options: Any) -> Path:
+              progress: bool | None = None, validation: str = "deployment", **options: Any) -> Path:
     """Train with :func:`medseg.training.train` (CPU, seeded, no AMP) and return the run folder.
 
     ``preset_overrides`` (e.g. ``{"target_spacing": [2.5, 2.5, 2.5]}`` mm) change the preset for
@@ -73,6 +73,9 @@ def train_run(dataset: Path, run_dir: Path, preset: str, network: dict[str, Any]
     and writes them to ``model_spec.json`` -> ``inference.preset_overrides``, which inference and
     bundles honour. ``progress``: progress bars (default: unless ``MEDSEG_PROGRESS=0``; these
     scripts are a command-line edge, so the environment is read here, not in the library).
+    ``validation="deployment"``: ``best.pt`` is chosen by the Dice of what ``medseg segment``
+    makes of the validation cases (medseg's stitcher, postprocessing, inverse to the source grid;
+    :mod:`medseg.training.validation`), the pipeline the bundle ships.
     """
     from medseg.training import TrainConfig, train
 
@@ -84,7 +87,7 @@ def train_run(dataset: Path, run_dir: Path, preset: str, network: dict[str, Any]
     cfg = TrainConfig(dataset=dataset, output=run_dir, preset=preset, network=network, device="cpu",
                       amp=False, num_workers=0,
                       progress=os.environ.get("MEDSEG_PROGRESS", "1") != "0" if progress is None else progress,
-                      preset_overrides=dict(preset_overrides or {}), **options)
+                      preset_overrides=dict(preset_overrides or {}), validation=validation, **options)
     t0 = time.monotonic()
     out = train(cfg)
     print(f"trained in {time.monotonic() - t0:.0f} s -> {out}", flush=True)
