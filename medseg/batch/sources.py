@@ -35,8 +35,8 @@ from medseg.batch.naming import (
 )
 from medseg.batch.runner import BatchCase
 from medseg.errors import ConfigError, InputError
+from medseg.io.read import IMAGE_SUFFIXES  # the one suffix table
 
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".tif", ".tiff", ".png")
 _OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt, "=": operator.eq}
 
 

@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from medseg.errors import EvaluationError
+from medseg.io.read import suffixes
 
 #: 2D picture formats (microscopy, X-ray exports) read through :func:`medseg.io.load`.
-PICTURE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png")
+PICTURE_SUFFIXES = (".ome.tiff", ".ome.tif", *suffixes("tiff", "png"))
 
 #: File suffixes a case may have; the case name is the file name without it (the first suffix
 #: that matches, so ``cell1.ome.tif`` is case ``cell1``).
-CASE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", *PICTURE_SUFFIXES)
+CASE_SUFFIXES = (*suffixes("nifti", "nrrd", "mha"), ".dcm", *PICTURE_SUFFIXES)  # .dcm: a DICOM SEG
 
 
 def case_name(path: str | os.PathLike[str]) -> str | None:

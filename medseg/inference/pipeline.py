@@ -31,8 +31,6 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("nifti", "dicom-seg", "png", "rtstruct")
 _SYNTHETIC_KEY = re.compile(r"(anon|invalid-uid)-[0-9a-f]{16}")  # the DICOM reader's own series keys
-_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".tiff", ".tif", ".png", ".dcm",
-             ".tar.gz", ".tgz", ".tar", ".zip")
 
 
 def parse_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
@@ -124,11 +122,9 @@ def case_name(image: Any, input_path: Path) -> str:
 
         uid = str(uid)
         return f"series-{uid if _SYNTHETIC_KEY.fullmatch(uid) else path_safe_uid(uid)}"
-    name = input_path.name
-    for suf in _SUFFIXES:
-        if name.lower().endswith(suf):
-            name = name[: -len(suf)]
-            break
+    from medseg.io.read import strip_suffix
+
+    name = strip_suffix(input_path.name) or input_path.name
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "case"
     return name
 

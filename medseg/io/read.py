@@ -39,6 +39,8 @@ SUPPORTED = (
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 LABELMAP_SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.7"
 
+#: The one suffix table: file name ending -> format (read by :func:`detect_format` first by
+#: suffix, longest match, then by content). Other modules take their suffix lists from here.
 _SUFFIXES = {
     ".nii": "nifti",
     ".nii.gz": "nifti",
@@ -56,6 +58,26 @@ _SUFFIXES = {
     ".tar.gz": "dicom",
     ".tgz": "dicom",
 }
+
+
+def suffixes(*formats: str) -> tuple[str, ...]:
+    """The suffixes of ``formats`` (every format when none is named) from the suffix table,
+    longest first (so ``.nii.gz`` is tried before ``.nii``)."""
+    return tuple(sorted((s for s, f in _SUFFIXES.items() if not formats or f in formats), key=len, reverse=True))
+
+
+#: Single-file images (NIfTI, NRRD, MetaImage, TIFF, PNG): not DICOM, not archives.
+IMAGE_SUFFIXES = suffixes("nifti", "nrrd", "mha", "tiff", "png")
+
+
+def strip_suffix(name: str, table: tuple[str, ...] | None = None) -> str | None:
+    """``name`` without the first of ``table`` (default: every suffix) it ends with (case
+    insensitive), or None when it ends with none of them."""
+    low = name.lower()
+    for suf in table if table is not None else suffixes():
+        if low.endswith(suf):
+            return name[: -len(suf)]
+    return None
 
 
 def _suffix_format(path: Path) -> str | None:

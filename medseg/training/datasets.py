@@ -22,9 +22,10 @@ import numpy as np
 
 from medseg.errors import ConfigError, InputError
 from medseg.io.jsonfile import read_json_object
+from medseg.io.read import IMAGE_SUFFIXES  # the one suffix table
 
 FORMATS = ("msd", "nnunet", "folder", "csv")
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".tif", ".tiff", ".png")
+
 _NNUNET_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
 
 
@@ -56,11 +57,10 @@ class TrainingDataset:
 
 def strip_suffix(name: str) -> str:
     """File name without its image suffix (``case_001.nii.gz`` -> ``case_001``)."""
-    low = name.lower()
-    for suf in IMAGE_SUFFIXES:
-        if low.endswith(suf):
-            return name[: -len(suf)]
-    return Path(name).stem
+    from medseg.io.read import strip_suffix as _strip
+
+    stripped = _strip(name, IMAGE_SUFFIXES)
+    return stripped if stripped is not None else Path(name).stem
 
 
 def _read_json(path: Path) -> dict[str, Any]:
