@@ -6,7 +6,8 @@ code asks :func:`current`; a research script that never configured anything gets
 environment's values (read by :func:`from_env`, the only place that knows the variable names),
 and can pass its own with ``with medseg.settings.using(Settings(progress=False)): ...``.
 
-Variables: ``MEDSEG_PROGRESS`` (``0`` hides progress bars), ``MEDSEG_BUNDLES`` (extra bundle
+Variables: ``MEDSEG_PROGRESS`` (``0`` hides progress bars), ``MEDSEG_PROGRESS_INTERVAL`` (seconds
+between a batch job's plain progress lines; not a positive number: the default), ``MEDSEG_BUNDLES`` (extra bundle
 folders, ``os.pathsep``-separated, searched first), ``MEDSEG_CACHE`` (sample-data cache),
 ``MEDSEG_MAX_VOXELS``, ``MEDSEG_MAX_EXPANSION``, ``MEDSEG_MAX_ARCHIVE_BYTES``,
 ``MEDSEG_MAX_ARCHIVE_MEMBERS`` (input safety caps, kept as the raw text so that a bad value is
@@ -37,6 +38,7 @@ class Settings:
     the cache in ``~/.cache/medseg``, the built-in safety caps (empty text = default)."""
 
     progress: bool = True
+    progress_interval_s: float | None = None
     bundle_paths: tuple[Path, ...] = ()
     cache_dir: Path | None = None
     limits: Mapping[str, str] = field(default_factory=dict)
@@ -52,10 +54,19 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
     cache = env.get("MEDSEG_CACHE")
     return Settings(
         progress=env.get("MEDSEG_PROGRESS", "1") != "0",
+        progress_interval_s=_positive_float(env.get("MEDSEG_PROGRESS_INTERVAL")),
         bundle_paths=tuple(Path(p) for p in env.get("MEDSEG_BUNDLES", "").split(os.pathsep) if p.strip()),
         cache_dir=Path(cache) if cache else None,
         limits={k: env[k] for k in LIMIT_VARIABLES if k in env},
     )
+
+
+def _positive_float(text: str | None) -> float | None:
+    try:
+        value = float(text) if text else None
+    except ValueError:
+        return None
+    return value if value is not None and value > 0 else None
 
 
 _configured: list[Settings] = []

@@ -6,10 +6,11 @@ at the end). stdout is left to the summary table. ``MEDSEG_PROGRESS=0`` silences
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import TextIO
+
+from medseg.settings import current
 
 
 class Progress:
@@ -20,9 +21,9 @@ class Progress:
         self.total, self.desc = total, desc
         self.stream = stream if stream is not None else sys.stderr
         self.counts = {"done": 0, "failed": 0, "skipped": 0}
-        self.enabled = enabled and os.environ.get("MEDSEG_PROGRESS", "1") != "0"
-        env = os.environ.get("MEDSEG_PROGRESS_INTERVAL")
-        self.interval_s = interval_s if interval_s is not None else float(env) if env else 60.0
+        settings = current()
+        self.enabled = enabled and settings.progress
+        self.interval_s = interval_s if interval_s is not None else settings.progress_interval_s or 60.0
         self._t0 = self._last = time.monotonic()
         self._bar = None
         if self.enabled and _is_terminal(self.stream):
