@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import ConfigError, InputError
+from medseg.geometry import Geometry
 
 _KEYS = {"modality", "body_region", "fov_mm", "intensity_percentiles", "volume_ml"}
 
@@ -63,13 +64,12 @@ def validate_domain(domain: Any) -> dict[str, Any]:
 
 def world_extent_mm(image: Any) -> np.ndarray:
     """Extent (mm) of the image's voxel grid along R-L, A-P and S-I (its axis-aligned world box)."""
-    shape = [int(s) for s in image.shape[1:]]
-    aff = np.asarray(image.affine, dtype=np.float64)
-    nd = len(shape)
-    corners = np.array(np.meshgrid(*[[0, n - 1] for n in shape], indexing="ij")).reshape(nd, -1)
+    grid = Geometry.of(image)
+    aff, nd = grid.affine, grid.ndim
+    corners = np.array(np.meshgrid(*[[0, n - 1] for n in grid.shape], indexing="ij")).reshape(nd, -1)
     world = aff[:3, :nd] @ corners + aff[:3, 3:4]
     extent = world.max(axis=1) - world.min(axis=1)
-    spacing = np.linalg.norm(aff[:3, :nd], axis=0)  # a voxel's own size counts too (one slice is not 0 mm)
+    spacing = np.asarray(grid.spacing)  # a voxel's own size counts too (one slice is not 0 mm)
     return extent + np.abs(aff[:3, :nd] / spacing) @ spacing
 
 
