@@ -11,7 +11,7 @@ import numpy as np
 from scipy import ndimage
 
 from medseg.errors import EvaluationError, GeometryError
-from medseg.geometry import affine_of
+from medseg.geometry import affine_of, spacing_of
 
 #: Largest distance (mm) between two grids' voxel centres still counted as "the same grid".
 GRID_TOLERANCE_MM = 1e-3
@@ -53,9 +53,9 @@ def as_label_array(x: Any, name: str = "input") -> np.ndarray:
 
 
 def spacing_from_affine(affine: np.ndarray, ndim: int) -> tuple[float, ...]:
-    """Voxel size in mm per spatial axis: the norms of the affine's first ``ndim`` columns."""
-    cols = np.asarray(affine, dtype=np.float64)[:3, :ndim]
-    return tuple(float(v) for v in np.linalg.norm(cols, axis=0))
+    """Voxel size in mm per spatial axis: the norms of the affine's first ``ndim`` columns
+    (:func:`medseg.geometry.spacing_of`)."""
+    return spacing_of(affine, ndim)
 
 
 def check_orthogonal(affine: np.ndarray, ndim: int, name: str = "input") -> None:
