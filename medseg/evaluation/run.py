@@ -83,7 +83,8 @@ def _grid_check(case: str, pred: Any, ref: Any, involves_seg: bool, resample_to:
                          f"{gap:.3g} mm apart): boundary voxels may move by half a voxel"), True
         hint = " (for a DICOM SEG give its source series with --ref-image)" if involves_seg else ""
         flag = ("; or score it on the reference grid with --resample-to reference (nearest neighbour)"
-                if a_p is not None and a_r is not None else "")
+                if a_p is not None and a_r is not None and p.ndim == r.ndim == 3 and resample_to != "reference"
+                else "")
         raise EvaluationError(f"case {case}: {exc}{hint}{flag}") from None
 
 
