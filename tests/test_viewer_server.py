@@ -265,3 +265,45 @@ def test_refine_clear_and_undo(server, case):
     assert status == 200, body
     direct = segment(case.image, points=[centre], labels=[1], previous=first, method=PROMPT_METHOD).numpy()[0]
     np.testing.assert_array_equal(np.asarray(_nifti(body).dataobj), direct)
+
+
+def test_dicom_input_saves_a_dicom_seg_on_its_grid(tmp_path):
+    """A DICOM series in: the page offers a DICOM SEG, written by the CLI's writer and read back by
+    medseg on the series' grid; the patient's name never reaches the page."""
+    from medseg.data.dicom_writer import write_dicom_series
+    from medseg.data.phantoms import abdomen_ct
+    from medseg.io.dicom_seg import read_dicom_seg
+
+    ph = abdomen_ct(shape=(48, 48, 24), spacing=(3.0, 3.0, 5.0), orientation="LPS", seed=2)
+    write_dicom_series(ph.image, ph.affine, tmp_path / "ct", patient_name="DOE^JANE", patient_id="SECRET123")
+    session = ViewerSession.from_paths(tmp_path / "ct", output_dir=tmp_path / "out", prompt_method=PROMPT_METHOD)
+    with running_server(session) as srv:
+        status, body, _ = request(_base(srv) + "/api/info?token=" + srv.token)
+        info = json.loads(body)
+        assert info["can_save_seg"] is True and b"DOE" not in body and b"SECRET" not in body
+        status, body, _ = post_json(_base(srv) + "/api/prompt", {"box": world_box_of(ph.label == 1, ph.affine)},
+                                    srv.token)
+        assert status == 200, body
+        mask = np.asarray(_nifti(body).dataobj)
+        for name in ("../x.dcm", "x.nii.gz"):
+            assert post_json(_base(srv) + "/api/save", {"format": "dicom-seg", "name": name}, srv.token)[0] in (400, 422)
+        status, body, _ = post_json(_base(srv) + "/api/save", {"format": "dicom-seg"}, srv.token)
+        assert status == 200, body
+    seg = read_dicom_seg(tmp_path / "out" / json.loads(body)["saved"], reference=session.image)
+    np.testing.assert_array_equal(seg.numpy()[0] > 0, mask > 0)
+
+
+def test_extreme_points_prompt(server, case):
+    from medseg.prompt import segment
+
+    liver = case.label == 1
+    idx = np.argwhere(liver)
+    extreme = []
+    for d in range(3):  # the voxels of least and greatest index along each axis
+        for pick in (idx[np.argmin(idx[:, d])], idx[np.argmax(idx[:, d])]):
+            extreme.append([float(v) for v in case.affine[:3, :3] @ pick + case.affine[:3, 3]])
+    status, body, _ = post_json(_base(server) + "/api/prompt", {"extreme_points": extreme}, server.token)
+    assert status == 200, body
+    direct = segment(case.image, extreme_points=extreme, method=PROMPT_METHOD).numpy()[0]
+    np.testing.assert_array_equal(np.asarray(_nifti(body).dataobj), direct)
+    assert dice(direct, liver) > 0.5

@@ -217,14 +217,14 @@ class _Handler(BaseHTTPRequestHandler):
             if path in ("/api/prompt", "/api/undo", "/api/clear"):
                 if path == "/api/prompt":
                     summary = s.prompt(box=body.get("box"), points=body.get("points"), labels=body.get("labels"),
-                                       refine=bool(body.get("refine", False)))
+                                       extreme_points=body.get("extreme_points"), refine=bool(body.get("refine", False)))
                 else:
                     summary = s.undo() if path == "/api/undo" else s.clear()
                 data = s.volume_bytes("mask") if summary["has_mask"] else b""
                 self._send(200, data, "application/gzip",
                            {"X-Medseg-Prompt": json.dumps(summary, allow_nan=False)})
             elif path == "/api/save":
-                name = s.save(**({"name": body["name"]} if "name" in body else {}))
+                name = s.save(body.get("name"), format=str(body.get("format", "nifti")))
                 self._json({"saved": name})
             else:
                 self._refuse(404)

@@ -27,7 +27,9 @@ ROLES = ("image", "labels", "reference", "mask")
 # Window (width, level) presets in HU; the first is the default for CT.
 CT_PRESETS = {"soft tissue": (400, 40), "lung": (1500, -600), "bone": (1800, 400), "brain": (80, 40),
               "liver": (150, 90), "mediastinum": (350, 50)}
-SAVE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}\.nii(\.gz)?$")
+SAVE_NAME = {"nifti": re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}\.nii(\.gz)?$"),
+             "dicom-seg": re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}\.dcm$")}
+DEFAULT_NAME = {"nifti": "prompt_mask.nii.gz", "dicom-seg": "prompt_mask_seg.dcm"}
 
 
 def _numpy(t: Any) -> np.ndarray:
@@ -239,11 +241,13 @@ class ViewerSession:
                 "orientation": orientation_code(self.affine, nd), "presets": self.presets(),
                 "labels": self.legend("labels"), "reference": self.legend("reference"),
                 "has_labels": self.labels is not None, "has_reference": self.reference is not None,
-                "can_save": self.output_dir is not None, "prompt_method": self.prompt_method}
+                "can_save": self.output_dir is not None, "prompt_method": self.prompt_method,
+                "can_save_seg": self.output_dir is not None and self.can_save_seg}
 
     # ---------------------------------------------------------------- prompting and saving
     def prompt(self, *, box: Sequence[float] | None = None, points: Sequence[Sequence[float]] | None = None,
-               labels: Sequence[int] | None = None, refine: bool = False) -> dict[str, Any]:
+               labels: Sequence[int] | None = None, extreme_points: Sequence[Sequence[float]] | None = None,
+               refine: bool = False) -> dict[str, Any]:
         """Run :func:`medseg.prompt.segment` with world-mm (RAS) prompts and keep the mask.
 
         ``refine=True`` corrects the current mask with the clicks (passed as ``previous``), the way
@@ -252,13 +256,14 @@ class ViewerSession:
         """
         from medseg.prompt import segment
 
-        if box is None and not points:
-            raise ConfigError("a prompt needs a box or at least one click")
+        if box is None and not points and not extreme_points:
+            raise ConfigError("a prompt needs a box, extreme points or at least one click")
         t0 = time.perf_counter()
         with self._lock:
             previous = self.mask if refine else None
         res = segment(self.image, points=list(points) if points else None, labels=list(labels) if labels else None,
-                      box=list(box) if box is not None else None, previous=previous, method=self.prompt_method)
+                      box=list(box) if box is not None else None, previous=previous, method=self.prompt_method,
+                      extreme_points=list(extreme_points) if extreme_points else None)
         mask = np.asarray(_numpy(res)[0], dtype=np.uint8)
         with self._lock:
             self._history.append(self.mask)
@@ -287,22 +292,45 @@ class ViewerSession:
         return {"voxels": n, "volume_ml": None if voxel_ml is None else n * voxel_ml, "seconds": seconds,
                 "method": self.prompt_method, "has_mask": self.mask is not None}
 
-    def save(self, name: str = "prompt_mask.nii.gz") -> str:
-        """Write the prompt mask as NIfTI on the source grid (:func:`medseg.io.save_labels`) into the
-        output folder; ``name`` is one plain file name (no folder). Returns the name written."""
+    def save(self, name: str | None = None, format: str = "nifti") -> str:  # noqa: A002 - the CLI's word
+        """Write the prompt mask on the source grid into the output folder: ``format="nifti"`` with
+        :func:`medseg.io.save_labels`, ``"dicom-seg"`` (DICOM inputs only) with the CLI's
+        :func:`medseg.io.dicom_seg.write_dicom_seg`. ``name`` is one plain file name (no folder).
+        Returns the name written; the prompts go beside it as ``<name>.prompt.json``."""
         from medseg.io import save_labels
         from medseg.io.atomic import atomic_write_text
 
         if self.output_dir is None:
             raise ConfigError("this viewer was started without an output folder")
-        if not isinstance(name, str) or not SAVE_NAME.match(name) or ".." in name:
-            raise ConfigError("a save name is one file name ending in .nii or .nii.gz (letters, digits, _ . -)")
+        if format not in SAVE_NAME:
+            raise ConfigError(f"unknown save format {format!r}; use nifti or dicom-seg")
+        name = DEFAULT_NAME[format] if name is None else name
+        if not isinstance(name, str) or not SAVE_NAME[format].match(name) or ".." in name:
+            raise ConfigError(f"a save name is one file name ending in {'.dcm' if format == 'dicom-seg' else '.nii.gz'}"
+                              " (letters, digits, _ . -)")
+        if format == "dicom-seg" and not self.can_save_seg:
+            raise ConfigError("a DICOM SEG needs a DICOM series as the viewed image")
         with self._lock:
             if self.mask is None:
                 raise ConfigError("nothing to save: draw a box or click first")
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            save_labels(self.mask, self.image, self.output_dir / name)
+            if format == "dicom-seg":
+                import torch
+                from monai.data import MetaTensor
+
+                from medseg.io.dicom_seg import write_dicom_seg
+
+                labels = MetaTensor(torch.from_numpy(self.mask)[None], affine=torch.as_tensor(self.affine))
+                write_dicom_seg(labels, self.image, self.output_dir / name, label_names={1: "object"},
+                                series_description="medseg view prompt")
+            else:
+                save_labels(self.mask, self.image, self.output_dir / name)
             if self.prompt_log is not None:
-                side = self.output_dir / (name.split(".nii")[0] + ".prompt.json")
+                side = self.output_dir / (name.split(".nii")[0].removesuffix(".dcm") + ".prompt.json")
                 atomic_write_text(side, json.dumps(self.prompt_log, indent=2, default=str) + "\n")
         return name
+
+    @property
+    def can_save_seg(self) -> bool:
+        meta = getattr(self.image, "meta", {}) or {}
+        return meta.get("format") == "dicom" and bool(meta.get("dicom_files")) and len(self.shape) == 3

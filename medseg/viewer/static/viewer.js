@@ -198,7 +198,7 @@
 
   function onPointerUp(ev) {
     const t = tool();
-    if (t !== "positive" && t !== "negative") return;
+    if (t !== "positive" && t !== "negative" && t !== "extreme") return;
     const nv = window.medseg.nv;
     const rect = nv.canvas.getBoundingClientRect();
     const dpr = nv.uiData.dpr || window.devicePixelRatio || 1;
@@ -206,16 +206,29 @@
     if (frac[0] < 0) return;
     const mm = nv.frac2mm(frac);
     const point = [mm[0], mm[1], mm[2]], label = t === "positive" ? 1 : 0;
+    if (t === "extreme") {
+      // DEXTR: the object's extreme points, 6 in 3D (4 on a 2D image); sent when all are in
+      const need = state.info.shape.length === 3 && state.info.shape[2] > 1 ? 6 : 4;
+      state.extreme = (state.extreme || []).concat([point]);
+      document.getElementById("prompt-status").textContent = "extreme points " + state.extreme.length + " / " + need;
+      if (state.extreme.length < need) return;
+      const extreme = state.extreme;
+      state.extreme = [];
+      remember();
+      state.box = null; state.points = []; state.labels = [];
+      send("/api/prompt", { extreme_points: extreme });
+      return;
+    }
     remember();
     state.points.push(point); state.labels.push(label);
     if (state.hasMask) send("/api/prompt", { points: [point], labels: [label], refine: true });
     else send("/api/prompt", { points: state.points, labels: state.labels });
   }
 
-  async function save() {
+  async function save(format) {
     try {
       const r = await api("/api/save", { method: "POST", headers: { "Content-Type": "application/json" },
-                                          body: JSON.stringify({}) });
+                                          body: JSON.stringify({ format: format || "nifti" }) });
       state.lastSave = await r.json();
       setMessage("saved " + state.lastSave.saved);
     } catch (err) {
@@ -285,7 +298,10 @@
     });
     const saveButton = document.getElementById("save");
     saveButton.disabled = !info.can_save;
-    saveButton.addEventListener("click", save);
+    saveButton.addEventListener("click", () => save("nifti"));
+    const segButton = document.getElementById("save-seg");
+    segButton.hidden = !info.can_save_seg;
+    segButton.addEventListener("click", () => save("dicom-seg"));
     applyTool();
     nv.drawScene();
     document.body.dataset.state = "ready";
