@@ -275,3 +275,31 @@ def test_single_slice_volume_shows_only_its_plane():
     panels = overlay_slices(image, labels, n_slices=3)
     assert [p.view for p in panels] == ["axial"] and panels[0].index == 0
     assert panels[0].labels_present == [1]
+
+
+def test_thin_series_strips_are_drawn_larger(tmp_path):
+    """A 20-slice, 2.5 mm series with 0.7 mm pixels: coronal and sagittal panels are strips (about
+    3.6 times wider than tall); their rows get half the columns, so each strip is drawn at least
+    twice as tall as it would be in the axial row's column count, and the PNG grows accordingly."""
+    from medseg.io.overlay import STRIP_ASPECT, montage_layout
+
+    shape, spacing = (256, 256, 20), (0.7, 0.7, 2.5)
+    aff = _affine(np.diag([-1.0, -1.0, 1.0]), spacing, shape)
+    img = np.random.default_rng(0).normal(40, 10, shape).astype(np.float32)
+    lab = np.zeros(shape, np.uint8)
+    lab[60:200, 80:180, 3:17] = 1
+    image = MetaTensor(torch.from_numpy(img)[None], affine=torch.as_tensor(aff))
+    labels = MetaTensor(torch.from_numpy(lab)[None], affine=torch.as_tensor(aff))
+    panels = overlay_slices(image, labels, n_slices=6)
+    rows, row_px, width = montage_layout(panels)
+    by_view = {view: (ps, n, h) for (view, ps, n), h in zip(rows, row_px, strict=True)}
+    axial_cols = by_view["axial"][1]
+    for view in ("coronal", "sagittal"):
+        ps, n, h = by_view[view]
+        aspect = ps[0].rgb.shape[1] / ps[0].rgb.shape[0]
+        assert aspect >= STRIP_ASPECT
+        assert n == -(-axial_cols // 2) and len(ps) <= n
+        assert h >= 1.9 * width / axial_cols / aspect  # twice the height it had in six columns
+        assert h >= 60  # display pixels: readable
+    out = save_overlay_montage(image, labels, tmp_path / "thin.png")
+    assert Image.open(out).size[1] >= sum(row_px) * 0.9

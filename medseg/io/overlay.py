@@ -34,7 +34,7 @@ from medseg.geometry import as_numpy, spacing_of, spatial
 from medseg.io.atomic import atomic_path
 from medseg.labels import label_colour, lookup_label
 
-__all__ = ["OverlayPanel", "overlay_slices", "save_overlay_montage"]
+__all__ = ["OverlayPanel", "montage_layout", "overlay_slices", "save_overlay_montage"]
 
 VIEWS = ("axial", "coronal", "sagittal")
 # slice axis in the RAS-reoriented volume, and the letters on (left, right, top, bottom) edges
@@ -315,6 +315,33 @@ def _display_name(name: str | None, value: int) -> str:
     return found.display if found is not None else name
 
 
+#: A panel at least this many times wider than tall is a strip (a thin series seen from the front
+#: or the side): its row gets half the columns, so each strip is drawn twice as large.
+STRIP_ASPECT = 2.5
+
+
+def montage_layout(panels: Sequence[OverlayPanel], *, max_width_px: int = 1600, max_height_px: int = 1400
+                   ) -> tuple[list[tuple[str, list[OverlayPanel], int]], list[float], float]:
+    """How :func:`save_overlay_montage` lays out ``panels``: rows ``(view, panels shown, columns)``,
+    each row's height and the montage width in display pixels. Every row has the columns of the
+    fullest one, except rows of strips (width >= :data:`STRIP_ASPECT` x height): they show every
+    other slice in half as many columns, each twice as wide and tall."""
+    rows_of: dict[str, list[OverlayPanel]] = {}
+    for p in panels:
+        rows_of.setdefault(p.view, []).append(p)
+    base = max(len(v) for v in rows_of.values())
+    rows = []
+    for view, ps in rows_of.items():
+        strip = len(ps) > 1 and min(p.rgb.shape[1] / p.rgb.shape[0] for p in ps) >= STRIP_ASPECT
+        rows.append((view, ps[::2], max(1, -(-base // 2))) if strip else (view, ps, base))
+    col_w = max(p.rgb.shape[1] for p in panels)
+    width = float(min(max_width_px, col_w * base))
+    ratios = [max(p.rgb.shape[0] / p.rgb.shape[1] for p in ps) / n for _, ps, n in rows]
+    if width * sum(ratios) > max_height_px:
+        width = max_height_px / sum(ratios)
+    return rows, [width * r for r in ratios], width
+
+
 def save_overlay_montage(
     image: Any,
     labels: Any | None,
@@ -340,27 +367,20 @@ def save_overlay_montage(
 
     panels = overlay_slices(image, labels, n_slices=n_slices, views=views, window=window,
                             label_names=label_names, alpha=alpha)
-    rows_of: dict[str, list[OverlayPanel]] = {}
-    for p in panels:
-        rows_of.setdefault(p.view, []).append(p)
-    n_rows = len(rows_of)
-    n_cols = max(len(v) for v in rows_of.values())
-    # figure size from the panels' pixel sizes so that each is shown near 1:1
-    row_h = [max(p.rgb.shape[0] for p in ps) for ps in rows_of.values()]
-    col_w = max(max(p.rgb.shape[1] for p in ps) for ps in rows_of.values())
-    scale = min(1.0, 1600 / (col_w * n_cols), 1400 / sum(row_h))
-    width_in = max(4.0, (col_w * n_cols * scale) / dpi + 0.4)
+    rows, row_px, width_px = montage_layout(panels)
+    n_rows = len(rows)
     legend_h = 0.5
     top_in = 0.55 if title else 0.25
-    height_in = (sum(row_h) * scale) / dpi + 0.3 * n_rows + top_in + legend_h
+    width_in = max(4.0, width_px / dpi + 0.4)
+    height_in = sum(row_px) / dpi + 0.3 * n_rows + top_in + legend_h
     fig = Figure(figsize=(width_in, height_in), dpi=dpi, facecolor="black")
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(n_rows, n_cols, height_ratios=row_h, left=0.01, right=0.99,
-                            bottom=legend_h / height_in, top=1 - top_in / height_in,
-                            hspace=0.25, wspace=0.03)
-    for r, (view, ps) in enumerate(rows_of.items()):
+    grid = fig.add_gridspec(n_rows, 1, height_ratios=row_px, left=0.01, right=0.99,
+                            bottom=legend_h / height_in, top=1 - top_in / height_in, hspace=0.25)
+    for r, (view, ps, n_cols) in enumerate(rows):
+        sub = grid[r].subgridspec(1, n_cols, wspace=0.03)
         for c in range(n_cols):
-            ax = fig.add_subplot(grid[r, c])
+            ax = fig.add_subplot(sub[0, c])
             ax.set_axis_off()
             if c >= len(ps):
                 continue
