@@ -307,3 +307,34 @@ def test_extreme_points_prompt(server, case):
     direct = segment(case.image, extreme_points=extreme, method=PROMPT_METHOD).numpy()[0]
     np.testing.assert_array_equal(np.asarray(_nifti(body).dataobj), direct)
     assert dice(direct, liver) > 0.5
+
+
+def test_a_2d_radiograph_is_served_and_prompted(tmp_path):
+    """A 2D image goes out as one NIfTI slice on its grid; the page's 3D world points lose their z."""
+    from medseg.data.phantoms import as_metatensors, chest_xray
+
+    ph = chest_xray(shape=(128, 128), seed=0)
+    image, _ = as_metatensors(ph)
+    session = ViewerSession(image, output_dir=tmp_path, prompt_method=PROMPT_METHOD)
+    with running_server(session) as srv:
+        status, body, _ = request(_base(srv) + "/volume/image?token=" + srv.token)
+        img = _nifti(body)
+        assert img.shape == (128, 128, 1)
+        np.testing.assert_allclose(img.affine, ph.affine, atol=1e-5)
+        value = next(iter(ph.labels))
+        organ = ph.label == value
+        box = world_box_of(organ[..., None], ph.affine)  # a radiograph's plane is x-z: the box spans x and z
+        status, body, _ = post_json(_base(srv) + "/api/prompt", {"box": [float(v) for v in box]}, srv.token)
+        assert status == 200, body
+        mask = np.asarray(_nifti(body).dataobj)[..., 0]
+        assert mask.shape == organ.shape and dice(mask, organ) > 0.5
+
+
+def test_multichannel_image_refused():
+    import torch
+    from monai.data import MetaTensor
+
+    from medseg.errors import InputError
+
+    with pytest.raises(InputError, match="one-channel"):
+        ViewerSession(MetaTensor(torch.zeros(3, 8, 8), affine=torch.eye(4)))

@@ -138,7 +138,9 @@ class ViewerSession:
         self.image = image
         self.affine = _affine(image)
         arr = _numpy(image)
-        self.array = arr[0] if arr.ndim in (3, 4) and arr.shape[0] == 1 else arr
+        if arr.ndim not in (3, 4) or arr.shape[0] != 1:
+            raise InputError(f"the viewer shows one-channel 2D and 3D images; this one has shape {tuple(arr.shape)}")
+        self.array = arr[0]
         self.shape = tuple(int(s) for s in self.array.shape)
         self.modality = str((getattr(image, "meta", {}) or {}).get("modality", "unknown"))
         self.labels = labels
@@ -161,8 +163,6 @@ class ViewerSession:
         from medseg.io import load
 
         image = load(path, series=series)
-        if len(image.shape) - 1 not in (2, 3):
-            raise InputError("the viewer shows 2D and 3D images only")
         lab, names = load_labels_on(labels, image) if labels is not None else (None, {})
         ref, ref_names = load_labels_on(reference, image) if reference is not None else (None, {})
         return cls(image, labels=lab, label_names=names, reference=ref, reference_names=ref_names or names,
@@ -259,17 +259,49 @@ class ViewerSession:
         if box is None and not points and not extreme_points:
             raise ConfigError("a prompt needs a box, extreme points or at least one click")
         t0 = time.perf_counter()
+        voxel = False
+        if len(self.shape) == 2:
+            # the page works in 3D world mm; a 2D image's plane may be any (a radiograph's is x-z), so
+            # its prompts become voxel indices through the full affine (the point's projection on the plane)
+            voxel = True
+            points = self._plane_indices(points) if points else points
+            extreme_points = self._plane_indices(extreme_points) if extreme_points else extreme_points
+            if box is not None:
+                corners = self._plane_indices([list(box)[:3], list(box)[3:6]])
+                box = corners[0] + corners[1]
         with self._lock:
             previous = self.mask if refine else None
-        res = segment(self.image, points=list(points) if points else None, labels=list(labels) if labels else None,
+        res = segment(self._prompt_image(), points=list(points) if points else None, labels=list(labels) if labels else None,
                       box=list(box) if box is not None else None, previous=previous, method=self.prompt_method,
-                      extreme_points=list(extreme_points) if extreme_points else None)
+                      extreme_points=list(extreme_points) if extreme_points else None, voxel=voxel)
         mask = np.asarray(_numpy(res)[0], dtype=np.uint8)
         with self._lock:
             self._history.append(self.mask)
             self.mask = mask
             self.prompt_log = dict(res.meta.get("prompt", {}))
         return self._summary(time.perf_counter() - t0)
+
+    def _prompt_image(self) -> Any:
+        """The image the prompt method sees: itself in 3D; in 2D the same voxels with an in-plane
+        affine (its spacing), since the prompts arrive as voxel indices and medseg.prompt reads a 2D
+        spacing from the affine's x-y block (zero for a radiograph, whose plane is x-z)."""
+        if len(self.shape) == 3:
+            return self.image
+        import torch
+        from monai.data import MetaTensor
+
+        sx, sy = (float(v) for v in np.linalg.norm(self.affine[:3, :2], axis=0))
+        return MetaTensor(torch.as_tensor(self.array)[None], affine=torch.diag(torch.tensor([sx, sy, 1.0, 1.0],
+                                                                                                dtype=torch.float64)))
+
+    def _plane_indices(self, points: Sequence[Sequence[float]]) -> list[list[float]]:
+        """RAS mm (x, y, z) -> continuous voxel indices (i, j) of this 2D image's plane (least squares)."""
+        pts = np.asarray(points, dtype=np.float64)
+        if pts.ndim != 2 or pts.shape[1] != 3 or not np.isfinite(pts).all():
+            raise ConfigError("points must be (x, y, z) in mm")
+        cols = self.affine[:3, :2]
+        ij, *_ = np.linalg.lstsq(cols, (pts - self.affine[:3, 3]).T, rcond=None)
+        return [[float(v) for v in row] for row in ij.T]
 
     def undo(self) -> dict[str, Any]:
         """Back to the mask before the last prompt (none: no mask)."""
