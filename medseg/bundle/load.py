@@ -139,7 +139,9 @@ def build_network_def(bundle_dir: Path, configs: dict[str, Any], *, trust: bool 
 
 
 def load_bundle(path_or_name: str | os.PathLike[str], *, trust: bool = False):
-    """Load a bundle (folder or name) as a :class:`medseg.inference.SegmentationModel`.
+    """Load a bundle (folder or name) as a :class:`medseg.inference.SegmentationModel`, or a MONAI
+    Model Zoo bundle (no ``configs/medseg.json``) as a :class:`medseg.bundle.zoo.ZooBundleSource`
+    that runs the bundle's own pre/postprocessing.
 
     Order: configs parsed as JSON -> trust policy (TrustError unless allow-listed or ``trust``)
     -> ``models/model.pt`` sha256 checked against ``models/sha256sums.txt`` -> loaded with
@@ -148,6 +150,10 @@ def load_bundle(path_or_name: str | os.PathLike[str], *, trust: bool = False):
     from medseg.bundle.trust import bundle_file, ensure_trusted, load_weights, sha256_file
 
     bundle_dir = resolve_bundle(path_or_name)
+    from medseg.bundle.zoo import ZooBundleSource, is_zoo_bundle
+
+    if is_zoo_bundle(bundle_dir):  # a MONAI Model Zoo bundle: its own pipeline (medseg.bundle.zoo)
+        return ZooBundleSource.load(bundle_dir, trust=trust)
     configs = read_configs(bundle_dir)
     ensure_trusted(read_all_configs(bundle_dir), trust=trust)  # every config, not only those run here
     from medseg.inference.model_spec import ModelSpec
@@ -188,8 +194,19 @@ class BundleInfo:
 def bundle_info(bundle_dir: str | os.PathLike[str]) -> BundleInfo:
     """Read what :func:`list_bundles` shows from a bundle's JSON (nothing is evaluated)."""
     bundle_dir = Path(bundle_dir)
-    configs = read_configs(bundle_dir, ("metadata.json", "medseg.json"))
-    meta, cfg = configs["metadata.json"], configs["medseg.json"]
+    from medseg.bundle.zoo import is_zoo_bundle
+
+    if is_zoo_bundle(bundle_dir):  # no medseg.json: labels from the metadata's channel_def
+        meta = read_configs(bundle_dir, ("metadata.json",))["metadata.json"]
+        try:
+            names = meta["network_data_format"]["outputs"]["pred"]["channel_def"]
+        except (KeyError, TypeError):
+            names = {}
+        cfg = {"labels": {k: v for k, v in (names or {}).items() if str(k) != "0"}
+               if isinstance(names, dict) else {}}
+    else:
+        configs = read_configs(bundle_dir, ("metadata.json", "medseg.json"))
+        meta, cfg = configs["metadata.json"], configs["medseg.json"]
     try:
         modality = meta["network_data_format"]["inputs"]["image"]["modality"]
     except (KeyError, TypeError):

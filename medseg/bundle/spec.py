@@ -61,13 +61,21 @@ _SHAPE_EXPR = re.compile(r"^[0-9a-z*+\-/() ]+$")
 _DTYPES = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool"}
 
 
-def _check_tensor(name: str, spec: Any) -> list[str]:
+#: An OUTPUT tensor may leave these out: MONAI's schema does not ask for them and the model zoo
+#: (whose metadata MONAI's CI validates) omits them (29 of 31 outputs have no 'modality').
+OUTPUT_OPTIONAL_KEYS = ("modality", "is_patch_data", "channel_def")
+
+
+def _check_tensor(name: str, spec: Any, *, output: bool = False) -> list[str]:
     if not isinstance(spec, dict):
         return [f"network_data_format {name} is not an object"]
-    problems = [f"network_data_format {name} lacks '{k}'" for k in TENSOR_FORMAT_KEYS if k not in spec]
+    required = [k for k in TENSOR_FORMAT_KEYS if not (output and k in OUTPUT_OPTIONAL_KEYS)]
+    problems = [f"network_data_format {name} lacks '{k}'" for k in required if k not in spec]
     if problems:
         return problems
-    if spec["type"] not in TENSOR_TYPES:
+    if output:
+        spec = {"is_patch_data": False, **spec}
+    if spec["type"] not in TENSOR_TYPES and not output:
         problems.append(f"network_data_format {name} type {spec['type']!r} is not one of {TENSOR_TYPES}")
     if not isinstance(spec["num_channels"], int) or spec["num_channels"] < 1:
         problems.append(f"network_data_format {name} num_channels must be a positive integer")
@@ -83,8 +91,8 @@ def _check_tensor(name: str, spec: Any) -> list[str]:
         problems.append(f"network_data_format {name} value_range must be [] or [min, max]")
     if not isinstance(spec["is_patch_data"], bool):
         problems.append(f"network_data_format {name} is_patch_data must be true or false")
-    cd = spec["channel_def"]
-    if not isinstance(cd, dict) or len(cd) != spec.get("num_channels"):
+    cd = spec.get("channel_def")
+    if "channel_def" in spec and (not isinstance(cd, dict) or len(cd) != spec.get("num_channels")):
         problems.append(f"network_data_format {name} channel_def must name each of the num_channels channels")
     return problems
 
@@ -125,5 +133,5 @@ def check_metadata(meta: Any) -> list[str]:
                 problems.append("network_data_format needs at least one input and one output")
             for section in ("inputs", "outputs"):
                 for name, spec in ndf[section].items():
-                    problems.extend(_check_tensor(f"{section}.{name}", spec))
+                    problems.extend(_check_tensor(f"{section}.{name}", spec, output=section == "outputs"))
     return problems

@@ -87,6 +87,10 @@ def verify_bundle(path: str | os.PathLike[str], *, trust: bool = False, min_dice
     from medseg.bundle.trust import bundle_file, check_checksums, ensure_trusted, load_weights, sha256_file
 
     bundle = resolve_bundle(path)
+    from medseg.bundle.zoo import is_zoo_bundle
+
+    if is_zoo_bundle(bundle):
+        return verify_zoo_bundle(bundle, trust=trust)
     report = VerifyReport(bundle=bundle)
     add = report.checks.append
 
@@ -185,4 +189,68 @@ def verify_bundle(path: str | os.PathLike[str], *, trust: bool = False, min_dice
         add(Check("reference", False, str(exc)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
+def verify_zoo_bundle(bundle: Path, *, trust: bool = False) -> VerifyReport:
+    """Check a MONAI Model Zoo bundle (no ``configs/medseg.json``) the way medseg runs it.
+
+    Steps: files (metadata.json, an inference config JSON or YAML, the weights its
+    CheckpointLoader names); metadata keys per the bundle specification (the zoo's
+    ``optional_packages_version`` accepted); the trust policy on what medseg evaluates (metadata
+    and the inference config; the other configs are listed in the detail, they are never run by
+    medseg); the weights against ``models/sha256sums.txt`` or ``large_files.yml`` (md5/sha256) when
+    listed; then the bundle is loaded as medseg runs it (network built, weights loaded strictly
+    with ``weights_only=True``). Zoo bundles carry no reference pair: none is checked.
+    """
+    from medseg.bundle.load import read_all_configs
+    from medseg.bundle.spec import check_metadata
+    from medseg.bundle.trust import ensure_trusted
+    from medseg.bundle.zoo import ZooBundleSource, inference_config_name
+
+    report = VerifyReport(bundle=bundle)
+    add = report.checks.append
+    configs: dict = {}
+    try:
+        configs = read_all_configs(bundle)
+    except BundleError as exc:
+        add(Check("configs", False, str(exc)))
+    name = inference_config_name(configs)
+    missing = [f for f, ok in (("configs/metadata.json", "metadata.json" in configs),
+                               ("configs/inference.json|yaml", name is not None)) if not ok]
+    add(Check("files", not missing, "missing: " + ", ".join(missing) if missing else
+              f"MONAI Model Zoo layout (configs/metadata.json, configs/{name})"))
+    meta = configs.get("metadata.json")
+    problems = check_metadata(meta) if meta is not None else ["metadata.json missing or unreadable"]
+    add(Check("metadata", not problems, "; ".join(problems) if problems else "MONAI bundle spec keys present"))
+    if name is None:
+        return report
+    run_configs = {k: v for k, v in configs.items() if k in (name, "metadata.json")}
+    others = []
+    for other in sorted(set(configs) - set(run_configs)):
+        try:
+            ensure_trusted({other: configs[other], **({"metadata.json": meta} if meta else {})})
+        except BundleError:
+            others.append(other)
+    note = (f"; not run by medseg and refused untrusted: {', '.join(others)}" if others else "")
+    trusted = True
+    if trust:
+        add(Check("trust", True, "skipped by --trust-bundle (config evaluated as given)"))
+    else:
+        try:
+            ensure_trusted(run_configs)
+            add(Check("trust", True, f"configs/{name} uses allow-listed constructs only{note}"))
+        except BundleError as exc:
+            trusted = False
+            add(Check("trust", False, str(exc)))
+    if not trusted:
+        add(Check("load", None, "not run: the trust check failed"))
+        return report
+    try:
+        model = ZooBundleSource.load(bundle, trust=trust)
+        add(Check("weights", True, model.weights_check))
+        add(Check("load", True, f"network_def built, weights loaded strictly; {len(model.labels)} classes: "
+                                f"{', '.join(list(model.labels.values())[:8])}"))
+    except MedsegError as exc:
+        add(Check("load", False, str(exc)))
     return report
