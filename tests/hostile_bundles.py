@@ -350,6 +350,32 @@ VARIANTS: list[Variant] = [
         cfg.__setitem__("loader", {"_target_": "CheckpointLoader", "load_path": str(c.parent / "outside_model.pt"),
                                    "load_dict": {"model": "@network_def"}}),
         cfg.__setitem__("network", "$@loader(None) or @network_def")))),
+    # the rules widened for the model zoo (issue 14), each with the escape it must still refuse:
+    # load_path through a reference, a sibling folder, a file-name choice that climbs out
+    Variant("load_path_reference_outside", _config(lambda c: lambda cfg: (
+        cfg.__setitem__("ckpt", str(c.parent / "outside_model.pt")),
+        cfg.__setitem__("loader", {"_target_": "CheckpointLoader", "load_path": "@ckpt",
+                                   "load_dict": {"model": "@network_def"}}),
+        cfg.__setitem__("network", "$@loader(None) or @network_def")))),
+    Variant("load_path_sibling_of_bundle", _config(lambda c: lambda cfg: (
+        cfg.__setitem__("loader", {"_target_": "CheckpointLoader", "load_path": "$@bundle_root + '_x/model.pt'",
+                                   "load_dict": {"model": "@network_def"}}),
+        cfg.__setitem__("network", "$@loader(None) or @network_def")))),
+    Variant("load_path_name_choice_climbs", _config(lambda c: lambda cfg: (
+        cfg.__setitem__("modelname", "$'model.pt' if @load_pretrain else '../../outside_model.pt'"),
+        cfg.__setitem__("load_pretrain", False),
+        cfg.__setitem__("loader", {"_target_": "CheckpointLoader",
+                                   "load_path": "$@bundle_root + '/models/' + @modelname",
+                                   "load_dict": {"model": "@network_def"}}),
+        cfg.__setitem__("network", "$@loader(None) or @network_def")))),
+    # a relative top-level output_dir is accepted (medseg always replaces it), one that climbs is not
+    Variant("output_dir_relative_climbs", _set("output_dir", lambda c: f"./../../{c.name}")),
+    # '.run()' in a section medseg never evaluates is accepted ('evaluating'); not in one that the
+    # network reaches, nor in one medseg evaluates by name
+    Variant("run_section_referenced", _config(lambda c: lambda cfg: (
+        cfg.__setitem__("evaluating", ["$@evaluator.run()"]),
+        cfg.__setitem__("device", "$'cpu' if len(@evaluating) else 'cpu'")))),
+    Variant("run_in_initialize", _config(lambda c: lambda cfg: cfg.__setitem__("initialize", ["$@evaluator.run()"]))),
     Variant("pretrained_by_default", _config(lambda c: lambda cfg: cfg.__setitem__("network_def", {
         "_target_": "EfficientNetBN", "model_name": "efficientnet-b0", "spatial_dims": 2, "in_channels": 1,
         "num_classes": 3}))),

@@ -258,8 +258,8 @@ def test_expression_grammar():
     assert "calling @saver is not allowed (only a monai.handlers component or a $lambda)" in check_expression(
         "@saver(@img, None, '/tmp/x')", callable_ref=lambda ref: ref != "saver")
     assert check_expression("@checkpointloader(@evaluator)", callable_ref=lambda ref: ref == "checkpointloader") == []
-    assert "'.run()' is only allowed in the top-level 'run' section (it starts an engine)" in check_expression(
-        "@evaluator.run()", allow_run=False)
+    assert any("'.run()' is only allowed in the top-level 'run' section" in p for p in check_expression(
+        "@evaluator.run()", allow_run=False))
 
 
 def test_component_rules_follow_the_class_signature():

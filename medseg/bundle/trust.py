@@ -40,8 +40,9 @@ these hold:
     ``[torch][0].builtins`` or ``[m for m in [np]][0]...`` reach nothing. Method calls ``to run
     eval train parameters cpu items keys values get`` only on an object the config built (a
     reference, a bound name, an item or method result of one), ``.run()`` only in the top-level
-    ``run`` section (which medseg never evaluates: an engine started while the network is built
-    would run its writers); calling a reference only when it ends, in every config that defines it,
+    ``run`` section or another top-level section that no config references and medseg never
+    evaluates by name (the zoo's ``evaluating``/``inferring``; ``initialize``, ``network_def``,
+    ``preprocessing``... are evaluated: an engine started there would run its writers); calling a reference only when it ends, in every config that defines it,
     at a monai.handlers component (``@checkpointloader(@evaluator)`` attaches it) or a ``$lambda``
     (a transform called with extra arguments, ``@saver(img, None, '/elsewhere')``, escapes the
     checks on its config); ``key=`` of ``sorted``/``min``/``max`` only a lambda (it calls what it
@@ -84,9 +85,15 @@ Components, from their class's signature
     '/x'``, ``$@output_dirx``); ``data_root_dir`` (relative sub-folders with '..'),
     ``folder_layout``, ``output_name_formatter``, ``base_path``, ``cache_dir`` are refused; its
     other arguments hold no path ('/', '\\', '..'), and those that name the file are written out.
-    The top-level ``output_dir`` must lie in the bundle (``$@bundle_root + '/eval'``): medseg
-    points it at its own output folder when it runs inference.json but not when it only builds
-    the network. ``load_path`` must lie in the bundle.
+    The top-level ``output_dir`` must lie in the bundle (``$@bundle_root + '/eval'``) or be a
+    plain relative path without ``..`` (the zoo's ``'./output'``): every code path of medseg that
+    evaluates a config replaces it with a folder of its own first. ``load_path`` must lie in the
+    bundle, provably: ``@bundle_root`` followed by constants (the first starting with ``/``, no
+    ``..``), through references whose every definition is so rooted (``$@checkpoint`` ->
+    ``$@bundle_root + '/models/model.pt'``) and references to plain file names or to a choice of
+    constant file names (the zoo's ``$'model.pt' if @highres else 'model_lowres.pt'``). A tail
+    such as ``$@output_dir + 'x'`` (a sibling folder ``<out>x``) is refused for writers and
+    readers alike.
 ``%`` macros, ``_requires_`` and ``_mode_`` other than ``default``/``callable``
     are refused.
 Files
@@ -363,7 +370,8 @@ class _Grammar:
                 self.bad(f"attribute {name!r} is not allowed")
         elif call and node.attr in _METHODS and self.is_object(node.value):
             if node.attr == "run" and not self.allow_run:
-                self.bad("'.run()' is only allowed in the top-level 'run' section (it starts an engine)")
+                self.bad("'.run()' is only allowed in the top-level 'run' section or one that no config "
+                         "references and medseg never evaluates ('evaluating'); it starts an engine")
             self.value(node.value)
         else:
             self.bad(f"call of {name or node.attr!r} is not allowed" if call else
@@ -596,7 +604,141 @@ def _output_dir_ok(value: Any, root: str = "output_dir") -> bool:
     if not m:
         return False
     tail = "".join(a or b for a, b in _STR_CONST.findall(m.group(1)))
-    return ".." not in re.split(r"[/\\]", tail)
+    # '$@output_dir + "x"' would name a sibling ('<out>x'): the tail must start a sub-path
+    return tail == "" or (tail[0] in "/\\" and ".." not in re.split(r"[/\\]", tail))
+
+
+_TERM = re.compile(r"""\s*(@\w+(?:::\w+)*|'[^'\\]*'|"[^"\\]*")\s*""")
+
+
+def _rooted_tail(value: Any, scopes: list[dict], root: str = "bundle_root", depth: int = 0) -> str | None:
+    """The constant path that ``value`` appends to ``@root`` when it provably is ``@root`` plus
+    constants, else None. Accepted: ``@root``; ``$T + T + ...`` whose first term is ``@root`` or a
+    reference whose every definition is itself rooted (``$@checkpoint``, ``@ckpt_path`` ->
+    ``$@bundle_root + '/models/model.pt'``) and whose other terms are string constants or
+    references to plain string literals (``@modelname`` -> ``'model.pt'``). The caller checks the
+    tail (see :func:`_in_folder`)."""
+    if depth > 16:
+        return None
+    if not isinstance(value, str):
+        return None
+    text = value.replace("#", "::")
+    if text == f"@{root}":
+        return ""
+    if text.startswith("@") and _REF.fullmatch(text):
+        return _rooted_ref(text[1:], scopes, root, depth)
+    if not text.startswith("$"):
+        return None
+    terms = text[1:].split("+")
+    parts: list[str] = []
+    for i, term in enumerate(terms):
+        m = _TERM.fullmatch(term)
+        if not m:
+            return None  # '+' inside a constant, a call, anything else: not provable here
+        tok = m.group(1)
+        if tok.startswith("@"):
+            if i == 0:
+                head = "" if tok == f"@{root}" else _rooted_ref(tok[1:], scopes, root, depth)
+                if head is None:
+                    return None
+                parts.append(head)
+            else:
+                choices = _string_choices(scopes, tok)
+                if choices is None or len(choices) != 1:
+                    # several possible names ("$'model.pt' if @highres else 'model_lowres.pt'"): each
+                    # must keep the path inside; the tail reported is any one that does not
+                    bad = [c for c in choices or [None] if c is None or not _in_folder("/" + c.lstrip("/"))
+                           or ".." in c.split("/")]
+                    if bad:
+                        return None
+                parts.append(sorted(choices)[0])
+        elif i == 0:
+            return None  # must start at the root
+        else:
+            parts.append(tok[1:-1])
+    return "".join(parts)
+
+
+def _string_choices(scopes: list[dict], text: str) -> set[str] | None:
+    """The strings ``@id`` can stand for: a plain literal (see :func:`_literal_of`), or, in every
+    config defining it, ``$'a' if <condition> else 'b'`` (nested) with string constants as the
+    branches (the condition is checked by the grammar as an expression of its own). None when
+    anything else could come out."""
+    lit = _literal_of(scopes, text)
+    if isinstance(lit, str):
+        return {lit}
+    out: set[str] = set()
+    found = False
+    for scope in scopes:
+        node = _lookup(scope, text[1:].replace("#", "::"))
+        if node is _MISSING:
+            continue
+        found = True
+        if not (isinstance(node, str) and node.startswith("$")):
+            return None
+        try:
+            # references may stand in the condition only: each becomes a plain name here
+            tree = ast.parse(_REF.sub("_r", node[1:].replace("#", "::")).strip(), mode="eval").body
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return None
+        todo = [tree]
+        while todo:
+            n = todo.pop()
+            if isinstance(n, ast.IfExp):
+                todo += [n.body, n.orelse]
+            elif isinstance(n, ast.Constant) and isinstance(n.value, str):
+                out.add(n.value)
+            else:
+                return None
+    return out if found and out else None
+
+
+def _rooted_ref(ref: str, scopes: list[dict], root: str, depth: int) -> str | None:
+    """The tail of ``@ref`` when every config defining it roots it at ``@root`` with the same tail."""
+    tails = set()
+    for scope in scopes:
+        node = _lookup(scope, ref)
+        if node is _MISSING:
+            continue
+        tails.add(_rooted_tail(node, scopes, root, depth + 1))
+    if len(tails) != 1:
+        return None
+    return tails.pop()
+
+
+def _in_folder(tail: str | None) -> bool:
+    """A tail appended to a folder keeps the path inside it: empty, or starting with '/', no '..'
+    part, no backslash (``'_evil/x'`` would name a sibling folder ``<root>_evil``)."""
+    if tail is None:
+        return False
+    if tail == "":
+        return True
+    return tail.startswith("/") and "\\" not in tail and "\0" not in tail and ".." not in tail.split("/")
+
+
+def _relative_literal(value: Any) -> bool:
+    """A plain relative path such as ``'./output'`` (no expression, reference, macro, address,
+    '..' part or backslash)."""
+    return (isinstance(value, str) and bool(value) and value[:1] not in "$@%/~" and not _URL.match(value)
+            and "\\" not in value and "\0" not in value and ".." not in value.split("/"))
+
+
+# Ids medseg evaluates by name in some code path (load_bundle, the zoo runner, run_inference_config):
+# a top-level section outside these that no config references is never evaluated by medseg.
+_EVALUATED_IDS = {"initialize", "device", "datalist", "network_def", "network", "preprocessing", "inferer",
+                  "postprocessing", "dataset", "dataloader", "evaluator", "handlers", "checkpointloader",
+                  "bundle_root", "output_dir", "dataset_dir", "imports", "_meta_"}
+
+
+def _referenced_top_ids(scopes: list[dict]) -> set[str]:
+    """First components of every id any string of any config references (``@x::1`` -> ``x``)."""
+    out: set[str] = set()
+    for scope in scopes:
+        for text in _strings(scope):
+            t = text.replace("#", "::")
+            if t[:1] in "$@%":
+                out.update(_ID_SEP.split(r)[0] for r in _REF.findall(t) if r)
+    return out
 
 
 def _target_object(full: str) -> Any:
@@ -665,7 +807,7 @@ def _component_problems(node: dict, *, run_config: bool, scopes: list[dict] | No
                     if isinstance(literal, str) and ("/" in literal or "\\" in literal or ".." in literal):
                         problems.append(f"{full}: argument {key!r} {text[:40]!r} of a writer holds a path")
                     continue
-            if text[:1] in "$@%" and names_a_file:
+            if text[:1] and text[:1] in "$@%" and names_a_file:  # '' is a literal (the zoo's output_postfix)
                 problems.append(f"{full}: argument {key!r} of a writer must be written out ({text[:40]!r})")
             elif text[:1] not in "$@" and ("/" in text or "\\" in text or ".." in text):
                 problems.append(f"{full}: argument {key!r} {text[:40]!r} of a writer holds a path")
@@ -768,6 +910,14 @@ def find_untrusted(config: Any, *, source: str = "config", known_ids: dict | Non
         return all(_may_be_called(s, ref) for s in scopes if _id_exists(s, ref))
     scope.update(config)
 
+    referenced = _referenced_top_ids(scopes)
+
+    def run_allowed(where: str) -> bool:
+        """'.run()' starts an engine: only in 'run', or in a top-level section ('evaluating',
+        'inferring') that medseg never evaluates by name and no config references."""
+        top = where.split("::", 1)[0]
+        return top == "run" or (top not in _EVALUATED_IDS and top not in referenced)
+
     def check_ref(where: str, ref: str, shown: str) -> None:
         if not ref or not _id_exists(scope, ref):
             findings.append(f"{source}:{where}: reference {shown[:60]!r} to an id that does not exist")
@@ -787,8 +937,7 @@ def find_untrusted(config: Any, *, source: str = "config", known_ids: dict | Non
                 if not (import_ok and " ".join(expr.split()) in _ALLOWED_IMPORTS):
                     findings.append(f"{source}:{where}: import {value[:60]!r}")
                 return
-            for problem in check_expression(expr, callable_ref=callable_ref,
-                                            allow_run=where == "run" or where.startswith("run::")):
+            for problem in check_expression(expr, callable_ref=callable_ref, allow_run=run_allowed(where)):
                 findings.append(f"{source}:{where}: expression {value[:60]!r}: {problem}")
             for ref in _REF.findall(expr):
                 if ref:
@@ -853,13 +1002,15 @@ def find_untrusted(config: Any, *, source: str = "config", known_ids: dict | Non
                 findings.append(f"{source}:{where}: {problem}")
                 continue
         if where == "output_dir" and "train" not in Path(source).stem and not (
-                _output_dir_ok(value, "bundle_root") or _output_dir_ok(value)):
+                _in_folder(_rooted_tail(value, scopes)) or _output_dir_ok(value) or _relative_literal(value)):
+            # a plain relative path ('./output', the zoo's default) is accepted too: every code path of
+            # medseg that evaluates a config replaces output_dir with a folder of its own first
             # medseg points it at its own output folder when it runs inference.json, but not while it
             # only builds the network (load_bundle): there the bundle's own value stands
             findings.append(f"{source}:output_dir: {str(value)[:60]!r} must lie in the bundle "
-                            "(\"$@bundle_root + '/eval'\")")
+                            "(\"$@bundle_root + '/eval'\" or a relative path such as './eval')")
             continue
-        if lowered in _READ_KEYS and not _output_dir_ok(value, "bundle_root"):
+        if lowered in _READ_KEYS and not _in_folder(_rooted_tail(value, scopes)):
             # CheckpointLoader reads it as soon as it is called on an engine (@checkpointloader(@evaluator))
             findings.append(f"{source}:{where}: {key} {str(value)[:60]!r} reads a file outside the bundle "
                             "(use \"$@bundle_root + '/models/...'\")")
