@@ -7,6 +7,7 @@ traceback), 1 an unexpected error (a bug: traceback shown), 130 interrupted, 141
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import pkgutil
@@ -33,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         name = getattr(mod, "NAME", mod.__name__.rsplit(".", 1)[1].replace("_", "-"))
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
         mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+        # a command may keep its own INFO lines (``QUIET = False``: train reports its plan that way)
+        p.set_defaults(_run=mod.run, _quiet=getattr(mod, "QUIET", True))
         _add_verbose(p)
     return parser
 
@@ -58,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     from medseg import settings
 
     try:
-        with settings.using(settings.from_env()), logsafe.quiet_libraries(getattr(args, "verbose", False)):
+        quiet = (logsafe.quiet_libraries(getattr(args, "verbose", False)) if args._quiet
+                 else contextlib.nullcontext())
+        with settings.using(settings.from_env()), quiet:
             return int(args._run(args) or 0)  # the environment is read once per command, above
     except MedsegError as exc:
         msg = " ".join(str(exc).split()) or type(exc).__name__

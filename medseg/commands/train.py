@@ -12,6 +12,8 @@ from pathlib import Path
 from medseg.errors import ConfigError
 
 HELP = "train a segmentation network (MSD, nnU-Net raw, images/+labels/ folders or CSV)"
+#: train reports its plan (flip axes, resume) as INFO lines of its own: not hidden by the quiet mode
+QUIET = False
 
 
 def _ints(text: str) -> tuple[int, ...]:
