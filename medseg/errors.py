@@ -57,3 +57,8 @@ class DataFetchError(MedsegError):
 
 class PACSError(MedsegError):
     """A PACS (DICOMweb or DIMSE) request failed or was refused."""
+
+
+class PromptError(ConfigError):
+    """A prompt (click, box, extreme points, scribbles, previous mask) that cannot be used:
+    outside the image, wrong number of coordinates, a box with no extent, a mask on another grid."""

@@ -1,5 +1,9 @@
 """``medseg segment INPUT --model PATH [--model PATH2 ...] --output DIR``: segment one study.
 
+``--method NAME`` runs a classical method instead of a model (:mod:`medseg.classical`: otsu,
+multi-otsu, threshold:LOW,HIGH, region-growing, kmeans:K, gmm:K, watershed, edges, preset:bone|
+lung|air|body) with the same outputs.
+
 ``--model`` takes a medseg bundle (name or folder), a training run folder or an nnU-Net v2
 trained-model folder, recognised by content; ``--bundle`` is the same option's older name.
 """
@@ -8,12 +12,19 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "segment one image/DICOM series with a bundle, training run or nnU-Net v2 model; writes DIR/<case>/"
+HELP = ("segment one image/DICOM series with a bundle, training run or nnU-Net v2 model, or a classical "
+        "--method; writes DIR/<case>/")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help="NIfTI/NRRD/MHA/TIFF/PNG file, or DICOM file/folder/archive")
-    add_model_arguments(parser)
+    add_model_arguments(parser, required=False)
+    parser.add_argument("--method", default=None, metavar="NAME",
+                        help="classical method instead of --model: otsu, multi-otsu[:K], threshold:LOW,HIGH, "
+                             "region-growing, kmeans:K, gmm:K, watershed, edges, preset:bone|lung|air|body (CT, HU)")
+    parser.add_argument("--seed", action="append", nargs="+", type=float, default=None, metavar="MM",
+                        help="region-growing seed: X Y [Z] in world mm (RAS); repeat for several "
+                             "(default: the image centre)")
     parser.add_argument("--output", required=True, help="output folder; the case goes into DIR/<case>/")
     parser.add_argument("--format", default=None,
                         help="comma-separated: nifti, dicom-seg, rtstruct (RT Structure Set; both for DICOM "
@@ -36,13 +47,28 @@ def run(args: argparse.Namespace) -> int:
     from medseg.bundle import load_bundle
     from medseg.inference.pipeline import segment_file
 
-    result = segment_file(args.input, model_argument(args), args.output, formats=args.format or "nifti,dicom-seg,png",
+    result = segment_file(args.input, _model_or_method(args), args.output, formats=args.format or "nifti,dicom-seg,png",
                           device=args.device, tta=args.tta, series=args.series, trust_bundle=args.trust_bundle,
                           model_loader=load_bundle, amp=args.amp, nnunet=nnunet_options(args),
                           extra_writers=_extra_writers(args), strict=args.strict)
     print(result.path)
     _warn_skipped(result.provenance, explicit=args.format is not None)
     return 0
+
+
+def _model_or_method(args: argparse.Namespace):
+    """``--model`` (see :func:`model_argument`) or a :class:`~medseg.classical.ClassicalSource` for ``--method``."""
+    from medseg.errors import ConfigError
+
+    if bool(args.model) == bool(args.method):
+        raise ConfigError("give either --model or --method (one of them)")
+    if args.seed and not args.method:
+        raise ConfigError("--seed applies to --method region-growing only")
+    if not args.method:
+        return model_argument(args)
+    from medseg.classical.source import ClassicalSource
+
+    return ClassicalSource(args.method, seeds_mm=[tuple(s) for s in args.seed or []])
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -281,7 +282,16 @@ def evaluate(
     if instances:
         summary["instances"] = {m: summarize([float(r[m]) for r in instance_rows], n_boot=n_boot, seed=seed)
                                 for m in INSTANCE_METRIC_NAMES}
-        summary["instances"]["matching"] = "Hungarian on IoU, match if IoU > 0.5; AP = TP/(TP+FP+FN)"
+        summary["instances"]["matching"] = ("Hungarian on IoU, match if IoU > 0.5; AP = TP/(TP+FP+FN); ap75 the "
+                                            "same at 0.75; coco_*: COCO AP (greedy, IoU >= t, 101-point "
+                                            "interpolated precision, equal scores; medseg.metrics.coco)")
+    else:  # mean over the labels of each case's IoU, then summarised over cases
+        per_case = {}
+        for r in rows:
+            v = float(r["iou"])
+            if not math.isnan(v):
+                per_case.setdefault(r["case"], []).append(v)
+        summary["miou"] = summarize([float(np.mean(v)) for v in per_case.values()], n_boot=n_boot, seed=seed)
 
     out.mkdir(parents=True, exist_ok=True)
     files = [write_csv(out / "metrics.csv", ("case", "label", *METRIC_NAMES), rows),

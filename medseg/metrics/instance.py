@@ -4,6 +4,8 @@
   maximising the summed IoU); a pair counts as a match only if its IoU is **strictly greater**
   than the threshold. For thresholds >= 0.5 a match is unique anyway (two objects cannot both
   overlap a third by more than half), so this equals every greedy scheme.
+* COCO-style AP (``coco_ap50``, ``coco_ap75``, ``coco_map``: area under the interpolated
+  precision-recall curve, equal scores, see :mod:`medseg.metrics.coco`) is reported next to it.
 * Per threshold: TP, FP = n_pred - TP, FN = n_ref - TP; precision TP/(TP+FP); recall
   TP/(TP+FN); F1 = 2TP/(2TP+FP+FN); **AP** = TP/(TP+FP+FN), the "average precision" of the 2018
   Data Science Bowl and the StarDist papers (not the area under a PR curve). ``mean_ap`` and
@@ -37,8 +39,8 @@ IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 
 #: Column names of one instance row (after ``case``).
 INSTANCE_METRIC_NAMES = (
-    "n_pred", "n_ref", "tp", "fp", "fn", "precision", "recall", "f1", "ap",
-    "mean_ap", "mean_f1", "sq", "rq", "pq", "n_ref_lesions", "n_pred_lesions",
+    "n_pred", "n_ref", "tp", "fp", "fn", "precision", "recall", "f1", "ap", "ap75",
+    "mean_ap", "mean_f1", "coco_ap50", "coco_ap75", "coco_map", "sq", "rq", "pq", "n_ref_lesions", "n_pred_lesions",
     "lesion_sensitivity", "lesion_false_positives",
 )
 
@@ -165,6 +167,7 @@ def instance_metrics(
     out: dict[str, float | int] = {"n_pred": n_pred, "n_ref": n_ref, "tp": tp,
                                    "fp": n_pred - tp, "fn": n_ref - tp}
     out.update(_scores(tp, n_pred, n_ref, both))
+    out["ap75"] = _scores(int(np.count_nonzero(matched_iou > 0.75)), n_pred, n_ref, both)["ap"]
     out["mean_ap"] = float(np.mean(aps))
     out["mean_f1"] = float(np.mean(f1s))
     if n_pred == 0 and n_ref == 0:
@@ -175,5 +178,9 @@ def instance_metrics(
         out["sq"] = sq
         out["rq"] = rq
         out["pq"] = sq * rq if tp else 0.0
+    from medseg.metrics.coco import COCO_METRIC_NAMES, coco_ap
+
+    coco = coco_ap(p, r)
+    out.update({k: (both if n_pred == 0 and n_ref == 0 else coco[k]) for k in COCO_METRIC_NAMES})
     out.update(_lesion_metrics(p > 0, r > 0, policy))
     return out
