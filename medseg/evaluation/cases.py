@@ -100,19 +100,23 @@ def match_cases(pred: str | os.PathLike[str], ref: str | os.PathLike[str]) -> Ca
     )
 
 
-def _is_seg(path: Path) -> bool:
+def _sop_class(path: Path) -> str:
     if path.suffix.lower() != ".dcm":
-        return False
+        return ""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
     except (InvalidDicomError, OSError, ValueError, EOFError):
-        return False
+        return ""
+    return str(ds.get("SOPClassUID", ""))
+
+
+def _is_seg(path: Path) -> bool:
     from medseg.io.read import SEG_SOP_CLASS
 
-    return str(ds.get("SOPClassUID", "")) == SEG_SOP_CLASS
+    return _sop_class(path) == SEG_SOP_CLASS
 
 
 @functools.lru_cache(maxsize=4)
@@ -148,9 +152,17 @@ def read_label_map(path: str | os.PathLike[str], reference_image: str | os.PathL
     picture comes back ``(1, rows, columns)`` with its pixel spacing in mm, or 1.0 flagged as a
     default). A DICOM SEG is
     placed on the grid of ``reference_image`` (its source series) when given, else on its own
-    geometry (only the frames it stores).
+    geometry (only the frames it stores). An RT Structure Set needs ``reference_image`` (contours
+    have no grid of their own): its ROIs are filled on that grid, valued by ROINumber (medseg
+    writes the label value there).
     """
     p = Path(path)
+    if _sop_class(p) == "1.2.840.10008.5.1.4.1.1.481.3":  # RT Structure Set Storage
+        if reference_image is None:
+            raise EvaluationError(f"{p.name} is an RT structure set: give the series it contours with --ref-image")
+        from medseg.io.dicom_rtstruct import read_rtstruct
+
+        return read_rtstruct(p, _load_reference_image(str(reference_image)))
     if _is_seg(p):
         from medseg.io.dicom_seg import read_dicom_seg
 

@@ -21,6 +21,7 @@ how treatment planning systems, rt-utils and dicompyler read nested contours.
 Public API::
 
     write_rtstruct(labels, source, out_path, *, label_names, ...) -> Path
+    read_rtstruct(path, reference, *, label_names=None) -> Volume   # ROIs filled on the reference grid
 
 Follows :mod:`medseg.io.dicom_seg`: the source must carry every identifier the structure set
 references (else :class:`RtstructNotWritable`, before anything is built), the dataset built is
@@ -58,7 +59,7 @@ from medseg.io.dicom_seg import (
 from medseg.labels import generic_label, lookup_label
 from medseg.logsafe import scrub
 
-__all__ = ["RTSTRUCT_SOP_CLASS", "RtstructNotWritable", "label_contours", "write_rtstruct"]
+__all__ = ["RTSTRUCT_SOP_CLASS", "RtstructNotWritable", "label_contours", "read_rtstruct", "write_rtstruct"]
 
 log = logging.getLogger(__name__)
 
@@ -211,8 +212,8 @@ def write_rtstruct(
 
     ``labels``: integer MetaTensor (1, i, j, k) on exactly the grid of ``source`` (RAS affine);
     ``source``: the MetaTensor medseg read from the DICOM series (its ``meta['dicom_files']`` are
-    re-read). One ROI per label value present (ROI numbers 1..n in increasing label value; an
-    all-zero map gets one empty ROI per named label), named and coloured from
+    re-read). One ROI per label value present (ROINumber = the label value; an all-zero map gets
+    one empty ROI per named label), named and coloured from
     :mod:`medseg.labels` (unknown names: the name itself, palette colour), RTROIInterpretedType
     ORGAN for anatomical structures, the SNOMED CT code in RTROIIdentificationCodeSequence.
     Contours: for each source slice k, the boundaries of ``labels[:, :, k] == value``
@@ -306,7 +307,8 @@ def write_rtstruct(
 
     rois, contours, observations = [], [], []
     n_contours = 0
-    for number, value in enumerate(present, start=1):
+    for value in present:
+        number = value  # ROI numbers need not be consecutive: the label value, so a reader gets it back
         label = lookup_label(names[value]) or generic_label(names[value])
         rois.append(_ds(ROINumber=number, ReferencedFrameOfReferenceUID=frame_uid, ROIName=label.display[:64],
                         ROIGenerationAlgorithm="AUTOMATIC",
@@ -350,3 +352,81 @@ def write_rtstruct(
         _check_written(tmp, len(present))
     log.info("wrote RT structure set with %d ROI(s), %d contour(s) to %s", len(present), n_contours, out.name)
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# reader
+# ----------------------------------------------------------------------------------------------
+def _roi_values(ds: Any, label_names: Mapping[int, str] | None) -> dict[int, tuple[int, str]]:
+    """ROINumber -> (label value, ROI name): the ROINumber itself, or with ``label_names`` the
+    value whose name (registry key or display name, case-insensitive) is the ROI's name."""
+    rois = {int(r.ROINumber): str(getattr(r, "ROIName", "") or f"ROI {r.ROINumber}")
+            for r in ds.get("StructureSetROISequence") or []}
+    if label_names is None:
+        return {n: (n, name) for n, name in rois.items()}
+    keys: dict[str, int] = {}
+    for value, name in label_names.items():
+        found = lookup_label(str(name))
+        for key in (str(name), found.display if found else None, found.name if found else None):
+            if key:
+                keys[key.strip().lower()] = int(value)
+    return {n: (keys[name.strip().lower()], name) for n, name in rois.items() if name.strip().lower() in keys}
+
+
+def read_rtstruct(path: str | os.PathLike[str], reference: Any, *,
+                  label_names: Mapping[int, str] | None = None) -> Any:
+    """The ROIs of an RT Structure Set filled on the grid of ``reference`` (the image it
+    contours: a Volume or MetaTensor with a RAS affine), as an integer :class:`~medseg.io.volume.Volume`
+    ``(1, i, j, k)``.
+
+    Each CLOSED_PLANAR contour (LPS mm) is placed with the reference's affine, must lie on one of
+    its planes k (within 0.2 of a slice spacing, else GeometryError) and is filled at the pixel
+    centres even-odd with the other contours of its ROI and plane (holes, islands). Values are the
+    ROINumbers, or with ``label_names`` (value -> name) the value named like the ROI (ROIs with
+    other names are left out). Overlaps: the higher value wins. ``meta['labels']`` maps value ->
+    ROI name.
+    """
+    import pydicom
+    from matplotlib.path import Path as MplPath
+
+    from medseg.io.volume import Volume
+
+    p = Path(path)
+    try:
+        ds = pydicom.dcmread(p)
+    except _PYDICOM_ERRORS as exc:
+        raise InputError(f"{p.name} is not a readable DICOM file ({type(exc).__name__})") from None
+    if _uid_text(ds, "SOPClassUID") != RTSTRUCT_SOP_CLASS:
+        raise InputError(f"{p.name} is not an RT Structure Set")
+    aff = _affine_of(reference, "reference")
+    shape = tuple(int(s) for s in _spatial(_as_numpy(reference), "reference").shape)
+    if len(shape) != 3:
+        raise GeometryError("an RT structure set is read onto a 3D reference grid")
+    to_index = np.linalg.inv(_LPS @ aff)  # LPS mm -> (i, j, k)
+    values = _roi_values(ds, label_names)
+    out = np.zeros(shape, dtype=np.int32)
+    ii, jj = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    for roi in sorted(ds.get("ROIContourSequence") or [], key=lambda r: values.get(int(r.ReferencedROINumber),
+                                                                                      (0, ""))[0]):
+        if int(roi.ReferencedROINumber) not in values:
+            continue
+        value = values[int(roi.ReferencedROINumber)][0]
+        planes: dict[int, np.ndarray] = {}
+        for c in roi.get("ContourSequence") or []:
+            if str(getattr(c, "ContourGeometricType", "")) != "CLOSED_PLANAR":
+                continue
+            pts = np.asarray(c.ContourData, dtype=np.float64).reshape(-1, 3)
+            idx = (to_index @ np.c_[pts, np.ones(len(pts))].T).T[:, :3]
+            k = int(np.rint(idx[:, 2].mean()))
+            if np.abs(idx[:, 2] - k).max() > 0.2 or not 0 <= k < shape[2]:
+                raise GeometryError(f"{p.name}: a contour of ROI {roi.ReferencedROINumber} does not lie on a plane "
+                                    "of the reference grid; give the series it was drawn on")
+            inside = MplPath(idx[:, :2]).contains_points(np.c_[ii.ravel(), jj.ravel()]).reshape(shape[:2])
+            planes[k] = planes.get(k, np.zeros(shape[:2], bool)) ^ inside
+        for k, mask in planes.items():
+            out[:, :, k][mask] = value
+    names = {v: name for v, name in values.values()}
+    meta = {"space": "RAS", "kind": "label", "format": "rtstruct", "modality": "RTSTRUCT",
+            "filename_or_obj": str(p), "labels": dict(sorted(names.items())),
+            "series_instance_uid": _uid_text(ds, "SeriesInstanceUID")}
+    return Volume(out[None], np.asarray(aff, dtype=np.float64), meta)
