@@ -328,6 +328,12 @@ def test_a_2d_radiograph_is_served_and_prompted(tmp_path):
         assert status == 200, body
         mask = np.asarray(_nifti(body).dataobj)[..., 0]
         assert mask.shape == organ.shape and dice(mask, organ) > 0.5
+    # a 2D image's legend gives areas: pixels x pixel area (spacing 1.4 x 1.4 mm) in cm^2
+    session.labels, session.label_names = ph.label, dict(ph.labels)
+    info = session.info()
+    assert info["volume_unit"] == "cm\u00b2"
+    for e in info["labels"]:
+        assert e["size"] == pytest.approx(np.count_nonzero(ph.label == e["value"]) * 1.4 * 1.4 / 100, rel=1e-9)
 
 
 def test_multichannel_image_refused():

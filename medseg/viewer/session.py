@@ -205,8 +205,13 @@ class ViewerSession:
             if not entry.get("voxels"):
                 continue  # named but absent: not shown
             name = entry.get("name") or str(value)
-            out.append({"value": value, "name": name, "colour": list(label_colour(names.get(value), value)),
-                        "voxels": int(entry.get("voxels", 0)), "volume_ml": float(entry.get("volume_ml", 0.0))})
+            n = int(entry.get("voxels", 0))
+            item = {"value": value, "name": name, "colour": list(label_colour(names.get(value), value)), "voxels": n}
+            if len(self.shape) == 3:
+                item["volume_ml"] = item["size"] = float(entry.get("volume_ml", 0.0))
+            else:  # area: pixel area in mm^2 / 100
+                item["area_cm2"] = item["size"] = n * float(np.linalg.norm(np.cross(*self.affine[:3, :2].T))) / 100.0
+            out.append(item)
         return out
 
     def presets(self) -> dict[str, list[float]]:
@@ -241,6 +246,7 @@ class ViewerSession:
                 "orientation": orientation_code(self.affine, nd), "presets": self.presets(),
                 "labels": self.legend("labels"), "reference": self.legend("reference"),
                 "has_labels": self.labels is not None, "has_reference": self.reference is not None,
+                "volume_unit": "mL" if nd == 3 else "cm\u00b2",  # a 2D image's structures have areas
                 "can_save": self.output_dir is not None, "prompt_method": self.prompt_method,
                 "can_save_seg": self.output_dir is not None and self.can_save_seg}
 

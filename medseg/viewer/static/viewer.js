@@ -71,7 +71,7 @@
       sw.style.background = "rgb(" + e.colour.join(",") + ")";
       const c0 = document.createElement("td"); c0.appendChild(sw);
       const c1 = document.createElement("td"); c1.textContent = e.name;
-      const c2 = document.createElement("td"); c2.className = "ml"; c2.textContent = e.volume_ml.toFixed(1);
+      const c2 = document.createElement("td"); c2.className = "ml"; c2.textContent = e.size.toFixed(1);
       tr.append(c0, c1, c2);
       body.appendChild(tr);
     }
@@ -255,6 +255,7 @@
       lab.setColormapLabel(lut(info.labels));
       nv.addVolume(lab);
     }
+    for (const th of document.querySelectorAll("thead th:last-child")) th.textContent = info.volume_unit;
     fillLegend("legend", info.labels);
     if (info.has_reference) {
       document.getElementById("pane-ref").hidden = false;
