@@ -267,9 +267,9 @@ def test_refine_clear_and_undo(server, case):
     np.testing.assert_array_equal(np.asarray(_nifti(body).dataobj), direct)
 
 
-def test_dicom_input_saves_a_dicom_seg_on_its_grid(tmp_path):
-    """A DICOM series in: the page offers a DICOM SEG, written by the CLI's writer and read back by
-    medseg on the series' grid; the patient's name never reaches the page."""
+def test_dicom_input_saves_a_dicom_seg_and_rtstruct_on_its_grid(tmp_path):
+    """A DICOM series in: the page offers a DICOM SEG and an RTSTRUCT, written by the CLI's writers
+    and read back by medseg on the series' grid; the patient's name never reaches the page."""
     from medseg.data.dicom_writer import write_dicom_series
     from medseg.data.phantoms import abdomen_ct
     from medseg.io.dicom_seg import read_dicom_seg
@@ -289,8 +289,17 @@ def test_dicom_input_saves_a_dicom_seg_on_its_grid(tmp_path):
             assert post_json(_base(srv) + "/api/save", {"format": "dicom-seg", "name": name}, srv.token)[0] in (400, 422)
         status, body, _ = post_json(_base(srv) + "/api/save", {"format": "dicom-seg"}, srv.token)
         assert status == 200, body
-    seg = read_dicom_seg(tmp_path / "out" / json.loads(body)["saved"], reference=session.image)
+        saved_seg = json.loads(body)["saved"]
+        status, body, _ = post_json(_base(srv) + "/api/save", {"format": "rtstruct"}, srv.token)
+        assert status == 200, body
+        saved_rt = json.loads(body)["saved"]
+    seg = read_dicom_seg(tmp_path / "out" / saved_seg, reference=session.image)
     np.testing.assert_array_equal(seg.numpy()[0] > 0, mask > 0)
+    # the RTSTRUCT holds contours: filled back on the grid they cover the mask up to its outline
+    from medseg.io.dicom_rtstruct import read_rtstruct
+
+    rt = np.asarray(read_rtstruct(tmp_path / "out" / saved_rt, session.image).array)[0] > 0
+    assert dice(rt, mask > 0) > 0.9
 
 
 def test_extreme_points_prompt(server, case):

@@ -28,8 +28,9 @@ ROLES = ("image", "labels", "reference", "mask")
 CT_PRESETS = {"soft tissue": (400, 40), "lung": (1500, -600), "bone": (1800, 400), "brain": (80, 40),
               "liver": (150, 90), "mediastinum": (350, 50)}
 SAVE_NAME = {"nifti": re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}\.nii(\.gz)?$"),
-             "dicom-seg": re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}\.dcm$")}
-DEFAULT_NAME = {"nifti": "prompt_mask.nii.gz", "dicom-seg": "prompt_mask_seg.dcm"}
+             "dicom-seg": re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}\.dcm$"),
+             "rtstruct": re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}\.dcm$")}
+DEFAULT_NAME = {"nifti": "prompt_mask.nii.gz", "dicom-seg": "prompt_mask_seg.dcm", "rtstruct": "prompt_mask_rtstruct.dcm"}
 
 
 def _numpy(t: Any) -> np.ndarray:
@@ -333,7 +334,8 @@ class ViewerSession:
     def save(self, name: str | None = None, format: str = "nifti") -> str:  # noqa: A002 - the CLI's word
         """Write the prompt mask on the source grid into the output folder: ``format="nifti"`` with
         :func:`medseg.io.save_labels`, ``"dicom-seg"`` (DICOM inputs only) with the CLI's
-        :func:`medseg.io.dicom_seg.write_dicom_seg`. ``name`` is one plain file name (no folder).
+        :func:`medseg.io.dicom_seg.write_dicom_seg`, ``"rtstruct"`` with
+        :func:`medseg.io.dicom_rtstruct.write_rtstruct`. ``name`` is one plain file name (no folder).
         Returns the name written; the prompts go beside it as ``<name>.prompt.json``."""
         from medseg.io import save_labels
         from medseg.io.atomic import atomic_write_text
@@ -341,26 +343,28 @@ class ViewerSession:
         if self.output_dir is None:
             raise ConfigError("this viewer was started without an output folder")
         if format not in SAVE_NAME:
-            raise ConfigError(f"unknown save format {format!r}; use nifti or dicom-seg")
+            raise ConfigError(f"unknown save format {format!r}; use nifti, dicom-seg or rtstruct")
         name = DEFAULT_NAME[format] if name is None else name
         if not isinstance(name, str) or not SAVE_NAME[format].match(name) or ".." in name:
-            raise ConfigError(f"a save name is one file name ending in {'.dcm' if format == 'dicom-seg' else '.nii.gz'}"
+            raise ConfigError(f"a save name is one file name ending in {'.nii.gz' if format == 'nifti' else '.dcm'}"
                               " (letters, digits, _ . -)")
-        if format == "dicom-seg" and not self.can_save_seg:
-            raise ConfigError("a DICOM SEG needs a DICOM series as the viewed image")
+        if format != "nifti" and not self.can_save_seg:
+            raise ConfigError("a DICOM SEG or RTSTRUCT needs a DICOM series as the viewed image")
         with self._lock:
             if self.mask is None:
                 raise ConfigError("nothing to save: draw a box or click first")
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            if format == "dicom-seg":
+            if format in ("dicom-seg", "rtstruct"):
                 import torch
                 from monai.data import MetaTensor
 
+                from medseg.io.dicom_rtstruct import write_rtstruct
                 from medseg.io.dicom_seg import write_dicom_seg
 
                 labels = MetaTensor(torch.from_numpy(self.mask)[None], affine=torch.as_tensor(self.affine))
-                write_dicom_seg(labels, self.image, self.output_dir / name, label_names={1: "object"},
-                                series_description="medseg view prompt")
+                writer = write_dicom_seg if format == "dicom-seg" else write_rtstruct
+                writer(labels, self.image, self.output_dir / name, label_names={1: "object"},
+                       series_description="medseg view prompt")
             else:
                 save_labels(self.mask, self.image, self.output_dir / name)
             if self.prompt_log is not None:

@@ -303,6 +303,9 @@
     const segButton = document.getElementById("save-seg");
     segButton.hidden = !info.can_save_seg;
     segButton.addEventListener("click", () => save("dicom-seg"));
+    const rtButton = document.getElementById("save-rt");
+    rtButton.hidden = !info.can_save_seg;
+    rtButton.addEventListener("click", () => save("rtstruct"));
     applyTool();
     nv.drawScene();
     document.body.dataset.state = "ready";
