@@ -730,11 +730,16 @@ _EVALUATED_IDS = {"initialize", "device", "datalist", "network_def", "network", 
                   "bundle_root", "output_dir", "dataset_dir", "imports", "_meta_"}
 
 
-def _referenced_top_ids(scopes: list[dict]) -> set[str]:
-    """First components of every id any string of any config references (``@x::1`` -> ``x``)."""
+def _referenced_top_ids(scopes: list[dict]) -> set[str] | None:
+    """First components of every id any string of any config references (``@x::1`` -> ``x``);
+    None when a config is too large to walk (a YAML alias bomb shares subtrees: the walk is
+    bounded like every other walk here), so that nothing counts as unreferenced."""
     out: set[str] = set()
     for scope in scopes:
-        for text in _strings(scope):
+        texts = list(itertools.islice(_strings(scope), MAX_CONFIG_ENTRIES + 1))
+        if len(texts) > MAX_CONFIG_ENTRIES:
+            return None
+        for text in texts:
             t = text.replace("#", "::")
             if t[:1] in "$@%":
                 out.update(_ID_SEP.split(r)[0] for r in _REF.findall(t) if r)
@@ -910,13 +915,22 @@ def find_untrusted(config: Any, *, source: str = "config", known_ids: dict | Non
         return all(_may_be_called(s, ref) for s in scopes if _id_exists(s, ref))
     scope.update(config)
 
-    referenced = _referenced_top_ids(scopes)
+    referenced: list[set[str] | None] = []  # computed once, when a '.run()' outside 'run' is met
 
     def run_allowed(where: str) -> bool:
         """'.run()' starts an engine: only in 'run', or in a top-level section ('evaluating',
         'inferring') that medseg never evaluates by name and no config references."""
         top = where.split("::", 1)[0]
-        return top == "run" or (top not in _EVALUATED_IDS and top not in referenced)
+        if top == "run":
+            return True
+        if top in _EVALUATED_IDS:
+            return False
+        if not referenced:
+            try:
+                referenced.append(_referenced_top_ids(scopes))
+            except RecursionError:
+                referenced.append(None)
+        return referenced[0] is not None and top not in referenced[0]
 
     def check_ref(where: str, ref: str, shown: str) -> None:
         if not ref or not _id_exists(scope, ref):
