@@ -75,7 +75,7 @@ def monai_bundle_run(bundle: Path, inputs: list[Path], out_dir: Path, *, config:
     image = str(inputs[0]) if len(inputs) == 1 else [str(p) for p in inputs]
     argv = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / config),
             "--meta_file", str(bundle / "configs" / "metadata.json"), "--bundle_root", str(bundle),
-            "--output_dir", str(out_dir), "--run_id", run_id, "--dataset#data", repr([{"image": image}]),
+            "--output_dir", str(out_dir), "--run_id", run_id, "--dataset_dir", str(Path(inputs[0]).parent), "--dataset#data", repr([{"image": image}]),
             "--dataloader#num_workers", "0"]
     env = dict(os.environ, PYTHONPATH=str(bundle) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run(argv, capture_output=True, text=True, cwd=bundle, timeout=timeout, env=env,
