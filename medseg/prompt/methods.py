@@ -139,7 +139,8 @@ def _erode(mask: np.ndarray, spacing, mm: float) -> np.ndarray:
 
 
 def _finish(mask: np.ndarray, prompts: Prompts, spacing) -> np.ndarray:
-    """Components holding an object seed (else the largest), holes filled."""
+    """Components holding an object seed (else the one filling most of the box's middle half, else
+    the largest), holes filled."""
     from scipy import ndimage
 
     if not mask.any():
@@ -150,6 +151,10 @@ def _finish(mask: np.ndarray, prompts: Prompts, spacing) -> np.ndarray:
         keep |= {int(v) for v in np.unique(cc[prompts.scribbles == 1]) if v > 0}
     if prompts.previous is not None:
         keep |= {int(v) for v in np.unique(cc[prompts.previous & mask]) if v > 0}
+    if not keep and prompts.box is not None:
+        in_core = np.bincount(cc[_core(mask.shape, prompts.box)].ravel(), minlength=n + 1)[1:]
+        if in_core.max() > 0:
+            keep = {int(np.argmax(in_core)) + 1}
     if not keep:
         keep = {int(np.argmax(np.bincount(cc.ravel())[1:])) + 1}
     out = np.isin(cc, sorted(keep))
@@ -270,7 +275,8 @@ def random_walker_method(arr: np.ndarray, spacing, p: Prompts) -> np.ndarray:
 
 
 @register("grabcut")
-def grabcut(arr: np.ndarray, spacing, p: Prompts, *, iterations: int = 3, sigma_mm: float = 1.5) -> np.ndarray:
+def grabcut(arr: np.ndarray, spacing, p: Prompts, *, iterations: int = 3, sigma_mm: float = 1.5,
+            clip: float = 4.0) -> np.ndarray:
     """GrabCut-like: mixtures for object and background, a smoothed likelihood ratio, refits."""
     from scipy import ndimage
     from sklearn.mixture import GaussianMixture
@@ -289,8 +295,8 @@ def grabcut(arr: np.ndarray, spacing, p: Prompts, *, iterations: int = 3, sigma_
 
     def fit(values: np.ndarray) -> GaussianMixture:
         v = values.reshape(-1, 1)
-        if v.shape[0] > 10_000:
-            v = v[rng.choice(v.shape[0], 10_000, replace=False)]
+        if v.shape[0] > 30_000:
+            v = v[rng.choice(v.shape[0], 30_000, replace=False)]
         return GaussianMixture(n_components=min(3, max(1, v.shape[0] // 20)), random_state=0,
                                reg_covar=1e-3).fit(v)
 
@@ -303,7 +309,7 @@ def grabcut(arr: np.ndarray, spacing, p: Prompts, *, iterations: int = 3, sigma_
         llr = (fit(data[obj]).score_samples(flat) - fit(data[back]).score_samples(flat)).reshape(arr.shape)
         # bounded before smoothing: one voxel the background model cannot explain at all must not
         # outvote its neighbours
-        llr = ndimage.gaussian_filter(np.clip(llr, -4.0, 4.0), [sigma_mm / s for s in spacing])
+        llr = ndimage.gaussian_filter(np.clip(llr, -clip, clip), [sigma_mm / s for s in spacing])
         new = ((llr > 0) & inside & ~bg_seed) | fg_seed
         new = _finish(new, p, spacing)
         if not new.any():
