@@ -217,10 +217,10 @@ def run_demo(output: str | os.PathLike[str], *, quick: bool = False, progress: b
             bar.update(1)
             step("segment CT (ct_lung_lesion)")
             t0 = time.perf_counter()
-            result = segment_file(series_dir, "ct_lung_lesion", out / "segment", model_loader=load_bundle,
-                                  progress=show)
-            jobs.append({"task": "lung", "bundle": "ct_lung_lesion", "case": result.case, "ref": lung_ref,
-                         "labels": result.provenance.model["labels"],
+            seg = segment_file(series_dir, "ct_lung_lesion", out / "segment", model_loader=load_bundle,
+                               progress=show)
+            jobs.append({"task": "lung", "bundle": "ct_lung_lesion", "case": seg.case, "ref": lung_ref,
+                         "labels": seg.provenance.model["labels"],
                          "input": "lung1 CT (DICOM series)", "instances": False,
                          "seconds": time.perf_counter() - t0})
             bar.update(1)
@@ -228,10 +228,10 @@ def run_demo(output: str | os.PathLike[str], *, quick: bool = False, progress: b
             step("segment nuclei (fluo_nuclei_2d)")
             nuc_path, nuc_ref = _nuclei_inputs(out, quick)
             t0 = time.perf_counter()
-            result = segment_file(nuc_path, "fluo_nuclei_2d", out / "segment", model_loader=load_bundle,
-                                  progress=show)
-            jobs.append({"task": "nuclei", "bundle": "fluo_nuclei_2d", "case": result.case, "ref": nuc_ref,
-                         "labels": result.provenance.model["labels"],
+            seg = segment_file(nuc_path, "fluo_nuclei_2d", out / "segment", model_loader=load_bundle,
+                               progress=show)
+            jobs.append({"task": "nuclei", "bundle": "fluo_nuclei_2d", "case": seg.case, "ref": nuc_ref,
+                         "labels": seg.provenance.model["labels"],
                          "input": "stardist img2d crop (NIfTI)" if quick else "stardist img2d (TIFF)", "instances": True,
                          "seconds": time.perf_counter() - t0})
             bar.update(1)
