@@ -30,9 +30,8 @@ BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 PHANTOM_CHECKS: dict[str, tuple[str, int, str | None, dict[int, float]]] = {
     # README (seeds 9001-9006): lung_right 0.986-0.993, lung_left 0.976-0.988
     "xray_chest_lungs": ("chest_xray", 7001, None, {1: 0.93, 2: 0.93}),
-    # README (9001-9004, portal-venous): mean liver 0.963, spleen 0.931, kidney_right 0.915, left 0.921;
-    # floors = measured on this seed-7001 ASR phantom (0.958, 0.942, 0.913, 0.913) minus ~0.05
-    "ct_abdomen_organs": ("abdomen_ct", 7001, "ASR", {1: 0.90, 2: 0.89, 3: 0.86, 4: 0.86}),
+    # ct_abdomen_organs (v0.6, trained on domain-randomised real anatomy) is judged on a REAL CT:
+    # see test_ct_abdomen_organs_on_a_real_ct below
     # README (v0.3.0, 9001-9004): nodule Dice 0.92-0.94 (1.5 mm grid); 0.806 on this one (an axis order
     # never trained on; v0.2.0 read 0.688), floor = that minus ~0.05
     "ct_lung_lesion": ("lung_ct", 7001, "ASR", {1: 0.75}),
@@ -111,6 +110,30 @@ def test_bundle_segments_unseen_phantom(name):
             centre = np.concatenate([idx.mean(axis=0)[None], pad], axis=1)[0]
             cents.append(nib.affines.apply_affine(ph.affine, centre))
         assert cents[0][0] > cents[1][0], f"{name}: {right_name} is not on the patient's right of {left_name}"
+
+
+def test_ct_abdomen_organs_on_a_real_ct():
+    """The shipped organ model on TotalSegmentator's real CT (its image was never trained on; see
+    the bundle README): liver Dice against TotalSegmentator's segmentation, on the source grid, and
+    the liver on the patient's right in world coordinates (nibabel's affine maths)."""
+    from medseg.bundle import load_bundle
+    from medseg.data import sample
+    from medseg.data.totalseg import TOTAL_V2, remap
+    from medseg.inference import segment
+    from medseg.metrics import dice
+
+    img = nib.load(str(sample("ts_ct_sm")))
+    ref = remap(np.asarray(nib.load(str(sample("ts_ct_sm_seg"))).dataobj), TOTAL_V2, {"liver": 1})
+    pred = segment(_mt(np.asarray(img.dataobj, dtype=np.float32), img.affine),
+                   load_bundle(BUNDLES / "ct_abdomen_organs"), device="cpu", progress=False)
+    np.testing.assert_allclose(np.asarray(pred.affine), img.affine, atol=1e-5)
+    lab = pred[0].numpy()
+    # README: 0.887 on this case (v0.6.0); the phantom-only v0.5 weights gave 0.501
+    assert dice(lab, ref, label=1) >= 0.85
+    body = np.argwhere(np.asarray(img.dataobj) > -300).mean(axis=0)
+    liver = np.argwhere(lab == 1).mean(axis=0)
+    x_body, x_liver = (nib.affines.apply_affine(img.affine, c)[0] for c in (body, liver))
+    assert x_liver > x_body + 30, "the liver is not on the patient's right (RAS +x) of the body centre"
 
 
 def test_ct_spine_unseen_phantom_levels():
