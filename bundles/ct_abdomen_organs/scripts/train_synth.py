@@ -91,7 +91,10 @@ def score(model, case) -> dict[str, float]:
 
 
 def main() -> None:
-    args = bt.common_args(__doc__.splitlines()[0]).parse_args()
+    parser = bt.common_args(__doc__.splitlines()[0])
+    parser.add_argument("--ablation", default=NAME,
+                        help="bundle (name or folder) scored beside the new weights: the phantom-only release")
+    args = parser.parse_args()
     work = bt.work_dir(args.work, NAME + "_synth")
     ds = bt.write_msd(work / "dataset", synth_cases(), LABELS, "CT")
     run = bt.train_run(ds, work / "run", "ct_abdomen", NETWORK, epochs=EPOCHS, patch_size=PATCH,
@@ -107,7 +110,7 @@ def main() -> None:
 
     case = real_case()
     result = {"domain-randomised (this script)": score(model, case),
-              "phantom-only (previous release)": score(load_bundle(NAME), case)}
+              "phantom-only (previous release)": score(load_bundle(args.ablation), case)}
     new, old = result["domain-randomised (this script)"], result["phantom-only (previous release)"]
     organs = list(LABELS.values())
     mean_new, mean_old = (float(np.mean([r[o] for o in organs])) for r in (new, old))
