@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     from medseg import settings
 
     try:
-        quiet = (logsafe.quiet_libraries(getattr(args, "verbose", False)) if args._quiet
+        quiet = (logsafe.quiet_libraries(getattr(args, "verbose", False)) if getattr(args, "_quiet", True)
                  else contextlib.nullcontext())
         with settings.using(settings.from_env()), quiet:
             return int(args._run(args) or 0)  # the environment is read once per command, above
