@@ -240,41 +240,28 @@ def run_demo(output: str | os.PathLike[str], *, quick: bool = False, progress: b
         _prepare_output(out)
         bar.update(1)
 
-        if "ct_abdomen_organs" in available:
-            step("segment abdominal CT (ct_abdomen_organs)")
-            organ_path, organ_ref = _organ_inputs(out, quick)
+        def run_job(task: str, bundle: str, path: Path, ref: Any, label: str, instances: bool) -> None:
             t0 = time.perf_counter()
-            seg = segment_file(organ_path, "ct_abdomen_organs", out / "segment", model_loader=load_bundle,
-                               progress=show)
-            jobs.append({"task": "organs", "bundle": "ct_abdomen_organs", "case": seg.case, "ref": organ_ref,
-                         "labels": seg.provenance.model["labels"],
-                         "input": "TotalSegmentator real CT (NIfTI)", "instances": False,
+            seg = segment_file(path, bundle, out / "segment", model_loader=load_bundle, progress=show)
+            jobs.append({"task": task, "bundle": bundle, "case": seg.case, "ref": ref, "input": label,
+                         "labels": seg.provenance.model["labels"], "instances": instances,
                          "seconds": time.perf_counter() - t0})
             bar.update(1)
+
+        if "ct_abdomen_organs" in available:
+            step("segment abdominal CT (ct_abdomen_organs)")
+            run_job("organs", "ct_abdomen_organs", *_organ_inputs(out, quick), "TotalSegmentator real CT (NIfTI)",
+                    False)
         if "ct_lung_lesion" in available:
             step("CT as DICOM series")
             series_dir, lung_ref = _lung_inputs(out, quick)
             bar.update(1)
             step("segment CT (ct_lung_lesion)")
-            t0 = time.perf_counter()
-            seg = segment_file(series_dir, "ct_lung_lesion", out / "segment", model_loader=load_bundle,
-                               progress=show)
-            jobs.append({"task": "lung", "bundle": "ct_lung_lesion", "case": seg.case, "ref": lung_ref,
-                         "labels": seg.provenance.model["labels"],
-                         "input": "lung1 CT (DICOM series)", "instances": False,
-                         "seconds": time.perf_counter() - t0})
-            bar.update(1)
+            run_job("lung", "ct_lung_lesion", series_dir, lung_ref, "lung1 CT (DICOM series)", False)
         if "fluo_nuclei_2d" in available:
             step("segment nuclei (fluo_nuclei_2d)")
-            nuc_path, nuc_ref = _nuclei_inputs(out, quick)
-            t0 = time.perf_counter()
-            seg = segment_file(nuc_path, "fluo_nuclei_2d", out / "segment", model_loader=load_bundle,
-                               progress=show)
-            jobs.append({"task": "nuclei", "bundle": "fluo_nuclei_2d", "case": seg.case, "ref": nuc_ref,
-                         "labels": seg.provenance.model["labels"],
-                         "input": "stardist img2d crop (NIfTI)" if quick else "stardist img2d (TIFF)", "instances": True,
-                         "seconds": time.perf_counter() - t0})
-            bar.update(1)
+            run_job("nuclei", "fluo_nuclei_2d", *_nuclei_inputs(out, quick),
+                    "stardist img2d crop (NIfTI)" if quick else "stardist img2d (TIFF)", True)
 
         step("evaluate")
         for job in jobs:
