@@ -136,7 +136,7 @@ def main() -> None:
         n=N_PER_SOURCE, channels="-".join(map(str, NETWORK["channels"])), patch="x".join(map(str, PATCH)))
     bt.ship(run, args.out, name=NAME,
             description="Small 3D U-Net for liver, spleen and kidneys on CT, trained on domain-randomised "
-                        "images drawn from real label maps (liver only usable; NOT fit for clinical use).",
+                        "images drawn from real label maps (research use; NOT fit for clinical use).",
             data_source="medseg.data.synth images drawn from TotalSegmentator's label maps of its test CT "
                         "(ts_ct_sm) and MR (ts_mr_sm), plus medseg abdominal phantoms",
             license_text="Training images are synthetic, drawn from label maps in TotalSegmentator 2.18.0's "
@@ -156,14 +156,14 @@ Small 3D U-Net (channels {channels}), preset `ct_abdomen` at 3 mm isotropic (RAS
 HU), sliding window {patch} voxels, largest component kept per organ.
 
 ## What the weights are (and are not) fit for
-**Liver only, and for research.** Trained on images drawn by `medseg.data.synth` (domain
+**For research, liver and kidneys; not the spleen.** Trained on images drawn by `medseg.data.synth` (domain
 randomisation: a random CT-like or fully random intensity per structure, texture, bias field,
 blur, thick slices, noise, bowel gas, smooth deformations) from REAL label maps: TotalSegmentator's
 segmentation of its test CT `ts_ct_sm` (42 structures plus fat and muscle; label maps only, the CT
 image was never trained on) and of its test MR `ts_mr_sm` (another patient), {n} images each, plus
-24 medseg abdominal phantoms (portal-venous and native). The run was cut by its time budget on a
-shared 2-core CPU (see the training run below): the spleen and kidneys were not learnt yet (see
-the table). Do not use it for spleen or kidneys.
+24 medseg abdominal phantoms (portal-venous and native). Only two real anatomies went in, so the
+figures below say how the network reads real CT, not how it does across patients; the spleen is
+not found (see the table). Not fit for clinical use.
 
 ## Measured on a REAL CT (TotalSegmentator's `example_ct_sm`, 3 mm)
 Reference: TotalSegmentator's own segmentation of it (a model's output, the field's reference
