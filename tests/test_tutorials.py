@@ -288,9 +288,9 @@ def test_05_pacs_batch_job(tmp_path):
     for check in r["seg_checks"]:
         assert check["shape_matches_source"]
         if shipped:  # the 2-epoch fallback model (no shipped bundle) has no Dice floor
-            # v0.7 weights are trained for real CT (real liver 0.912); on held-out phantoms the liver
-            # scores 0.66-0.84 (bundle README); a SEG on the wrong side or grid scores ~0
-            assert check["liver_dice"] > 0.4, check
+            # v0.8 weights are trained for real CT (real liver 0.924); on held-out phantoms the liver
+            # scores 0.81-0.86 (bundle README); a SEG on the wrong side or grid scores ~0
+            assert check["liver_dice"] > 0.5, check
     # The SEGs fetched back from the PACS, read by highdicom: they reference the uploaded CTs.
     uploaded = {c["referenced_series"] for c in r["seg_checks"]}
     for f in sorted((out / "from_pacs").glob("*.dcm")):

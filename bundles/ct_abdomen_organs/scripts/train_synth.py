@@ -157,14 +157,14 @@ Small 3D U-Net (channels {channels}), preset `ct_abdomen` at 3 mm isotropic (RAS
 HU), sliding window {patch} voxels, largest component kept per organ.
 
 ## What the weights are (and are not) fit for
-**For research, liver and kidneys; not the spleen.** Trained on images drawn by `medseg.data.synth` (domain
+**For research.** Trained on images drawn by `medseg.data.synth` (domain
 randomisation: a random CT-like or fully random intensity per structure, texture, bias field,
 blur, thick slices, noise, bowel gas, smooth deformations) from REAL label maps: TotalSegmentator's
 segmentation of its test CT `ts_ct_sm` (42 structures plus fat and muscle; label maps only, the CT
 image was never trained on) and of its test MR `ts_mr_sm` (another patient), {n} images each, plus
 24 medseg abdominal phantoms (portal-venous and native). Only two real anatomies went in, so the
-figures below say how the network reads real CT, not how it does across patients; the spleen is
-not found (see the table). Not fit for clinical use.
+figures below say how the network reads real CT, not how it does across patients. Not fit for
+clinical use.
 
 ## Measured on a REAL CT (TotalSegmentator's `example_ct_sm`, 3 mm)
 Reference: TotalSegmentator's own segmentation of it (a model's output, the field's reference
