@@ -66,8 +66,21 @@ class Sandbox:
             p.mkdir(parents=True, exist_ok=True)
 
 
-def _limits(timeout: float) -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+def _vsize() -> int:
+    """This process's virtual size in bytes (/proc/self/statm), 0 where unknown."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[0]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _limits(timeout: float, *, inherited: bool = False) -> None:
+    """RLIMIT_AS, no core file, an alarm. ``inherited``: a forked child keeps its parent's address
+    space (a test runner that imported torch, MONAI and a browser driver may already map 3 GiB), so
+    it gets MEMORY_LIMIT on top of what it inherited; without this, whether an input "ran out of
+    memory" depended on what the parent had imported before (a test-order race)."""
+    limit = MEMORY_LIMIT + (_vsize() if inherited else 0)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     signal.alarm(int(timeout) + 1)
 
@@ -116,7 +129,7 @@ class ForkServer:
 
                 os.environ.update(_child_env(sandbox))
                 tempfile.tempdir = None
-                _limits(timeout)
+                _limits(timeout, inherited=True)
                 code = _child_main(argv)
             finally:
                 try:
