@@ -381,7 +381,9 @@ class ZooBundleSource:
         top = int(values.max()) if values.size else 0
         out_dtype = torch.uint8 if top <= 255 and int(values.min(initial=0)) >= 0 else torch.int16
         meta: dict[str, Any] = {k: image.meta[k] for k in _KEEP_META if k in image.meta}
-        spacing = np.sqrt((aff_in[:3, :3] ** 2).sum(0))
+        from medseg.geometry import spacing_of
+
+        spacing = spacing_of(aff_in, 3)
         meta.update({
             "space": "RAS", "kind": "label", "modality": "SEG",
             "source_modality": image.meta.get("modality", "unknown"),
