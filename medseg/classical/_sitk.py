@@ -11,11 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-
-def spacing_of(affine: np.ndarray, n_spatial: int) -> tuple[float, ...]:
-    """Voxel size in mm along each array axis (column norms of the affine)."""
-    a = np.asarray(affine, dtype=np.float64)
-    return tuple(float(s) for s in np.sqrt((a[:n_spatial, :n_spatial] ** 2).sum(0)))
+from medseg.geometry import spacing_of  # noqa: F401 - the one implementation, importable here too
 
 
 def to_sitk(arr: np.ndarray, spacing: Sequence[float]):

@@ -474,7 +474,7 @@ def write_itk(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike[str
         arr = arr[..., None]
     ndim = arr.ndim - 1
     n = ndim
-    spacing = np.linalg.norm(affine[:n, :n] if n == 2 else affine[:3, :3], axis=0)
+    spacing = np.asarray(spacing_of(affine, n))  # a 2D affine is in the z=0 plane here (_in_plane_2d)
     flip = np.diag([-1.0, -1.0, 1.0][:n])
     direction = flip @ affine[:n, :n] / spacing
     origin = flip @ affine[:n, 3]

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from medseg.errors import ConfigError, GeometryError
+from medseg.geometry import spacing_of
 
 __all__ = ["grid_for_spacing", "orientation_codes", "reorient", "resample"]
 
@@ -83,7 +84,7 @@ def grid_for_spacing(affine: np.ndarray, shape: Sequence[int], spacing: Sequence
     if len(sp_new) != nd or not np.all(np.isfinite(sp_new)) or np.any(sp_new <= 0):
         raise ConfigError(f"--spacing needs {nd} positive sizes in mm, got {list(spacing)}")
     cols = aff[:3, :nd]
-    sp_old = np.linalg.norm(cols, axis=0)
+    sp_old = np.asarray(spacing_of(aff, nd))
     extent = sp_old * np.asarray(shape, dtype=np.float64)
     new_shape = tuple(int(max(1, round(e / s))) for e, s in zip(extent, sp_new, strict=True))
     units = cols / sp_old
