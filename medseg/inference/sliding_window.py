@@ -23,11 +23,12 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from medseg.errors import ConfigError, ModelError
+from medseg.inference.stitch import RingBuffer, _ring_pieces  # noqa: F401  (_ring_pieces: tests)
 from medseg.settings import progress_enabled
 
 log = logging.getLogger(__name__)
@@ -87,18 +88,6 @@ def window_starts(image_size: Sequence[int], roi_size: Sequence[int], overlap: f
     return [tuple(s.start for s in sl) for sl in dense_patch_slices(image_size, roi_size, interval)]
 
 
-def _ring_pieces(start: int, stop: int, width: int) -> list[tuple[slice, slice]]:
-    """Split absolute range [start, stop) into (ring slice, local slice) pieces modulo ``width``."""
-    pieces = []
-    pos = start
-    while pos < stop:
-        r0 = pos % width
-        n = min(stop - pos, width - r0)
-        pieces.append((slice(r0, r0 + n), slice(pos - start, pos - start + n)))
-        pos += n
-    return pieces
-
-
 def _flip_dims(n_spatial: int, tta: bool) -> list[tuple[int, ...]]:
     if not tta:
         return [()]
@@ -113,28 +102,6 @@ def _network_output(out) -> torch.Tensor:
     if isinstance(out, dict) and out:
         return next(iter(out.values()))
     raise ModelError(f"the network returned {type(out).__name__}; expected a tensor of class scores")
-
-
-def _label_dtype(n_classes: int) -> torch.dtype:
-    return torch.uint8 if n_classes <= 256 else torch.int16 if n_classes <= 32767 else torch.int32
-
-
-def _reduce(acc: torch.Tensor) -> torch.Tensor:
-    """Class scores (C, ...) -> labels: argmax, or ``score > 0`` for a single channel.
-
-    The argmax runs as a running maximum over the class planes: each plane is a plain strided
-    view, where ``torch.argmax(dim=0)`` on the (non-contiguous) ring-buffer view walks the class
-    axis voxel by voxel, about 10x slower on CPU. Ties keep the lowest class, as argmax does.
-    """
-    if acc.shape[0] == 1:
-        return (acc[0] > 0).to(torch.uint8)
-    labels = torch.zeros(acc.shape[1:], dtype=_label_dtype(acc.shape[0]), device=acc.device)
-    best = acc[0].clone()
-    for c in range(1, acc.shape[0]):
-        plane = acc[c]
-        labels.masked_fill_(plane > best, c)
-        torch.maximum(best, plane, out=best)
-    return labels
 
 
 def sliding_window_labels(
@@ -195,22 +162,24 @@ def sliding_window_labels(
         raise ConfigError(f"sw_batch_size must be >= 1, got {sw_batch_size}")
     stats = stats if stats is not None else StitchStats()
     device = torch.device(device)
-    bs = int(sw_batch_size)
     stitch = torch.device(stitch_device) if stitch_device is not None else None
+    cfg = WindowSettings(roi_size=tuple(roi_size), overlap=overlap, sw_batch_size=int(sw_batch_size),
+                         sigma_scale=sigma_scale, mode=mode, device=device, stitch_device=stitch,
+                         accumulate_dtype=accumulate_dtype, amp=amp, channels_last=channels_last, tta=tta,
+                         progress=progress)
     tried_cpu_stitch = stitch is not None and stitch.type == "cpu"
     while True:
         try:
-            return _run(x, predictor, roi_size, overlap, bs, sigma_scale, mode, device, stitch,
-                        accumulate_dtype, amp, channels_last, tta, progress, stats)
+            return _run(x, predictor, cfg, stats)
         except torch.cuda.OutOfMemoryError:
             if device.type != "cuda":
                 raise
             torch.cuda.empty_cache()
-            if bs > 1:
-                bs = max(bs // 2, 1)
-                stats.fallbacks.append(f"cuda out of memory: sw_batch_size -> {bs}")
+            if cfg.sw_batch_size > 1:
+                cfg = replace(cfg, sw_batch_size=max(cfg.sw_batch_size // 2, 1))
+                stats.fallbacks.append(f"cuda out of memory: sw_batch_size -> {cfg.sw_batch_size}")
             elif not tried_cpu_stitch:
-                stitch, tried_cpu_stitch = torch.device("cpu"), True
+                cfg, tried_cpu_stitch = replace(cfg, stitch_device=torch.device("cpu")), True
                 stats.fallbacks.append("cuda out of memory: stitching on the CPU")
             else:
                 raise ModelError("the GPU ran out of memory even for one window with CPU stitching; "
@@ -218,25 +187,62 @@ def sliding_window_labels(
             log.warning(stats.fallbacks[-1])
 
 
-def _run(x, predictor, roi_size, overlap, bs, sigma_scale, mode, device, stitch, acc_dtype, amp,
-         channels_last, tta, progress, stats: StitchStats) -> torch.Tensor:
-    import torch.nn.functional as F
-    from monai.data.utils import compute_importance_map
-    from tqdm.auto import tqdm
+@dataclass(frozen=True)
+class WindowSettings:
+    """The options of one :func:`sliding_window_labels` run (see there); the CUDA out-of-memory
+    retries change ``sw_batch_size`` and ``stitch_device`` only."""
 
-    n_sp = x.ndim - 2
-    image_size_ = tuple(int(s) for s in x.shape[2:])
-    roi = tuple(int(r) if r is not None and int(r) > 0 else s for r, s in zip(roi_size, image_size_, strict=False))
-    image_size = tuple(max(s, r) for s, r in zip(image_size_, roi, strict=False))
-    pad = []
+    roi_size: tuple[int | None, ...]
+    overlap: float = 0.25
+    sw_batch_size: int = 4
+    sigma_scale: float = 0.125
+    mode: str = "gaussian"
+    device: torch.device = torch.device("cpu")
+    stitch_device: torch.device | None = None
+    accumulate_dtype: torch.dtype | None = None
+    amp: bool = True
+    channels_last: bool = True
+    tta: bool = False
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where the windows go: the image's spatial ``size``, the window ``roi``, the ``padded``
+    size (at least one window per axis), ``pad`` in ``F.pad`` order, and the window starts grouped
+    by their start along the last axis (ascending: the order the ring buffer needs)."""
+
+    size: tuple[int, ...]
+    roi: tuple[int, ...]
+    padded: tuple[int, ...]
+    pad: tuple[int, ...]
+    groups: tuple[tuple[tuple[int, ...], ...], ...]
+    fp16_limit: float
+
+    @property
+    def n_windows(self) -> int:
+        return sum(len(g) for g in self.groups)
+
+    @property
+    def crop(self) -> tuple[slice, ...]:
+        """The image inside the padded grid."""
+        n = len(self.size)
+        return tuple(slice(self.pad[2 * (n - 1 - d)], self.pad[2 * (n - 1 - d)] + s) for d, s in enumerate(self.size))
+
+    def done_to(self, gi: int) -> int:
+        """After group ``gi``, every position before this one (last axis) is final."""
+        return self.groups[gi + 1][0][-1] if gi + 1 < len(self.groups) else self.padded[-1]
+
+
+def _layout(size: tuple[int, ...], cfg: WindowSettings) -> _Layout:
+    n_sp = len(size)
+    roi = tuple(int(r) if r is not None and int(r) > 0 else s for r, s in zip(cfg.roi_size, size, strict=False))
+    padded = tuple(max(s, r) for s, r in zip(size, roi, strict=False))
+    pad: list[int] = []
     for d in reversed(range(n_sp)):
-        diff = max(roi[d] - image_size_[d], 0)
+        diff = max(roi[d] - size[d], 0)
         pad.extend([diff // 2, diff - diff // 2])
-    on_cuda = device.type == "cuda"
-    x = x.to(device) if on_cuda and _fits(x.nbytes * 2, device) else x
-    if any(pad):
-        x = F.pad(x, pad=pad, mode="constant", value=0.0)
-    starts = window_starts(image_size, roi, overlap)
+    starts = window_starts(padded, roi, cfg.overlap)
     starts.sort(key=lambda s: (s[-1], s))
     groups: list[list[tuple[int, ...]]] = []
     for s in starts:
@@ -244,24 +250,30 @@ def _run(x, predictor, roi_size, overlap, bs, sigma_scale, mode, device, stitch,
             groups[-1].append(s)
         else:
             groups.append([s])
-    wmap = compute_importance_map(roi, mode=mode, sigma_scale=sigma_scale, device=device,
-                                  dtype=torch.float32)[None, None]
-    ring_w = roi[-1]
     # most windows that can cover one voxel: a float16 sum stays finite below _FP16_MAX / max_cover
-    interval = scan_interval(image_size, roi, overlap)
+    interval = scan_interval(padded, roi, cfg.overlap)
     max_cover = math.prod(math.ceil(r / i) for r, i in zip(roi, interval, strict=True))
-    fp16_limit = _FP16_MAX / max_cover
-    flips = _flip_dims(n_sp, tta)
+    return _Layout(size=size, roi=roi, padded=padded, pad=tuple(pad), groups=tuple(tuple(g) for g in groups),
+                   fp16_limit=_FP16_MAX / max_cover)
 
-    amp_dtype = autocast_dtype(device, amp)
+
+def _network_runner(predictor, x_dtype: torch.dtype, cfg: WindowSettings, roi: tuple[int, ...],
+                    stats: StitchStats) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``batch -> float32 scores``: the network on ``cfg.device`` under autocast (where the
+    hardware has reduced precision natively) and channels_last on CUDA; the output must keep the
+    window's grid. Records the precision in ``stats``."""
+    device = cfg.device
+    n_sp = len(roi)
+    amp_dtype = autocast_dtype(device, cfg.amp)
     stats.precision = str(amp_dtype or torch.float32).replace("torch.", "")
-    net_dtype = x.dtype
+    use_cl = device.type == "cuda" and cfg.channels_last
+    mem_fmt = (torch.channels_last_3d if n_sp == 3 else torch.channels_last) if use_cl else None
+    net_dtype = x_dtype
     if isinstance(predictor, torch.nn.Module):
         p0 = next(iter(predictor.parameters()), None)
-        net_dtype = p0.dtype if p0 is not None else x.dtype
-        if on_cuda and channels_last:
-            predictor = predictor.to(memory_format=torch.channels_last_3d if n_sp == 3 else torch.channels_last)
-    mem_fmt = (torch.channels_last_3d if n_sp == 3 else torch.channels_last) if on_cuda and channels_last else None
+        net_dtype = p0.dtype if p0 is not None else x_dtype
+        if mem_fmt is not None:
+            predictor = predictor.to(memory_format=mem_fmt)
 
     def run_net(batch: torch.Tensor) -> torch.Tensor:
         batch = batch.to(device=device, dtype=net_dtype)
@@ -275,117 +287,83 @@ def _run(x, predictor, roi_size, overlap, bs, sigma_scale, mode, device, stitch,
                              "use a network whose output grid equals its input grid")
         return out.float()
 
-    out_labels = None
-    ref_labels = None  # un-augmented labels when tta is on
-    acc = ref_acc = None
-    n_classes = 0
-    bar = tqdm(total=len(starts), desc="sliding window", unit="win", disable=not progress_enabled(progress))
+    return run_net
+
+
+def _weighted_scores(run_net, batch: torch.Tensor, tta: bool, wmap: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Importance-weighted scores of a window batch, and with ``tta`` the un-augmented ones:
+    with TTA, softmax (sigmoid - 0.5 for one channel) probabilities averaged over the flips."""
+    preds = []
+    for fd in _flip_dims(batch.ndim - 2, tta):
+        pr = run_net(torch.flip(batch, fd) if fd else batch)
+        preds.append(torch.flip(pr, fd) if fd else pr)
+    if not tta:  # the network's fresh output: ours to modify
+        return preds[0].mul_(wmap), None
+    probs = [torch.softmax(p, 1) if p.shape[1] > 1 else torch.sigmoid(p) - 0.5 for p in preds]
+    return torch.stack(probs).mean(0).mul_(wmap), probs[0].mul_(wmap)
+
+
+def _new_ring(n_classes: int, layout: _Layout, cfg: WindowSettings, stats: StitchStats) -> RingBuffer:
+    """The ring buffer, once the number of classes is known: float32 while it stays under
+    ``FLOAT32_RING_BYTES`` (unless ``cfg.accumulate_dtype`` says), on ``cfg.stitch_device`` or
+    the network's device when it fits there (else the CPU)."""
+    shape = (n_classes, *layout.padded[:-1], layout.roi[-1])
+    dtype = cfg.accumulate_dtype
+    if dtype is None:
+        ring32 = math.prod(shape) * 4 * (2 if cfg.tta else 1)
+        dtype = torch.float32 if ring32 <= FLOAT32_RING_BYTES else torch.float16
+    device = cfg.stitch_device if cfg.stitch_device is not None else _pick_stitch_device(
+        cfg.device, shape, dtype, cfg.tta)
+    ring = RingBuffer(n_classes, layout.padded, layout.roi[-1], dtype=dtype, device=device, tta=cfg.tta,
+                      fp16_limit=layout.fp16_limit)
+    stats.accumulator_bytes = ring.accumulator_bytes
+    stats.accumulator_dtype = str(dtype).replace("torch.", "")
+    stats.output_bytes = ring.output_bytes
+    stats.stitch_device = str(device)
+    return ring
+
+
+def _run(x: torch.Tensor, predictor, cfg: WindowSettings, stats: StitchStats) -> torch.Tensor:
+    """One pass over the windows of ``x`` ``(1, C, *spatial)``, group by group along the last axis."""
+    import torch.nn.functional as F
+    from monai.data.utils import compute_importance_map
+    from tqdm.auto import tqdm
+
+    layout = _layout(tuple(int(s) for s in x.shape[2:]), cfg)
+    roi, bs = layout.roi, cfg.sw_batch_size
+    if cfg.device.type == "cuda" and _fits(x.nbytes * 2, cfg.device):
+        x = x.to(cfg.device)
+    if any(layout.pad):
+        x = F.pad(x, pad=list(layout.pad), mode="constant", value=0.0)
+    wmap = compute_importance_map(roi, mode=cfg.mode, sigma_scale=cfg.sigma_scale, device=cfg.device,
+                                  dtype=torch.float32)[None, None]
+    run_net = _network_runner(predictor, x.dtype, cfg, roi, stats)
+    ring: RingBuffer | None = None
+    bar = tqdm(total=layout.n_windows, desc="sliding window", unit="win", disable=not progress_enabled(cfg.progress))
     try:
-        for gi, group in enumerate(groups):
-            g_start = group[0][-1]
+        for gi, group in enumerate(layout.groups):
             for b0 in range(0, len(group), bs):
                 chunk = group[b0:b0 + bs]
                 batch = torch.cat([x[(slice(None), slice(None), *[slice(s, s + r) for s, r in zip(st, roi, strict=False)])]
                                    for st in chunk])
-                preds = []
-                for fd in flips:
-                    pr = run_net(torch.flip(batch, fd) if fd else batch)
-                    preds.append(torch.flip(pr, fd) if fd else pr)
-                if tta:
-                    probs = [torch.softmax(p, 1) if p.shape[1] > 1 else torch.sigmoid(p) - 0.5 for p in preds]
-                    ref_pred = probs[0]
-                    pred = torch.stack(probs).mean(0)
-                else:
-                    pred, ref_pred = preds[0], None
-                pred = pred.mul_(wmap)  # the network's fresh output (or our flip average): ours to modify
-                if acc is None:
-                    n_classes = pred.shape[1]
-                    acc_shape = (n_classes, *image_size[:-1], ring_w)
-                    if acc_dtype is None:
-                        ring32 = math.prod(acc_shape) * 4 * (2 if tta else 1)
-                        acc_dtype = torch.float32 if ring32 <= FLOAT32_RING_BYTES else torch.float16
-                    stitch_dev = stitch if stitch is not None else _pick_stitch_device(
-                        device, acc_shape, acc_dtype, tta)
-                    acc = torch.zeros(acc_shape, dtype=acc_dtype, device=stitch_dev)
-                    ref_acc = torch.zeros_like(acc) if tta else None
-                    out_labels = torch.zeros(image_size, dtype=_label_dtype(n_classes))
-                    ref_labels = torch.zeros_like(out_labels) if tta else None
-                    stats.accumulator_bytes = acc.nbytes * (2 if tta else 1)
-                    stats.accumulator_dtype = str(acc_dtype).replace("torch.", "")
-                    stats.output_bytes = out_labels.nbytes * (2 if tta else 1)
-                    stats.stitch_device = str(stitch_dev)
-                if tta:
-                    ref_pred = ref_pred.mul_(wmap)
-                if acc.dtype == torch.float16:
-                    pred = _shift(pred)
-                    ref_pred = _shift(ref_pred) if tta else None
-                    if _magnitude(pred) > fp16_limit or (tta and _magnitude(ref_pred) > fp16_limit):
-                        acc = acc.float()
-                        ref_acc = ref_acc.float() if ref_acc is not None else None
-                        stats.fallbacks.append("scores beyond float16 range: accumulating in float32")
-                        stats.accumulator_dtype = "float32"
-                        stats.accumulator_bytes = acc.nbytes * (2 if tta else 1)
-                        log.info(stats.fallbacks[-1])
-                _accumulate(acc, pred, chunk, roi, ring_w)
-                if tta:
-                    _accumulate(ref_acc, ref_pred, chunk, roi, ring_w)
+                pred, ref_pred = _weighted_scores(run_net, batch, cfg.tta, wmap)
+                if ring is None:
+                    ring = _new_ring(pred.shape[1], layout, cfg, stats)
+                if ring.add(pred, ref_pred, chunk, roi):
+                    stats.fallbacks.append("scores beyond float16 range: accumulating in float32")
+                    stats.accumulator_dtype = "float32"
+                    stats.accumulator_bytes = ring.accumulator_bytes
+                    log.info(stats.fallbacks[-1])
                 bar.update(len(chunk))
-            done_to = groups[gi + 1][0][-1] if gi + 1 < len(groups) else image_size[-1]
-            for ring_sl, local in _ring_pieces(g_start, done_to, ring_w):
-                k0 = g_start + local.start
-                k_sl = slice(k0, k0 + (local.stop - local.start))
-                _finish(acc, ring_sl, out_labels, k_sl)
-                if tta:
-                    _finish(ref_acc, ring_sl, ref_labels, k_sl)
+            ring.finish(group[0][-1], layout.done_to(gi))
     finally:
         bar.close()
-    stats.n_windows, stats.n_groups, stats.sw_batch_size = len(starts), len(groups), bs
-    crop = tuple(slice(p_lo, p_lo + s) for p_lo, s in zip(
-        [pad[2 * (n_sp - 1 - d)] for d in range(n_sp)], image_size_, strict=False))
-    out_labels = out_labels[crop]
-    if tta:
-        ref_labels = ref_labels[crop]
-        stats.tta_disagreement = float((out_labels != ref_labels).float().mean())
+    stats.n_windows, stats.n_groups, stats.sw_batch_size = layout.n_windows, len(layout.groups), bs
+    out_labels = ring.labels[layout.crop]
+    if cfg.tta:
+        stats.tta_disagreement = float((out_labels != ring.ref_labels[layout.crop]).float().mean())
     return out_labels.contiguous()
-
-
-def _finish(acc: torch.Tensor, ring_sl: slice, out: torch.Tensor, k_sl: slice,
-            chunk_bytes: int = 64 * 1024**2) -> None:
-    """Reduce finished ring positions to labels in row chunks (bounded temporaries), then zero them."""
-    row_bytes = acc[:, :1, ..., ring_sl].numel() * acc.element_size()
-    step = max(1, chunk_bytes // max(row_bytes, 1))
-    for i0 in range(0, acc.shape[1], step):
-        rows = slice(i0, i0 + step)
-        out[rows, ..., k_sl] = _reduce(acc[:, rows, ..., ring_sl]).cpu()
-    acc[..., ring_sl] = 0
-
-
-def _shift(weighted: torch.Tensor) -> torch.Tensor:
-    """Subtract each voxel's largest class score in place (several classes only).
-
-    The argmax of a sum is unchanged when every class at a voxel is shifted by the same amount,
-    and the shifted top scores sit near 0, where float16 resolves far finer steps: near ties
-    between the leading classes survive float16 accumulation.
-    """
-    if weighted.shape[1] == 1:
-        return weighted
-    return weighted.sub_(weighted.amax(dim=1, keepdim=True))
-
-
-def _magnitude(t: torch.Tensor) -> float:
-    """Largest absolute value, without an ``abs()`` copy of a big tensor (shifted scores are <= 0)."""
-    if t.shape[1] > 1:
-        return -float(t.amin())
-    return max(float(t.amax()), -float(t.amin()))
-
-
-def _accumulate(acc: torch.Tensor, pred: torch.Tensor, chunk, roi, ring_w: int) -> None:
-    # one conversion of the whole batch: a same-dtype add is ~2x faster on CPU than a mixed one
-    pred = pred.to(device=acc.device, dtype=acc.dtype)
-    for p, st in zip(pred, chunk, strict=False):
-        lead = tuple(slice(s, s + r) for s, r in zip(st[:-1], roi[:-1], strict=False))
-        for ring_sl, local in _ring_pieces(st[-1], st[-1] + roi[-1], ring_w):
-            acc[(slice(None), *lead, ring_sl)] += p[..., local]
 
 
 def _fits(nbytes: int, device: torch.device) -> bool:
