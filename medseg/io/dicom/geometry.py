@@ -202,33 +202,38 @@ def assemble(slices: Sequence[Slice], *, allow_missing_slices: bool = False,
     return volume, affine, info
 
 
-def slice_from_header(ds, name: str, load: Callable[[], np.ndarray], file: str) -> Slice:
-    """A :class:`Slice` from a classic single-frame header (IPP/IOP/PixelSpacing at top level)."""
-    ipp = ds.get("ImagePositionPatient")
-    iop = ds.get("ImageOrientationPatient")
-    ps = ds.get("PixelSpacing")
-    thick = ds.get("SliceThickness")
-    thickness = _thickness(thick)
+def plane_slice(name: str, ds, *, ipp, iop, pixel_spacing, thickness, load: Callable[[], np.ndarray], file: str,
+                rows_name: str | None = None) -> Slice:
+    """The one way a :class:`Slice` is built: from the raw DICOM values of a plane (a classic
+    file's top-level attributes, or one frame's functional groups), checked here. Rows, Columns and
+    SOPInstanceUID come from ``ds``, named ``rows_name`` (default ``name``) in messages."""
+    from medseg.io.dicom.headers import int_attr
+
     spacing = None
-    if _present(ps):
-        sp = _floats(ps, 2, "PixelSpacing", name)
+    if _present(pixel_spacing):
+        sp = _floats(pixel_spacing, 2, "PixelSpacing", name)
         if np.any(sp <= 0):
             raise GeometryError(f"{name}: PixelSpacing must be > 0 mm")
         spacing = (float(sp[0]), float(sp[1]))
-    from medseg.io.dicom.headers import int_attr
-
     return Slice(
         name=name,
         ipp=_floats(ipp, 3, "ImagePositionPatient", name) if _present(ipp) else None,
         iop=_floats(iop, 6, "ImageOrientationPatient", name) if _present(iop) else None,
         pixel_spacing=spacing,
-        rows=int_attr(ds, "Rows", name, 0),
-        columns=int_attr(ds, "Columns", name, 0),
+        rows=int_attr(ds, "Rows", rows_name or name, 0),
+        columns=int_attr(ds, "Columns", rows_name or name, 0),
         load=load,
         sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
         file=file,
-        thickness=thickness,
+        thickness=_thickness(thickness),
     )
+
+
+def slice_from_header(ds, name: str, load: Callable[[], np.ndarray], file: str) -> Slice:
+    """A :class:`Slice` from a classic single-frame header (IPP/IOP/PixelSpacing at top level)."""
+    return plane_slice(name, ds, ipp=ds.get("ImagePositionPatient"), iop=ds.get("ImageOrientationPatient"),
+                       pixel_spacing=ds.get("PixelSpacing"), thickness=ds.get("SliceThickness"), load=load,
+                       file=file)
 
 
 def _thickness(thick) -> float | None:

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from medseg.errors import GeometryError, InputError
-from medseg.io.dicom.geometry import Slice, _floats, _thickness, assemble
-from medseg.io.dicom.headers import Header, check_pixel_size, int_attr, values
+from medseg.io.dicom.geometry import Slice, assemble, plane_slice
+from medseg.io.dicom.headers import Header, check_pixel_size, values
+from medseg.io.dicom.pixels import base_meta, check_rescale, file_label, load_frames
 from medseg.io.dicom.series import SeriesInfo
 
 
@@ -49,8 +50,6 @@ def _number(value, keyword: str, name: str) -> float:
 
 def frame_slices(h: Header, file_label: str, loader) -> list[Slice]:
     """One :class:`Slice` per frame of an enhanced multi-frame object (geometry in LPS mm)."""
-    from medseg.io.dicom.read import check_rescale
-
     ds = h.ds
     n = h.n_frames
     per_seq = ds.get("PerFrameFunctionalGroupsSequence")
@@ -79,12 +78,6 @@ def frame_slices(h: Header, file_label: str, loader) -> list[Slice]:
             missing = "PlanePositionSequence" if ipp is None else "PlaneOrientationSequence"
             raise GeometryError(f"{name}: multi-frame object without {missing} in its functional groups; "
                                 "its frames cannot be placed in space (export it as a classic series)")
-        spacing = None
-        if ps is not None:
-            sp = _floats(ps, 2, "PixelSpacing", name)
-            if np.any(sp <= 0):
-                raise GeometryError(f"{name}: PixelSpacing must be > 0 mm")
-            spacing = (float(sp[0]), float(sp[1]))
 
         def load(f=f, slope=slope, intercept=intercept):
             frame = loader()[f].astype(np.float32)
@@ -92,25 +85,13 @@ def frame_slices(h: Header, file_label: str, loader) -> list[Slice]:
                 frame = frame * np.float32(slope) + np.float32(intercept)
             return frame
 
-        slices.append(Slice(
-            name=name,
-            ipp=_floats(ipp, 3, "ImagePositionPatient", name) if ipp is not None else None,
-            iop=_floats(iop, 6, "ImageOrientationPatient", name) if iop is not None else None,
-            pixel_spacing=spacing,
-            rows=int_attr(ds, "Rows", h.name, 0),
-            columns=int_attr(ds, "Columns", h.name, 0),
-            load=load,
-            sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
-            file=file_label,
-            thickness=_thickness(thick),
-        ))
+        slices.append(plane_slice(name, ds, ipp=ipp, iop=iop, pixel_spacing=ps, thickness=thick, load=load,
+                                  file=file_label, rows_name=h.name))
     return slices
 
 
 def read_multiframe(info: SeriesInfo, path: Path, allow_missing_slices: bool, progress: bool):
     """Read the enhanced multi-frame object(s) of ``info`` as one volume (see module doc)."""
-    from medseg.io.dicom.read import _base_meta, _file_label, load_frames
-
     slices: list[Slice] = []
     frame_numbers: list[int] = []
     for h in info.headers:
@@ -122,12 +103,12 @@ def read_multiframe(info: SeriesInfo, path: Path, allow_missing_slices: bool, pr
                 cache["a"] = load_frames(h)
             return cache["a"]
 
-        fs = frame_slices(h, _file_label(h, info.source), loader)
+        fs = frame_slices(h, file_label(h, info.source), loader)
         slices.extend(fs)
         frame_numbers.extend(range(1, len(fs) + 1))
     volume, affine, ginfo = assemble(slices, allow_missing_slices=allow_missing_slices,
                                      what=f"series {info.series_instance_uid}", progress=progress)
-    meta = _base_meta(info, path)
+    meta = base_meta(info, path)
     meta["spacing"] = ginfo["spacing"]
     order = ginfo["order"]
     meta["sop_instance_uids"] = [slices[o].sop_instance_uid if o >= 0 else "" for o in order]

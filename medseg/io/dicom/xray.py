@@ -33,6 +33,7 @@ import numpy as np
 from medseg.errors import GeometryError, InputError
 from medseg.io.dicom.geometry import check_grid
 from medseg.io.dicom.headers import int_attr, values
+from medseg.io.dicom.pixels import _rescale, base_meta, file_label, load_frames
 from medseg.io.dicom.series import SeriesInfo
 from medseg.io.safety import GeometryWarning
 
@@ -97,8 +98,6 @@ def _spacing(ds, name: str) -> tuple[float, float, str]:
 
 def read_xray(info: SeriesInfo, path: Path):
     """Read the single radiograph of ``info`` (see module doc); returns (image, affine, meta)."""
-    from medseg.io.dicom.read import _base_meta, _file_label, _rescale, load_frames
-
     if len(info.headers) != 1:
         raise InputError(f"series {info.series_instance_uid} holds {len(info.headers)} radiographs; "
                          "read one file at a time (pass the file path)")
@@ -132,13 +131,13 @@ def read_xray(info: SeriesInfo, path: Path):
     else:
         affine[:3, :3] = directions * np.array([sc, sr, 1.0])
     check_grid(affine, image.shape, h.name)
-    meta = _base_meta(info, path)
+    meta = base_meta(info, path)
     meta.update({
         "spacing": (float(sc), float(sr)),
         "spacing_source": source,
         "photometric_original": photometric,
         "sop_instance_uids": [str(ds.get("SOPInstanceUID", ""))],
-        "dicom_files": [_file_label(h, info.source)],
+        "dicom_files": [file_label(h, info.source)],
         "projection": True,
         "orientation_known": directions is not None,
     })
