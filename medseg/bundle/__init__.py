@@ -19,7 +19,7 @@ from medseg._lazy import lazy_getattr
 
 _LAZY = {
     "build_bundle": "medseg.bundle.build",
-    "run_inference_config": "medseg.bundle.build",
+    "run_inference_config": "medseg.bundle.run_config",
     "verify_bundle": "medseg.bundle.verify",
     "VerifyReport": "medseg.bundle.verify",
     "load_bundle": "medseg.bundle.load",

@@ -163,7 +163,7 @@ def verify_bundle(path: str | os.PathLike[str], *, trust: bool = False, min_dice
     if not (ref_in.is_file() and ref_out.is_file()):
         add(Check("reference", False, "tests/ref_input.nii.gz or tests/ref_output.nii.gz is missing"))
         return report
-    from medseg.bundle.build import run_inference_config
+    from medseg.bundle.run_config import run_inference_config
 
     work = Path(tempfile.mkdtemp(prefix="medseg-verify-"))
     try:
