@@ -26,6 +26,11 @@ class SeriesSelectionError(InputError):
     """A folder holds several series (or none match the selection); the message lists them."""
 
 
+class UnsupportedOptionError(InputError):
+    """A read option the reader of this input cannot honour (e.g. ``series`` for a NIfTI file,
+    ``kind="image"`` for a DICOM SEG); one line naming the option and the reader."""
+
+
 class GeometryError(InputError):
     """Geometry is missing or inconsistent: no ImagePositionPatient, uneven spacing, missing
     slice, mixed orientations, gantry tilt, grids that do not match."""
