@@ -7,8 +7,10 @@ Real cases (all through :mod:`medseg.data`, pinned and sha256-checked; the reser
   ``ts_ct_sm_seg`` (liver, spleen, kidneys);
 * ``ct_spine``: ``ts_ct`` (the whole 112-slice CT) against TotalSegmentator's vertebrae
   ``ts_ct_vertebrae`` (T12-L5 by level; plus the volume the bundle calls vertebra more than 10 mm
-  from any TotalSegmentator vertebra S1-T11: sacrum, hips, femoral heads named as vertebrae), and
-  the cropped CT of a second patient (``ts_ct2_masks``) against its vertebra T12 mask;
+  from any TotalSegmentator vertebra S1-T11: hips, femoral heads named as vertebrae; and the volume
+  called vertebra on TotalSegmentator's S1, the sacrum), and the cropped CT of a second patient
+  (``ts_ct2_masks``) against its vertebra T12 mask (Dice, HD95, and the volume given any other level
+  or called T12 off the mask: the thoracic vertebrae above carry no reference label);
 * ``ct_lung_lesion``: pyradiomics ``lung1`` and ``lung2`` (real chest CT, one lesion each);
 * ``mri_brain_mask``: not here (its own script scores MNI152 and deepbet agreement).
 
@@ -34,6 +36,7 @@ ORGANS = {"liver": 1, "spleen": 2, "kidney_right": 3, "kidney_left": 4}
 SPINE_TS = {"vertebrae_T12": 1, "vertebrae_L1": 2, "vertebrae_L2": 3, "vertebrae_L3": 4,
             "vertebrae_L4": 5, "vertebrae_L5": 6}
 SPINE_NAMES = {1: "T12", 2: "L1", 3: "L2", 4: "L3", 5: "L4", 6: "L5"}
+TOTAL_S1 = 26  # TotalSegmentator v2 "vertebrae_S1" (the sacrum's first segment)
 
 
 def _nii(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -80,15 +83,24 @@ def spine(model) -> dict[str, dict[str, float]]:
                                                         {1: "m"})["m"])
     spacing = np.linalg.norm(aff[:3, :3], axis=0)
     dist = ndimage.distance_transform_edt(seg == 0, sampling=spacing)
-    row["vertebra called > 10 mm from any vertebra (mL)"] = float((pred > 0)[dist > 10].sum() * np.prod(spacing) / 1000)
+    ml = float(np.prod(spacing)) / 1000
+    row["vertebra called > 10 mm from any vertebra (mL)"] = float((pred > 0)[dist > 10].sum() * ml)
+    row["vertebra called on the sacrum S1 (mL)"] = float(((pred > 0) & (seg == TOTAL_S1)).sum() * ml)
     out = {"ts_ct (patient A)": row}
     folder = sample("ts_ct2_masks")
     img2, aff2 = _nii(folder / "ct_cropped.nii.gz")
     t12, _ = _nii(folder / "vertebrae_T12.nii.gz")
     pred2 = bt.segment_array(model, img2.astype(np.float32), aff2)
+    from medseg.metrics.segmentation import hd95
+
+    sp2 = np.linalg.norm(aff2[:3, :3], axis=0)
     out["ts_ct2 cropped (patient B)"] = {
         "T12 Dice": bt.dice_per_label(pred2, (t12 > 0).astype(np.uint8), {1: "T12"})["T12"],
+        "T12 HD95 mm": float(hd95(pred2 == 1, t12 > 0, spacing=sp2)),
         "any vertebra label on the T12 mask (fraction)": float(((pred2 > 0) & (t12 > 0)).sum() / max((t12 > 0).sum(), 1)),
+        # the thoracic vertebrae above T12 carry no reference label: any level called there is a wrong name
+        "levels other than T12 called (mL)": float(((pred2 > 1) | ((pred2 == 1) & (t12 == 0))).sum()
+                                                   * np.prod(sp2) / 1000),
     }
     return out
 

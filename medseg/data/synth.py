@@ -49,6 +49,8 @@ CT_HU_RANGES: tuple[tuple[str, tuple[float, float]], ...] = (
     (r"aorta|artery|vein|vena|trunk|heart|atrial|portal", (30.0, 320.0)),
     (r"cartilage", (60.0, 220.0)),
     (r"spinal_cord", (15.0, 55.0)),
+    (r"intervertebral_disc", (50.0, 120.0)),
+    (r"cortex", (450.0, 1300.0)),  # cortical shell of a bone (before the bone pattern: "<bone>_cortex")
     (r"vertebra|sacrum|hip|femur|rib|sternum|scapula|clavicula|humerus|bone|skull", (180.0, 800.0)),
     (r"muscle|autochthon|iliopsoas|gluteus|psoas", (30.0, 75.0)),
     (r"prostate|thyroid|brain", (20.0, 70.0)),
