@@ -337,3 +337,33 @@ def no_flip_augmentation():
 
 OBLIQUE = [[0.9659258, -0.2588190, 0.0], [0.2588190, 0.9659258, 0.0], [0.0, 0.0, 1.0]]
 """A 15 degree rotation about S-I of the i, j axes (columns = RAS directions of i, j, k)."""
+
+
+def write_split_csv(dataset: Path, val_ids: Sequence[str]) -> Path:
+    """``DATASET/split.csv`` (image,label,split) from an MSD folder written by :func:`write_msd`:
+    the cases whose id is in ``val_ids`` are validation, the rest training. Train on the CSV (with
+    ``labels=`` given) to choose the checkpoint on chosen cases rather than a random split."""
+    from medseg.io.atomic import atomic_write_text
+
+    ds = json.loads((Path(dataset) / "dataset.json").read_text())
+    rows = ["image,label,split"]
+    for e in ds["training"]:
+        cid = Path(e["image"]).name.split(".nii")[0]
+        rows.append(f"{e['image']},{e['label']},{'val' if cid in set(val_ids) else 'train'}")
+    out = Path(dataset) / "split.csv"
+    atomic_write_text(out, "\n".join(rows) + "\n")
+    return out
+
+
+def crop_to(mask: np.ndarray, affine: np.ndarray, margin_mm: float | Sequence[float], *arrays: np.ndarray):
+    """Crop ``arrays`` (same grid) to the bounding box of ``mask`` plus ``margin_mm``; returns the
+    cropped arrays followed by the affine of the crop (same voxel size, origin moved)."""
+    sp = np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
+    margin = np.broadcast_to(np.asarray(margin_mm, float), (3,))
+    idx = np.nonzero(mask)
+    lo = [max(0, int(i.min() - np.ceil(m / s))) for i, m, s in zip(idx, margin, sp, strict=True)]
+    hi = [min(n, int(i.max() + np.ceil(m / s)) + 1) for i, m, s, n in zip(idx, margin, sp, mask.shape, strict=True)]
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    new = np.asarray(affine, float).copy()
+    new[:3, 3] = (np.asarray(affine, float) @ np.array([*lo, 1.0]))[:3]
+    return (*[a[box] for a in arrays], new)
