@@ -41,21 +41,11 @@ import numpy as np
 
 import medseg
 from medseg.errors import ConfigError, GeometryError, InputError
+from medseg.geometry import affine_of, as_numpy, spatial
 from medseg.io.atomic import atomic_path
-from medseg.io.dicom_seg import (
-    _PYDICOM_ERRORS,
-    _affine_of,
-    _as_numpy,
-    _grid_lps,
-    _match_planes,
-    _Plane,
-    _read_source_datasets,
-    _source_planes,
-    _source_problem,
-    _spatial,
-    _uid_text,
-    _walk_uids,
-)
+from medseg.io.dicom.planes import LPS, grid_lps, match_planes
+from medseg.io.dicom.source import PYDICOM_ERRORS, SourcePlane, source_of, uid_text
+from medseg.io.seg.checks import walk_uids
 from medseg.labels import generic_label, lookup_label
 from medseg.logsafe import scrub
 
@@ -65,7 +55,6 @@ log = logging.getLogger(__name__)
 
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 _STUDY_COMPONENT_CLASS = "1.2.840.10008.3.1.2.3.1"  # referenced by RTReferencedStudySequence (PS3.3 C.8.8.5)
-_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 #: attributes of the Patient and General Study modules copied from the source (Type 1/2)
 _COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
            "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber", "StudyDescription",
@@ -112,9 +101,9 @@ def _ds(**attrs: Any) -> Any:
     return ds
 
 
-def _image_ref(ds: Any, plane: _Plane | None = None) -> Any:
-    item = _ds(ReferencedSOPClassUID=_uid_text(ds, "SOPClassUID"),
-               ReferencedSOPInstanceUID=_uid_text(ds, "SOPInstanceUID"))
+def _image_ref(ds: Any, plane: SourcePlane | None = None) -> Any:
+    item = _ds(ReferencedSOPClassUID=uid_text(ds, "SOPClassUID"),
+               ReferencedSOPInstanceUID=uid_text(ds, "SOPInstanceUID"))
     if plane is not None and plane.frame is not None:
         item.ReferencedFrameNumber = plane.frame + 1
     return item
@@ -129,7 +118,7 @@ def _ds_value(value: float) -> str:
 
 
 def _check_labels(labels: Any, source: Any) -> np.ndarray:
-    lab = _spatial(_as_numpy(labels), "labels")
+    lab = spatial(as_numpy(labels), "labels", ndims=(3,))
     if lab.dtype.kind == "f":
         if not np.all(np.isfinite(lab)) or not np.array_equal(lab, np.round(lab)):
             raise InputError("labels hold non-integer values; pass an integer label map, not probabilities")
@@ -140,12 +129,12 @@ def _check_labels(labels: Any, source: Any) -> np.ndarray:
         raise InputError(f"labels must be an integer array, got dtype {lab.dtype}")
     if lab.size and lab.min() < 0:
         raise InputError("labels hold negative values; label values must be 0 (background) or positive")
-    src_shape = tuple(_spatial(_as_numpy(source), "source").shape) if hasattr(source, "shape") else None
+    src_shape = tuple(spatial(as_numpy(source), "source", ndims=(3,)).shape) if hasattr(source, "shape") else None
     if src_shape is not None and src_shape != lab.shape:
         raise GeometryError(f"label map shape {lab.shape} differs from the source's {src_shape}; "
                             "resample the labels to the source grid first")
-    lab_aff, src_aff = _affine_of(labels, "labels"), _affine_of(source, "source")
-    _, _, sp = _grid_lps(src_aff)
+    lab_aff, src_aff = affine_of(labels, "labels"), affine_of(source, "source")
+    _, _, sp = grid_lps(src_aff)
     if not np.allclose(lab_aff[:3, :3], src_aff[:3, :3], atol=1e-3 * float(sp.min())) or \
             np.linalg.norm(lab_aff[:3, 3] - src_aff[:3, 3]) > 0.1 * float(sp.min()):
         raise GeometryError("the label map's affine differs from the source's; resample the labels to "
@@ -158,13 +147,13 @@ def _problems(ds: Any, n_rois: int) -> list[str]:
     from pydicom.uid import UID
 
     problems: list[str] = []
-    if _uid_text(ds, "SOPClassUID") != RTSTRUCT_SOP_CLASS:
+    if uid_text(ds, "SOPClassUID") != RTSTRUCT_SOP_CLASS:
         problems.append("SOPClassUID is not RT Structure Set Storage")
     for kw in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID"):
-        if not UID(_uid_text(ds, kw)).is_valid:
+        if not UID(uid_text(ds, kw)).is_valid:
             problems.append(f"{kw} is empty or invalid")
     frames = ds.get("ReferencedFrameOfReferenceSequence") or []
-    if len(frames) != 1 or not UID(_uid_text(frames[0], "FrameOfReferenceUID")).is_valid:
+    if len(frames) != 1 or not UID(uid_text(frames[0], "FrameOfReferenceUID")).is_valid:
         problems.append("ReferencedFrameOfReferenceSequence does not name one valid frame of reference")
     for name in ("StructureSetROISequence", "ROIContourSequence", "RTROIObservationsSequence"):
         if len(ds.get(name) or []) != n_rois:
@@ -174,7 +163,7 @@ def _problems(ds: Any, n_rois: int) -> list[str]:
             if int(c.NumberOfContourPoints) * 3 != len(c.ContourData) or int(c.NumberOfContourPoints) < 3:
                 problems.append("a contour's ContourData does not hold NumberOfContourPoints points")
                 break
-    _walk_uids(ds, problems)
+    walk_uids(ds, problems)
     return list(dict.fromkeys(problems))
 
 
@@ -187,7 +176,7 @@ def _check_written(path: Path, n_rois: int) -> None:
             ds = pydicom.dcmread(path)
             for _ in ds.iterall():  # decode every value under the strict rules
                 pass
-    except _PYDICOM_ERRORS as exc:
+    except PYDICOM_ERRORS as exc:
         raise RtstructNotWritable(f"the RT structure set built does not read back ({type(exc).__name__}: "
                                   f"{scrub(str(exc), 200)})") from None
     if str(ds.SOPClassUID) != RTSTRUCT_SOP_CLASS or len(ds.StructureSetROISequence) != n_rois:
@@ -211,8 +200,9 @@ def write_rtstruct(
     """Write an integer label map as a DICOM RT Structure Set in the study of its source series.
 
     ``labels``: integer MetaTensor (1, i, j, k) on exactly the grid of ``source`` (RAS affine);
-    ``source``: the MetaTensor medseg read from the DICOM series (its ``meta['dicom_files']`` are
-    re-read). One ROI per label value present (ROINumber = the label value; an all-zero map gets
+    ``source``: the image medseg read from the DICOM series: the
+    :class:`~medseg.io.dicom.source.DicomSource` it carries is referenced (the source files need
+    not be on disk any more). One ROI per label value present (ROINumber = the label value; an all-zero map gets
     one empty ROI per named label), named and coloured from
     :mod:`medseg.labels` (unknown names: the name itself, palette colour), RTROIInterpretedType
     ORGAN for anatomical structures, the SNOMED CT code in RTROIIdentificationCodeSequence.
@@ -242,14 +232,14 @@ def write_rtstruct(
         raise ConfigError(f"label values {missing} are in the label map but not in label_names; "
                           "name every label value")
 
-    datasets = _read_source_datasets(source)
-    problem = _source_problem(datasets)
+    src = source_of(source)
+    datasets = src.headers
+    problem = src.problem()
     if problem:
         raise RtstructNotWritable(problem.replace("a DICOM SEG", "an RT structure set"))
     meta = getattr(source, "meta", None) or {}
     may_miss = frozenset(int(k) for k in (meta.get("missing_slices") or []))
-    planes = _match_planes(_affine_of(labels, "labels"), lab.shape, _source_planes(datasets), "write_rtstruct",
-                           may_miss)
+    planes = match_planes(affine_of(labels, "labels"), lab.shape, src.planes, "write_rtstruct", may_miss)
     on_missing = [k for k, p in enumerate(planes) if p is None and np.any(lab[:, :, k])]
     if on_missing:
         raise GeometryError(f"labels on plane(s) k={on_missing}, where the source series has a missing "
@@ -261,7 +251,7 @@ def write_rtstruct(
                 raise GeometryError(f"source images are {ds.Columns}x{ds.Rows} (columns x rows) but the "
                                     f"label map plane is {lab.shape[0]}x{lab.shape[1]}; resample the labels "
                                     "to the source grid first")
-    to_lps = _LPS @ _affine_of(labels, "labels")  # (i, j, k, 1) -> LPS mm
+    to_lps = LPS @ affine_of(labels, "labels")  # (i, j, k, 1) -> LPS mm
 
     first = datasets[planes[next(k for k, p in enumerate(planes) if p is not None)].ds_index]
     now = datetime.now(timezone.utc)  # noqa: UP017 (python 3.10)
@@ -291,7 +281,7 @@ def write_rtstruct(
     ds.StructureSetDate, ds.StructureSetTime = ds.InstanceCreationDate, ds.InstanceCreationTime
     ds.ApprovalStatus = "UNAPPROVED"
 
-    frame_uid = _uid_text(first, "FrameOfReferenceUID")
+    frame_uid = uid_text(first, "FrameOfReferenceUID")
     ds.FrameOfReferenceUID = frame_uid  # Frame of Reference module (in the IOD since 2021)
     ds.PositionReferenceIndicator = first.get("PositionReferenceIndicator", "")
     used = list(dict.fromkeys((p.ds_index, p.frame) for p in planes if p is not None))
@@ -301,8 +291,8 @@ def write_rtstruct(
         FrameOfReferenceUID=frame_uid,
         RTReferencedStudySequence=_seq([_ds(
             ReferencedSOPClassUID=_STUDY_COMPONENT_CLASS,
-            ReferencedSOPInstanceUID=_uid_text(first, "StudyInstanceUID"),
-            RTReferencedSeriesSequence=_seq([_ds(SeriesInstanceUID=_uid_text(first, "SeriesInstanceUID"),
+            ReferencedSOPInstanceUID=uid_text(first, "StudyInstanceUID"),
+            RTReferencedSeriesSequence=_seq([_ds(SeriesInstanceUID=uid_text(first, "SeriesInstanceUID"),
                                                  ContourImageSequence=_seq(image_refs))]))]))])
 
     rois, contours, observations = [], [], []
@@ -394,15 +384,15 @@ def read_rtstruct(path: str | os.PathLike[str], reference: Any, *,
     p = Path(path)
     try:
         ds = pydicom.dcmread(p)
-    except _PYDICOM_ERRORS as exc:
+    except PYDICOM_ERRORS as exc:
         raise InputError(f"{p.name} is not a readable DICOM file ({type(exc).__name__})") from None
-    if _uid_text(ds, "SOPClassUID") != RTSTRUCT_SOP_CLASS:
+    if uid_text(ds, "SOPClassUID") != RTSTRUCT_SOP_CLASS:
         raise InputError(f"{p.name} is not an RT Structure Set")
-    aff = _affine_of(reference, "reference")
-    shape = tuple(int(s) for s in _spatial(_as_numpy(reference), "reference").shape)
+    aff = affine_of(reference, "reference")
+    shape = tuple(int(s) for s in spatial(as_numpy(reference), "reference", ndims=(3,)).shape)
     if len(shape) != 3:
         raise GeometryError("an RT structure set is read onto a 3D reference grid")
-    to_index = np.linalg.inv(_LPS @ aff)  # LPS mm -> (i, j, k)
+    to_index = np.linalg.inv(LPS @ aff)  # LPS mm -> (i, j, k)
     values = _roi_values(ds, label_names)
     out = np.zeros(shape, dtype=np.int32)
     ii, jj = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
@@ -428,5 +418,5 @@ def read_rtstruct(path: str | os.PathLike[str], reference: Any, *,
     names = {v: name for v, name in values.values()}
     meta = {"space": "RAS", "kind": "label", "format": "rtstruct", "modality": "RTSTRUCT",
             "filename_or_obj": str(p), "labels": dict(sorted(names.items())),
-            "series_instance_uid": _uid_text(ds, "SeriesInstanceUID")}
+            "series_instance_uid": uid_text(ds, "SeriesInstanceUID")}
     return Volume(out[None], np.asarray(aff, dtype=np.float64), meta)

@@ -29,6 +29,7 @@ from medseg.io.dicom.pixels import (  # noqa: F401 - load_frames, _read_native, 
     read_native_into,
 )
 from medseg.io.dicom.series import SeriesInfo, scanned, select_series
+from medseg.io.dicom.source import DicomSource
 from medseg.io.dicom.xray import read_xray
 
 if TYPE_CHECKING:
@@ -120,18 +121,6 @@ def _read_classic(info: SeriesInfo, path: Path, allow_missing_slices: bool, prog
     return volume, affine, meta
 
 
-def _to_metatensor(volume: np.ndarray, affine: np.ndarray, meta: dict):
-    import torch
-    from monai.data import MetaTensor
-
-    meta = dict(meta)
-    meta["original_affine"] = np.asarray(affine, dtype=np.float64).copy()
-    meta.pop("affine", None)
-    # No copy: a Fortran-ordered (i, j, k) view stays one (torch keeps numpy's strides).
-    return MetaTensor(torch.from_numpy(np.expand_dims(volume, 0)),
-                      affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
-
-
 def _is_enhanced(info: SeriesInfo) -> bool:
     """Enhanced/legacy-converted multi-frame (functional groups), or any multi-frame CT/MR/PT."""
     h = info.headers[0]
@@ -166,9 +155,13 @@ def read_dicom(path: str | os.PathLike[str], *, series: str | SeriesInfo | None 
     folder or file, not an archive): its headers are used as they are, so a batch over a tree of
     many series reads each header once instead of rescanning the tree for every series.
     """
+    from medseg.io.image import to_metatensor, volume_meta
+    from medseg.io.volume import Volume
+
     volume, affine, meta = read_dicom_arrays(path, series=series, allow_missing_slices=allow_missing_slices,
                                              progress=progress)
-    return _to_metatensor(volume, affine, meta)
+    array = np.expand_dims(volume, 0)  # no copy: a Fortran-ordered (i, j, k) view stays one
+    return to_metatensor(Volume(array, affine, volume_meta(array, affine, meta, path)))
 
 
 def read_dicom_arrays(path: str | os.PathLike[str], *, series: str | SeriesInfo | None = None,
@@ -212,6 +205,9 @@ def _read_info(info: SeriesInfo, path: Path, allow_missing_slices: bool, progres
     else:
         volume, affine, meta = _read_classic(info, path, allow_missing_slices, progress, keep_integers)
     meta.setdefault("missing_slices", [])
+    # the scanned headers travel with the image: SEG/RTSTRUCT writers reference them, never the files
+    meta["dicom_source"] = DicomSource.from_scan(
+        meta["dicom_files"], {file_label(h, info.source): h.ds for h in info.headers})
     meta["skipped_files"] = skipped
     if n_series is not None:
         meta["n_series_found"] = n_series
