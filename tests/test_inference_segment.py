@@ -22,7 +22,7 @@ from monai.metrics import DiceMetric
 
 from medseg.data.phantoms import abdomen_ct, as_metatensors, spine_ct
 from medseg.errors import ConfigError, ModelError
-from medseg.inference import SegmentationModel, segment
+from medseg.inference import SegmentationModel, infer, segment
 from medseg.inference.model import sha256_file
 from medseg.models import build_network
 
@@ -136,10 +136,10 @@ def test_band_model_on_abdomen_phantom_matches_numpy_band_and_dice():
 def test_tta_on_flip_invariant_model_and_meta():
     ph = spine_ct(shape=(32, 32, 40), spacing=(2.0, 2.0, 2.5), orientation="LPS", seed=2)
     image, _ = as_metatensors(ph)
-    plain = segment(image, bone_model(), progress=False)
-    tta = segment(image, bone_model(), tta=True, progress=False)
-    assert tta.meta["tta_disagreement"] == 0.0 and plain.meta["tta_disagreement"] is None
-    assert torch.equal(plain.as_tensor(), tta.as_tensor())
+    plain = infer(image, bone_model(), progress=False)
+    tta = infer(image, bone_model(), tta=True, progress=False)
+    assert tta.record.tta_disagreement == 0.0 and plain.record.tta_disagreement is None
+    assert torch.equal(plain.labels.as_tensor(), tta.labels.as_tensor())
 
 
 def test_2d_model_slice_by_slice_equals_3d_model():

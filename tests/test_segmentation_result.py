@@ -73,3 +73,28 @@ def test_provenance_reader_refuses_bad_files(tmp_path):
         Provenance.read(p)
     p.write_text(json.dumps(good))
     assert Provenance.read(p).domain_flags == []
+
+
+def test_label_map_meta_is_geometry_and_meaning_how_it_was_computed_is_the_record(dicom_series, tmp_path):
+    """segment()'s label map carries its grid and what its values mean; device, TTA, stitching and
+    timings come back in infer()'s InferenceRecord, and provenance.json records that record."""
+    from medseg.inference import infer, segment
+    from medseg.io import load
+
+    image = load(dicom_series, progress=False)
+    pred = infer(image, bone_model(), device="cpu", progress=False)
+    side_channels = {"timings_s", "stitch", "device", "tta", "tta_disagreement", "model_name", "weights_sha256",
+                     "preset"}
+    assert not side_channels & set(pred.labels.meta)
+    assert not side_channels & set(segment(image, bone_model(), device="cpu", progress=False).meta)
+    np.testing.assert_allclose(np.asarray(pred.labels.affine), np.asarray(image.affine))
+    np.testing.assert_allclose(pred.labels.meta["spacing"], np.linalg.norm(np.asarray(image.affine)[:3, :3], axis=0))
+    assert pred.labels.meta["labels"] == bone_model().labels and pred.labels.meta["kind"] == "label"
+    rec = pred.record
+    assert rec.device == "cpu" and rec.tta is False and rec.tta_disagreement is None
+    assert set(rec.timings_s) == {"preprocess", "inference", "postprocess", "invert"}
+    assert rec.stitching["n_windows"] >= 1 and rec.stitching["fallbacks"] == []
+    res = segment_file(dicom_series, bone_model(), tmp_path / "out", formats="nifti", device="cpu", progress=False)
+    on_disk = json.loads((res.path / "provenance.json").read_text())
+    assert on_disk["device"] == "cpu" and on_disk["stitching"] == rec.stitching
+    assert set(on_disk["timings_s"]) >= set(rec.timings_s)

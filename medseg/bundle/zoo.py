@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg.errors import BundleError, ModelError
+from medseg.inference.sources.base import InfersLabels
 
 INFERENCE_CONFIGS = ("inference.json", "inference.yaml", "inference.yml")
 _SAVERS = ("SaveImage", "SaveImaged")
@@ -175,7 +176,7 @@ def checkpoint_path(bundle_dir: Path, configs: dict[str, Any], name: str) -> tup
     return value[len(root):].lstrip("/"), key
 
 
-class ZooBundleSource:
+class ZooBundleSource(InfersLabels):
     """A MONAI Model Zoo bundle as a model source (see the module docstring)."""
 
     kind = "monai_zoo"
@@ -341,14 +342,15 @@ class ZooBundleSource:
                                   "evaluator_amp": self._evaluator_amp()})
 
     # -- predicting ------------------------------------------------------------------------
-    def predict(self, image: Any, *, device: str = "auto", progress: bool = True, amp: bool = True) -> Any:
+    def infer(self, image: Any, *, device: str = "auto", progress: bool = True, amp: bool = True) -> Any:
         """Labels of ``image`` on its own grid, as ``python -m monai.bundle run`` writes them for the
-        same file. ``amp``: autocast on CUDA only where the bundle's evaluator asks for it."""
+        same file (a :class:`~medseg.inference.result.Prediction`). ``amp``: autocast on CUDA only where the bundle's evaluator asks for it."""
         import numpy as np
         import torch
         from monai.data import MetaTensor
 
-        from medseg.inference.segmentation import _KEEP_META, resolve_device
+        from medseg.inference.result import InferenceRecord, Prediction, label_meta
+        from medseg.inference.segmentation import resolve_device
 
         if not isinstance(image, MetaTensor):
             raise ModelError("a zoo bundle needs a MetaTensor with an affine (use medseg.io.load)")
@@ -380,21 +382,13 @@ class ZooBundleSource:
         values = np.rint(arr).astype(np.int64)
         top = int(values.max()) if values.size else 0
         out_dtype = torch.uint8 if top <= 255 and int(values.min(initial=0)) >= 0 else torch.int16
-        meta: dict[str, Any] = {k: image.meta[k] for k in _KEEP_META if k in image.meta}
         from medseg.geometry import spacing_of
 
-        spacing = spacing_of(aff_in, 3)
-        meta.update({
-            "space": "RAS", "kind": "label", "modality": "SEG",
-            "source_modality": image.meta.get("modality", "unknown"),
-            "spacing": tuple(float(s) for s in spacing), "labels": dict(self.labels), "task": self.task,
-            "model_name": self.name, "weights_sha256": self.weights_sha256, "device": str(dev),
-            "tta": False, "tta_disagreement": None, "timings_s": timings, "stitch": None,
-        })
+        meta = label_meta(image, labels=self.labels, task=self.task, spacing=spacing_of(aff_in, 3))
         out = MetaTensor(torch.from_numpy(np.ascontiguousarray(values))[None].to(out_dtype),
                          affine=torch.as_tensor(aff_in, dtype=torch.float64), meta=meta)
         out.applied_operations = []
-        return out
+        return Prediction(out, InferenceRecord(device=str(dev), timings_s=timings))
 
     def run_pipeline(self, files: list[str], dev: Any, scratch: Path, *, use_amp: bool = True) -> Any:
         """preprocessing -> inferer(network) -> postprocessing (writers removed) on one case; the

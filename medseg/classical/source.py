@@ -16,9 +16,10 @@ import numpy as np
 
 from medseg.classical.methods import MethodSpec, Result, parse_method, run_method
 from medseg.errors import ConfigError
+from medseg.inference.sources.base import InfersLabels
 
 
-class ClassicalSource:
+class ClassicalSource(InfersLabels):
     """``ModelSource`` for a classical method (no weights: ``weights_sha256`` is None)."""
 
     kind = "classical"
@@ -70,38 +71,31 @@ class ClassicalSource:
         self.last = res
         return res
 
-    def predict(self, image: Any, *, device: str = "auto", progress: bool = True, amp: bool = True) -> Any:
+    def infer(self, image: Any, *, device: str = "auto", progress: bool = True, amp: bool = True) -> Any:
         t0 = time.perf_counter()
         res = self.run(image)
-        return label_tensor(image, res.labels, res.names, task=res.task, name=self.name,
-                            timings={"method": time.perf_counter() - t0}, extra={"method_params": _jsonable(res.params)})
+        return label_prediction(image, res.labels, res.names, task=res.task,
+                                timings={"method": time.perf_counter() - t0},
+                                details={"method_params": _jsonable(res.params)})
 
 
-def label_tensor(image: Any, labels: np.ndarray, names: dict[int, str], *, task: str, name: str,
-                 timings: dict[str, float], extra: dict[str, Any] | None = None) -> Any:
-    """A label map on ``image``'s grid as ``segment_file`` expects it from a model source: a
-    MetaTensor ``(1, *spatial)`` (uint8, int32 for instances) with the source affine and the meta
-    keys :func:`medseg.inference.segment` sets (spacing, labels, task, device, timings, ...)."""
+def label_prediction(image: Any, labels: np.ndarray, names: dict[int, str], *, task: str,
+                     timings: dict[str, float], details: dict[str, Any] | None = None) -> Any:
+    """A label map computed on the CPU on ``image``'s own grid, as ``segment_file`` expects it
+    from a model source: a :class:`~medseg.inference.result.Prediction` whose labels are a
+    MetaTensor ``(1, *spatial)`` (uint8, int32 for instances) with the source affine."""
     import torch
     from monai.data import MetaTensor
 
-    from medseg.classical._sitk import spacing_of
+    from medseg.geometry import spacing_of
+    from medseg.inference.result import InferenceRecord, Prediction, label_meta
 
-    n_sp = image.ndim - 1
     dtype = torch.int32 if task == "instance" else torch.uint8
-    meta = {k: image.meta[k] for k in ("format", "filename_or_obj", "series_instance_uid", "study_instance_uid",
-                                       "frame_of_reference_uid", "sop_instance_uids", "dicom_files")
-            if k in image.meta}
-    meta.update({"space": "RAS", "kind": "label", "modality": "SEG",
-                 "source_modality": image.meta.get("modality", "unknown"),
-                 "spacing": spacing_of(np.asarray(image.affine), n_sp), "labels": dict(names), "task": task,
-                 "model_name": name, "weights_sha256": None, "device": "cpu", "tta": False,
-                 "tta_disagreement": None, "timings_s": dict(timings), "stitch": None})
-    meta.update(extra or {})
+    meta = label_meta(image, labels=names, task=task, spacing=spacing_of(np.asarray(image.affine), image.ndim - 1))
     out = MetaTensor(torch.from_numpy(np.ascontiguousarray(labels)).to(dtype)[None],
                      affine=torch.as_tensor(np.asarray(image.affine), dtype=torch.float64).clone(), meta=meta)
     out.applied_operations = []
-    return out
+    return Prediction(out, InferenceRecord(device="cpu", timings_s=dict(timings), details=dict(details or {})))
 
 
 def _default_labels(spec: MethodSpec) -> dict[int, str]:

@@ -7,6 +7,7 @@ Public API (importing this package is light; torch/MONAI load on first use)::
 
     SegmentationModel(network, network_spec, preset, labels, roi_size, ...)   # .from_run_dir(path)
     segment(image, model, *, device="auto", tta=False, progress=True) -> MetaTensor
+    infer(image, model, ...) -> Prediction(labels, record: InferenceRecord)      # + device, TTA, timings
     sliding_window_labels(image, predictor, roi_size, ...) -> Tensor             # labels, not scores
     segment_file(input, model_source, output_dir, ...) -> Path                   # what `medseg segment` runs
     resolve_model(path_or_paths, nnunet=NnunetOptions(...)) -> (model, kind)     # --model: bundle, run, nnU-Net v2
@@ -19,6 +20,9 @@ from medseg._lazy import lazy_getattr
 _LAZY = {
     "SegmentationModel": "medseg.inference.model",
     "segment": "medseg.inference.segmentation",
+    "infer": "medseg.inference.segmentation",
+    "Prediction": "medseg.inference.result",
+    "InferenceRecord": "medseg.inference.result",
     "resolve_device": "medseg.inference.segmentation",
     "sliding_window_labels": "medseg.inference.sliding_window",
     "StitchStats": "medseg.inference.sliding_window",

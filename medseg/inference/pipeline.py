@@ -25,7 +25,7 @@ from typing import Any
 from medseg.errors import ConfigError, InputError
 from medseg.geometry import Geometry
 from medseg.inference.model import SegmentationModel, sha256_file
-from medseg.inference.result import Provenance, SegmentationResult
+from medseg.inference.result import Prediction, Provenance, SegmentationResult
 
 log = logging.getLogger(__name__)
 
@@ -244,15 +244,14 @@ def segment_file(input_path: str | Path, model_source: Any, output_dir: str | Pa
     if strict and flags:
         raise OutOfDomainError(f"outside the domain of model {model.name}: {'; '.join(flags)} (--strict)")
 
-    from medseg.inference.segmentation import segment  # torch and MONAI: after the cheap checks above
-    from medseg.inference.sliding_window import StitchStats
+    from medseg.inference.segmentation import infer  # torch and MONAI: after the cheap checks above
 
-    stats = StitchStats()
     if isinstance(model, SegmentationModel):
-        labels = segment(image, model, device=device, tta=tta, progress=progress, stats=stats, amp=amp)
+        pred = infer(image, model, device=device, tta=tta, progress=progress, amp=amp)
     else:  # a model source (nnU-Net v2 folder, several models): its own pre/postprocessing
-        labels = model.predict(image, device=device, progress=progress, amp=amp)
-    timings.update(labels.meta["timings_s"])
+        pred = model.infer(image, device=device, progress=progress, amp=amp)
+    labels = pred.labels
+    timings.update(pred.record.timings_s)
     flags += check_output(domain, labels, model.labels)
     if strict and flags:
         raise OutOfDomainError(f"outside the domain of model {model.name}: {'; '.join(flags)} (--strict)")
@@ -319,7 +318,7 @@ def segment_file(input_path: str | Path, model_source: Any, output_dir: str | Pa
         for writer in extra_writers:
             written.append(writer(tmp, image, labels, model))
         timings["write"] = time.perf_counter() - t0
-        prov = provenance(model, model_kind, image, labels, digest, hashed, timings, written, skipped, tta)
+        prov = provenance(model, model_kind, image, pred, digest, hashed, timings, written, skipped)
         prov.domain_flags = list(flags)
         atomic_write_text(tmp / "provenance.json", prov.dumps())
     return SegmentationResult(
@@ -358,15 +357,17 @@ def _readable_series(image: Any) -> dict[str, Any]:
     return {"series_description": desc, "series_number": int(number) if isinstance(number, int) else None}
 
 
-def provenance(model: Any, model_kind: str, image: Any, labels: Any, digest: str, hashed: str,
-               timings: dict[str, float], written: list[str], skipped: dict[str, str], tta: bool) -> Provenance:
-    """The provenance record of one segmentation (no patient identifiers)."""
+def provenance(model: Any, model_kind: str, image: Any, pred: Prediction, digest: str, hashed: str,
+               timings: dict[str, float], written: list[str], skipped: dict[str, str]) -> Provenance:
+    """The provenance record of one segmentation (no patient identifiers): the model, the input,
+    the outputs and ``pred``'s :class:`InferenceRecord` (device, TTA, stitching) with ``timings``."""
     import monai
     import numpy as np
     import torch
 
     import medseg
 
+    labels, record = pred.labels, pred.record
     present = sorted(int(v) for v in np.unique(labels.numpy()) if v != 0)
     if isinstance(model, SegmentationModel):
         model_record = {"name": model.name, "source": model_kind, "weights_sha256": model.weights_sha256,
@@ -390,9 +391,8 @@ def provenance(model: Any, model_kind: str, image: Any, labels: Any, digest: str
                   "spacing_source": str(image.meta.get("spacing_source") or "header")},
         output={"files": written, "skipped": skipped, "labels_present": present,
                 "dtype": str(labels.dtype).replace("torch.", "")},
-        device=labels.meta["device"], tta=bool(labels.meta.get("tta", tta)),
-        tta_disagreement=labels.meta.get("tta_disagreement"), stitching=labels.meta.get("stitch"),
-        timings_s=dict(timings),
+        device=record.device, tta=bool(record.tta), tta_disagreement=record.tta_disagreement,
+        stitching=record.stitching, timings_s=dict(timings),
         versions={"torch": torch.__version__, "monai": monai.__version__, "python": platform.python_version(),
                   "numpy": np.__version__},
     )

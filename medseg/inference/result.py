@@ -3,6 +3,10 @@ reader and writer) and ``SegmentationResult`` (what :func:`medseg.inference.segm
 returns: the case folder, the label map's grid, timings, domain flags, the files written and the
 UIDs of the DICOM objects), so batch jobs, the CLI and reports use the result instead of reading
 back what was just written.
+
+One step down, a model gives a :class:`Prediction`: the label map, whose ``meta`` holds its
+grid and what its values mean (:func:`label_meta`), and an :class:`InferenceRecord` of how it
+was computed (device, TTA, stitching, timings), which provenance records.
 """
 
 from __future__ import annotations
@@ -16,6 +20,49 @@ from typing import Any
 
 from medseg.errors import InputError
 from medseg.geometry import Geometry
+
+# source meta copied onto a label map (what names the source; never patient identifiers)
+KEEP_META = ("space", "format", "filename_or_obj", "series_instance_uid", "study_instance_uid",
+             "frame_of_reference_uid", "series_description", "sop_instance_uids", "dicom_files")
+
+
+def label_meta(image: Any, *, labels: Mapping[int, str], task: str, spacing: Any) -> dict[str, Any]:
+    """The ``meta`` of a label map on ``image``'s grid (the affine travels on the tensor): the
+    source's identifying keys (:data:`KEEP_META`), ``space`` RAS, ``kind`` label, ``modality``
+    SEG, ``source_modality``, ``spacing`` (mm per voxel axis), ``labels`` (index -> name), ``task``."""
+    import copy
+
+    meta: dict[str, Any] = {k: copy.deepcopy(image.meta[k]) for k in KEEP_META if k in image.meta}
+    meta.update({"space": "RAS", "kind": "label", "modality": "SEG",
+                 "source_modality": image.meta.get("modality", "unknown"),
+                 "spacing": tuple(float(s) for s in spacing), "labels": dict(labels), "task": task})
+    return meta
+
+
+@dataclass
+class InferenceRecord:
+    """How one label map was computed (the ``device``/``tta``/``stitching``/``timings_s`` of
+    ``provenance.json``). ``tta_disagreement``: fraction of voxels whose label the flips changed
+    (medseg's stitcher with TTA), else None. ``stitching``: :class:`StitchStats` as a dict for
+    medseg's stitcher, None for a model source with its own. ``details``: source-specific
+    settings kept in memory (e.g. a classical method's parameters); not written."""
+
+    device: str
+    tta: bool = False
+    tta_disagreement: float | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)
+    stitching: dict[str, Any] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A label map (``MetaTensor (1, *spatial)`` on the source grid, meta as :func:`label_meta`)
+    and its :class:`InferenceRecord`."""
+
+    labels: Any
+    record: InferenceRecord
+
 
 #: ``provenance.json`` carries no version key yet: a file without ``schema_version`` is version 1;
 #: a later medseg that changes the schema writes the key, and this reader refuses what it does not know.

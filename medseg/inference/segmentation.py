@@ -20,11 +20,8 @@ from medseg.errors import GeometryError, ModelError
 from medseg.geometry import Geometry
 from medseg.inference.grid import gather_axes, monai_nearest_indices, resample_linear, separable_map
 from medseg.inference.model import SegmentationModel
+from medseg.inference.result import InferenceRecord, Prediction, label_meta
 from medseg.inference.sliding_window import StitchStats, sliding_window_labels
-
-# source meta copied onto the label map (never patient identifiers)
-_KEEP_META = ("space", "format", "filename_or_obj", "series_instance_uid", "study_instance_uid",
-              "frame_of_reference_uid", "series_description", "sop_instance_uids", "dicom_files")
 
 
 def resolve_device(device: str | Any = "auto"):
@@ -57,7 +54,8 @@ class _SliceWise:
 
 def segment(image, model: SegmentationModel, *, device: str | Any = "auto", tta: bool = False,
             progress: bool = True, stats: StitchStats | None = None, amp: bool = True):
-    """Segment ``image`` with ``model`` and return the label map on the source grid.
+    """Segment ``image`` with ``model`` and return the label map on the source grid: the
+    ``labels`` of :func:`infer` (which also says how it was computed).
 
     Args:
         image: channel-first :class:`monai.data.MetaTensor` with a voxel -> RAS mm affine
@@ -65,8 +63,8 @@ def segment(image, model: SegmentationModel, *, device: str | Any = "auto", tta:
         model: a :class:`SegmentationModel`.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` (or a ``torch.device``).
         tta: flip test-time augmentation (probabilities averaged over identity + one flip per
-            axis); ``meta["tta_disagreement"]`` is the fraction of voxels (network grid) whose
-            label the augmentation changed.
+            axis); :attr:`InferenceRecord.tta_disagreement` of :func:`infer` is the fraction of
+            voxels (network grid) whose label the augmentation changed.
         progress: progress bar (off when ``MEDSEG_PROGRESS=0``).
         stats: optional :class:`StitchStats` filled with buffer sizes and fallbacks.
         amp: run the network in float16 (CUDA) / bfloat16 (CPUs with native bf16); False: float32.
@@ -74,8 +72,17 @@ def segment(image, model: SegmentationModel, *, device: str | Any = "auto", tta:
     Returns:
         MetaTensor ``(1, *spatial)`` of an integer dtype (uint8 up to 255 classes, int32 for
         instances) holding only 0 and the model's label indices, with exactly the source affine
-        and spatial shape. ``meta["labels"]`` maps index -> name; ``meta["timings_s"]`` per stage.
+        and spatial shape. ``meta`` holds the grid and the meaning of the values only
+        (:func:`medseg.inference.result.label_meta`: ``spacing``, ``labels`` index -> name, ``task``).
     """
+    return infer(image, model, device=device, tta=tta, progress=progress, stats=stats, amp=amp).labels
+
+
+def infer(image, model: SegmentationModel, *, device: str | Any = "auto", tta: bool = False,
+          progress: bool = True, stats: StitchStats | None = None, amp: bool = True) -> Prediction:
+    """:func:`segment`, returning a :class:`Prediction`: the label map and the
+    :class:`InferenceRecord` of how it was computed (device, TTA and its disagreement, stitching
+    statistics, timings per stage: preprocess, inference, postprocess, invert)."""
     import torch
     from monai.data import MetaTensor
 
@@ -151,22 +158,15 @@ def segment(image, model: SegmentationModel, *, device: str | Any = "auto", tta:
     else:
         values = _invert_with_monai(lab, x, pre, src_shape, src_affine, out_dtype)
     timings["invert"] = time.perf_counter() - t0
-    meta: dict[str, Any] = {k: copy.deepcopy(image.meta[k]) for k in _KEEP_META if k in image.meta}
-    meta.update({
-        "space": "RAS", "kind": "label", "modality": "SEG",
-        "source_modality": image.meta.get("modality", "unknown"),
-        "spacing": Geometry(src_affine.numpy(), src_shape).spacing,
-        "labels": dict(model.labels), "task": model.task, "model_name": model.name,
-        "weights_sha256": model.weights_sha256, "preset": model.preset, "device": str(dev),
-        "tta": bool(tta), "tta_disagreement": stats.tta_disagreement, "timings_s": timings,
-        "stitch": {"n_windows": stats.n_windows, "accumulator_bytes": stats.accumulator_bytes,
-                   "accumulator_dtype": stats.accumulator_dtype, "stitch_device": stats.stitch_device,
-                   "precision": stats.precision,
-                   "fallbacks": list(stats.fallbacks)},
-    })
-    out = MetaTensor(values, affine=src_affine.clone(), meta=meta)
+    out = MetaTensor(values, affine=src_affine.clone(),
+                     meta=label_meta(image, labels=model.labels, task=model.task,
+                                     spacing=Geometry(src_affine.numpy(), src_shape).spacing))
     out.applied_operations = []
-    return out
+    stitching = {"n_windows": stats.n_windows, "accumulator_bytes": stats.accumulator_bytes,
+                 "accumulator_dtype": stats.accumulator_dtype, "stitch_device": stats.stitch_device,
+                 "precision": stats.precision, "fallbacks": list(stats.fallbacks)}
+    return Prediction(out, InferenceRecord(device=str(dev), tta=bool(tta), tta_disagreement=stats.tta_disagreement,
+                                           timings_s=timings, stitching=stitching))
 
 
 def _separable_plan(preset: str, src, overrides: dict[str, Any]):

@@ -7,10 +7,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from medseg.classical.source import label_tensor
+from medseg.classical.source import label_prediction
+from medseg.inference.sources.base import InfersLabels
 
 
-class PromptSource:
+class PromptSource(InfersLabels):
     """``ModelSource`` for one prompted object (``kwargs`` go to :func:`medseg.prompt.segment`)."""
 
     kind = "prompt"
@@ -37,11 +38,11 @@ class PromptSource:
         return ModelInfo(kind=self.kind, name=self.name, labels=dict(self.labels), channels=1, modality=("any",),
                          spacing_mm=None, spatial_dims=0, details={"method": self.method, "prompt": self.record})
 
-    def predict(self, image: Any, *, device: str = "auto", progress: bool = True, amp: bool = True) -> Any:
+    def infer(self, image: Any, *, device: str = "auto", progress: bool = True, amp: bool = True) -> Any:
         from medseg.prompt.api import segment
 
         t0 = time.perf_counter()
         mask = segment(image, method=self.method, **self.kwargs)
         self.record = {k: v for k, v in mask.meta["prompt"].items() if k != "seconds"}
-        return label_tensor(image, mask.numpy()[0], self.labels, task="semantic", name=self.name,
-                            timings={"prompt": time.perf_counter() - t0}, extra={"prompt": self.record})
+        return label_prediction(image, mask.numpy()[0], self.labels, task="semantic",
+                                timings={"prompt": time.perf_counter() - t0}, details={"prompt": self.record})

@@ -7,9 +7,11 @@ into its own schema: each kind gets one small class that
 * ``load(path, trust=..., **options)`` reads it (checksums, safe weights loading),
 * ``describe()`` says what it segments (:class:`ModelInfo`: classes, input channels and their
   modality, the spacing it works at), and
-* ``predict(image, ...)`` returns the label map on exactly the source grid of ``image`` (a
-  :class:`monai.data.MetaTensor` as :func:`medseg.io.load` returns it), with the meta keys
-  ``medseg.inference.segment`` sets (``spacing``, ``labels``, ``device``, ``timings_s``, ...).
+* ``infer(image, ...)`` returns a :class:`~medseg.inference.result.Prediction`: the label map on
+  exactly the source grid of ``image`` (a :class:`monai.data.MetaTensor` as :func:`medseg.io.load`
+  returns it; meta as :func:`~medseg.inference.result.label_meta`: ``spacing``, ``labels``,
+  ``task``) and the :class:`~medseg.inference.result.InferenceRecord` of how it was computed
+  (device, TTA, timings); ``predict(image, ...)`` is its label map alone (:class:`InfersLabels`).
 
 Everything around the model (reading DICOM, the case folder, NIfTI / DICOM SEG / overlay,
 provenance, batch jobs) stays in :mod:`medseg.inference.pipeline` and :mod:`medseg.batch`.
@@ -73,7 +75,17 @@ class ModelSource(Protocol):
 
     def describe(self) -> ModelInfo: ...
 
+    def infer(self, image: Any, *, device: str = "auto", progress: bool = True, amp: bool = True) -> Any: ...
+
     def predict(self, image: Any, *, device: str = "auto", progress: bool = True, amp: bool = True) -> Any: ...
+
+
+class InfersLabels:
+    """Base of the model sources: ``predict`` is the label map of the source's ``infer``."""
+
+    def predict(self, image: Any, *, device: str = "auto", progress: bool = True, amp: bool = True) -> Any:
+        """The label map of :meth:`infer` (a MetaTensor on ``image``'s grid)."""
+        return self.infer(image, device=device, progress=progress, amp=amp).labels
 
 
 def detect_kind(path: str | Path) -> str | None:

@@ -15,10 +15,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from medseg.errors import ConfigError
-from medseg.inference.sources.base import ModelInfo
+from medseg.inference.result import InferenceRecord, Prediction
+from medseg.inference.sources.base import InfersLabels, ModelInfo
 
 
-class CombinedSource:
+class CombinedSource(InfersLabels):
     kind = "combined"
     task = "semantic"
 
@@ -63,25 +64,26 @@ class CombinedSource:
                                   "label_map": [{str(k): v for k, v in m.items()} for m in self.mapping],
                                   "parts": [p.to_json() for p in parts]})
 
-    def predict(self, image: Any, *, device: str = "auto", progress: bool = True, amp: bool = True) -> Any:
+    def infer(self, image: Any, *, device: str = "auto", progress: bool = True, amp: bool = True) -> Prediction:
+        """The parts' label maps merged (see the module docstring); device and TTA as the first
+        part's record, timings per part (``model1``, ``model2``, ...)."""
         import torch
 
-        out = None
+        out = first = None
         timings: dict[str, float] = {}
         for i, (src, m) in enumerate(zip(self.sources, self.mapping, strict=True)):
             t0 = time.perf_counter()
-            lab = src.predict(image, device=device, progress=progress, amp=amp)
+            part = src.infer(image, device=device, progress=progress, amp=amp)
+            lab = part.labels
             if out is None:
                 dtype = torch.uint8 if max(self.labels) <= 255 else torch.int16
                 out = lab.clone().to(dtype)
                 out.zero_()
-                meta = dict(lab.meta)
+                first = part.record
             free = out.as_tensor() == 0
             values = lab.as_tensor()
             for k, new in m.items():
                 out.as_tensor()[free & (values == k)] = new
             timings[f"model{i + 1}"] = time.perf_counter() - t0
-        meta.update({"labels": dict(self.labels), "model_name": self.name, "weights_sha256": self.weights_sha256,
-                     "timings_s": timings, "stitch": None, "tta_disagreement": None})
-        out.meta.update(meta)
-        return out
+        out.meta["labels"] = dict(self.labels)
+        return Prediction(out, InferenceRecord(device=first.device, tta=first.tta, timings_s=timings))

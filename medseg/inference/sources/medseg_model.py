@@ -6,12 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from medseg.inference.model import SegmentationModel
-from medseg.inference.sources.base import ModelInfo
+from medseg.inference.sources.base import InfersLabels, ModelInfo
 
 _MODALITY = {"ct": "CT", "mr": "MR", "xray": "DX", "fluo": "microscopy"}  # preset name prefix
 
 
-class MedsegModelSource:
+class MedsegModelSource(InfersLabels):
     """Wraps a :class:`SegmentationModel` (used where several models run as one, see
     :class:`medseg.inference.sources.combined.CombinedSource`)."""
 
@@ -51,7 +51,7 @@ class MedsegModelSource:
             details={"preset": m.preset, "network": m.network_spec, "roi_size": list(m.roi_size),
                      "overlap": m.overlap, "tta": self.tta, "postprocess": m.postprocess})
 
-    def predict(self, image: Any, *, device: str = "auto", progress: bool = True, amp: bool = True) -> Any:
-        from medseg.inference.segmentation import segment
+    def infer(self, image: Any, *, device: str = "auto", progress: bool = True, amp: bool = True) -> Any:
+        from medseg.inference.segmentation import infer
 
-        return segment(image, self.model, device=device, tta=self.tta, progress=progress, amp=amp)
+        return infer(image, self.model, device=device, tta=self.tta, progress=progress, amp=amp)

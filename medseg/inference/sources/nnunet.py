@@ -50,7 +50,8 @@ import numpy as np
 
 from medseg._hashing import sha256_file
 from medseg.errors import ConfigError, ModelError
-from medseg.inference.sources.base import ModelInfo
+from medseg.inference.result import InferenceRecord, Prediction, label_meta
+from medseg.inference.sources.base import InfersLabels, ModelInfo
 from medseg.io.jsonfile import read_json_object
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,7 @@ def _quiet():
         log.debug("nnunetv2: %s", " | ".join(text.splitlines())[:2000])
 
 
-class NnunetV2Source:
+class NnunetV2Source(InfersLabels):
     """An nnU-Net v2 trained-model folder (see the module docstring)."""
 
     kind = "nnunet_v2"
@@ -300,7 +301,7 @@ class NnunetV2Source:
                      "transpose_forward": list(self.plans_manager.transpose_forward),
                      "nnunetv2": _version("nnunetv2")})
 
-    def predict(self, image: Any, *, device: str = "auto", progress: bool = True, amp: bool = True) -> Any:
+    def infer(self, image: Any, *, device: str = "auto", progress: bool = True, amp: bool = True) -> Prediction:
         """Labels of ``image`` on its own grid, as ``nnUNetv2_predict`` gives them for the same file.
 
         ``amp`` is not used: nnU-Net's predictor autocasts on CUDA and runs float32 on the CPU,
@@ -309,7 +310,7 @@ class NnunetV2Source:
         import torch
         from monai.data import MetaTensor
 
-        from medseg.inference.segmentation import _KEEP_META, resolve_device
+        from medseg.inference.segmentation import resolve_device
 
         if not isinstance(image, MetaTensor):
             raise ModelError("an nnU-Net model needs a MetaTensor with an affine (use medseg.io.load)")
@@ -342,17 +343,10 @@ class NnunetV2Source:
             raise ModelError(f"nnU-Net returned shape {seg.shape} for input {data.shape[1:]}; please report it")
         out_dtype = torch.uint8 if max(self.labels, default=0) <= 255 else torch.int16
         values = torch.from_numpy(np.ascontiguousarray(seg.transpose(2, 1, 0)))[None].to(out_dtype)
-        meta: dict[str, Any] = {k: image.meta[k] for k in _KEEP_META if k in image.meta}
-        meta.update({
-            "space": "RAS", "kind": "label", "modality": "SEG",
-            "source_modality": image.meta.get("modality", "unknown"),
-            "spacing": tuple(float(s) for s in spacing_ijk), "labels": dict(self.labels), "task": self.task,
-            "model_name": self.name, "weights_sha256": self.weights_sha256, "device": str(dev),
-            "tta": bool(self.options.tta), "tta_disagreement": None, "timings_s": timings, "stitch": None,
-        })
-        out = MetaTensor(values, affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
+        out = MetaTensor(values, affine=torch.as_tensor(affine, dtype=torch.float64),
+                         meta=label_meta(image, labels=self.labels, task=self.task, spacing=spacing_ijk))
         out.applied_operations = []
-        return out
+        return Prediction(out, InferenceRecord(device=str(dev), tta=bool(self.options.tta), timings_s=timings))
 
 
 def _version(pkg: str) -> str:
