@@ -74,9 +74,11 @@ def _model_or_method(args: argparse.Namespace):
 def add_model_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
     """``--model`` (alias ``--bundle``) and the nnU-Net options; shared with ``medseg batch``."""
     parser.add_argument("--model", "--bundle", dest="model", action="append", required=required, metavar="PATH",
-                        help="bundle name or folder, training run folder (model_spec.json), or nnU-Net v2 "
-                             "trained-model folder (plans.json, dataset.json, fold_*); repeat to run several "
-                             "models as one label map (classes numbered in order; an earlier --model wins a voxel)")
+                        help="a model, recognised by its content: a medseg bundle (name or folder), a MONAI "
+                             "Model Zoo bundle folder (configs/inference.json|yaml), an nnU-Net v2 results folder "
+                             "(plans.json, dataset.json, fold_*) or a medseg training run folder (model_spec.json); "
+                             "repeat to run several models as one label map (classes numbered in --model order; "
+                             "an earlier --model wins a voxel)")
     nn = parser.add_argument_group("nnU-Net v2 models (defaults as nnUNetv2_predict)")
     nn.add_argument("--folds", nargs="+", default=None, metavar="F",
                     help="folds to ensemble, e.g. 0 1 2 3 4 or all (default: every fold_N with the checkpoint)")
