@@ -364,3 +364,27 @@ def test_evaluate_against_an_rtstruct_reference(tmp_path):
     # without the series it contours, that case fails with the reason
     assert cli.main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "ref"), "-o", str(tmp_path / "ev2"),
                      "--no-plots"]) == 2
+
+
+def test_rtstruct_written_after_the_source_files_are_deleted_equals_the_one_written_from_them(tmp_path):
+    """The writer references the headers ``load`` kept (``meta['dicom_source']``): with the series
+    folder gone it writes, element for element, the structure set written from the files' own
+    headers (a MetaTensor carrying only ``meta['dicom_files']`` has them re-read)."""
+    image, labels = _case(tmp_path, "PIR-sagittal")
+    keep = ("dicom_files", "sop_instance_uids", "missing_slices", "format")
+    from_files = MetaTensor(image.as_tensor().clone(), affine=image.affine.clone(),
+                            meta={k: image.meta[k] for k in keep})
+    uids = {"series_instance_uid": "1.2.826.0.1.3680043.10.1234.3", "sop_instance_uid": "1.2.826.0.1.3680043.10.1234.4"}
+    before = write_rtstruct(labels, from_files, tmp_path / "before.dcm", label_names=NAMES, **uids)
+    shutil.rmtree(tmp_path / "ct")
+    after = write_rtstruct(labels, image, tmp_path / "after.dcm", label_names=NAMES, **uids)
+    stamps = {"InstanceCreationDate", "InstanceCreationTime", "StructureSetDate", "StructureSetTime", "SeriesDate",
+              "SeriesTime"}
+    a, b = pydicom.dcmread(before), pydicom.dcmread(after)
+    for ds in (a, b):
+        for kw in stamps:
+            delattr(ds, kw)
+    assert a == b and str(b.PatientName) == PATIENT_NAME
+    if shutil.which("dciodvfy"):
+        proc = subprocess.run(["dciodvfy", str(after)], capture_output=True, text=True, timeout=120)
+        assert not [x for x in (proc.stdout + proc.stderr).splitlines() if x.startswith("Error")]

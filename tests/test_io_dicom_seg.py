@@ -530,3 +530,69 @@ def test_broken_seg_files_give_one_line_input_errors(tmp_path):
                 refused += 1
                 assert "\n" not in str(exc) and PATIENT_NAME not in str(exc)
     assert refused > len(mutants)  # most mutants are refused; none escaped as another exception
+
+
+# --- the source travels with the image (DicomSource): no source file is reopened ------------------
+#: set from the clock or a fresh UID each time highdicom builds a SEG, so two builds differ there only
+_STAMPS = {"ContentDate", "ContentTime", "InstanceCreationDate", "InstanceCreationTime", "SeriesDate",
+           "SeriesTime", "ContributionDateTime", "DimensionOrganizationUID"}
+
+
+def _elements(ds) -> dict:
+    return {e.tag: (e.VR, e.value if e.VR != "SQ" else [_elements(i) for i in e.value])
+            for e in ds if e.keyword not in _STAMPS}
+
+
+def test_seg_written_after_the_source_files_are_deleted_equals_the_one_written_from_them(tmp_path):
+    """``load`` keeps the scanned headers in ``meta['dicom_source']``: with the series folder gone,
+    the SEG written is element for element the SEG written from the files' own headers (re-read
+    from disk, as medseg did before), and valid for highdicom and dciodvfy."""
+    from medseg.io import load
+
+    volume, labels = _phantom()
+    affine = _oblique_reversed()
+    files = write_dicom_series(volume, affine, tmp_path / "ct", order="shuffled", seed=7,
+                               patient_name=PATIENT_NAME, patient_id=PATIENT_ID,
+                               extra_tags={"StudyDescription": "kept", "AccessionNumber": "A1"})
+    from_files, lab = _as_read(volume, labels, affine, files)  # only meta['dicom_files']: headers re-read
+    image = load(tmp_path / "ct")
+    np.testing.assert_allclose(image.affine.numpy(), lab.affine.numpy(), atol=1e-6)
+    uids = {"series_instance_uid": "1.2.826.0.1.3680043.10.1234.1", "sop_instance_uid": "1.2.826.0.1.3680043.10.1234.2"}
+    before = write_dicom_seg(lab, from_files, tmp_path / "before.dcm", label_names=NAMES, **uids)
+    shutil.rmtree(tmp_path / "ct")
+    with pytest.raises(InputError, match="no longer on disk"):  # what a writer that reopens files meets
+        write_dicom_seg(lab, from_files, tmp_path / "x.dcm", label_names=NAMES, **uids)
+    after = write_dicom_seg(lab, image, tmp_path / "after.dcm", label_names=NAMES, **uids)
+    a, b = pydicom.dcmread(before), pydicom.dcmread(after)
+    assert _elements(a) == _elements(b)
+    assert a.PixelData == b.PixelData and a.StudyDescription == "kept"
+    seg = hd.seg.segread(after)
+    pix = seg.get_pixels_by_source_instance(image.meta["sop_instance_uids"], segment_numbers=[1, 2, 3])
+    for k in range(lab.shape[3]):
+        for segno, value in ((1, 1), (2, 2), (3, 4)):
+            np.testing.assert_array_equal(pix[k, :, :, segno - 1], (lab[0, :, :, k].numpy() == value).T)
+    if shutil.which("dciodvfy"):
+        assert not _dciodvfy(after)[0]
+
+
+def test_seg_of_a_series_read_from_an_archive_that_is_gone(tmp_path):
+    import zipfile
+
+    from medseg.io import load
+
+    volume, labels = _phantom()
+    files = write_dicom_series(volume, AXIAL, tmp_path / "ct", order="reversed")
+    archive = tmp_path / "study.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in files:
+            zf.write(f, f"series/{f.name}")
+    image = load(archive)
+    _, lab_t = _as_read(volume, labels, AXIAL, files)
+    shutil.rmtree(tmp_path / "ct")
+    archive.unlink()
+    from medseg.io.dicom_seg import seg_source_problem
+
+    assert seg_source_problem(image) == ""
+    out = write_dicom_seg(MetaTensor(lab_t.as_tensor().clone(), affine=image.affine.clone()), image,
+                          tmp_path / "seg.dcm", label_names=NAMES)
+    np.testing.assert_array_equal(read_dicom_seg(out, image, label_names=NAMES)[0].numpy(), lab_t[0].numpy())
