@@ -310,58 +310,26 @@ def load_dataset(path: str | Path, *, format: str = "auto", labels: dict[int, st
 # ----------------------------------------------------------------------------------- geometry
 
 
-def _sitk_grid(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
-    import SimpleITK as sitk
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    reader.ReadImageInformation()
-    size = tuple(int(s) for s in reader.GetSize())
-    dim = len(size)
-    spacing = np.asarray(reader.GetSpacing(), dtype=float)
-    direction = np.asarray(reader.GetDirection(), dtype=float).reshape(dim, dim)
-    origin = np.asarray(reader.GetOrigin(), dtype=float)
-    affine = np.eye(4)
-    affine[:dim, :dim] = direction * spacing[None, :]
-    affine[:dim, 3] = origin
-    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine  # ITK is LPS; report RAS
-    if dim == 3 and size[2] == 1:
-        size = size[:2]
-    return size, affine
-
-
 def read_grid(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
-    """Spatial shape and 4x4 voxel->RAS mm affine of an image file, from its header only."""
+    """Spatial shape (trailing axes of size 1 dropped, down to 2D) and 4x4 voxel->RAS mm affine of
+    an image file, from its header only where the format allows (:func:`medseg.io.readers.read_grid`)."""
+    from medseg.io.readers import read_grid as grid_of
+
     path = Path(path)
     if not path.exists():
         raise InputError(f"file '{path.name}' is missing")
-    name = path.name.lower()
-    try:
-        if name.endswith((".nii", ".nii.gz")):
-            import nibabel as nib
-
-            img = nib.load(str(path))
-            shape = tuple(int(s) for s in img.shape[:3])
-            while len(shape) > 2 and shape[-1] == 1:
-                shape = shape[:-1]
-            return shape, np.asarray(img.affine, dtype=float)
-        return _sitk_grid(path)
-    except (OSError, RuntimeError, ValueError, EOFError) as exc:
-        raise InputError(f"file '{path.name}' cannot be read ({exc.__class__.__name__})") from exc
+    grid = grid_of(path)
+    shape = grid.shape
+    while len(shape) > 2 and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape, grid.affine
 
 
 def _read_array(path: Path) -> np.ndarray:
-    name = path.name.lower()
-    try:
-        if name.endswith((".nii", ".nii.gz")):
-            import nibabel as nib
+    """The label values of a label file, read by medseg's reader (integers; InputError otherwise)."""
+    from medseg.io.read import read_volume
 
-            return np.asarray(nib.load(str(path)).dataobj)
-        import SimpleITK as sitk
-
-        return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-    except (OSError, RuntimeError, ValueError, EOFError) as exc:
-        raise InputError(f"file '{path.name}' cannot be read ({exc.__class__.__name__})") from exc
+    return read_volume(path, kind="label").array
 
 
 def validate_dataset(ds: TrainingDataset, *, tol_mm: float = 1e-3) -> None:
