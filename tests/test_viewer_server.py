@@ -133,6 +133,24 @@ def _nifti(body: bytes):
     return nib.Nifti1Image.from_bytes(gzip.decompress(body))
 
 
+def _delta(body: bytes, headers: dict, session) -> np.ndarray:
+    """The changed box the server sent: its affine must be the grid's moved to the box's first voxel
+    and its voxels the label map's there. Returns the server's whole label map."""
+    summary = json.loads(headers["X-Medseg-Prompt"])
+    mask = session.edits.array
+    if summary["roi"] is None:
+        assert body == b""
+        return mask.reshape(session.shape)
+    lo, hi = (np.array(v) for v in summary["roi"])
+    crop = _nifti(body)
+    assert crop.shape == tuple(hi - lo + 1)
+    want = session.grid.affine.copy()
+    want[:3, 3] = want[:3, :3] @ lo + want[:3, 3]
+    np.testing.assert_allclose(crop.affine, want, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(crop.dataobj), mask[tuple(slice(a, b + 1) for a, b in zip(lo, hi, strict=True))])
+    return mask.reshape(session.shape)
+
+
 def test_volumes_are_on_the_source_grid(server, case):
     status, body, headers = request(_base(server) + "/volume/image?token=" + server.token)
     assert status == 200 and headers["Content-Type"] == "application/gzip"
@@ -177,7 +195,7 @@ def test_prompt_then_save_reads_back_on_the_source_grid(server, case):
     status, body, headers = post_json(_base(server) + "/api/prompt", {"box": box}, server.token)
     assert status == 200, body
     summary = json.loads(headers["X-Medseg-Prompt"])
-    mask = np.asarray(_nifti(body).dataobj)
+    mask = _delta(body, headers, server.session).copy()
     assert summary["voxels"] == int(mask.sum())
     direct = segment(case.image, box=box, method=PROMPT_METHOD).numpy()[0]
     np.testing.assert_array_equal(mask, direct)  # the server adds nothing of its own
@@ -249,22 +267,28 @@ def test_cli_refuses_labels_on_another_grid(tmp_path, case):
 
 def test_refine_clear_and_undo(server, case):
     liver = case.label == 1
-    status, body, _ = post_json(_base(server) + "/api/prompt", {"box": world_box_of(liver, case.affine)}, server.token)
-    first = np.asarray(_nifti(body).dataobj).copy()
+    status, body, headers = post_json(_base(server) + "/api/prompt", {"box": world_box_of(liver, case.affine)},
+                                      server.token)
+    first = _delta(body, headers, server.session).copy()
     status, body, headers = post_json(_base(server) + "/api/clear", {}, server.token)
-    assert status == 200 and body == b"" and json.loads(headers["X-Medseg-Prompt"])["has_mask"] is False
+    assert status == 200 and json.loads(headers["X-Medseg-Prompt"])["has_mask"] is False
+    assert not _delta(body, headers, server.session).any()
     status, body, headers = post_json(_base(server) + "/api/undo", {}, server.token)
     assert status == 200 and json.loads(headers["X-Medseg-Prompt"])["has_mask"] is True
-    np.testing.assert_array_equal(np.asarray(_nifti(body).dataobj), first)
+    np.testing.assert_array_equal(_delta(body, headers, server.session), first)
+    status, body, headers = post_json(_base(server) + "/api/redo", {}, server.token)
+    assert status == 200 and not _delta(body, headers, server.session).any()
+    status, body, headers = post_json(_base(server) + "/api/undo", {}, server.token)
+    np.testing.assert_array_equal(_delta(body, headers, server.session), first)
     # a refining click is passed to medseg.prompt.segment as `previous`
     from medseg.prompt import segment
 
     centre = list(np.argwhere(liver).mean(0) @ case.affine[:3, :3].T + case.affine[:3, 3])
-    status, body, _ = post_json(_base(server) + "/api/prompt", {"points": [centre], "labels": [1], "refine": True},
-                                server.token)
+    status, body, headers = post_json(_base(server) + "/api/prompt",
+                                      {"points": [centre], "labels": [1], "refine": True}, server.token)
     assert status == 200, body
     direct = segment(case.image, points=[centre], labels=[1], previous=first, method=PROMPT_METHOD).numpy()[0]
-    np.testing.assert_array_equal(np.asarray(_nifti(body).dataobj), direct)
+    np.testing.assert_array_equal(_delta(body, headers, server.session), direct)
 
 
 def test_dicom_input_saves_a_dicom_seg_and_rtstruct_on_its_grid(tmp_path):
@@ -281,10 +305,10 @@ def test_dicom_input_saves_a_dicom_seg_and_rtstruct_on_its_grid(tmp_path):
         status, body, _ = request(_base(srv) + "/api/info?token=" + srv.token)
         info = json.loads(body)
         assert info["can_save_seg"] is True and b"DOE" not in body and b"SECRET" not in body
-        status, body, _ = post_json(_base(srv) + "/api/prompt", {"box": world_box_of(ph.label == 1, ph.affine)},
-                                    srv.token)
+        status, body, headers = post_json(_base(srv) + "/api/prompt", {"box": world_box_of(ph.label == 1, ph.affine)},
+                                          srv.token)
         assert status == 200, body
-        mask = np.asarray(_nifti(body).dataobj)
+        mask = _delta(body, headers, srv.session).copy()
         for name in ("../x.dcm", "x.nii.gz"):
             assert post_json(_base(srv) + "/api/save", {"format": "dicom-seg", "name": name}, srv.token)[0] in (400, 422)
         status, body, _ = post_json(_base(srv) + "/api/save", {"format": "dicom-seg"}, srv.token)
@@ -311,10 +335,10 @@ def test_extreme_points_prompt(server, case):
     for d in range(3):  # the voxels of least and greatest index along each axis
         for pick in (idx[np.argmin(idx[:, d])], idx[np.argmax(idx[:, d])]):
             extreme.append([float(v) for v in case.affine[:3, :3] @ pick + case.affine[:3, 3]])
-    status, body, _ = post_json(_base(server) + "/api/prompt", {"extreme_points": extreme}, server.token)
+    status, body, headers = post_json(_base(server) + "/api/prompt", {"extreme_points": extreme}, server.token)
     assert status == 200, body
     direct = segment(case.image, extreme_points=extreme, method=PROMPT_METHOD).numpy()[0]
-    np.testing.assert_array_equal(np.asarray(_nifti(body).dataobj), direct)
+    np.testing.assert_array_equal(_delta(body, headers, server.session), direct)
     assert dice(direct, liver) > 0.5
 
 
@@ -333,9 +357,9 @@ def test_a_2d_radiograph_is_served_and_prompted(tmp_path):
         value = next(iter(ph.labels))
         organ = ph.label == value
         box = world_box_of(organ[..., None], ph.affine)  # a radiograph's plane is x-z: the box spans x and z
-        status, body, _ = post_json(_base(srv) + "/api/prompt", {"box": [float(v) for v in box]}, srv.token)
+        status, body, headers = post_json(_base(srv) + "/api/prompt", {"box": [float(v) for v in box]}, srv.token)
         assert status == 200, body
-        mask = np.asarray(_nifti(body).dataobj)[..., 0]
+        mask = _delta(body, headers, srv.session)
         assert mask.shape == organ.shape and dice(mask, organ) > 0.5
     # a 2D image's legend gives areas: pixels x pixel area (spacing 1.4 x 1.4 mm) in cm^2
     session.labels, session.label_names = ph.label, dict(ph.labels)

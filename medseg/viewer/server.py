@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from medseg.errors import MedsegError
+from medseg.viewer.grid import MAX_UPLOAD_BYTES
 from medseg.viewer.session import ROLES, ViewerSession
 
 HOST = "127.0.0.1"
@@ -93,8 +94,11 @@ class ViewerServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = False
 
-    def __init__(self, session: ViewerSession, port: int = 0, token: str | None = None) -> None:
+    def __init__(self, session: ViewerSession, port: int = 0, token: str | None = None, review: Any = None) -> None:
+        """``review``: a :class:`~medseg.viewer.review.Review` when stepping through a batch
+        (``session`` is then its current case)."""
         self.session = session
+        self.review = review
         self.token = token or secrets.token_urlsafe(32)
         self.static = static_table()
         super().__init__((HOST, int(port)), _Handler)
@@ -191,7 +195,9 @@ class _Handler(BaseHTTPRequestHandler):
         s = self.server.session
         routes: dict[str, Callable[[], None]] = {
             "/": self._index,
-            "/api/info": lambda: self._json(s.info()),
+            "/api/info": lambda: self._json({**s.info(), "review": self.server.review is not None}),
+            "/api/review": lambda: (self._json(self.server.review.listing()) if self.server.review is not None
+                                    else self._refuse(404)),
         }
         try:
             if path in routes:
@@ -210,19 +216,30 @@ class _Handler(BaseHTTPRequestHandler):
         checked = self._checked()
         if checked is None:
             return
-        path, _ = checked
-        s = self.server.session
+        path, query = checked
         try:
+            if path in ("/api/edit", "/api/scribble"):
+                data = self._upload()
+                s = self.server.session
+                if path == "/api/edit":
+                    summary = s.edit(data)
+                else:
+                    summary = s.scribble(data, value=query.get("value", "1"), refine=query.get("refine") == "1")
+                self._delta(s, summary)
+                return
             body = self._body()
-            if path in ("/api/prompt", "/api/undo", "/api/clear"):
+            if path.startswith("/api/review"):
+                self._review(path, body)
+                return
+            s = self.server.session
+            if path in ("/api/prompt", "/api/undo", "/api/redo", "/api/clear"):
                 if path == "/api/prompt":
                     summary = s.prompt(box=body.get("box"), points=body.get("points"), labels=body.get("labels"),
-                                       extreme_points=body.get("extreme_points"), refine=bool(body.get("refine", False)))
+                                       extreme_points=body.get("extreme_points"), refine=bool(body.get("refine", False)),
+                                       value=body.get("value", 1))
                 else:
-                    summary = s.undo() if path == "/api/undo" else s.clear()
-                data = s.volume_bytes("mask") if summary["has_mask"] else b""
-                self._send(200, data, "application/gzip",
-                           {"X-Medseg-Prompt": json.dumps(summary, allow_nan=False)})
+                    summary = {"/api/undo": s.undo, "/api/redo": s.redo, "/api/clear": s.clear}[path]()
+                self._delta(s, summary)
             elif path == "/api/save":
                 name = s.save(body.get("name"), format=str(body.get("format", "nifti")))
                 self._json({"saved": name})
@@ -234,6 +251,37 @@ class _Handler(BaseHTTPRequestHandler):
             self._refuse(422, " ".join(str(exc).split()))
         except (TypeError, ValueError):
             self._refuse(400, "malformed request")
+
+    def _delta(self, s: ViewerSession, summary: dict[str, Any]) -> None:
+        """The answer to a change: the display-grid box it touched as gzip NIfTI (the page paints it
+        into its drawing layer), and the summary (with that box) in a header."""
+        self._send(200, s.delta_bytes(summary), "application/gzip",
+                   {"X-Medseg-Prompt": json.dumps(summary, allow_nan=False)})
+
+    def _upload(self) -> bytes:
+        n = int(self.headers.get("Content-Length") or 0)
+        if n <= 0:
+            raise _Refused(400, "an edit needs a body")
+        if n > MAX_UPLOAD_BYTES:
+            raise _Refused(413, "upload too large")
+        if (self.headers.get("Content-Type") or "").split(";")[0].strip() != "application/gzip":
+            raise _Refused(415, "an edit is sent as application/gzip")
+        return self.rfile.read(n)
+
+    def _review(self, path: str, body: dict[str, Any]) -> None:
+        review = self.server.review
+        if review is None:
+            raise _Refused(404, "not reviewing a batch")
+        if path == "/api/review":
+            self._json(review.listing())
+        elif path == "/api/review/open":
+            self.server.session = review.open(body.get("index"))
+            self._json(review.listing())
+        elif path == "/api/review/decide":
+            review.decide(self.server.session, body.get("decision"))
+            self._json(review.listing())
+        else:
+            self._refuse(404)
 
     def _index(self) -> None:
         page, ctype = self.server.static["index.html"]
@@ -255,9 +303,9 @@ class _Refused(Exception):
 
 
 def serve(session: ViewerSession, port: int = 0, *, open_browser: bool = False,
-          announce: Callable[[str], None] = print) -> None:
+          announce: Callable[[str], None] = print, review: Any = None) -> None:
     """Serve ``session`` until interrupted; announces the URL (with the token) first."""
-    server = ViewerServer(session, port)
+    server = ViewerServer(session, port, review=review)
     try:
         announce(server.url)
         if open_browser:
