@@ -105,6 +105,21 @@ class Provenance:
         self.tta = bool(self.tta)
 
     @property
+    def model_name(self) -> str:
+        return str(self.model.get("name", ""))
+
+    @property
+    def task(self) -> str:
+        """``"semantic"`` or ``"instance"`` (the model's)."""
+        return str(self.model.get("task", "semantic"))
+
+    @property
+    def label_names(self) -> dict[int, str]:
+        """The model's labels, index -> name (entries that are not a number -> text are skipped)."""
+        labels = self.model.get("labels") or {}
+        return {int(k): v for k, v in labels.items() if str(k).isdigit() and isinstance(v, str)}
+
+    @property
     def files(self) -> list[str]:
         """Names of the files written into the case folder (provenance.json excluded)."""
         return [str(f) for f in self.output.get("files", [])]
