@@ -273,7 +273,7 @@ def overlay_slices(
     ras_img = nio.apply_orientation(img, ornt)
     ras_lab = nio.apply_orientation(lab, ornt) if lab is not None else None
     ras_aff = aff @ nio.inv_ornt_aff(ornt, img.shape)
-    ras_spacing = np.linalg.norm(ras_aff[:3, :3], axis=0)
+    ras_spacing = np.asarray(spacing_of(ras_aff, 3))
     panels: list[OverlayPanel] = []
     flat_axes = [a for a in range(3) if ras_img.shape[a] == 1]
     for view in views:
