@@ -275,7 +275,7 @@ def _check_lengths(ds: Dataset, size: int, name: str) -> None:
                     _check_lengths(item, size, name)
 
 
-def _convert_all(ds: Dataset, decoded: set | None = None) -> None:
+def _convert_all(ds: Dataset, decoded: set | None = None, deferred: list | None = None) -> None:
     """Decode every attribute now (pydicom decodes lazily), so corruption surfaces here and not
     at some later attribute access. Deferred (large) values and pixel data are left unread.
 
@@ -284,6 +284,7 @@ def _convert_all(ds: Dataset, decoded: set | None = None) -> None:
     same bytes decode the same way, so the files of one series (which repeat most of their
     header) are not decoded twice for the same element; such an element stays encoded until it
     is used. Private tags, sequences and VRs that depend on other attributes are always decoded.
+    ``deferred`` receives the tags of the top-level values left unread (pixel data aside).
     """
     charset = None
     if decoded is not None:
@@ -294,6 +295,8 @@ def _convert_all(ds: Dataset, decoded: set | None = None) -> None:
             continue
         raw = ds.get_item(tag, keep_deferred=True)
         if getattr(raw, "value", 0) is None and getattr(raw, "length", 0):
+            if deferred is not None:
+                deferred.append(tag)
             continue  # deferred: larger than defer_size, read only if asked for
         key = None
         if decoded is not None and isinstance(raw, RawDataElement) and not tag.is_private:
@@ -357,11 +360,13 @@ def read_header(path: Path, display_name: str = "", *, decoded: set | None = Non
                          "re-export or re-transfer the file") from None
     try:
         _check_lengths(ds, size, name)
-        _convert_all(ds, decoded)
+        deferred: list = []
+        _convert_all(ds, decoded, deferred)
     except _PARSE_ERRORS as exc:
         raise InputError(f"{name}: DICOM header is corrupt ({type(exc).__name__} while decoding an "
                          "attribute); re-export or re-transfer the file") from None
     header = Header(path=path, ds=ds, file_size=size, display_name=name)
+    header.extra["deferred"] = deferred  # read while the file is there when a DicomSource keeps the header
     # pydicom stops silently at end of file: check that the last element read is complete.
     tags = list(ds.keys())
     if tags:

@@ -207,7 +207,7 @@ def _read_info(info: SeriesInfo, path: Path, allow_missing_slices: bool, progres
     meta.setdefault("missing_slices", [])
     # the scanned headers travel with the image: SEG/RTSTRUCT writers reference them, never the files
     meta["dicom_source"] = DicomSource.from_scan(
-        meta["dicom_files"], {file_label(h, info.source): h.ds for h in info.headers})
+        meta["dicom_files"], {file_label(h, info.source): h for h in info.headers})
     meta["skipped_files"] = skipped
     if n_series is not None:
         meta["n_series_found"] = n_series

@@ -102,6 +102,10 @@ def _planes(datasets: Sequence[Any]) -> list[SourcePlane]:
     return planes
 
 
+def _bulk(tag: Any) -> bool:
+    return tag.is_private or int(tag) in _BULK or (0x6000 <= tag.group <= 0x60FF and tag.element == 0x3000)
+
+
 def kept_header(ds: Any) -> Any:
     """A read-only copy of a scanned header for :class:`DicomSource`: every public attribute
     (values read now, while the file is there, when the scan deferred them), without pixel data,
@@ -110,7 +114,7 @@ def kept_header(ds: Any) -> Any:
 
     out = Dataset()
     for tag in ds.keys():
-        if tag.is_private or int(tag) in _BULK or (0x6000 <= tag.group <= 0x60FF and tag.element == 0x3000):
+        if _bulk(tag):
             continue
         out.add(ds[tag])
     meta = getattr(ds, "file_meta", None)
@@ -124,14 +128,19 @@ class DicomSource:
     """The source instances of an image read from DICOM (see the module doc).
 
     ``files``: the file of each instance as the reader named it (``ARCHIVE!member`` for an archive
-    member), in the order the volume's k axis first meets them; ``headers``: the instance headers
-    in the same order (read-only pydicom datasets without pixel data)."""
+    member), in the order the volume's k axis first meets them; ``scanned``: the datasets the scan
+    read, in the same order (shared with the scan, never modified; values the scan deferred were
+    read while the files were there); ``headers``: read-only copies of them without pixel data or
+    private tags (:func:`kept_header`), made when a writer first asks, so reading a series for
+    any other purpose costs nothing more. ``copied``: the datasets are already complete copies
+    (read by :meth:`from_files`)."""
 
     files: tuple[str, ...]
-    headers: tuple[Any, ...]
+    scanned: tuple[Any, ...]
+    copied: bool = False
 
     def __post_init__(self) -> None:
-        if len(self.files) != len(self.headers) or not self.headers:
+        if len(self.files) != len(self.scanned) or not self.scanned:
             raise InputError("a DICOM source needs one header per file, and at least one")
 
     # an immutable value: copies of a MetaTensor's meta share it instead of copying every header
@@ -144,20 +153,33 @@ class DicomSource:
     @classmethod
     def from_scan(cls, dicom_files: Sequence[str], headers_by_file: dict[str, Any]) -> DicomSource:
         """From the reader's ``meta["dicom_files"]`` (one per k, "" for a missing slice) and the
-        scanned datasets by file label: called while the files are still there."""
+        scanned :class:`~medseg.io.dicom.headers.Header` s by file label: called while the files are
+        still there (the values the scan deferred, pixel data aside, are read now)."""
         files = tuple(dict.fromkeys(str(f) for f in dicom_files if str(f)))
-        return cls(files, tuple(kept_header(headers_by_file[f]) for f in files))
+        datasets = []
+        for f in files:
+            header = headers_by_file[f]
+            for tag in header.extra.get("deferred", ()):
+                if not _bulk(tag):
+                    header.ds[tag]  # noqa: B018 - read the deferred value from the file now
+            datasets.append(header.ds)
+        return cls(files, tuple(datasets))
 
     @classmethod
     def from_files(cls, dicom_files: Sequence[str], archive: str | os.PathLike[str] | None = None) -> DicomSource:
         """Read the headers of ``dicom_files`` (files on disk, or ``ARCHIVE!member`` names of the
         zip/tar ``archive``): for a MetaTensor built by hand with only ``meta["dicom_files"]``."""
         files = tuple(dict.fromkeys(str(f) for f in dicom_files if str(f)))  # "" marks a missing slice
-        return cls(files, tuple(_read_headers(files, archive)))
+        return cls(files, tuple(_read_headers(files, archive)), copied=True)
 
     def describes(self, dicom_files: Sequence[str]) -> bool:
         """True when ``dicom_files`` (as in ``meta``) names exactly this source's files."""
         return tuple(dict.fromkeys(str(f) for f in dicom_files if str(f))) == self.files
+
+    @functools.cached_property
+    def headers(self) -> tuple[Any, ...]:
+        """The instance headers (read-only; no pixel data, icon, overlay data or private tags)."""
+        return self.scanned if self.copied else tuple(kept_header(ds) for ds in self.scanned)
 
     @functools.cached_property
     def planes(self) -> list[SourcePlane]:
