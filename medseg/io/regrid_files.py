@@ -17,21 +17,20 @@ __all__ = ["reorient_file", "resample_file"]
 
 
 def _read(path: str | os.PathLike[str], kind: str, series: str | None):
+    """(voxels, affine, is_label): a LabelMap (``kind`` label, or auto-detected) is resampled with
+    nearest neighbour only (:attr:`medseg.io.image.Image.interpolation`); every reader gives a
+    label map as integers (or refuses non-integer values in one line)."""
+    from medseg.io.image import to_image
     from medseg.io.read import read_volume
 
     if kind not in ("auto", "image", "label"):
         raise ConfigError(f"kind {kind!r} is not one of auto, image, label")
-    vol = read_volume(path, series=series, kind=kind)
-    is_label = kind == "label" or (kind == "auto" and vol.meta.get("kind") == "label")
-    arr = np.asarray(vol.array)
-    if is_label and arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr)) or not np.array_equal(arr, np.round(arr)):
-            raise InputError(f"{Path(path).name} holds non-integer values; it is not a label map (use --kind image)")
-        arr = arr.astype(np.int64)
+    image = to_image(read_volume(path, series=series, kind=kind))
+    arr = image.numpy()
     if arr.ndim != 4:
         raise InputError(f"{Path(path).name} is not a 3D volume (shape {arr.shape[1:]}); only 3D grids are "
                          "resampled or reoriented")
-    return arr, np.asarray(vol.affine, dtype=np.float64), is_label
+    return arr, image.affine, image.interpolation == "nearest"
 
 
 def resample_file(input_path: str | os.PathLike[str], output_path: str | os.PathLike[str], *,
