@@ -12,7 +12,6 @@ and store-back first asks the PACS whether that series is already there.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import threading
@@ -208,9 +207,9 @@ def run_job(cases: Sequence[BatchCase], model, options: JobOptions, *, client=No
             reason = "; ".join(r for r in (reason, f"no RT structure set written: {rt_reason}") if r)
         known = {name: (result.study_instance_uid or "", uids[0]) for name, uids in
                  (("seg.dcm", result.seg_uids), ("rtstruct.dcm", result.rtstruct_uids)) if uids}
-        if options.statistics and (final / "statistics.json").is_file():  # the manifest's mL column set
-            table = json.loads((final / "statistics.json").read_text())["structures"]
-            extra["volume_ml"] = {e["name"]: round(e.get("volume_ml", 0.0), 4) for e in table.values()}
+        stats = result.records.get("statistics.json")
+        if options.statistics and stats is not None:  # the manifest's mL column set
+            extra["volume_ml"] = stats.volumes_ml()
         if options.store_back:
             extra.update(_store_seg(final, client, reason or "no DICOM SEG was asked for (--format)", known))
             timings["store"] = float(extra.get("store_s", 0.0))

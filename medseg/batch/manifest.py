@@ -20,15 +20,23 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+from medseg.errors import InputError
 from medseg.io.atomic import atomic_write_text
+from medseg.schema import check_version
 
 STATUSES = ("done", "failed", "skipped")
+
+#: manifest lines carry no ``schema_version``: version 1 (see :mod:`medseg.schema`)
+RECORD_VERSION = 1
 
 
 @dataclass
 class CaseRecord:
-    """One line of the manifest."""
+    """One line of the manifest, validated when built (ValueError: an unknown status, a key or
+    case that is not a non-empty string, outputs that are not name -> path strings, timings that
+    are not numbers, attempts below 1)."""
 
     key: str  # sha256 of (input identity, weights sha256): the idempotence key
     case: str  # a display name without patient identifiers
@@ -41,8 +49,36 @@ class CaseRecord:
     finished_at: float = field(default_factory=time.time)
     extra: dict[str, object] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"unknown status {self.status!r}")
+        if not (isinstance(self.key, str) and self.key and isinstance(self.case, str) and self.case):
+            raise ValueError("a case record needs a key and a case name (non-empty strings)")
+        if not isinstance(self.reason, str):
+            raise ValueError("reason must be a string")
+        if not isinstance(self.outputs, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.outputs.items()):
+            raise ValueError("outputs must map file names to paths (strings)")
+        if not isinstance(self.timings_s, dict) or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in self.timings_s.values()):
+            raise ValueError("timings_s must map stage names to seconds")
+        if not isinstance(self.attempts, int) or self.attempts < 1 or not isinstance(self.rank, int):
+            raise ValueError("attempts must be an integer >= 1 and rank an integer")
+        if not isinstance(self.finished_at, int | float) or not isinstance(self.extra, dict):
+            raise ValueError("finished_at must be a time stamp and extra an object")
+
     def to_json(self) -> str:
+        """The record as one manifest line (without the newline)."""
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, obj: Any, *, where: str = "manifest record") -> CaseRecord:
+        """A parsed manifest line; InputError naming ``where`` for one of another shape."""
+        check_version(obj, RECORD_VERSION, where)
+        try:
+            return cls(**{k: v for k, v in obj.items() if k != "schema_version"})
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{where}: {exc}") from None
 
 
 class Manifest:
@@ -62,9 +98,8 @@ class Manifest:
             if not line:
                 continue
             try:
-                data = json.loads(line)
-                out.append(CaseRecord(**data))
-            except (json.JSONDecodeError, TypeError):
+                out.append(CaseRecord.from_json(json.loads(line)))
+            except (json.JSONDecodeError, InputError):
                 continue  # torn line from an interrupted write
         return out
 
@@ -79,8 +114,6 @@ class Manifest:
         return {k for k, r in self.latest().items() if r.status == "done"}
 
     def append(self, record: CaseRecord) -> None:
-        if record.status not in STATUSES:
-            raise ValueError(f"unknown status {record.status!r}")
         line = (record.to_json() + "\n").encode("utf-8")
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:

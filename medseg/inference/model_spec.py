@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from medseg.errors import ConfigError
+from medseg.schema import check_version
 
 SCHEMA_VERSION = 1
 TASKS = ("semantic", "instance")
@@ -116,12 +117,7 @@ class ModelSpec:
 
         ``error`` is raised (message starting with ``where``) for a missing key, an unknown
         ``schema_version`` or a field the constructor refuses."""
-        if not isinstance(obj, Mapping):
-            raise error(f"{where} is not a JSON object")
-        version = obj.get("schema_version", SCHEMA_VERSION)
-        if version != SCHEMA_VERSION:
-            raise error(f"{where} has schema_version {version!r}; this medseg reads version {SCHEMA_VERSION} "
-                        "(upgrade medseg)")
+        check_version(obj, SCHEMA_VERSION, where, error=error)
         nested = "inference" in obj
         for key in (*_REQUIRED, "inference") if nested else (*_REQUIRED, "roi_size"):
             if key not in obj:

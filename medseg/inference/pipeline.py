@@ -201,8 +201,9 @@ def segment_file(input_path: str | Path, model_source: Any, output_dir: str | Pa
         seg_uids: (SeriesInstanceUID, SOPInstanceUID) for the DICOM SEG; default fresh UIDs.
             Batch jobs derive them from input + weights so a rerun yields the same SEG instance.
         rtstruct_uids: the same for the RT Structure Set.
-        extra_writers: more outputs, each ``writer(folder, image, labels, model) -> file name``
-            called inside the case folder being written (e.g.
+        extra_writers: more outputs, each ``writer(folder, image, labels, model)`` called inside
+            the case folder being written, returning the file name or ``(file name, record)``:
+            the record (what the file holds, typed) is kept in the result's ``records`` (e.g.
             :func:`medseg.evaluation.statistics.write_statistics` for ``--statistics``).
         strict: refuse (:class:`~medseg.inference.domain.OutOfDomainError`, nothing written) an
             input or a result outside the model's declared domain, instead of flagging it in
@@ -315,8 +316,13 @@ def segment_file(input_path: str | Path, model_source: Any, output_dir: str | Pa
             save_overlay_montage(image, shown, tmp / "overlay.png", label_names=names,
                                  window=overlay_window(image, model))
             written.append("overlay.png")
+        records: dict[str, Any] = {}
         for writer in extra_writers:
-            written.append(writer(tmp, image, labels, model))
+            out = writer(tmp, image, labels, model)
+            name, record = out if isinstance(out, tuple) else (out, None)
+            written.append(name)
+            if record is not None:
+                records[name] = record
         timings["write"] = time.perf_counter() - t0
         prov = provenance(model, model_kind, image, pred, digest, hashed, timings, written, skipped)
         prov.domain_flags = list(flags)
@@ -325,7 +331,7 @@ def segment_file(input_path: str | Path, model_source: Any, output_dir: str | Pa
         path=case_dir, provenance=prov, geometry=Geometry.of(labels, "the label map"), labels=labels,
         study_instance_uid=str(image.meta["study_instance_uid"]) if image.meta.get("study_instance_uid") else None,
         seg_uids=tuple(seg_uids) if "seg.dcm" in written else None,
-        rtstruct_uids=tuple(rtstruct_uids) if "rtstruct.dcm" in written else None)
+        rtstruct_uids=tuple(rtstruct_uids) if "rtstruct.dcm" in written else None, records=records)
 
 
 def _fresh_uids() -> tuple[str, str]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from medseg.errors import InputError
 from medseg.geometry import Geometry
+from medseg.schema import check_version
 
 # source meta copied onto a label map (what names the source; never patient identifiers)
 KEEP_META = ("space", "format", "filename_or_obj", "series_instance_uid", "study_instance_uid",
@@ -135,11 +136,7 @@ class Provenance:
     @classmethod
     def from_json(cls, obj: Mapping[str, Any], *, where: str = "provenance.json") -> Provenance:
         """Read a parsed ``provenance.json`` (InputError naming ``where`` for a bad one)."""
-        if not isinstance(obj, Mapping):
-            raise InputError(f"{where} is not a JSON object")
-        if obj.get("schema_version", PROVENANCE_VERSION) != PROVENANCE_VERSION:
-            raise InputError(f"{where} has schema_version {obj.get('schema_version')!r}; this medseg reads "
-                             f"version {PROVENANCE_VERSION}")
+        check_version(obj, PROVENANCE_VERSION, where)
         names = [f.name for f in cls.__dataclass_fields__.values()]
         missing = [n for n in names if n not in obj and n != "domain_flags"]
         if missing:
@@ -176,6 +173,9 @@ class SegmentationResult:
             or None for a non-DICOM input.
         seg_uids / rtstruct_uids: (SeriesInstanceUID, SOPInstanceUID) of ``seg.dcm`` /
             ``rtstruct.dcm`` when written, else None.
+        records: file name -> what an ``extra_writers`` entry wrote into it, as its typed
+            record (``"statistics.json"``: a
+            :class:`~medseg.evaluation.statistics.StructureStatistics` with ``--statistics``).
     """
 
     path: Path
@@ -185,6 +185,7 @@ class SegmentationResult:
     study_instance_uid: str | None = None
     seg_uids: tuple[str, str] | None = None
     rtstruct_uids: tuple[str, str] | None = None
+    records: dict[str, Any] = field(default_factory=dict)
 
     @property
     def case(self) -> str:

@@ -12,8 +12,13 @@ from typing import Any
 
 from medseg.errors import ConfigError
 from medseg.io.jsonfile import read_json_object
+from medseg.schema import check_version
 
 ARCHS = ("unet", "dynunet", "segresnet")
+#: how the validation Dice that chooses best.pt is computed (see :mod:`medseg.training.validation`)
+VALIDATIONS = ("network", "deployment")
+#: files without ``schema_version`` are version 1 (see :mod:`medseg.schema`)
+TRAIN_CONFIG_VERSION = 1
 
 @dataclass
 class TrainConfig:
@@ -31,6 +36,9 @@ class TrainConfig:
     window on the preprocessed grid, with a validation loss) or ``"deployment"`` (what ``medseg
     segment`` runs: medseg's stitcher, postprocessing and the inverse to the source grid; see
     :mod:`medseg.training.validation`).
+
+    Validated when built (ConfigError); ``RUN/train_config.json`` is :meth:`to_json` (plus the
+    run's ``flip_plan``) and :meth:`from_json` / :meth:`read` read it back.
     """
 
     dataset: str | Path
@@ -67,6 +75,60 @@ class TrainConfig:
     deterministic: bool = True
     progress: bool = True
     validation: str = "network"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.val_every < 1 or self.lr <= 0:
+            raise ConfigError("epochs, batch_size and val_every must be >= 1 and lr > 0")
+        if self.validation not in VALIDATIONS:
+            raise ConfigError(f"validation {self.validation!r} unknown; use one of {', '.join(VALIDATIONS)}")
+
+    def to_json(self) -> dict[str, Any]:
+        """The options as JSON (paths as strings, label keys as strings)."""
+        from dataclasses import asdict
+
+        d = asdict(self)
+        d["dataset"], d["output"] = str(self.dataset), str(self.output)
+        d["augmentation"] = asdict(self.augmentation) if self.augmentation is not None else None
+        if d.get("labels"):
+            d["labels"] = {str(k): v for k, v in d["labels"].items()}
+        return d
+
+    @classmethod
+    def from_json(cls, obj: Any, *, where: str = "train_config.json") -> TrainConfig:
+        """Options from :meth:`to_json` output (a run's ``train_config.json``; keys that are not
+        options, such as ``flip_plan``, are left out). ConfigError naming ``where`` otherwise."""
+        from dataclasses import fields
+
+        check_version(obj, TRAIN_CONFIG_VERSION, where, error=ConfigError)
+        names = {f.name for f in fields(cls)}
+        d = {k: v for k, v in obj.items() if k in names}
+        if d.get("labels"):
+            d["labels"] = {int(k): str(v) for k, v in d["labels"].items()}
+        if d.get("patch_size") is not None:
+            d["patch_size"] = tuple(int(p) for p in d["patch_size"])
+        if isinstance(d.get("augmentation"), dict):
+            from medseg.transforms.augment import AugmentationConfig
+
+            aug = dict(d["augmentation"])
+            if isinstance(aug.get("flip_axes"), list):
+                aug["flip_axes"] = tuple(aug["flip_axes"])
+            if isinstance(aug.get("gamma"), list):
+                aug["gamma"] = tuple(aug["gamma"])
+            d["augmentation"] = AugmentationConfig(**aug)
+        try:
+            return cls(**d)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> TrainConfig:
+        """``path``: a run folder or its ``train_config.json``."""
+        p = Path(path)
+        p = p / "train_config.json" if p.is_dir() else p
+        where = f"{p.parent.name}/{p.name}"
+        return cls.from_json(read_json_object(p, error=ConfigError, name=where), where=where)
 
 
 # --------------------------------------------------------------------------------- helpers

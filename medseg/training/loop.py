@@ -52,7 +52,6 @@ from medseg.training.steps import (
     _check_dataset,
     _checkpoint,
     _datasets,
-    _json_config,
     _loader,
     _patch_and_spec,
     _resume,
@@ -61,7 +60,6 @@ from medseg.training.steps import (
     _validate,
     _write_metrics,
 )
-from medseg.training.validation import VALIDATIONS
 
 __all__ = ["ARCHS", "TrainConfig", "resolve_network_spec", "select_classes", "train", "weights_digest"]
 
@@ -97,10 +95,6 @@ def train(config: TrainConfig, *, on_epoch_end: Callable[[int, dict[str, Any]], 
     (:func:`medseg.training.state.global_state_restored`).
     """
     cfg = config
-    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.val_every < 1 or cfg.lr <= 0:
-        raise ConfigError("epochs, batch_size and val_every must be >= 1 and lr > 0")
-    if cfg.validation not in VALIDATIONS:
-        raise ConfigError(f"validation {cfg.validation!r} unknown; use one of {', '.join(VALIDATIONS)}")
     ctx = init_distributed(cfg.device)
     try:
         with global_state_restored(deterministic=cfg.deterministic, cuda=ctx.device.type == "cuda"), _typed_errors():
@@ -146,7 +140,7 @@ def _train(cfg: TrainConfig, ctx: DistContext,
         run.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run / "model_spec.json", json.dumps(model_spec, indent=2) + "\n")
         atomic_write_text(run / "train_config.json",
-                          json.dumps({**_json_config(cfg), "flip_plan": flips.as_dict()}, indent=2) + "\n")
+                          json.dumps({**cfg.to_json(), "flip_plan": flips.as_dict()}, indent=2) + "\n")
         log.info("augmentation flips voxel axes %s (%s): %s", list(flips.axes) or "none", flips.mode,
                  flips.reason)
 

@@ -10,7 +10,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,15 +75,6 @@ def _write_metrics(run: Path, history: list[dict[str, Any]], best: float, best_e
         **(extra or {}),
     }
     atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False) + "\n")
-
-
-def _json_config(cfg: TrainConfig) -> dict[str, Any]:
-    d = asdict(cfg)
-    d["dataset"], d["output"] = str(cfg.dataset), str(cfg.output)
-    d["augmentation"] = asdict(cfg.augmentation) if cfg.augmentation is not None else None
-    if d.get("labels"):
-        d["labels"] = {str(k): v for k, v in d["labels"].items()}
-    return d
 
 
 # ---------------------------------------------------------------------------------- train

@@ -23,8 +23,6 @@ from typing import Any
 import numpy as np
 import torch
 
-VALIDATIONS = ("network", "deployment")
-
 
 def validate_network_grid(model: torch.nn.Module, val_ds: Sequence[dict[str, Any]], *, patch: Sequence[int],
                           sw_batch_size: int, overlap: float, loss_fn: Any, n_out: int, device: torch.device,
