@@ -26,10 +26,30 @@ Every reader returns a :class:`monai.data.MetaTensor`:
     "series_number": int | None
     "sop_instance_uids": list[str]        # one per k (per frame for enhanced multi-frame)
     "dicom_files": list[str]              # source file per k (repeated for multi-frame)
+    "dicom_source": DicomSource           # the scanned headers a SEG/RTSTRUCT references (no reopening)
+
+The typed view
+==============
+``to_image(x)`` wraps any of these as an :class:`~medseg.io.image.Image` or, when ``meta["kind"]``
+is ``"label"``, a :class:`~medseg.io.image.LabelMap` (resampled with nearest neighbour only):
+``.tensor`` (the MetaTensor), ``.geometry`` (:class:`medseg.geometry.Geometry`), ``.meta`` and
+``.dicom`` (the :class:`~medseg.io.dicom.source.DicomSource`, for an image read from DICOM).
+
+Readers
+=======
+One registry (:mod:`medseg.io.readers`): the path's format comes from the one suffix table
+(:mod:`medseg.io.formats`), the first registered reader that accepts it reads it, and every
+reader takes the same options (``kind``, ``allow_nonfinite``, ``series``,
+``allow_missing_slices``), honouring each or refusing it with
+:class:`~medseg.errors.UnsupportedOptionError`. Every output becomes a MetaTensor in one place
+(:func:`medseg.io.image.to_metatensor`).
 
 Public API (lazy: importing :mod:`medseg.io` loads nothing heavy)::
 
-    load(path, *, series=None, allow_missing_slices=False) -> MetaTensor   # any supported input
+    load(path, *, series=None, allow_missing_slices=False, kind=None) -> MetaTensor   # any input
+    to_image(x) -> Image | LabelMap  # typed view of a MetaTensor / Volume
+    read_grid(path) -> Geometry      # header only where the format allows
+    reader_for(path) -> Reader       # the registered reader of a path
     read_volume(path, ...) -> Volume # the same without torch/MONAI: numpy voxels, affine, meta
     save(tensor, path)               # NIfTI/NRRD/MHA by suffix, atomic
     save_labels(labels, reference, path)   # label map on exactly the reference grid
@@ -47,6 +67,12 @@ _LAZY = {
     "load": "medseg.io.read",
     "read_volume": "medseg.io.read",
     "Volume": "medseg.io.volume",
+    "Image": "medseg.io.image",
+    "LabelMap": "medseg.io.image",
+    "to_image": "medseg.io.image",
+    "read_grid": "medseg.io.readers",
+    "reader_for": "medseg.io.readers",
+    "DicomSource": "medseg.io.dicom.source",
     "describe": "medseg.io.read",
     "save": "medseg.io.write",
     "save_labels": "medseg.io.write",
