@@ -46,6 +46,9 @@ def suffixes(*formats: str) -> tuple[str, ...]:
 
 #: Single-file images (NIfTI, NRRD, MetaImage, TIFF, PNG): not DICOM, not archives.
 IMAGE_SUFFIXES = suffixes("nifti", "nrrd", "mha", "tiff", "png")
+#: What medseg writes images to: single-file formats only (a detached .nhdr/.mhd header and its
+#: data file could not be renamed into place in one step).
+WRITABLE_SUFFIXES = tuple(x for x, f in _SUFFIXES.items() if f in ("nifti", "nrrd", "mha") and x not in (".nhdr", ".mhd"))
 
 
 def strip_suffix(name: str, table: tuple[str, ...] | None = None) -> str | None:

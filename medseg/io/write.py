@@ -11,6 +11,7 @@ integers as the smallest integer type holding their range (nibabel refuses int64
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from typing import Any
@@ -21,20 +22,32 @@ from medseg.errors import ConfigError, GeometryError, InputError
 from medseg.geometry import affine_of
 from medseg.geometry import as_numpy as _as_numpy
 from medseg.io.atomic import atomic_path
+from medseg.io.formats import WRITABLE_SUFFIXES, suffix_format
 from medseg.io.safety import smallest_label_dtype
 
-WRITABLE = (".nii", ".nii.gz", ".nrrd", ".mha")
+WRITABLE = WRITABLE_SUFFIXES  # (".nii", ".nii.gz", ".nrrd", ".mha"), from the one suffix table
+
+#: The writer registry: format -> (module, function) writing ``(array (C, *spatial), affine RAS, path)``;
+#: :func:`register_writer` adds one (its suffix must be in the suffix table).
+_WRITERS: dict[str, tuple[str, str]] = {
+    "nifti": ("medseg.io.nifti", "write_nifti"),
+    "nrrd": ("medseg.io.itk_formats", "write_itk"),
+    "mha": ("medseg.io.itk_formats", "write_itk"),
+}
+
+
+def register_writer(fmt: str, module: str, function: str) -> None:
+    """Write format ``fmt`` (of :mod:`medseg.io.formats`) with ``module.function(array, affine, path)``."""
+    _WRITERS[fmt] = (module, function)
 
 
 def output_format(path: str | os.PathLike[str]) -> str:
     """``"nifti"``, ``"nrrd"`` or ``"mha"`` from an output path's suffix, else ConfigError."""
-    name = Path(path).name.lower()
-    if name.endswith((".nii", ".nii.gz")):
-        return "nifti"
-    if name.endswith(".nrrd"):
-        return "nrrd"
-    if name.endswith(".mha"):
-        return "mha"
+    path = Path(path)
+    if path.name.lower().endswith(WRITABLE_SUFFIXES):
+        fmt = suffix_format(path)
+        if fmt in _WRITERS:
+            return fmt
     raise ConfigError(
         f"{Path(path).name}: cannot write this format; use one of {', '.join(WRITABLE)} "
         "(single-file formats, so the write stays atomic)"
@@ -65,15 +78,9 @@ def _write(arr: np.ndarray, affine: np.ndarray, path: Path) -> Path:
     if path.is_dir():
         raise ConfigError(f"{path.name} is a folder; give an output file name ending in {', '.join(WRITABLE)}")
     try:
+        module, function = _WRITERS[fmt]
         with atomic_path(path) as tmp:
-            if fmt == "nifti":
-                from medseg.io.nifti import write_nifti
-
-                write_nifti(arr, affine, tmp)
-            else:
-                from medseg.io.itk_formats import write_itk
-
-                write_itk(arr, affine, tmp)
+            getattr(importlib.import_module(module), function)(arr, affine, tmp)
     except OSError as exc:  # permissions, full disk, read-only file system
         raise ConfigError(f"cannot write {path.name}: {exc.strerror or type(exc).__name__}; "
                           "choose another output location") from None
