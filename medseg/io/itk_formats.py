@@ -29,6 +29,7 @@ import numpy as np
 
 from medseg.errors import GeometryError, InputError, UnsafeInputError
 from medseg.geometry import spacing_of
+from medseg.io.formats import suffix_format
 from medseg.io.safety import (
     affine_usable,
     check_compressed_size,
@@ -310,7 +311,7 @@ def _validate_header(path: Path) -> None:
         head = fh.read(_HEADER_LIMIT)
     if head.startswith(b"NRRD"):
         _validate_nrrd_header(path, head)
-    elif path.name.lower().endswith((".mha", ".mhd")) or head.lstrip().startswith((b"ObjectType", b"NDims")):
+    elif suffix_format(path) == "mha" or head.lstrip().startswith((b"ObjectType", b"NDims")):
         _validate_meta_header(path, head)
     else:
         raise InputError(f"{path.name}: not a readable NRRD/MetaImage file (no NRRD or MetaImage header)")
@@ -440,7 +441,7 @@ def read_itk(
         arr = np.moveaxis(arr, 3, 0) if dim == 4 else arr[None]
     arr, kind = convert_voxels(arr, kind, path.name, allow_nonfinite=allow_nonfinite)
     ndim = arr.ndim - 1
-    fmt = "nrrd" if path.name.lower().endswith((".nrrd", ".nhdr")) else "mha"
+    fmt = "nrrd" if suffix_format(path) == "nrrd" else "mha"
     meta = {
         "format": fmt,
         "kind": kind,
