@@ -9,6 +9,9 @@
 * A failure says what failed: association rejected (with the result, source and reason the PACS
   gave), connection refused, connect timeout, no answer, a status with its meaning, sub-operations
   that failed (a partial series is never handed on).
+
+Size (~400 lines): one concern, the DIMSE conversation of one client; ``DimseClient`` holds the
+association settings, the storage SCP and the retry/status handling every operation shares.
 """
 
 from __future__ import annotations

@@ -105,6 +105,11 @@ What the policy does NOT cover (residual risk, accepted): allow-listed MONAI cla
 their job with the arguments given, e.g. ``LoadImaged`` reads the paths its datalist names (a
 datalist written out as plain absolute paths is not refused) through the allow-listed readers.
 
+Layout and size: the policy above is one argument, so its config walk stays in one module
+(~640 lines, a fifth of it this document: :func:`find_untrusted` and the component rules it
+applies share every constant); the ``$`` grammar is :mod:`medseg.bundle.expressions`, the
+reference and path proofs :mod:`medseg.bundle.trust_paths`, the files :mod:`medseg.bundle.files`.
+
 Weights: ``models/model.pt`` is checked against ``models/sha256sums.txt`` (and the sha256 in
 metadata) BEFORE it is read, then read with ``torch.load(..., weights_only=True)`` so that a
 pickle payload cannot run code.

@@ -30,6 +30,9 @@ Trust: the configs medseg evaluates (``metadata.json`` and the inference config,
 bundle's train/evaluate/multi-GPU/TensorRT configs are never merged in) pass
 :func:`medseg.bundle.trust.ensure_trusted` before anything is evaluated, unless ``trust=True``
 (``--trust-bundle``). ``medseg bundle verify`` reports on every config.
+
+Size (~450 lines, a third of it this description): one concern, running one zoo bundle as
+published (its checkpoint, imports, inference pipeline and their checks belong together).
 """
 
 from __future__ import annotations
