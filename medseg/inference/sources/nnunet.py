@@ -3,9 +3,11 @@
 The folder is the one nnU-Net writes under ``nnUNet_results/DatasetXXX/<trainer>__<plans>__<config>/``
 (``plans.json``, ``dataset.json``, ``fold_N/checkpoint_final.pth``). medseg runs it through
 nnunetv2's own preprocessing (crop to nonzero, the plans' normalisation schemes, resampling with
-a separate z axis for anisotropic spacing, ``transpose_forward``), its sliding window (Gaussian,
-mirroring, half-precision accumulation, ensembles of folds by averaged logits) and its export
-(resampling back, ``transpose_backward``, un-cropping): nnunetv2 is a run-time dependency
+a separate z axis for anisotropic spacing, ``transpose_forward``) and its sliding window (Gaussian,
+mirroring, half-precision accumulation, ensembles of folds by averaged logits); the export
+(resampling back, argmax, un-cropping, ``transpose_backward``) is nnU-Net's, run one class at a
+time with a running argmax (:mod:`medseg.inference.sources.nnunet_export`: identical labels,
+without nnU-Net's all-class float64 and source-grid copies): nnunetv2 is a run-time dependency
 (``pip install medseg[nnunet]``, see ``requirements-nnunet.txt``), as MONAI is for medseg's own
 models. What medseg adds is around it:
 
@@ -52,6 +54,7 @@ from medseg._hashing import sha256_file
 from medseg.errors import ConfigError, ModelError
 from medseg.inference.result import InferenceRecord, Prediction, label_meta
 from medseg.inference.sources.base import InfersLabels, ModelInfo
+from medseg.inference.sources.nnunet_export import logits_to_labels
 from medseg.io.jsonfile import read_json_object
 
 log = logging.getLogger(__name__)
@@ -336,11 +339,24 @@ class NnunetV2Source(InfersLabels):
                                             self.parameters, self.dataset_json, self.trainer_name, self.mirror_axes)
             timings["setup"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            seg = predictor.predict_single_npy_array(data, props, None, None, False)
-        timings["inference"] = time.perf_counter() - t0
+            # nnU-Net's preprocessing and sliding window as predict_single_npy_array runs them; the
+            # input copies are dropped before the export, which goes class by class (nnunet_export)
+            pre = self.configuration_manager.preprocessor_class(verbose=False)
+            pre_data, _, props = pre.run_case_npy(data, None, props, self.plans_manager,
+                                                  self.configuration_manager, self.dataset_json)
+            del data
+            logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(pre_data)).cpu()
+            del pre_data
+            timings["inference"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            seg = logits_to_labels(logits, props, self.plans_manager, self.configuration_manager,
+                                   self.label_manager)
+            del logits
+        timings["export"] = time.perf_counter() - t0
         seg = np.asarray(seg)
-        if seg.shape != data.shape[1:]:
-            raise ModelError(f"nnU-Net returned shape {seg.shape} for input {data.shape[1:]}; please report it")
+        if seg.shape != tuple(image.shape[1:][::-1]):
+            raise ModelError(f"nnU-Net returned shape {seg.shape} for input {tuple(image.shape[1:][::-1])}; "
+                             "please report it")
         out_dtype = torch.uint8 if max(self.labels, default=0) <= 255 else torch.int16
         values = torch.from_numpy(np.ascontiguousarray(seg.transpose(2, 1, 0)))[None].to(out_dtype)
         out = MetaTensor(values, affine=torch.as_tensor(affine, dtype=torch.float64),
