@@ -40,11 +40,12 @@ from typing import Any
 import numpy as np
 
 import medseg
-from medseg.errors import ConfigError, GeometryError, InputError
+from medseg.errors import GeometryError, InputError
 from medseg.geometry import affine_of, as_numpy, spatial
 from medseg.io.atomic import atomic_path
-from medseg.io.dicom.planes import LPS, grid_lps, match_planes
-from medseg.io.dicom.source import PYDICOM_ERRORS, SourcePlane, source_of, uid_text
+from medseg.io.dicom.derived import label_array, present_values, source_planes
+from medseg.io.dicom.planes import LPS
+from medseg.io.dicom.source import PYDICOM_ERRORS, SourcePlane, uid_text
 from medseg.io.seg.checks import walk_uids
 from medseg.labels import generic_label, lookup_label
 from medseg.logsafe import scrub
@@ -115,31 +116,6 @@ def _ds_value(value: float) -> str:
     if text in ("-0", ""):
         text = "0"
     return text if len(text) <= 16 else f"{value:.9g}"[:16]
-
-
-def _check_labels(labels: Any, source: Any) -> np.ndarray:
-    lab = spatial(as_numpy(labels), "labels", ndims=(3,))
-    if lab.dtype.kind == "f":
-        if not np.all(np.isfinite(lab)) or not np.array_equal(lab, np.round(lab)):
-            raise InputError("labels hold non-integer values; pass an integer label map, not probabilities")
-        lab = lab.astype(np.int64)
-    elif lab.dtype.kind == "b":
-        lab = lab.astype(np.uint8)
-    elif lab.dtype.kind not in "iu":
-        raise InputError(f"labels must be an integer array, got dtype {lab.dtype}")
-    if lab.size and lab.min() < 0:
-        raise InputError("labels hold negative values; label values must be 0 (background) or positive")
-    src_shape = tuple(spatial(as_numpy(source), "source", ndims=(3,)).shape) if hasattr(source, "shape") else None
-    if src_shape is not None and src_shape != lab.shape:
-        raise GeometryError(f"label map shape {lab.shape} differs from the source's {src_shape}; "
-                            "resample the labels to the source grid first")
-    lab_aff, src_aff = affine_of(labels, "labels"), affine_of(source, "source")
-    _, _, sp = grid_lps(src_aff)
-    if not np.allclose(lab_aff[:3, :3], src_aff[:3, :3], atol=1e-3 * float(sp.min())) or \
-            np.linalg.norm(lab_aff[:3, 3] - src_aff[:3, 3]) > 0.1 * float(sp.min()):
-        raise GeometryError("the label map's affine differs from the source's; resample the labels to "
-                            "the source grid first")
-    return lab
 
 
 def _problems(ds: Any, n_rois: int) -> list[str]:
@@ -219,38 +195,13 @@ def write_rtstruct(
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-    lab = _check_labels(labels, source)
+    lab = label_array(labels, source)
     names = {int(k): str(v) for k, v in label_names.items()}
-    present = [int(v) for v in np.flatnonzero(np.bincount(lab.ravel())) if v != 0] if lab.size else []
-    if not present:
-        present = sorted(v for v in names if v > 0)
-        if not present:
-            raise InputError("the label map is empty and label_names names no label; an RT structure set "
-                             "needs at least one ROI")
-    missing = [v for v in present if v not in names]
-    if missing:
-        raise ConfigError(f"label values {missing} are in the label map but not in label_names; "
-                          "name every label value")
-
-    src = source_of(source)
+    present, _ = present_values(lab, names, "an RT structure set needs at least one ROI")
+    src, planes = source_planes(labels, lab, source, what="write_rtstruct", object_name="an RT structure set",
+                                on_missing="contours can only lie on existing source images",
+                                not_writable=RtstructNotWritable)
     datasets = src.headers
-    problem = src.problem()
-    if problem:
-        raise RtstructNotWritable(problem.replace("a DICOM SEG", "an RT structure set"))
-    meta = getattr(source, "meta", None) or {}
-    may_miss = frozenset(int(k) for k in (meta.get("missing_slices") or []))
-    planes = match_planes(affine_of(labels, "labels"), lab.shape, src.planes, "write_rtstruct", may_miss)
-    on_missing = [k for k, p in enumerate(planes) if p is None and np.any(lab[:, :, k])]
-    if on_missing:
-        raise GeometryError(f"labels on plane(s) k={on_missing}, where the source series has a missing "
-                            "slice; contours can only lie on existing source images")
-    for p in planes:
-        if p is not None:
-            ds = datasets[p.ds_index]
-            if int(ds.Rows) != lab.shape[1] or int(ds.Columns) != lab.shape[0]:
-                raise GeometryError(f"source images are {ds.Columns}x{ds.Rows} (columns x rows) but the "
-                                    f"label map plane is {lab.shape[0]}x{lab.shape[1]}; resample the labels "
-                                    "to the source grid first")
     to_lps = LPS @ affine_of(labels, "labels")  # (i, j, k, 1) -> LPS mm
 
     first = datasets[planes[next(k for k, p in enumerate(planes) if p is not None)].ds_index]

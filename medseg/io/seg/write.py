@@ -15,11 +15,9 @@ from typing import Any
 import numpy as np
 
 import medseg
-from medseg.errors import ConfigError, GeometryError, InputError
-from medseg.geometry import affine_of, as_numpy, spatial
+from medseg.errors import InputError
 from medseg.io.atomic import atomic_path
-from medseg.io.dicom.planes import INPLANE_TOL, grid_lps, match_planes
-from medseg.io.dicom.source import source_of
+from medseg.io.dicom.derived import label_array, present_values, source_planes
 from medseg.io.seg.checks import SegNotWritable, check_written, seg_problems
 from medseg.labels import LabelDef, generic_label, lookup_label
 from medseg.logsafe import scrub
@@ -91,72 +89,25 @@ def write_dicom_seg(
     import highdicom as hd
     from pydicom.uid import generate_uid
 
-    lab = spatial(as_numpy(labels), "labels", ndims=(3,))
-    if lab.dtype.kind == "f":
-        if not np.all(np.isfinite(lab)) or not np.array_equal(lab, np.round(lab)):
-            raise InputError("labels hold non-integer values; pass an integer label map, not "
-                             "probabilities")
-        lab = lab.astype(np.int64)
-    elif lab.dtype.kind not in "iub":
-        raise InputError(f"labels must be an integer array, got dtype {lab.dtype}")
-    if lab.dtype.kind == "b":
-        lab = lab.astype(np.uint8)
-    if lab.size and lab.dtype.kind == "i" and lab.min() < 0:
-        raise InputError("labels hold negative values; label values must be 0 (background) or positive")
-    if lab.size and int(lab.max()) > 65535:
-        raise InputError(f"label value {int(lab.max())} is too large; DICOM SEG numbers segments below 65536")
-    src_shape = tuple(spatial(as_numpy(source), "source", ndims=(3,)).shape) if hasattr(source, "shape") else None
-    if src_shape is not None and src_shape != lab.shape:
-        raise GeometryError(f"label map shape {lab.shape} differs from the source's {src_shape}; "
-                            "resample the labels to the source grid first")
-    lab_aff = affine_of(labels, "labels")
-    src_aff = affine_of(source, "source")
-    _, _, sp = grid_lps(src_aff)
-    if not np.allclose(lab_aff[:3, :3], src_aff[:3, :3], atol=1e-3 * float(sp.min())) or \
-            np.linalg.norm(lab_aff[:3, 3] - src_aff[:3, 3]) > INPLANE_TOL * float(sp.min()):
-        raise GeometryError("the label map's affine differs from the source's; resample the labels to "
-                            "the source grid first")
-
+    lab = label_array(labels, source, max_value=65535, what="DICOM SEG numbers segments below 65536")
     names = {int(k): str(v) for k, v in label_names.items()}
-    present = [int(v) for v in np.flatnonzero(np.bincount(lab.ravel())) if v != 0] if lab.size else []
-    if not present:
-        # an empty result is still a result (e.g. no nodule found): describe every named label,
-        # highdicom then stores empty frames, as a SEG needs at least one
-        present = sorted(v for v in names if v > 0)
-        if not present:
-            raise InputError("the label map is empty and label_names names no label; a DICOM SEG "
-                             "needs at least one segment")
+    # an empty result is still a result (e.g. no nodule found): every named label is described and
+    # highdicom stores empty frames, as a SEG needs at least one
+    present, empty = present_values(lab, names, "a DICOM SEG needs at least one segment")
+    if empty:
         log.info("label map is empty: writing %d empty segment(s)", len(present))
-    missing = [v for v in present if v not in names]
-    if missing:
-        raise ConfigError(f"label values {missing} are in the label map but not in label_names; "
-                          "name every label value")
-
-    src = source_of(source)
+    src, matched = source_planes(labels, lab, source, what="write_dicom_seg", object_name="a DICOM SEG",
+                                 on_missing="a SEG can only segment existing source images",
+                                 not_writable=SegNotWritable)
     datasets = src.headers
-    problem = src.problem()
-    if problem:
-        raise SegNotWritable(problem)
-    src_meta = getattr(source, "meta", None) or {}
-    may_miss = frozenset(int(k) for k in (src_meta.get("missing_slices") or []))
-    matched = match_planes(lab_aff, lab.shape, src.planes, "write_dicom_seg", may_miss)
     ni, nj, nk = lab.shape
     ks = [k for k, p in enumerate(matched) if p is not None]
     planes = [p for p in matched if p is not None]
-    empty_missing = [k for k, p in enumerate(matched) if p is None and np.any(lab[:, :, k])]
-    if empty_missing:
-        raise GeometryError(f"labels on plane(s) k={empty_missing}, where the source series has a missing "
-                            "slice; a SEG can only segment existing source images")
     used_ds = sorted({p.ds_index for p in planes})
     multi = any(p.frame is not None for p in planes)
     if multi and len(used_ds) != 1:
         raise InputError("a SEG can reference only one multi-frame source instance; this label map "
                          "spans several")
-    for d in used_ds:
-        ds = datasets[d]
-        if int(ds.Rows) != nj or int(ds.Columns) != ni:
-            raise GeometryError(f"source images are {ds.Columns}x{ds.Rows} (columns x rows) but the label "
-                                f"map plane is {ni}x{nj}; resample the labels to the source grid first")
 
     # segment numbers 1..n in increasing label value
     seg_of_value = {v: n for n, v in enumerate(present, start=1)}
