@@ -44,17 +44,18 @@ class ReviewCase:
     input_sha256: str = ""  # what provenance.json recorded for the image
 
 
-def _provenance(folder: Path) -> dict[str, Any]:
+def _provenance(folder: Path) -> Any:
+    """The case's :class:`~medseg.inference.result.Provenance`, None without provenance.json."""
     prov = folder / "provenance.json"
     if not prov.is_file():
-        return {}
-    from medseg.io.jsonfile import read_json_object
+        return None
+    from medseg.inference.result import Provenance
 
-    return read_json_object(prov, error=InputError, name="provenance.json")
+    return Provenance.read(prov)
 
 
-def _weights(prov: dict[str, Any]) -> str:
-    return str((prov.get("model") or {}).get("weights_sha256") or "unknown")
+def _weights(prov: Any) -> str:
+    return str((prov.model.get("weights_sha256") if prov is not None else None) or "unknown")
 
 
 def _is_case(folder: Path) -> bool:
@@ -93,7 +94,7 @@ class Review:
             raise InputError(f"{self.root.name}: no case folder with seg.nii.gz (a `medseg batch` or `medseg segment` output)")
         for c in cases:
             prov = _provenance(c.folder)
-            c.input_sha256 = str((prov.get("input") or {}).get("sha256") or "")
+            c.input_sha256 = str((prov.input.get("sha256") if prov is not None else None) or "")
             if not c.key:  # no manifest: a key of the same kind, from what provenance recorded
                 c.key = hashlib.sha256(f"review:{c.input_sha256}\n{_weights(prov)}".encode()).hexdigest()
         self._match_images(cases, Path(images), {_weights(_provenance(c.folder)) for c in cases})
