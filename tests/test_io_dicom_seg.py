@@ -404,7 +404,8 @@ def test_source_read_by_medseg_load_with_a_missing_slice(tmp_path):
     np.testing.assert_array_equal(read_dicom_seg(out, gapped, label_names=NAMES)[0].numpy(), lab)
 
 
-def test_source_from_a_zip_archive_and_load_dispatch(tmp_path):
+def _zipped_series(tmp_path: Path):
+    """(archive, the MetaTensor medseg.io.load reads from it, the labels on its grid)."""
     import zipfile
 
     from medseg.io import load
@@ -417,6 +418,13 @@ def test_source_from_a_zip_archive_and_load_dispatch(tmp_path):
             zf.write(f, f"series/{f.name}")
     image = load(archive)
     _, lab_t = _as_read(volume, labels, AXIAL, files)
+    return archive, image, lab_t
+
+
+def test_source_from_a_zip_archive_and_load_dispatch(tmp_path):
+    from medseg.io import load
+
+    archive, image, lab_t = _zipped_series(tmp_path)
     np.testing.assert_allclose(image.affine.numpy(), lab_t.affine.numpy(), atol=1e-6)
     shutil.rmtree(tmp_path / "ct")  # only the archive is left
     out = write_dicom_seg(MetaTensor(lab_t.as_tensor().clone(), affine=image.affine.clone()), image,
@@ -576,23 +584,18 @@ def test_seg_written_after_the_source_files_are_deleted_equals_the_one_written_f
 
 
 def test_seg_of_a_series_read_from_an_archive_that_is_gone(tmp_path):
-    import zipfile
-
-    from medseg.io import load
-
-    volume, labels = _phantom()
-    files = write_dicom_series(volume, AXIAL, tmp_path / "ct", order="reversed")
-    archive = tmp_path / "study.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        for f in files:
-            zf.write(f, f"series/{f.name}")
-    image = load(archive)
-    _, lab_t = _as_read(volume, labels, AXIAL, files)
-    shutil.rmtree(tmp_path / "ct")
-    archive.unlink()
     from medseg.io.dicom_seg import seg_source_problem
 
-    assert seg_source_problem(image) == ""
+    archive, image, lab_t = _zipped_series(tmp_path)
+    shutil.rmtree(tmp_path / "ct")
+    # a MetaTensor that names the members only: its headers are read from the archive again
+    named = MetaTensor(image.as_tensor().clone(), affine=image.affine.clone(),
+                       meta={k: image.meta[k] for k in ("dicom_files", "filename_or_obj", "sop_instance_uids")})
+    assert seg_source_problem(named) == ""
+    archive.unlink()
+    with pytest.raises(InputError, match="no longer on disk"):
+        seg_source_problem(named)
+    assert seg_source_problem(image) == ""  # the image read from it carries its headers
     out = write_dicom_seg(MetaTensor(lab_t.as_tensor().clone(), affine=image.affine.clone()), image,
                           tmp_path / "seg.dcm", label_names=NAMES)
     np.testing.assert_array_equal(read_dicom_seg(out, image, label_names=NAMES)[0].numpy(), lab_t[0].numpy())

@@ -46,9 +46,8 @@ from medseg.io.atomic import atomic_path
 from medseg.io.dicom.derived import label_array, present_values, source_planes
 from medseg.io.dicom.planes import LPS
 from medseg.io.dicom.source import PYDICOM_ERRORS, SourcePlane, uid_text
-from medseg.io.seg.checks import walk_uids
+from medseg.io.seg.checks import read_back, walk_uids
 from medseg.labels import generic_label, lookup_label
-from medseg.logsafe import scrub
 
 __all__ = ["RTSTRUCT_SOP_CLASS", "RtstructNotWritable", "label_contours", "read_rtstruct", "write_rtstruct"]
 
@@ -144,17 +143,7 @@ def _problems(ds: Any, n_rois: int) -> list[str]:
 
 
 def _check_written(path: Path, n_rois: int) -> None:
-    import pydicom
-    from pydicom import config
-
-    try:
-        with config.strict_reading():
-            ds = pydicom.dcmread(path)
-            for _ in ds.iterall():  # decode every value under the strict rules
-                pass
-    except PYDICOM_ERRORS as exc:
-        raise RtstructNotWritable(f"the RT structure set built does not read back ({type(exc).__name__}: "
-                                  f"{scrub(str(exc), 200)})") from None
+    ds = read_back(path, RtstructNotWritable, "RT structure set")
     if str(ds.SOPClassUID) != RTSTRUCT_SOP_CLASS or len(ds.StructureSetROISequence) != n_rois:
         raise RtstructNotWritable("the RT structure set read back differs from the one built")
 

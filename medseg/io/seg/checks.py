@@ -77,17 +77,29 @@ def seg_problems(seg: Any, n_segments: int) -> list[str]:
     return list(dict.fromkeys(problems))
 
 
-def check_written(path: Path, n_segments: int, n_frames: int) -> None:
-    """Read the written file back strictly (pydicom VR rules, then highdicom's SEG reader)."""
-    import highdicom as hd
+def read_back(path: Path, not_writable: type[InputError], what: str, *, stop_before_pixels: bool = False) -> Any:
+    """The file just written, read under pydicom's strict VR rules with every value decoded;
+    ``not_writable`` (one line, naming ``what``) when it does not read back."""
     import pydicom
     from pydicom import config
 
     try:
         with config.strict_reading():
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
             for _ in ds.iterall():  # decode every value under the strict rules
                 pass
+    except PYDICOM_ERRORS as exc:
+        raise not_writable(f"the {what} built does not read back ({type(exc).__name__}: "
+                           f"{scrub(str(exc), 200)})") from None
+    return ds
+
+
+def check_written(path: Path, n_segments: int, n_frames: int) -> None:
+    """Read the written file back strictly (pydicom VR rules, then highdicom's SEG reader)."""
+    import highdicom as hd
+
+    read_back(path, SegNotWritable, "DICOM SEG", stop_before_pixels=True)
+    try:
         seg = hd.seg.segread(path)
     except PYDICOM_ERRORS as exc:
         raise SegNotWritable(f"the DICOM SEG built does not read back ({type(exc).__name__}: "
