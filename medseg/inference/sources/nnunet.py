@@ -52,6 +52,7 @@ import numpy as np
 
 from medseg._hashing import sha256_file
 from medseg.errors import ConfigError, ModelError
+from medseg.geometry import spacing_of
 from medseg.inference.result import InferenceRecord, Prediction, label_meta
 from medseg.inference.sources.base import InfersLabels, ModelInfo
 from medseg.inference.sources.nnunet_export import logits_to_labels
@@ -325,7 +326,7 @@ class NnunetV2Source(InfersLabels):
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         affine = np.asarray(image.affine, dtype=np.float64)
-        spacing_ijk = np.sqrt((affine[:3, :3] ** 2).sum(0))
+        spacing_ijk = np.asarray(spacing_of(affine, 3))
         data = np.ascontiguousarray(image.as_tensor().detach().cpu().numpy().astype(np.float32).transpose(0, 3, 2, 1))
         props = {"spacing": [float(s) for s in spacing_ijk[::-1]]}
         with self._lock, _quiet():
