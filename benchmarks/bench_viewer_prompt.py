@@ -2,8 +2,10 @@
 
 Baseline: ``medseg.prompt.segment(image, box=...)`` called directly (what the viewer runs).
 Viewer: the HTTP round trip (POST /api/prompt on the loopback server: JSON in, the segment call,
-the mask encoded as gzip NIfTI on the source grid, bytes back) and, with ``--browser``, the round
-trip measured in the page (Debian chromium, headless): request, mask decoded and shown by NiiVue.
+the changed box of the label map encoded as gzip NIfTI, bytes back; before b927b4a the whole mask
+went back) and, with ``--browser``, the round trip measured in the page (Debian chromium,
+headless, software WebGL): request, the box decoded and painted into NiiVue's drawing layer; and
+a brush stroke of 20 voxels on the axial view: changed box found, sent, checked, painted back.
 
     python benchmarks/bench_viewer_prompt.py [--sizes 96,96,64 256,256,128] [--repeat 3]
                                              [--method auto] [--browser]
@@ -40,7 +42,7 @@ def _case(shape):
     return image, ph.label, ph.affine
 
 
-def _browser_times(server, box, repeat):
+def _browser_times(server, box, repeat, stroke_repeat=3):
     from playwright.sync_api import sync_playwright
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -53,12 +55,32 @@ def _browser_times(server, box, repeat):
         page = b.new_context(viewport={"width": 1200, "height": 800}, bypass_csp=True).new_page()
         page.goto(server.url)
         page.wait_for_function("document.body.dataset.state !== 'loading'", timeout=300_000)
+        paint, strokes = [], []
         for i in range(repeat):
             page.evaluate(f"window.medseg.send('/api/prompt', {{box: {box}}})")
             page.wait_for_function(f"(window.medseg.state.promptCount || 0) >= {i + 1}", timeout=300_000)
             out.append(page.evaluate("window.medseg.state.lastPrompt.roundTripMs") / 1000.0)
+            paint.append(page.evaluate("window.medseg.state.lastPrompt.paintMs") / 1000.0)
+        # brush strokes of 20 voxels across the middle of the axial view
+        page.fill("#pen-size", "1")
+        page.evaluate("window.medseg.setTool('brush')")
+        tile = next(t for a, t in page.evaluate("window.medseg.nv.screenSlices.map(s => [s.axCorSag, s.leftTopWidthHeight])")
+                    if a == 0)
+        cb = page.locator("#gl-main").bounding_box()
+        n0 = page.evaluate("window.medseg.state.promptCount")
+        shape = page.evaluate("window.medseg.state.info.display.shape")
+        px_per_voxel = tile[2] / shape[0]
+        for i in range(stroke_repeat):
+            x0, y0 = cb["x"] + tile[0] + tile[2] * 0.3, cb["y"] + tile[1] + tile[3] * (0.3 + 0.1 * i)
+            page.mouse.move(x0, y0)
+            page.mouse.down()
+            page.mouse.move(x0 + 20 * px_per_voxel, y0, steps=10)
+            page.mouse.up()
+            page.wait_for_function(f"window.medseg.state.promptCount >= {n0 + i + 1}", timeout=300_000)
+            page.evaluate("window.medseg.strokesDone()")
+            strokes.append(page.evaluate("window.medseg.state.lastStrokeMs") / 1000.0)
         b.close()
-    return out
+    return out, paint, strokes
 
 
 def _on_a_thread(fn) -> float:
@@ -90,7 +112,7 @@ def main() -> None:
     from viewer_fixture import dice, post_json, running_server, world_box_of
 
     from medseg.prompt import segment
-    from medseg.viewer.session import ViewerSession
+    from medseg.viewer.session import ViewerSession, nifti_gz
 
     rows = []
     for size in args.sizes:
@@ -113,19 +135,24 @@ def main() -> None:
                 http.append(time.perf_counter() - t)
                 assert status == 200, body
             mask_bytes = len(body)
-            browser = _browser_times(server, box, args.repeat) if args.browser else None
+            full_bytes = len(nifti_gz(session.mask.astype(np.uint8), session.affine))  # what went back before
+            browser, paint, strokes = _browser_times(server, box, args.repeat) if args.browser else (None, None, None)
         row = {"shape": list(shape), "voxels": int(np.prod(shape)), "method": args.method,
                "direct_s": statistics.median(direct), "direct_on_a_thread_s": statistics.median(threaded),
                "viewer_http_s": statistics.median(http),
                "viewer_browser_s": None if browser is None else statistics.median(browser),
                "ratio_http_vs_direct": statistics.median(http) / statistics.median(direct),
                "ratio_http_vs_direct_on_a_thread": statistics.median(http) / statistics.median(threaded),
-               "mask_bytes_gz": mask_bytes, "dice_liver": statistics.median(dices), "repeat": args.repeat}
+               "viewer_browser_paint_s": None if paint is None else statistics.median(paint),
+               "brush_stroke_20_voxels_s": None if strokes is None else statistics.median(strokes),
+               "answer_bytes_gz": mask_bytes, "full_mask_bytes_gz": full_bytes,
+               "dice_liver": statistics.median(dices), "repeat": args.repeat}
         rows.append(row)
-        in_page = "-" if browser is None else f"{row['viewer_browser_s']:.3f} s"
+        in_page = "-" if browser is None else (f"{row['viewer_browser_s']:.3f} s (painting {row['viewer_browser_paint_s']:.3f} s;"
+                                               f" brush stroke {row['brush_stroke_20_voxels_s']:.3f} s)")
         print(f"{'x'.join(map(str, shape)):>12}  direct {row['direct_s']:.3f} s (on a thread "
               f"{row['direct_on_a_thread_s']:.3f} s)   viewer http {row['viewer_http_s']:.3f} s"
-              f"   ratio {row['ratio_http_vs_direct']:.2f}x ({row['ratio_http_vs_direct_on_a_thread']:.2f}x)   in the page {in_page}   mask {mask_bytes / 1024:.0f} KiB gz"
+              f"   ratio {row['ratio_http_vs_direct']:.2f}x ({row['ratio_http_vs_direct_on_a_thread']:.2f}x)   in the page {in_page}   answer {mask_bytes / 1024:.0f} KiB gz (whole mask {full_bytes / 1024:.0f} KiB)"
               f"   Dice {row['dice_liver']:.3f}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "viewer_prompt.json"

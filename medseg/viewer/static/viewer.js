@@ -159,7 +159,10 @@
       });
       const summary = JSON.parse(response.headers.get("X-Medseg-Prompt") || "{}");
       const buf = await response.arrayBuffer();
+      const t1 = performance.now();
       if (summary.roi) await paintBox(summary.roi[0], buf);
+      summary.paintMs = performance.now() - t1;
+      summary.bytes = buf.byteLength;
       state.hasMask = Boolean(summary.has_mask);
       summary.roundTripMs = performance.now() - t0;
       state.lastPrompt = summary;
@@ -263,6 +266,7 @@
   // after a pen stroke: the box of voxels that differ from the server's label map goes to the
   // server (a brush / eraser edit, or scribbles for medseg.prompt.segment); what comes back is painted
   async function syncStroke() {
+    const t0 = performance.now();
     const nv = window.medseg.nv, m = state.rasMap, bm = nv.drawBitmap, syn = state.synced;
     const lo = [Infinity, Infinity, Infinity], hi = [-1, -1, -1];
     const o0 = m.o[0], o01 = m.o[0] * m.o[1];
@@ -301,10 +305,18 @@
     await send(path, null, body);
     visit((i) => { bm[i] = syn[i]; }); // what the server did not take is taken back from the page
     nv.refreshDrawing(true);
+    state.lastStrokeMs = performance.now() - t0;
   }
 
   function onDrawingChanged(action) {
     if (action !== "draw") return;
+    // NiiVue 0.69 draws each pen segment from the new point back to the last one, leaving out the
+    // new point, so a stroke's last voxel is never painted; the pen is still there when this runs
+    const nv = window.medseg.nv, at = nv.drawPenLocation;
+    if (at && Number.isFinite(at[0]) && nv.drawPenAxCorSag >= 0) {
+      nv.drawPt(at[0], at[1], at[2], nv.opts.penValue);
+      nv.refreshDrawing(true);
+    }
     state.strokes = state.strokes.then(syncStroke).catch((err) => setMessage("stroke refused: " + err.message, true));
   }
 
