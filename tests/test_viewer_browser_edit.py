@@ -17,7 +17,7 @@ import json
 
 import numpy as np
 import pytest
-from test_viewer_browser import CHROMIUM, VIEW, _expected_px, _extent, _tiles, pw
+from test_viewer_browser import CHROMIUM, VIEW, _expected_px, _tiles, pw
 from viewer_fixture import dice, phantom_case, running_server
 
 from medseg.viewer.server import vendor_missing
@@ -209,6 +209,7 @@ def test_scribble_prompt_produces_a_mask(viewer, case, tmp_path):
     assert not errors
 
 
+@pytest.mark.slow  # two `medseg segment` runs and three page loads: minutes on a loaded 2-core machine
 def test_batch_review_from_the_page(browser, tmp_path):
     from test_viewer_edit import _segment_outputs
 
