@@ -80,13 +80,13 @@ def test_box_in_mm_corners_in_any_order(phantom):
 
 def test_extreme_points_in_mm(phantom):
     ext = [nib.affines.apply_affine(AFFINE, p) for p in S.extreme_points(phantom["right"])]
-    m = segment(phantom["img"], extreme_points=ext).numpy()[0] > 0
+    m = segment(phantom["img"], extreme_points=ext, method="auto").numpy()[0] > 0
     assert S.dice(m, phantom["right"]) > 0.8
 
 
 def test_previous_mask_refined_by_a_negative_click(phantom):
     both = phantom["left"] | phantom["right"]
-    m = segment(phantom["img"], points=[(20.0, 0.0, 20.0), (-20.0, 0.0, 20.0)], labels=[1, 0],
+    m = segment(phantom["img"], points=[(20.0, 0.0, 20.0), (-20.0, 0.0, 20.0)], labels=[1, 0], method="auto",
                 previous=both.astype(np.uint8)).numpy()[0] > 0
     assert S.dice(m, phantom["right"]) > 0.8
     assert (m & phantom["left"]).sum() < 0.05 * phantom["left"].sum()
@@ -117,7 +117,7 @@ def test_prompt_errors(phantom):
 def test_cli_prompt_writes_the_segment_outputs(phantom, tmp_path, capsys):
     out = tmp_path / "out"
     rc = cli.main(["prompt", str(phantom["path"]), "--point", "20", "0", "20", "--output", str(out),
-                   "--format", "nifti"])
+                   "--format", "nifti", "--method", "auto"])
     assert rc == 0
     seg = nib.load(str(out / "phantom" / "seg.nii.gz"))
     assert np.allclose(seg.affine, AFFINE)

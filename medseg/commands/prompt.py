@@ -25,8 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--previous", metavar="MASK", help="a mask on the image grid to refine with the clicks")
     parser.add_argument("--scribbles", metavar="LABELS",
                         help="a label map on the image grid: 1 object, 2 background, 0 unmarked")
-    parser.add_argument("--method", default="auto",
-                        help="auto (default), region-growing, random-walker, grabcut, or a registered method")
+    parser.add_argument("--method", default=None,
+                        help="promptable (the trained promptable_3d network; the default for 3D images when "
+                             "its bundle is present), auto (classical; the default otherwise), region-growing, "
+                             "random-walker, grabcut, or a registered method")
     units = parser.add_mutually_exclusive_group()
     units.add_argument("--voxel", action="store_true", help="coordinates are voxel indices i j [k]")
     units.add_argument("--lps", action="store_true", help="world coordinates in DICOM's LPS instead of RAS")

@@ -111,9 +111,27 @@ def roi_of(p: Prompts, shape: Sequence[int], spacing: Sequence[float], margin_mm
     return tuple(int(v) for v in lo), tuple(int(v) for v in hi)
 
 
+def _bounds(mask: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Inclusive voxel bounds of a mask (zeros when empty), from per-axis projections."""
+    lo, hi = [], []
+    for ax in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax)))
+        lo.append(int(hit[0]) if hit.size else 0)
+        hi.append(int(hit[-1]) if hit.size else 0)
+    return tuple(lo), tuple(hi)
+
+
+def default_method(ndim: int = 3) -> str:
+    """``promptable`` (the trained network) for 3D images when the ``promptable_3d`` bundle is
+    present, else ``auto`` (classical)."""
+    from medseg.prompt import network
+
+    return "promptable" if ndim == 3 and network.available() else "auto"
+
+
 def segment(image: Any, points: Sequence[Sequence[float]] | None = None, labels: Sequence[int] | None = None,
             box: Sequence[float] | None = None, extreme_points: Sequence[Sequence[float]] | None = None,
-            scribbles: Any = None, previous: Any = None, *, method: str = "auto", voxel: bool = False,
+            scribbles: Any = None, previous: Any = None, *, method: str | None = None, voxel: bool = False,
             space: str = "RAS", margin_mm: float | None = None):
     """Segment one object from prompts; returns a uint8 MetaTensor ``(1, *spatial)`` (1 = object)
     on exactly the image's grid.
@@ -128,9 +146,11 @@ def segment(image: Any, points: Sequence[Sequence[float]] | None = None, labels:
             they give the box when none is given and seed the object.
         scribbles: array on the image grid: 1 object, 2 background, 0 unmarked.
         previous: a mask on the image grid to refine with the new clicks.
-        method: a registered method (:func:`medseg.prompt.methods.method_names`): ``auto``,
-            ``region-growing``, ``random-walker``, ``grabcut``, or one registered later (a trained
-            promptable network).
+        method: a registered method (:func:`medseg.prompt.methods.method_names`): ``promptable``
+            (the trained network of the ``promptable_3d`` bundle, :mod:`medseg.prompt.network`),
+            ``auto`` (classical: GrabCut-like for a box, region growing for clicks),
+            ``region-growing``, ``random-walker``, ``grabcut``, or one registered later.
+            ``None`` (default): :func:`default_method` for this image.
         margin_mm: context around the prompts the method sees (default 10 mm around a box,
             60 mm around clicks alone).
     ``meta["prompt"]`` records the method, the voxel prompts, the region worked on and the time.
@@ -145,15 +165,20 @@ def segment(image: Any, points: Sequence[Sequence[float]] | None = None, labels:
     spacing = spacing_of(affine, arr.ndim)
     p = build_prompts(arr, affine, image, points=points, labels=labels, box=box, extreme_points=extreme_points,
                       scribbles=scribbles, previous=previous, voxel=voxel, space=space)
+    method = default_method(arr.ndim) if method is None else method
     fn = get_method(method)
-    lo, hi = roi_of(p, arr.shape, spacing, margin_mm)
-    sl = tuple(slice(a, b + 1) for a, b in zip(lo, hi, strict=True))
-    crop_mask = np.asarray(fn(arr[sl], spacing, p.crop(lo, hi)), dtype=bool)
-    out = np.zeros(arr.shape, dtype=np.uint8)
-    if p.previous is not None:  # outside the region worked on, the previous mask stands
-        out[p.previous] = 1
-        out[sl] = 0
-    out[sl] = crop_mask
+    if getattr(fn, "whole_image", False):  # the method picks its own region (the network's crop)
+        out = np.asarray(fn(arr, spacing, p), dtype=np.uint8)
+        lo, hi = _bounds(out)
+    else:
+        lo, hi = roi_of(p, arr.shape, spacing, margin_mm)
+        sl = tuple(slice(a, b + 1) for a, b in zip(lo, hi, strict=True))
+        crop_mask = np.asarray(fn(arr[sl], spacing, p.crop(lo, hi)), dtype=bool)
+        out = np.zeros(arr.shape, dtype=np.uint8)
+        if p.previous is not None:  # outside the region worked on, the previous mask stands
+            out[p.previous] = 1
+            out[sl] = 0
+        out[sl] = crop_mask
     meta = {"space": "RAS", "kind": "label", "labels": {1: "object"},
             "prompt": {"method": method, "coordinates": "voxel" if voxel else f"world mm ({space.upper()})",
                        "positive_voxels": [list(v) for v in p.positive],

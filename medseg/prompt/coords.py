@@ -38,16 +38,33 @@ def _as_points(points: Sequence[Sequence[float]] | np.ndarray, n: int, what: str
     return arr
 
 
+def world_axes(affine, n: int) -> list[int]:
+    """The world axes (0 x, 1 y, 2 z) a point's ``n`` coordinates are given along: all three for
+    a 3D image; for a 2D image the two its plane spans (the axis each voxel axis points along most),
+    in x, y, z order: ``(x, y)`` for an axial image, ``(x, z)`` for a coronal radiograph (PA/AP),
+    ``(y, z)`` for a sagittal one."""
+    a = np.asarray(affine, dtype=np.float64)
+    if n == 3 or a.shape[0] < 4:
+        return list(range(n))
+    cols = np.abs(a[:3, :n])
+    rows: list[int] = []
+    for j in np.argsort(-cols.max(0)):  # the most decided column first
+        order = [int(r) for r in np.argsort(-cols[:, j]) if int(r) not in rows]
+        rows.append(order[0])
+    return sorted(rows)
+
+
 def world_to_continuous(points: np.ndarray, affine: np.ndarray, n: int, space: str = "RAS") -> np.ndarray:
     """World mm (``space`` frame) -> continuous voxel indices (no rounding)."""
     sp = str(space).upper()
     if sp not in SPACES:
         raise PromptError(f"unknown coordinate space {space!r}; use RAS or LPS")
     pts = np.array(points, dtype=np.float64)
+    rows = world_axes(affine, n)
     if sp == "LPS":
-        pts[:, : min(2, n)] *= -1
+        pts[:, [i for i, r in enumerate(rows) if r < 2]] *= -1
     a = np.asarray(affine, dtype=np.float64)
-    lin, off = a[:n, :n], a[:n, 3]
+    lin, off = a[np.ix_(rows, range(n))], a[rows, 3]
     try:
         inv = np.linalg.inv(lin)
     except np.linalg.LinAlgError:
@@ -96,7 +113,8 @@ def voxel_to_world(index: Sequence[float], affine, *, space: str = "RAS") -> tup
     """Voxel index -> world mm (for click simulators and tests)."""
     n = len(index)
     a = np.asarray(affine, dtype=np.float64)
-    p = a[:n, :n] @ np.asarray(index, dtype=np.float64) + a[:n, 3]
+    rows = world_axes(a, n)
+    p = a[np.ix_(rows, range(n))] @ np.asarray(index, dtype=np.float64) + a[rows, 3]
     if str(space).upper() == "LPS":
-        p[: min(2, n)] *= -1
+        p[[i for i, r in enumerate(rows) if r < 2]] *= -1
     return tuple(float(v) for v in p)

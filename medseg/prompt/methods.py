@@ -19,6 +19,9 @@ of the same signature under its name and ``segment(..., method=NAME)`` calls it.
   components) for the object (inside the box) and the background (a ring outside it), then seeds
   where the likelihood ratio is clear, solved by the random walker in place of GrabCut's min-cut
   (no GPL max-flow library), refitting the mixtures on the result twice.
+* ``promptable``: the trained class-agnostic network of the ``promptable_3d`` bundle (3D images;
+  :mod:`medseg.prompt.network`); it gets the whole image and crops around the prompts itself.
+  The default of :func:`medseg.prompt.segment` when the bundle is present.
 * ``auto``: ``grabcut`` when there is a box (or extreme points) or a previous mask with clicks,
   else ``region-growing``.
 
@@ -341,3 +344,13 @@ def auto(arr: np.ndarray, spacing, p: Prompts) -> np.ndarray:
     if p.box is not None or (p.previous is not None and p.previous.any()):
         return grabcut(arr, spacing, p)
     return region_growing(arr, spacing, p)
+
+
+def _promptable(arr: np.ndarray, spacing, p: Prompts) -> np.ndarray:
+    from medseg.prompt.network import predict
+
+    return predict(arr, spacing, p)
+
+
+_promptable.whole_image = True  # type: ignore[attr-defined]  # the network crops for itself
+register("promptable", _promptable)

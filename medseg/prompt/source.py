@@ -18,13 +18,14 @@ class PromptSource(InfersLabels):
     task = "semantic"
     weights_sha256 = None
 
-    def __init__(self, *, method: str = "auto", label: str = "object", **kwargs: Any) -> None:
+    def __init__(self, *, method: str | None = None, label: str = "object", **kwargs: Any) -> None:
         from medseg.prompt.methods import get_method
 
-        get_method(method)  # unknown names fail before any input is read
+        if method is not None:
+            get_method(method)  # unknown names fail before any input is read
         self.method = method
         self.kwargs = kwargs
-        self.name = f"prompt:{method}"
+        self.name = f"prompt:{method or 'default'}"
         self.labels = {1: label}
         self.record: dict[str, Any] = {}
 
@@ -44,5 +45,6 @@ class PromptSource(InfersLabels):
         t0 = time.perf_counter()
         mask = segment(image, method=self.method, **self.kwargs)
         self.record = {k: v for k, v in mask.meta["prompt"].items() if k != "seconds"}
+        self.name = f"prompt:{self.record['method']}"
         return label_prediction(image, mask.numpy()[0], self.labels, task="semantic",
                                 timings={"prompt": time.perf_counter() - t0}, details={"prompt": self.record})

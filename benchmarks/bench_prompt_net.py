@@ -1,0 +1,189 @@
+"""The trained promptable network (``promptable_3d``) on structures it never saw, beside the
+classical interactive methods given the same prompts.
+
+Sets (none of their target classes was a training target, see docs/PLAN_prompt.md):
+* lesions: pyradiomics lung1, lung2 (CT), brain1, brain2 (T1c MR), breast1 (MR) - real;
+* organs: TotalSegmentator ``example_ct_sm`` liver, spleen, kidneys - real CT (the image was
+  never read in training; its label map was, with these four organs painted out);
+* phantoms: held-out abdomen CT phantoms, seeds 9001-9004 (RAS, LPS, PIL, LAS), liver / spleen /
+  kidneys (the abdomen phantoms were not trained on).
+The 2D nuclei of ``bench_prompt.py`` are left out: there is no ``promptable_2d``.
+
+Protocol (the same functions as ``bench_prompt.py``, :mod:`medseg.prompt.simulate`): Dice after
+one box (exact and jittered +-3 voxels), one click at the centre, the extreme points; Dice after
+1..N clicks (first at the centre, then at the centre of the largest error region, with all
+clicks and the previous mask), NoC@85 / NoC@90 capped at N, and the same with jittered clicks.
+The classical rows on the real sets are read from ``benchmarks/results/prompt_classical.json``
+(same prompts, same seeds, run by ``bench_prompt.py``); on the phantoms they are run here
+(box / click / extreme only). Also the time of one prompt on a 256x256x128 CT.
+
+Usage: ``python benchmarks/bench_prompt_net.py [--clicks 20] [--threads 1]``; writes
+``benchmarks/results/prompt_network.json`` and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bench_prompt as B  # noqa: E402
+
+NET = "promptable"
+PHANTOM_PLAN = [(9001, "RAS"), (9002, "LPS"), (9003, "PIL"), (9004, "LAS")]
+PHANTOM_CLASSICAL = ("grabcut", "region-growing")  # `auto` is exactly these two (box / clicks)
+
+
+def phantom_cases() -> list[dict]:
+    import torch
+    from monai.data import MetaTensor
+
+    from medseg.data import phantoms
+
+    cases = []
+    for seed, orient in PHANTOM_PLAN:
+        ph = phantoms.abdomen_ct(seed=seed, orientation=orient)
+        im = MetaTensor(torch.from_numpy(ph.image.astype(np.float32))[None], affine=torch.from_numpy(ph.affine))
+        for v, name in ph.labels.items():
+            cases.append({"set": "phantoms", "name": f"{name}_{seed}_{orient}", "image": im, "ref": ph.label == v})
+    return cases
+
+
+def timing_256(repeats: int = 3) -> dict:
+    import torch
+    from monai.data import MetaTensor
+    from scipy import ndimage
+
+    import medseg.io
+    from medseg.data import sample
+    from medseg.prompt import segment
+    from medseg.prompt import simulate as S
+
+    ct = medseg.io.load(sample("ts_ct_sm"))
+    seg = medseg.io.load(sample("ts_ct_sm_seg"), kind="label").numpy()[0]
+    zoom = [256 / ct.shape[1], 256 / ct.shape[2], 128 / ct.shape[3]]
+    arr = ndimage.zoom(ct.numpy()[0].astype(np.float32), zoom, order=1)
+    ref = ndimage.zoom((seg == B.ORGANS["liver"]).astype(np.uint8), zoom, order=0) > 0
+    aff = np.asarray(ct.affine, dtype=np.float64).copy()
+    aff[:3, :3] = aff[:3, :3] / np.asarray(zoom)[None, :]
+    im = MetaTensor(torch.from_numpy(arr)[None], affine=torch.from_numpy(aff))
+    box = S.box_of(ref)
+    centre = S.first_click(ref, [1.0, 1.0, 1.0])
+    segment(im, box=box, voxel=True, method=NET)  # load the weights once
+    prev = segment(im, box=box, voxel=True, method=NET).numpy()[0]
+    nxt = S.corrective_click(prev > 0, ref, [1.0, 1.0, 1.0])
+    import os
+
+    res = {"shape": list(arr.shape), "object": "liver (real CT resampled)", "threads": torch.get_num_threads(),
+           "load_average_1min_before": round(os.getloadavg()[0], 2)}
+    tasks = {"box": {"box": box}, "click": {"points": [centre]},
+             "correction": {"points": [centre, nxt[0]], "labels": [1, nxt[1]], "previous": prev}}
+    for key, kw in tasks.items():
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            segment(im, voxel=True, method=NET, **kw)
+            times.append(time.perf_counter() - t)
+        res[key] = {"method": NET, "median_s": round(float(np.median(times)), 3)}
+    return res
+
+
+def best_classical(summary_set: dict, key: str) -> tuple[str, float]:
+    best = ("-", float("nan"))
+    for m, v in summary_set.items():
+        if m in ("n", NET) or not isinstance(v, dict) or key not in v:
+            continue
+        if not best[1] >= v[key]:
+            best = (m, v[key])
+    return best
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clicks", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sets", default="organs,lesions,phantoms")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "prompt_network.json"))
+    args = ap.parse_args(argv)
+    import warnings
+
+    import torch
+
+    from medseg.io.atomic import atomic_write_text
+    from medseg.prompt import network
+
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", message=".*probability range.*")
+    B.JITTER_METHODS = ("auto", NET)
+    t0 = time.perf_counter()
+    sets = args.sets.split(",")
+    cases = [c for c in B.load_cases(0, args.seed) if c["set"] in sets]
+    if "phantoms" in sets:
+        cases += phantom_cases()
+    classical = json.loads((ROOT / "benchmarks" / "results" / "prompt_classical.json").read_text())
+    meta = json.loads((network.bundle_dir() / "configs" / "metadata.json").read_text())
+    timing = timing_256()
+    print("one prompt, 256x256x128 CT: " + ", ".join(f"{k} {v['median_s']} s" for k, v in timing.items()
+                                                      if isinstance(v, dict)), flush=True)
+    rows = []
+    for c in cases:
+        t1 = time.perf_counter()
+        row = B.run_case(c, args.clicks, (NET,), (NET,), args.seed)
+        if c["set"] == "phantoms":
+            cl = B.run_case(c, 0, PHANTOM_CLASSICAL, (), args.seed)
+            row["methods"].update(cl["methods"])
+        rows.append(row)
+        r = row["methods"][NET]
+        print(f"{c['set']}/{c['name']}: box {r['box']:.3f} click {r['click']:.3f} extreme {r['extreme']:.3f} "
+              f"NoC90 {r.get('noc90_clicks')} ({time.perf_counter() - t1:.0f} s)", flush=True)
+    methods = (NET,) + PHANTOM_CLASSICAL
+    summary = B.summarise(rows, methods)
+    side = {}
+    for s, d in summary.items():
+        ref = classical["summary"].get(s, d)
+        entry = {}
+        for key in ("box", "box_jitter3", "click", "extreme"):
+            name, val = best_classical(ref, key)
+            entry[key] = {"network": d[NET][key], "best_classical": val, "best_classical_method": name}
+        for key in ("noc85_clicks", "noc90_clicks", "noc90_clicks_jitter"):
+            vals = {m: v[key] for m, v in ref.items() if isinstance(v, dict) and key in v and m != NET}
+            if vals:
+                m = min(vals, key=vals.get)
+                entry[key] = {"network": d[NET].get(key), "best_classical": vals[m], "best_classical_method": m,
+                              "classical_cap": classical["protocol"]["noc_cap"] if s != "phantoms" else None}
+            else:
+                entry[key] = {"network": d[NET].get(key)}
+        side[s] = entry
+    result = {"command": f"python benchmarks/bench_prompt_net.py --clicks {args.clicks} --threads {args.threads}",
+              "bundle": {"name": meta["name"], "version": meta["version"]},
+              "protocol": {"n_clicks": args.clicks, "box_jitter_voxels": 3, "seed": args.seed,
+                           "stop_at_dice": B.STOP_AT, "noc_cap": args.clicks,
+                           "classical_real_sets_from": "benchmarks/results/prompt_classical.json (its NoC cap: "
+                                                       f"{classical['protocol']['noc_cap']} clicks)",
+                           "phantoms": [f"abdomen_ct seed {s} {o}" for s, o in PHANTOM_PLAN]},
+              "summary": summary, "side_by_side": side, "timing_256x256x128": timing, "cases": rows,
+              "wall_s": round(time.perf_counter() - t0, 1)}
+    atomic_write_text(Path(args.out), json.dumps(result, indent=1) + "\n")
+    print(B.table(summary, methods))
+    print("\n| set | prompt | network | best classical | ratio |\n|---|---|---|---|---|")
+    for s, e in side.items():
+        for k, v in e.items():
+            if "best_classical" in v and v["network"] is not None:
+                ratio = v["network"] / v["best_classical"] if v["best_classical"] else float("nan")
+                print(f"| {s} | {k} | {v['network']} | {v['best_classical']} ({v['best_classical_method']}) "
+                      f"| {ratio:.2f} |")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

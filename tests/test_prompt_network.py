@@ -1,0 +1,150 @@
+"""The trained promptable network (bundle ``promptable_3d``) through ``medseg.prompt.segment`` and
+``medseg prompt``, in world coordinates; and 2D prompts on a radiograph whose plane is x-z.
+
+World references are independent of medseg's conversion: nibabel's ``apply_affine`` on the
+phantom's affine. The phantom is an abdominal CT (liver, spleen, kidneys: classes the network
+never had as targets), seed 9005, a seed no model trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from medseg import cli
+from medseg.errors import BundleError
+from medseg.prompt import network, segment
+from medseg.prompt import simulate as S
+from medseg.prompt.coords import box_to_voxels, points_to_voxels, voxel_to_world
+
+needs_bundle = pytest.mark.skipif(not network.available(), reason="promptable_3d bundle not built")
+# measured with promptable_3d 0.1.0 on this phantom (see docs/PLAN_prompt.md, the closing note)
+SPLEEN_BOX_DICE_MIN = 0.80
+
+
+@pytest.fixture(scope="module")
+def abdomen(tmp_path_factory):
+    from medseg.data import phantoms
+
+    ph = phantoms.abdomen_ct(seed=9005, orientation="LPS")
+    path = tmp_path_factory.mktemp("abd") / "abdomen.nii.gz"
+    nib.save(nib.Nifti1Image(ph.image.astype(np.float32), ph.affine), str(path))
+    img = MetaTensor(torch.from_numpy(ph.image.astype(np.float32))[None], affine=torch.from_numpy(ph.affine))
+    return {"ph": ph, "img": img, "path": path}
+
+
+def _world_box(mask: np.ndarray, affine: np.ndarray) -> list[float]:
+    """RAS mm box of a mask: the world corners of its voxel bounding box (nibabel)."""
+    idx = np.argwhere(mask)
+    corners = nib.affines.apply_affine(affine, np.stack([idx.min(0), idx.max(0)]))
+    return [float(v) for v in corners.ravel()]
+
+
+def test_radiograph_points_are_x_z_on_an_x_z_plane():
+    """A PA film spans RAS x and z: (x, z) clicks map through the plane's own axes (the x-y block
+    of its affine is singular)."""
+    from medseg.data import phantoms
+
+    ph = phantoms.chest_xray(seed=3)
+    aff = ph.affine
+    right = ph.label == 1
+    v = S.first_click(right, ph.spacing)
+    world = nib.affines.apply_affine(aff, np.array([v[0], v[1], 0.0]))  # 3D world of the pixel
+    assert points_to_voxels([(world[0], world[2])], aff, right.shape) == [v]
+    assert points_to_voxels([(-world[0], world[2])], aff, right.shape, space="LPS") == [v]
+    assert voxel_to_world(v, aff) == pytest.approx((world[0], world[2]))
+    idx = np.argwhere(right)
+    lo = nib.affines.apply_affine(aff, np.r_[idx.min(0), 0.0])
+    hi = nib.affines.apply_affine(aff, np.r_[idx.max(0), 0.0])
+    assert box_to_voxels([lo[0], lo[2], hi[0], hi[2]], aff, right.shape) == (tuple(idx.min(0)), tuple(idx.max(0)))
+    img = MetaTensor(torch.from_numpy(ph.image.astype(np.float32))[None], affine=torch.from_numpy(aff))
+    m = segment(img, points=[(world[0], world[2])], method="region-growing").numpy()[0] > 0
+    assert m[v] and (m & right).sum() > (m & (ph.label == 2)).sum()  # the click's lung, not the other
+
+
+def test_default_method_follows_the_bundle(monkeypatch):
+    from medseg.prompt.api import default_method
+
+    monkeypatch.setattr(network, "available", lambda: True)
+    assert default_method(3) == "promptable" and default_method(2) == "auto"
+    monkeypatch.setattr(network, "available", lambda: False)
+    assert default_method(3) == "auto"
+
+
+@needs_bundle
+def test_network_box_in_world_mm_on_a_held_out_organ(abdomen):
+    """Box in RAS mm around the spleen (never a training target) on an LPS-stored phantom; the
+    default method is the network when its bundle is present."""
+    ph, img = abdomen["ph"], abdomen["img"]
+    spleen = ph.label == 2
+    out = segment(img, box=_world_box(spleen, ph.affine))
+    assert out.meta["prompt"]["method"] == "promptable"
+    m = out.numpy()[0] > 0
+    assert np.allclose(np.asarray(out.affine), ph.affine)
+    d = S.dice(m, spleen)
+    assert d > SPLEEN_BOX_DICE_MIN, d
+    assert (m & (ph.label == 1)).sum() < 0.05 * m.sum()  # not the liver, on the patient's other side
+
+
+@needs_bundle
+def test_network_corrective_clicks_do_not_hurt(abdomen):
+    ph, img = abdomen["ph"], abdomen["img"]
+    kidney = ph.label == 3
+    sp = ph.spacing
+    c = S.first_click(kidney, sp)
+    pts = [voxel_to_world(c, ph.affine)]
+    first = segment(img, points=pts, method="promptable").numpy()[0] > 0
+    nxt = S.corrective_click(first, kidney, sp)
+    if nxt is None:
+        return
+    pts.append(voxel_to_world(nxt[0], ph.affine))
+    second = segment(img, points=pts, labels=[1, nxt[1]], previous=first.astype(np.uint8),
+                     method="promptable").numpy()[0] > 0
+    assert S.dice(second, kidney) >= S.dice(first, kidney) - 0.02
+
+
+@needs_bundle
+def test_cli_prompt_with_the_network(abdomen, tmp_path):
+    ph = abdomen["ph"]
+    spleen = ph.label == 2
+    out = tmp_path / "out"
+    box = [f"{v:.3f}" for v in _world_box(spleen, ph.affine)]
+    rc = cli.main(["prompt", str(abdomen["path"]), "--box", *box, "--method", "promptable", "--output", str(out),
+                   "--format", "nifti"])
+    assert rc == 0
+    seg = nib.load(str(out / "abdomen" / "seg.nii.gz"))
+    assert np.allclose(seg.affine, ph.affine)
+    assert S.dice(np.asarray(seg.dataobj) > 0, spleen) > SPLEEN_BOX_DICE_MIN
+    prov = json.loads((out / "abdomen" / "provenance.json").read_text())
+    assert "promptable" in json.dumps(prov)
+
+
+@needs_bundle
+def test_weights_are_checked_and_loaded_weights_only(tmp_path, monkeypatch):
+    calls = []
+    real = torch.load
+
+    def spy(*a, **k):
+        calls.append(k.get("weights_only"))
+        return real(*a, **k)
+
+    copy = tmp_path / "promptable_3d"
+    shutil.copytree(network.bundle_dir(), copy, ignore=shutil.ignore_patterns("scripts", "docs"))
+    monkeypatch.setattr(torch, "load", spy)
+    network.load_network.cache_clear()
+    net = network.load_network(str(copy))
+    assert calls == [True] and not net.training
+    w = copy / "models" / "model.pt"
+    data = bytearray(w.read_bytes())
+    data[-1] ^= 1
+    w.write_bytes(bytes(data))
+    network.load_network.cache_clear()
+    with pytest.raises(BundleError, match="sha256"):
+        network.load_network(str(copy))
+    network.load_network.cache_clear()
