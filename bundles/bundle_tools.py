@@ -220,7 +220,9 @@ def run_summary(run_dir: Path) -> str:
     c = json.loads((Path(run_dir) / "train_config.json").read_text())
     stop = (f"stopped by the time budget (`max_minutes={c.get('max_minutes')}`) after "
             f"{m['epochs_completed']} of {m['epochs_planned']} planned epochs"
-            if m.get("stopped_by_time_budget") else f"all {m['epochs_completed']} epochs")
+            if m.get("stopped_by_time_budget") else f"all {m['epochs_completed']} epochs"
+            if m["epochs_completed"] >= m["epochs_planned"]
+            else f"interrupted after {m['epochs_completed']} of {m['epochs_planned']} planned epochs")
     best = m.get("best_val_dice_mean")
     return ("## Training run of the shipped weights\n"
             f"CPU, seed {c.get('seed')}, {stop}; {m['n_train_cases']} training / {m['n_val_cases']} "
