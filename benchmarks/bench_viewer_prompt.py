@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -57,11 +58,18 @@ def _browser_times(server, box, repeat, stroke_repeat=3):
         page.wait_for_function("document.body.dataset.state !== 'loading'", timeout=300_000)
         paint, strokes = [], []
         for i in range(repeat):
+            # cleared first (not timed), so that each prompt paints the whole object again
+            page.evaluate("window.medseg.send('/api/clear')")
+            page.wait_for_function(f"(window.medseg.state.promptCount || 0) >= {2 * i + 1}", timeout=300_000)
             page.evaluate(f"window.medseg.send('/api/prompt', {{box: {box}}})")
-            page.wait_for_function(f"(window.medseg.state.promptCount || 0) >= {i + 1}", timeout=300_000)
+            page.wait_for_function(f"(window.medseg.state.promptCount || 0) >= {2 * i + 2}", timeout=300_000)
             out.append(page.evaluate("window.medseg.state.lastPrompt.roundTripMs") / 1000.0)
             paint.append(page.evaluate("window.medseg.state.lastPrompt.paintMs") / 1000.0)
-        # brush strokes of 20 voxels across the middle of the axial view
+        # brush strokes of 20 voxels across the middle of the axial view, on an emptied map (a stroke
+        # over voxels already painted changes nothing and sends nothing)
+        n_clear = page.evaluate("window.medseg.state.promptCount")
+        page.evaluate("window.medseg.send('/api/clear')")
+        page.wait_for_function(f"window.medseg.state.promptCount >= {n_clear + 1}", timeout=300_000)
         page.fill("#pen-size", "1")
         page.evaluate("window.medseg.setTool('brush')")
         tile = next(t for a, t in page.evaluate("window.medseg.nv.screenSlices.map(s => [s.axCorSag, s.leftTopWidthHeight])")
@@ -130,6 +138,7 @@ def main() -> None:
                 direct.append(time.perf_counter() - t)
                 dices.append(dice(m.numpy()[0], liver))
                 threaded.append(_on_a_thread(functools.partial(segment, image, box=box, method=args.method)))
+                post_json(f"http://127.0.0.1:{server.port}/api/clear", {}, server.token)  # the whole object travels
                 t = time.perf_counter()
                 status, body, _ = post_json(f"http://127.0.0.1:{server.port}/api/prompt", {"box": box}, server.token)
                 http.append(time.perf_counter() - t)
@@ -153,15 +162,25 @@ def main() -> None:
         print(f"{'x'.join(map(str, shape)):>12}  direct {row['direct_s']:.3f} s (on a thread "
               f"{row['direct_on_a_thread_s']:.3f} s)   viewer http {row['viewer_http_s']:.3f} s"
               f"   ratio {row['ratio_http_vs_direct']:.2f}x ({row['ratio_http_vs_direct_on_a_thread']:.2f}x)   in the page {in_page}   answer {mask_bytes / 1024:.0f} KiB gz (whole mask {full_bytes / 1024:.0f} KiB)"
-              f"   Dice {row['dice_liver']:.3f}")
+              f"   Dice {row['dice_liver']:.3f}", flush=True)
+        _write(rows)
+
+
+def _write(rows) -> None:
+    """Rows replace those of the same grid and method already in the results file; others are kept."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "viewer_prompt.json"
+    mine = {(tuple(r["shape"]), r["method"]) for r in rows}
+    if out.is_file():
+        old = json.loads(out.read_text()).get("rows", [])
+        rows = [r for r in old if (tuple(r["shape"]), r.get("method")) not in mine and "answer_bytes_gz" in r] + rows
     out.write_text(json.dumps({"benchmark": "viewer prompt round trip", "baseline": "medseg.prompt.segment in-process",
                                "command": "python benchmarks/bench_viewer_prompt.py " + " ".join(sys.argv[1:]),
                                "machine": {"python": platform.python_version(), "cpu": platform.processor()
-                                           or platform.machine()},
+                                           or platform.machine(), "cores": os.cpu_count(),
+                                           "load_average_1min": os.getloadavg()[0]},
                                "rows": rows}, indent=2) + "\n")
-    print(f"wrote {out.relative_to(ROOT)}")
+    print(f"wrote {out.relative_to(ROOT)}", flush=True)
 
 
 if __name__ == "__main__":
