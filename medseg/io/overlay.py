@@ -17,6 +17,10 @@ Public API::
 
     overlay_slices(image, labels=None, *, n_slices=6, views=(...), window=None, ...) -> list[OverlayPanel]
     save_overlay_montage(image, labels, out_png, *, n_slices=6, views=(...), window=None, title=None) -> Path
+
+Size (~410 lines, a fifth of it this description): one concern, drawing labels over an image in
+the display convention above; the three views, the radiograph letters and the montage share the
+orientation and aspect code.
 """
 
 from __future__ import annotations

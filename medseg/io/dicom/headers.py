@@ -5,6 +5,9 @@ only their headers. Before any pixel buffer is allocated, the declared size
 ``Rows * Columns * NumberOfFrames * SamplesPerPixel * BitsAllocated / 8`` is checked against the
 file (uncompressed transfer syntaxes) and against an absolute cap on voxels
 (``$MEDSEG_MAX_VOXELS``, default 2**31 voxels = 8 GiB of float32).
+
+Size (~425 lines): one concern, reading headers safely; the size checks per transfer syntax and
+the deferred-value reads belong together (each check needs the others' parsed values).
 """
 
 from __future__ import annotations
