@@ -263,6 +263,36 @@ def common_args(description: str):
     return p
 
 
+def synth_args(doc: str, name: str, epochs: int):
+    """:func:`common_args` plus ``--epochs`` and ``--ablation`` (the release scored beside new weights),
+    the options of the domain-randomised training scripts (``bundles/*/scripts/train_synth.py``)."""
+    p = common_args(doc.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=epochs, help="planned epochs (cosine schedule)")
+    p.add_argument("--ablation", default=name,
+                   help="bundle (name or folder) scored beside the new weights: the phantom-only release")
+    return p
+
+
+def train_synth(args: Any, name: str, cases: Any, labels: Mapping[int, str], preset: str,
+                network: dict[str, Any], *, patch: Sequence[int], spacing: Sequence[float],
+                val_fraction: float, postprocess: dict[str, Any]):
+    """The training step the domain-randomised CT scripts share: write ``cases`` as an MSD dataset
+    under ``--work``, train (3e-3, batch 2 x 2 patches, no flips, validation every 2 epochs on the
+    deployment path), set the bundle name and postprocessing, slim the checkpoint.
+    Returns ``(work, run, model)``."""
+    work = work_dir(args.work, name + "_synth")
+    ds = write_msd(work / "dataset", cases, labels, "CT")
+    run = train_run(ds, work / "run", preset, network, epochs=args.epochs, patch_size=patch,
+                    preset_overrides={"target_spacing": spacing},
+                    batch_size=2, num_samples=2, lr=3e-3, val_fraction=val_fraction, val_every=2, seed=0,
+                    warmup_epochs=1, max_minutes=args.max_minutes, resume=args.resume,
+                    ship_only=args.ship_only, overlap=0.25, sw_batch_size=2,
+                    augmentation=no_flip_augmentation())
+    patch_model_spec(run, name=name, postprocess=postprocess)
+    slim_checkpoint(run)
+    return work, run, load_run_model(run)
+
+
 def work_dir(arg: Path | None, name: str) -> Path:
     """Scratch folder: ``arg`` or a new temporary one (kept, printed)."""
     w = Path(arg) if arg else Path(tempfile.mkdtemp(prefix=f"medseg-{name}-"))

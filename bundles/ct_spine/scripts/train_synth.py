@@ -103,22 +103,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(THREADS)
-    parser = bt.common_args(__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=EPOCHS, help="planned epochs (cosine schedule)")
-    parser.add_argument("--ablation", default=NAME,
-                        help="bundle (name or folder) scored beside the new weights: the phantom-only release")
-    args = parser.parse_args()
-    work = bt.work_dir(args.work, NAME + "_synth")
-    ds = bt.write_msd(work / "dataset", synth_cases(), LABELS, "CT")
-    run = bt.train_run(ds, work / "run", "ct_spine", NETWORK, epochs=args.epochs, patch_size=PATCH,
-                       preset_overrides={"target_spacing": SPACING_MM},
-                       batch_size=2, num_samples=2, lr=3e-3, val_fraction=0.1, val_every=2, seed=0,
-                       warmup_epochs=1, max_minutes=args.max_minutes, resume=args.resume,
-                       ship_only=args.ship_only, overlap=0.25, sw_batch_size=2,
-                       augmentation=bt.no_flip_augmentation())
-    bt.patch_model_spec(run, name=NAME, postprocess=POSTPROCESS)
-    bt.slim_checkpoint(run)
-    model = bt.load_run_model(run)
+    args = bt.synth_args(__doc__, NAME, EPOCHS).parse_args()
+    work, run, model = bt.train_synth(args, NAME, synth_cases(), LABELS, "ct_spine", NETWORK, patch=PATCH,
+                                      spacing=SPACING_MM, val_fraction=0.1, postprocess=POSTPROCESS)
     from medseg.bundle import load_bundle
 
     result = {"domain-randomised (this script)": real_images.spine(model),
