@@ -1,6 +1,6 @@
 """One dataclass per JSON file medseg writes, validated when built, with one reader and writer:
-statistics.json (StructureStatistics), the batch manifest's lines (CaseRecord) and
-train_config.json (TrainConfig) read back what they wrote and refuse other shapes or a newer
+statistics.json (StructureStatistics), the batch manifest's lines (CaseRecord),
+train_config.json (TrainConfig) and evaluate's summary.json (EvaluationSummary) read back what they wrote and refuse other shapes or a newer
 schema_version (medseg.schema)."""
 
 from __future__ import annotations
@@ -107,3 +107,33 @@ def test_every_bundle_script_chooses_best_pt_with_the_deployment_path():
                 for kw in node.keywords:
                     assert kw.arg != "validation" or ast.literal_eval(kw.value) == "deployment", script
     assert len({s.parent.parent.name for s in trains}) >= 6  # every shipped bundle with a training script
+
+
+def test_evaluation_summary_is_what_evaluate_wrote_and_refuses_other_shapes(tmp_path):
+    """summary.json of a real evaluate run reads back into EvaluationSummary and writes the same
+    object again; a file with a missing key, a wrong type or a newer version is refused in one line."""
+    from medseg.data.phantoms import abdomen_ct
+    from medseg.evaluation import evaluate
+    from medseg.evaluation.report import json_safe
+    from medseg.evaluation.summary import EvaluationSummary
+
+    ph = abdomen_ct(shape=(24, 22, 10), seed=3)
+    for sub, lab in (("pred", np.where(ph.label == 2, 0, ph.label)), ("ref", ph.label)):
+        (tmp_path / sub).mkdir()
+        nib.save(nib.Nifti1Image(lab.astype(np.uint8), ph.affine), str(tmp_path / sub / "case1.nii.gz"))
+    res = evaluate(tmp_path / "pred", tmp_path / "ref", tmp_path / "eval", plots=False)
+    path = tmp_path / "eval" / "summary.json"
+    on_disk = json.loads(path.read_text())
+    summary = EvaluationSummary.read(path)
+    assert summary.n_cases == 1 and summary.cases == ["case1"] and summary.failed == {}
+    assert json.loads(json.dumps(json_safe(summary.to_json()))) == on_disk  # the file, key for key
+    assert json.loads(json.dumps(json_safe(res.summary))) == on_disk  # what evaluate() returned
+    assert summary.per_label["1"]["metrics"]["dice"]["mean"] == pytest.approx(1.0)
+    for broken, words in (({k: v for k, v in on_disk.items() if k != "per_label"}, "lacks 'per_label'"),
+                          ({**on_disk, "n_cases": "one"}, "'n_cases' must be a count"),
+                          ({**on_disk, "labels": {"x": "liver"}}, "'labels' keys must be label values"),
+                          ({**on_disk, "schema_version": 99}, "schema_version 99")):
+        path.write_text(json.dumps(broken))
+        with pytest.raises(InputError, match=words) as err:
+            EvaluationSummary.read(path)
+        assert "\n" not in str(err.value)

@@ -27,6 +27,7 @@ from medseg.evaluation.report import (
     write_csv,
     write_json,
 )
+from medseg.evaluation.summary import EvaluationSummary
 from medseg.io.atomic import check_writable_dir
 from medseg.metrics import (
     DEFAULT_POLICY,
@@ -256,7 +257,8 @@ def evaluate(
                         for m in METRIC_NAMES},
         }
     ranked = worst_cases(rows)
-    summary: dict[str, Any] = {
+    extra: dict[str, Any] = {}
+    fields: dict[str, Any] = {
         "n_cases": len(scored),
         "cases": scored,
         "failed": failed,
@@ -265,7 +267,7 @@ def evaluate(
         "reoriented": reoriented,
         "resampled": resampled,
         "warnings": warnings_list,
-        "labels": {str(k): v for k, v in label_names.items()},
+        "labels": {int(k): v for k, v in label_names.items()},
         "tolerance_mm": float(tolerance_mm),
         "empty_policy": {
             "name": policy,
@@ -280,9 +282,9 @@ def evaluate(
         "worst_cases": ranked[:N_WORST_IN_SUMMARY],
     }
     if instances:
-        summary["instances"] = {m: summarize([float(r[m]) for r in instance_rows], n_boot=n_boot, seed=seed)
+        extra["instances"] = {m: summarize([float(r[m]) for r in instance_rows], n_boot=n_boot, seed=seed)
                                 for m in INSTANCE_METRIC_NAMES}
-        summary["instances"]["matching"] = ("Hungarian on IoU, match if IoU > 0.5; AP = TP/(TP+FP+FN); ap75 the "
+        extra["instances"]["matching"] = ("Hungarian on IoU, match if IoU > 0.5; AP = TP/(TP+FP+FN); ap75 the "
                                             "same at 0.75; coco_*: COCO AP (greedy, IoU >= t, 101-point "
                                             "interpolated precision, equal scores; medseg.metrics.coco)")
     else:  # mean over the labels of each case's IoU, then summarised over cases
@@ -291,7 +293,9 @@ def evaluate(
             v = float(r["iou"])
             if not math.isnan(v):
                 per_case.setdefault(r["case"], []).append(v)
-        summary["miou"] = summarize([float(np.mean(v)) for v in per_case.values()], n_boot=n_boot, seed=seed)
+        extra["miou"] = summarize([float(np.mean(v)) for v in per_case.values()], n_boot=n_boot, seed=seed)
+
+    summary = EvaluationSummary(**fields, **extra).to_json()
 
     out.mkdir(parents=True, exist_ok=True)
     files = [write_csv(out / "metrics.csv", ("case", "label", *METRIC_NAMES), rows),

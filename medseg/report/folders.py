@@ -17,7 +17,6 @@ import numpy as np
 
 from medseg.errors import ConfigError, InputError, MedsegError
 from medseg.inference.result import Provenance
-from medseg.io.jsonfile import read_json_object
 from medseg.report.cases import CaseReport, _num
 from medseg.report.qa import DEFAULT_MIN_DICE, _check_min_dice, _flag, _flag_low_dice
 
@@ -45,10 +44,6 @@ def _is_case_dir(d: Path) -> bool:
 
 def _case_dirs(d: Path) -> list[Path]:
     return sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".") and _is_case_dir(p))
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return read_json_object(path, error=InputError, hint="re-run the command that wrote it")
 
 
 def label_sizes(seg_path: str | os.PathLike[str], *, instances: bool = False) -> tuple[dict[int, float], int, int | None]:
@@ -179,8 +174,9 @@ def _evaluate_cases(folder: Path) -> list[CaseReport]:
     for name in ("metrics.csv", "summary.json"):
         if not (folder / name).is_file():
             raise ConfigError(f"{folder.name} has no {name}; give the output folder of medseg evaluate")
-    summary = _read_json(folder / "summary.json")
-    names = {int(k): str(v) for k, v in (summary.get("labels") or {}).items()}
+    from medseg.evaluation.summary import EvaluationSummary
+
+    names = dict(EvaluationSummary.read(folder / "summary.json").labels)
     by_case: dict[str, CaseReport] = {}
     with open(folder / "metrics.csv", newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
