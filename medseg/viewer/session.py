@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import ConfigError, GeometryError, InputError
+from medseg.viewer.grid import DEFAULT_MAX_VOXELS, DisplayGrid, EditableMask, crop_nifti, read_crop
 
 ROLES = ("image", "labels", "reference", "mask")
 # Window (width, level) presets in HU; the first is the default for CT.
@@ -129,7 +130,11 @@ class ViewerSession:
 
     def __init__(self, image: Any, *, labels: np.ndarray | None = None, label_names: Mapping[int, str] | None = None,
                  reference: np.ndarray | None = None, reference_names: Mapping[int, str] | None = None,
-                 output_dir: str | Path | None = None, prompt_method: str = "auto") -> None:
+                 output_dir: str | Path | None = None, prompt_method: str = "auto",
+                 max_voxels: int = DEFAULT_MAX_VOXELS, edit_labels: bool = False) -> None:
+        """``edit_labels=True`` (batch review): the editable label map starts as ``labels`` and its
+        structures are the values a brush or a prompt may write; otherwise it starts empty and a
+        prompt's object is value 1."""
         self.image = image
         self.affine = _affine(image)
         arr = _numpy(image)
@@ -137,6 +142,8 @@ class ViewerSession:
             raise InputError(f"the viewer shows one-channel 2D and 3D images; this one has shape {tuple(arr.shape)}")
         self.array = arr[0]
         self.shape = tuple(int(s) for s in self.array.shape)
+        self.shape3 = self.shape if len(self.shape) == 3 else (*self.shape, 1)
+        self.grid = DisplayGrid.for_image(self.shape3, self.affine, max_voxels)
         self.modality = str((getattr(image, "meta", {}) or {}).get("modality", "unknown"))
         self.labels = labels
         self.label_names = dict(label_names or {})
@@ -144,16 +151,40 @@ class ViewerSession:
         self.reference_names = dict(reference_names or label_names or {})
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.prompt_method = prompt_method
-        self.mask: np.ndarray | None = None
+        self.edit_labels = edit_labels and labels is not None
+        initial = labels.reshape(self.shape3) if self.edit_labels else None
+        if initial is not None and int(initial.max(initial=0)) > 253:
+            raise InputError("label values above 253 cannot be edited in the viewer")
+        self.edits = EditableMask(self.shape3, initial)
         self.prompt_log: dict[str, Any] | None = None
         self._lock = threading.Lock()
         self._cache: dict[str, bytes] = {}
-        self._history: list[np.ndarray | None] = []
+        self._scribbles: np.ndarray | None = None
+        self.review_key: str | None = None  # the batch case shown (review mode)
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        """The editable label map on the source grid (the image's shape), None while it is empty
+        (and not a reviewed prediction)."""
+        arr = self.edits.array.reshape(self.shape)
+        return arr if self.edit_labels or arr.any() else None
+
+    @property
+    def mask_names(self) -> dict[int, str]:
+        return dict(self.label_names) if self.edit_labels else {1: "object"}
+
+    @property
+    def allowed_values(self) -> set[int]:
+        """Values a brush stroke or a prompt may write (0 erases)."""
+        values = {0, *self.mask_names}
+        if self.edit_labels and self.labels is not None:
+            values |= {int(v) for v in np.unique(self.labels)}
+        return {v for v in values if 0 <= v <= 253}
 
     @classmethod
     def from_paths(cls, path: str | Path, *, labels: str | Path | None = None, reference: str | Path | None = None,
                    output_dir: str | Path | None = None, series: str | None = None,
-                   prompt_method: str = "auto") -> ViewerSession:
+                   prompt_method: str = "auto", max_voxels: int = DEFAULT_MAX_VOXELS) -> ViewerSession:
         """Read ``path`` with :func:`medseg.io.load` and the label maps on its grid."""
         from medseg.io import load
 
@@ -161,26 +192,27 @@ class ViewerSession:
         lab, names = load_labels_on(labels, image) if labels is not None else (None, {})
         ref, ref_names = load_labels_on(reference, image) if reference is not None else (None, {})
         return cls(image, labels=lab, label_names=names, reference=ref, reference_names=ref_names or names,
-                   output_dir=output_dir, prompt_method=prompt_method)
+                   output_dir=output_dir, prompt_method=prompt_method, max_voxels=max_voxels)
 
     # ---------------------------------------------------------------- what the page reads
     def volume_bytes(self, role: str) -> bytes:
-        """gzip NIfTI of ``role`` (one of :data:`ROLES`) on the source grid."""
+        """gzip NIfTI of ``role`` (one of :data:`ROLES`) on the display grid (the source grid unless
+        the study is larger than ``max_voxels``: see :class:`~medseg.viewer.grid.DisplayGrid`)."""
         if role not in ROLES:
             raise ConfigError(f"unknown volume {role!r}")
         if role == "mask":
             with self._lock:
-                if self.mask is None:
-                    raise ConfigError("no prompt mask yet")
-                return nifti_gz(self.mask, self.affine)
+                return crop_nifti(self.grid, self.edits.array, None)
         with self._lock:
             if role not in self._cache:
                 arr = {"image": None, "labels": self.labels, "reference": self.reference}[role]
                 if role == "image":
-                    arr = compact_image(self.array)
+                    arr = compact_image(self.grid.sample(self.array.reshape(self.shape3)))
                 elif arr is None:
                     raise ConfigError(f"no {role} were given")
-                self._cache[role] = nifti_gz(arr, self.affine)
+                else:
+                    arr = self.grid.sample(arr.reshape(self.shape3))
+                self._cache[role] = nifti_gz(arr, self.grid.affine)
             return self._cache[role]
 
     def legend(self, which: str = "labels") -> list[dict[str, Any]]:
@@ -243,23 +275,32 @@ class ViewerSession:
                 "has_labels": self.labels is not None, "has_reference": self.reference is not None,
                 "volume_unit": "mL" if nd == 3 else "cm\u00b2",  # a 2D image's structures have areas
                 "can_save": self.output_dir is not None, "prompt_method": self.prompt_method,
-                "can_save_seg": self.output_dir is not None and self.can_save_seg}
+                "can_save_seg": self.output_dir is not None and self.can_save_seg,
+                "display": self.grid.info(), "edit_labels": self.edit_labels,
+                "mask_legend": [{"value": v, "name": n, "colour": list(self._colour(v, n))}
+                                for v, n in sorted(self.mask_names.items())],
+                "undo": self.edits.can_undo, "redo": self.edits.can_redo}
+
+    def _colour(self, value: int, name: str) -> tuple[int, int, int]:
+        from medseg.labels import label_colour
+
+        return (255, 255, 0) if not self.edit_labels else tuple(label_colour(name, value))  # a prompt: yellow
 
     # ---------------------------------------------------------------- prompting and saving
     def prompt(self, *, box: Sequence[float] | None = None, points: Sequence[Sequence[float]] | None = None,
                labels: Sequence[int] | None = None, extreme_points: Sequence[Sequence[float]] | None = None,
-               refine: bool = False) -> dict[str, Any]:
-        """Run :func:`medseg.prompt.segment` with world-mm (RAS) prompts and keep the mask.
+               refine: bool = False, value: int = 1) -> dict[str, Any]:
+        """Run :func:`medseg.prompt.segment` with world-mm (RAS) prompts; the object becomes structure
+        ``value`` of the label map (its earlier voxels replaced).
 
-        ``refine=True`` corrects the current mask with the clicks (passed as ``previous``), the way
-        a corrective click works; otherwise the prompts start a new object. The mask it replaces is
-        kept for :meth:`undo`. Returns voxels, volume (mL), seconds and the method.
+        ``refine=True`` corrects the current object with the clicks (passed as ``previous``), the
+        way a corrective click works; otherwise the prompts start a new object. Undo brings back
+        the map before it. Returns voxels, volume (mL), seconds, the method and the changed box.
         """
-        from medseg.prompt import segment
-
         if box is None and not points and not extreme_points:
             raise ConfigError("a prompt needs a box, extreme points or at least one click")
         t0 = time.perf_counter()
+        value = self._check_value(value)
         voxel = False
         if len(self.shape) == 2:
             # the page works in 3D world mm; a 2D image's plane may be any (a radiograph's is x-z), so
@@ -270,17 +311,69 @@ class ViewerSession:
             if box is not None:
                 corners = self._plane_indices([list(box)[:3], list(box)[3:6]])
                 box = corners[0] + corners[1]
+        kwargs = {"points": list(points) if points else None, "labels": list(labels) if labels else None,
+                  "box": list(box) if box is not None else None,
+                  "extreme_points": list(extreme_points) if extreme_points else None}
+        return self._segment(kwargs, refine=refine, value=value, voxel=voxel, t0=t0, scribbles=False)
+
+    def scribble(self, body: bytes, *, value: int = 1, refine: bool = False) -> dict[str, Any]:
+        """Scribbles drawn on the page (a checked gzip NIfTI box of the display grid: 1 object,
+        2 background) join this object's earlier scribbles and go to
+        :func:`medseg.prompt.segment` as ``scribbles=`` (with the current object as ``previous``
+        when ``refine``); a new object (box, extreme points, first click) starts them afresh."""
+        t0 = time.perf_counter()
+        value = self._check_value(value)
+        lo, crop = read_crop(body, self.grid, {0, 1, 2})
+        if not crop.any():
+            raise ConfigError("the scribble is empty")
+        strokes = EditableMask(self.shape3)
+        strokes.apply_display_edit(self.grid, lo, crop)
         with self._lock:
-            previous = self.mask if refine else None
-        res = segment(self._prompt_image(), points=list(points) if points else None, labels=list(labels) if labels else None,
-                      box=list(box) if box is not None else None, previous=previous, method=self.prompt_method,
-                      extreme_points=list(extreme_points) if extreme_points else None, voxel=voxel)
-        mask = np.asarray(_numpy(res)[0], dtype=np.uint8)
+            acc = self._scribbles if self._scribbles is not None else np.zeros(self.shape3, dtype=np.uint8)
+            acc = acc.copy()
+            acc[strokes.array > 0] = strokes.array[strokes.array > 0]
+        return self._segment({"scribbles": acc.reshape(self.shape)}, refine=refine, value=value,
+                             voxel=len(self.shape) == 2, t0=t0, scribbles=acc)
+
+    def _segment(self, kwargs: dict[str, Any], *, refine: bool, value: int, voxel: bool, t0: float,
+                 scribbles: np.ndarray | bool) -> dict[str, Any]:
+        from medseg.prompt import segment
+
         with self._lock:
-            self._history.append(self.mask)
-            self.mask = mask
+            obj = self.edits.array == value
+            previous = obj.reshape(self.shape) if refine and obj.any() else None
+        res = segment(self._prompt_image(), previous=previous, method=self.prompt_method, voxel=voxel, **kwargs)
+        found = np.asarray(_numpy(res)[0], dtype=bool).reshape(self.shape3)
+        with self._lock:
+            new = self.edits.array.copy()
+            new[new == value] = 0
+            new[found] = value
+            changed = self.edits.replace(new)
             self.prompt_log = dict(res.meta.get("prompt", {}))
-        return self._summary(time.perf_counter() - t0)
+            if scribbles is False and not refine:
+                self._scribbles = None  # a new object: its scribbles start afresh
+            elif isinstance(scribbles, np.ndarray):
+                self._scribbles = scribbles
+            return self._summary(time.perf_counter() - t0, changed, value)
+
+    def edit(self, body: bytes) -> dict[str, Any]:
+        """A brush / eraser stroke from the page: a gzip NIfTI box of the display grid, checked by
+        :func:`~medseg.viewer.grid.read_crop` (size, grid, affine, values) before it changes the
+        label map; one undo step."""
+        t0 = time.perf_counter()
+        lo, crop = read_crop(body, self.grid, self.allowed_values)
+        with self._lock:
+            changed = self.edits.apply_display_edit(self.grid, lo, crop)
+            return self._summary(time.perf_counter() - t0, changed, None)
+
+    def _check_value(self, value: Any) -> int:
+        try:
+            v = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError("a structure value is a whole number") from None
+        if v == 0 or v not in self.allowed_values:
+            raise ConfigError(f"structure {v} is not one this label map may hold")
+        return v
 
     def _prompt_image(self) -> Any:
         """The image the prompt method sees: itself in 3D; in 2D the same voxels with an in-plane
@@ -305,25 +398,38 @@ class ViewerSession:
         return [[float(v) for v in row] for row in ij.T]
 
     def undo(self) -> dict[str, Any]:
-        """Back to the mask before the last prompt (none: no mask)."""
+        """Back to the label map before the last change (prompt, stroke, clear)."""
         with self._lock:
-            if not self._history:
-                raise ConfigError("nothing to undo")
-            self.mask = self._history.pop()
-        return self._summary(0.0)
+            return self._summary(0.0, self.edits.undo(), None)
+
+    def redo(self) -> dict[str, Any]:
+        """Forward again to the change the last undo took back."""
+        with self._lock:
+            return self._summary(0.0, self.edits.redo(), None)
 
     def clear(self) -> dict[str, Any]:
-        """No mask (undo brings the last one back)."""
+        """An empty label map (undo brings it back)."""
         with self._lock:
-            self._history.append(self.mask)
-            self.mask = None
-        return self._summary(0.0)
+            self._scribbles = None
+            return self._summary(0.0, self.edits.replace(np.zeros_like(self.edits.array)), None)
 
-    def _summary(self, seconds: float) -> dict[str, Any]:
-        n = 0 if self.mask is None else int(self.mask.sum())
+    def delta_bytes(self, summary: Mapping[str, Any]) -> bytes:
+        """The display-grid box a change touched, as gzip NIfTI (empty when nothing shown changed)."""
+        box = summary.get("roi")
+        if not box:
+            return b""
+        with self._lock:
+            return crop_nifti(self.grid, self.edits.array, (tuple(box[0]), tuple(box[1])))
+
+    def _summary(self, seconds: float, changed: Any, value: int | None) -> dict[str, Any]:
+        arr = self.edits.array
+        n = int(np.count_nonzero(arr if value is None else arr == value))
         voxel_ml = float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0 if len(self.shape) == 3 else None
+        shown = None if changed is None else self.grid.to_display(changed)
         return {"voxels": n, "volume_ml": None if voxel_ml is None else n * voxel_ml, "seconds": seconds,
-                "method": self.prompt_method, "has_mask": self.mask is not None}
+                "method": self.prompt_method, "has_mask": bool(arr.any()), "value": value,
+                "roi": None if shown is None else [list(shown[0]), list(shown[1])],
+                "undo": self.edits.can_undo, "redo": self.edits.can_redo}
 
     def save(self, name: str | None = None, format: str = "nifti") -> str:  # noqa: A002 - the CLI's word
         """Write the prompt mask on the source grid into the output folder: ``format="nifti"`` with
@@ -345,8 +451,9 @@ class ViewerSession:
         if format != "nifti" and not self.can_save_seg:
             raise ConfigError("a DICOM SEG or RTSTRUCT needs a DICOM series as the viewed image")
         with self._lock:
-            if self.mask is None:
-                raise ConfigError("nothing to save: draw a box or click first")
+            mask = self.mask
+            if mask is None:
+                raise ConfigError("nothing to save: draw a box, click or brush first")
             self.output_dir.mkdir(parents=True, exist_ok=True)
             if format in ("dicom-seg", "rtstruct"):
                 import torch
@@ -355,12 +462,14 @@ class ViewerSession:
                 from medseg.io.dicom_rtstruct import write_rtstruct
                 from medseg.io.dicom_seg import write_dicom_seg
 
-                labels = MetaTensor(torch.from_numpy(self.mask)[None], affine=torch.as_tensor(self.affine))
+                labels = MetaTensor(torch.from_numpy(mask.copy())[None], affine=torch.as_tensor(self.affine))
                 writer = write_dicom_seg if format == "dicom-seg" else write_rtstruct
-                writer(labels, self.image, self.output_dir / name, label_names={1: "object"},
+                present = {int(v) for v in np.unique(mask) if v}
+                writer(labels, self.image, self.output_dir / name,
+                       label_names={v: n for v, n in self.mask_names.items() if v in present} or {1: "object"},
                        series_description="medseg view prompt")
             else:
-                save_labels(self.mask, self.image, self.output_dir / name)
+                save_labels(mask, self.image, self.output_dir / name)
             if self.prompt_log is not None:
                 side = self.output_dir / (name.split(".nii")[0].removesuffix(".dcm") + ".prompt.json")
                 atomic_write_text(side, json.dumps(self.prompt_log, indent=2, default=str) + "\n")
