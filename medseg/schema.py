@@ -1,8 +1,9 @@
 """The one rule for the version of a JSON file medseg writes (``provenance.json``,
 ``model_spec.json`` / ``medseg.json``, ``statistics.json``, ``train_config.json``, evaluate's
-``summary.json``, the batch manifest's records): each file's dataclass holds its version as a module constant, files written
-before versions existed carry no ``schema_version`` key and are version 1, and a reader refuses a
-version it does not know (a newer medseg wrote it) with one line naming the file.
+``summary.json``, the batch manifest's records): each file's dataclass holds its version as a
+module constant, files written before versions existed carry no ``schema_version`` key and are
+version 1, and a reader refuses a version it does not know (a newer medseg wrote it) with one
+line naming the file.
 """
 
 from __future__ import annotations
