@@ -23,6 +23,7 @@ from viewer_fixture import (
     MARKER_HU,
     MARKER_RAS_MM,
     dice,
+    headless_chromium,
     phantom_case,
     running_server,
 )
@@ -59,11 +60,8 @@ def case():
 
 @pytest.fixture(scope="module")
 def browser():
-    with pw.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                              args=["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--no-sandbox"])
+    with headless_chromium(CHROMIUM) as b:
         yield b
-        b.close()
 
 
 @pytest.fixture

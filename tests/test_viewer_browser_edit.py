@@ -18,7 +18,7 @@ import json
 import numpy as np
 import pytest
 from test_viewer_browser import CHROMIUM, VIEW, _expected_px, _tiles, pw
-from viewer_fixture import dice, phantom_case, running_server
+from viewer_fixture import dice, headless_chromium, phantom_case, running_server
 
 from medseg.viewer.server import vendor_missing
 from medseg.viewer.session import ViewerSession
@@ -41,11 +41,8 @@ def case():
 
 @pytest.fixture(scope="module")
 def browser():
-    with pw.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                              args=["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--no-sandbox"])
+    with headless_chromium(CHROMIUM) as b:
         yield b
-        b.close()
 
 
 def _open(browser, url):

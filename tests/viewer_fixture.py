@@ -80,3 +80,17 @@ def running_server(session):
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextlib.contextmanager
+def headless_chromium(executable: str):
+    """Debian's chromium, headless, driven by Playwright, with software WebGL (no GPU in CI)."""
+    import playwright.sync_api as pw
+
+    with pw.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=executable, headless=True,
+                              args=["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--no-sandbox"])
+        try:
+            yield b
+        finally:
+            b.close()

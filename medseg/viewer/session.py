@@ -10,7 +10,6 @@ are named by role (``image``, ``labels``, ``reference``, ``mask``).
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
 import threading
@@ -21,8 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from medseg.errors import ConfigError, GeometryError, InputError
+from medseg.errors import ConfigError, InputError
+from medseg.geometry import affine_of, as_numpy
 from medseg.viewer.grid import DEFAULT_MAX_VOXELS, DisplayGrid, EditableMask, crop_nifti, read_crop
+from medseg.viewer.volumes import compact_image, load_labels_on, nifti_gz
 
 ROLES = ("image", "labels", "reference", "mask")
 # Window (width, level) presets in HU; the first is the default for CT.
@@ -32,93 +33,6 @@ SAVE_NAME = {"nifti": re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}\.nii(\.gz)?$
              "dicom-seg": re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}\.dcm$"),
              "rtstruct": re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}\.dcm$")}
 DEFAULT_NAME = {"nifti": "prompt_mask.nii.gz", "dicom-seg": "prompt_mask_seg.dcm", "rtstruct": "prompt_mask_rtstruct.dcm"}
-
-
-def _numpy(t: Any) -> np.ndarray:
-    return t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
-
-
-def _affine(t: Any) -> np.ndarray:
-    return np.asarray(_numpy(t.affine), dtype=np.float64)
-
-
-def nifti_gz(arr: np.ndarray, affine: np.ndarray, *, level: int = 1) -> bytes:
-    """Spatial array (i, j[, k]) + RAS affine -> gzip-compressed NIfTI-1 bytes (sform = qform = affine).
-
-    A 2D image becomes one slice (i, j, 1). CT with integer voxels in the int16 range is sent as
-    int16 (half of float32), label maps in their smallest unsigned type.
-    """
-    import nibabel as nib
-
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    img = nib.Nifti1Image(np.ascontiguousarray(arr), np.asarray(affine, dtype=np.float64))
-    img.set_sform(affine, code=1)
-    img.set_qform(affine, code=1)
-    img.header.set_xyzt_units("mm")
-    return gzip.compress(img.to_bytes(), compresslevel=level)
-
-
-def compact_image(arr: np.ndarray) -> np.ndarray:
-    """float32 voxels -> int16 when every value is an integer in range (CT in HU), else float32."""
-    a = np.asarray(arr, dtype=np.float32)
-    if a.size and np.all(np.isfinite(a)):
-        lo, hi = float(a.min()), float(a.max())
-        if -32768 <= lo and hi <= 32767 and np.array_equal(a, np.round(a)):
-            return a.astype(np.int16)
-    return a
-
-
-def compact_labels(arr: np.ndarray) -> np.ndarray:
-    hi = int(arr.max()) if arr.size else 0
-    return arr.astype(np.uint8 if hi < 256 else np.uint16)
-
-
-def _label_names_from_folder(folder: Path) -> dict[int, str]:
-    prov = folder / "provenance.json"
-    if not prov.is_file():
-        return {}
-    from medseg.inference.result import Provenance
-
-    return Provenance.read(prov).label_names
-
-
-def load_labels_on(path: str | Path, image: Any) -> tuple[np.ndarray, dict[int, str]]:
-    """A label map (NIfTI/NRRD/MHA, DICOM SEG, or a ``medseg segment`` case folder holding
-    ``seg.nii.gz``) on exactly ``image``'s grid, with its names when known.
-
-    Raises :class:`~medseg.errors.GeometryError` when its grid is not the image's: the viewer
-    shows voxels where they are and resamples nothing.
-    """
-    from medseg.io import load
-    from medseg.io.read import detect_format
-
-    p = Path(path)
-    names: dict[int, str] = {}
-    if p.is_dir() and (p / "seg.nii.gz").is_file():
-        names = _label_names_from_folder(p)
-        p = p / "seg.nii.gz"
-    if detect_format(p) == "dicom":
-        from medseg.io.dicom_seg import read_dicom_seg
-
-        lab = read_dicom_seg(p, reference=image)
-        names = names or {int(k): str(v) for k, v in (lab.meta.get("labels") or {}).items() if str(k).isdigit()}
-    else:
-        lab = load(p, kind="label")
-        meta_names = lab.meta.get("labels") if isinstance(lab.meta.get("labels"), Mapping) else {}
-        names = names or {int(k): str(v) for k, v in meta_names.items() if str(k).isdigit()}
-    arr = _numpy(lab)
-    arr = arr[0] if arr.ndim == len(image.shape) else arr
-    shape = tuple(int(s) for s in image.shape[1:])
-    if tuple(arr.shape) != shape:
-        raise GeometryError(f"{p.name}: label grid {tuple(arr.shape)} is not the image grid {shape}")
-    if not np.allclose(_affine(lab), _affine(image), atol=1e-3, rtol=0):
-        raise GeometryError(f"{p.name}: label affine differs from the image affine; the labels are not on its grid")
-    if np.issubdtype(arr.dtype, np.floating):
-        arr = np.rint(arr)
-    if arr.size and arr.min() < 0:
-        raise InputError(f"{p.name}: label map holds negative values")
-    return compact_labels(arr.astype(np.int64)), names
 
 
 class ViewerSession:
@@ -136,8 +50,8 @@ class ViewerSession:
         structures are the values a brush or a prompt may write; otherwise it starts empty and a
         prompt's object is value 1."""
         self.image = image
-        self.affine = _affine(image)
-        arr = _numpy(image)
+        self.affine = affine_of(image)
+        arr = as_numpy(image)
         if arr.ndim not in (3, 4) or arr.shape[0] != 1:
             raise InputError(f"the viewer shows one-channel 2D and 3D images; this one has shape {tuple(arr.shape)}")
         self.array = arr[0]
@@ -343,7 +257,7 @@ class ViewerSession:
             obj = self.edits.array == value
             previous = obj.reshape(self.shape) if refine and obj.any() else None
         res = segment(self._prompt_image(), previous=previous, method=self.prompt_method, voxel=voxel, **kwargs)
-        found = np.asarray(_numpy(res)[0], dtype=bool).reshape(self.shape3)
+        found = np.asarray(as_numpy(res)[0], dtype=bool).reshape(self.shape3)
         with self._lock:
             new = self.edits.array.copy()
             new[new == value] = 0
