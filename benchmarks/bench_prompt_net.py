@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_prompt as B  # noqa: E402
 
 NET = "promptable"
-PHANTOM_PLAN = [(9001, "RAS"), (9002, "LPS"), (9003, "PIL"), (9004, "LAS")]
+PHANTOM_PLAN = [(9001, "RAS"), (9002, "LPS")]
 PHANTOM_CLASSICAL = ("grabcut", "region-growing")  # `auto` is exactly these two (box / clicks)
 
 

@@ -123,10 +123,11 @@ def _bounds(mask: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 def default_method(ndim: int = 3) -> str:
     """``promptable`` (the trained network) for 3D images when the ``promptable_3d`` bundle is
-    present, else ``auto`` (classical)."""
+    present AND met its shipping rule (its metadata says ``default: true``), else ``auto``
+    (classical). promptable_3d 0.1.0 did not meet the rule: ``auto`` stays the default."""
     from medseg.prompt import network
 
-    return "promptable" if ndim == 3 and network.available() else "auto"
+    return "promptable" if ndim == 3 and network.default_enabled() else "auto"
 
 
 def segment(image: Any, points: Sequence[Sequence[float]] | None = None, labels: Sequence[int] | None = None,

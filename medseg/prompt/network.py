@@ -7,8 +7,9 @@ training script (``bundles/promptable_3d/scripts/train.py``) and inference here:
   own array axes (no reorientation: training flips and transposes the axes at random). Its side in
   mm comes from the prompts: a box (or the box of the extreme points, or of a previous mask and
   the clicks) plus a margin of ``max(MARGIN_MM, MARGIN_FRACTION x extent)`` on each side; clicks
-  alone start from a ``CLICK_FOV_MM`` cube centred on the positive clicks, grown by ``GROW`` (at
-  most ``MAX_GROW`` times) while the object touches the cube's faces. ``s`` = side / ``CROP``,
+  alone start from a ``CLICK_FOV_MM`` cube centred on the positive clicks; without a box the cube
+  is grown by ``GROW`` (at most ``MAX_GROW`` times) while the object touches one of its faces
+  that lies inside the image. ``s`` = side / ``CROP``,
   clamped to ``[MIN_SPACING, MAX_SPACING]`` mm. The image is sampled trilinearly.
 * **Channels** (7): two image channels, positive clicks, negative clicks, box, previous mask.
 
@@ -165,6 +166,18 @@ def available() -> bool:
     return (d / "models" / "model.pt").is_file() and (d / "models" / "sha256sums.txt").is_file()
 
 
+def default_enabled() -> bool:
+    """Whether the bundle met its shipping rule (docs/PLAN_prompt.md) and is the default method:
+    ``configs/metadata.json`` -> ``medseg_promptable.default``."""
+    if not available():
+        return False
+    try:
+        meta = json.loads((bundle_dir() / "configs" / "metadata.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return bool(meta.get("medseg_promptable", {}).get("default", False))
+
+
 @lru_cache(maxsize=2)
 def load_network(path: str | None = None):
     """The network in eval mode, weights checked against ``models/sha256sums.txt`` and loaded with
@@ -259,6 +272,7 @@ def predict(arr: np.ndarray, spacing: Sequence[float], p, *, net=None, ct: bool 
         idx = np.argwhere(prev)
         pts = np.concatenate([idx, np.asarray(pos + neg, float).reshape(-1, 3)]) if pos or neg else idx
         centre, s = crop_of_box((pts.min(0) - 0.5) * sp, (pts.max(0) + 0.5) * sp)
+        grow = MAX_GROW  # a corrected object may reach past the old mask's box
     else:
         if not pos:
             raise BundleError("the promptable network needs a positive click, a box, extreme points or a mask")

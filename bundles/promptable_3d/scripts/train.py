@@ -411,6 +411,7 @@ def ship(weights: Path, out: Path, info: dict, version: str, note: str) -> None:
                               "margin_mm": N.MARGIN_MM, "margin_fraction": N.MARGIN_FRACTION,
                               "click_fov_mm": N.CLICK_FOV_MM, "spacing_mm": [N.MIN_SPACING, N.MAX_SPACING],
                               "click_sigma_voxels": N.CLICK_SIGMA,
+                              "default": False,  # set true only when the shipping rule is met
                               "normalisation": "CT (0.5th percentile < -500): clip(HU,-1000,1000)/1000 and "
                                                "clip((HU-40)/200,-1,1); else robust z-score /5 and 1-99 "
                                                "percentile to [-1,1]",
