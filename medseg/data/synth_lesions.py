@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from medseg.geometry import spacing_of
+
 __all__ = ["SHAPES", "LesionConfig", "insert_lesions", "lung_mask", "thicken_slices"]
 
 SHAPES = ("round", "lobulated", "spiculated", "part_solid", "ground_glass")
@@ -70,7 +72,7 @@ def _axial_axis(affine: np.ndarray) -> int:
 
 
 def _spacing(affine: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0)
+    return np.asarray(spacing_of(affine))
 
 
 def lung_mask(image: np.ndarray, affine: np.ndarray, *, min_ml: float = 20.0,

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import ConfigError, InputError
-from medseg.geometry import affine_of, as_numpy
+from medseg.geometry import affine_of, as_numpy, spacing_of
 from medseg.viewer.grid import DEFAULT_MAX_VOXELS, DisplayGrid, EditableMask, crop_nifti, read_crop
 from medseg.viewer.volumes import compact_image, load_labels_on, nifti_gz
 
@@ -181,7 +181,7 @@ class ViewerSession:
         from medseg.io.read import orientation_code
 
         nd = len(self.shape)
-        spacing = [float(v) for v in np.linalg.norm(self.affine[:3, :nd], axis=0)]
+        spacing = list(spacing_of(self.affine, nd))
         modality = self.modality if self.modality not in ("unknown", "") or not self.looks_like_ct() else "CT (by HU)"
         return {"shape": list(self.shape), "spacing_mm": spacing, "modality": modality,
                 "orientation": orientation_code(self.affine, nd), "presets": self.presets(),
@@ -298,7 +298,7 @@ class ViewerSession:
         import torch
         from monai.data import MetaTensor
 
-        sx, sy = (float(v) for v in np.linalg.norm(self.affine[:3, :2], axis=0))
+        sx, sy = spacing_of(self.affine, 2)
         return MetaTensor(torch.as_tensor(self.array)[None], affine=torch.diag(torch.tensor([sx, sy, 1.0, 1.0],
                                                                                                 dtype=torch.float64)))
 
