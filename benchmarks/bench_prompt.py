@@ -99,15 +99,16 @@ def run_case(case: dict, n_clicks: int, methods, click_methods, seed: int) -> di
     return out
 
 
-def timing_256(repeats: int = 3) -> dict:
-    """One prompt on a 256x256x128 CT crop: the real ts_ct_sm resampled onto that grid."""
+def timing_case_256():
+    """The timing input both prompt benchmarks use: the real ts_ct_sm resampled onto a 256x256x128
+    grid (affine scaled to keep its world extent), its liver as the object, and that object's
+    box and first click. Returns ``(image MetaTensor, reference mask, box, centre click)``."""
     import torch
     from monai.data import MetaTensor
     from scipy import ndimage
 
     import medseg.io
     from medseg.data import sample
-    from medseg.prompt import segment
     from medseg.prompt import simulate as S
 
     ct = medseg.io.load(sample("ts_ct_sm"))
@@ -118,14 +119,14 @@ def timing_256(repeats: int = 3) -> dict:
     aff = np.asarray(ct.affine, dtype=np.float64).copy()
     aff[:3, :3] = aff[:3, :3] / np.asarray(zoom)[None, :]
     im = MetaTensor(torch.from_numpy(arr)[None], affine=torch.from_numpy(aff))
-    box = S.box_of(ref)
-    centre = S.first_click(ref, [1.0, 1.0, 1.0])
-    prev = segment(im, box=box, voxel=True, method="grabcut").numpy()[0]
-    nxt = S.corrective_click(prev > 0, ref, [1.0, 1.0, 1.0])
-    res = {"shape": list(arr.shape), "object": "liver (real CT resampled)"}
-    tasks = {"box_grabcut": ("grabcut", {"box": box}), "click_region_growing": ("region-growing", {"points": [centre]}),
-             "click_random_walker": ("random-walker", {"points": [centre]}),
-             "correction_auto": ("auto", {"points": [centre, nxt[0]], "labels": [1, nxt[1]], "previous": prev})}
+    return im, ref, S.box_of(ref), S.first_click(ref, [1.0, 1.0, 1.0])
+
+
+def time_prompts(im, tasks: dict, repeats: int) -> dict:
+    """Median seconds of ``segment(im, voxel=True, method=m, **kw)`` for each ``key: (m, kw)``."""
+    from medseg.prompt import segment
+
+    res = {}
     for key, (method, kw) in tasks.items():
         times = []
         for _ in range(repeats):
@@ -133,6 +134,22 @@ def timing_256(repeats: int = 3) -> dict:
             segment(im, voxel=True, method=method, **kw)
             times.append(time.perf_counter() - t)
         res[key] = {"method": method, "median_s": round(float(np.median(times)), 3)}
+    return res
+
+
+def timing_256(repeats: int = 3) -> dict:
+    """One prompt on a 256x256x128 CT crop: the real ts_ct_sm resampled onto that grid."""
+    from medseg.prompt import segment
+    from medseg.prompt import simulate as S
+
+    im, ref, box, centre = timing_case_256()
+    prev = segment(im, box=box, voxel=True, method="grabcut").numpy()[0]
+    nxt = S.corrective_click(prev > 0, ref, [1.0, 1.0, 1.0])
+    res = {"shape": list(im.shape[1:]), "object": "liver (real CT resampled)"}
+    tasks = {"box_grabcut": ("grabcut", {"box": box}), "click_region_growing": ("region-growing", {"points": [centre]}),
+             "click_random_walker": ("random-walker", {"points": [centre]}),
+             "correction_auto": ("auto", {"points": [centre, nxt[0]], "labels": [1, nxt[1]], "previous": prev})}
+    res.update(time_prompts(im, tasks, repeats))
     return res
 
 

@@ -58,41 +58,23 @@ def phantom_cases() -> list[dict]:
 
 
 def timing_256(repeats: int = 3) -> dict:
-    import torch
-    from monai.data import MetaTensor
-    from scipy import ndimage
+    """The network on the same 256x256x128 input as ``bench_prompt.timing_256``."""
+    import os
 
-    import medseg.io
-    from medseg.data import sample
+    import torch
+
     from medseg.prompt import segment
     from medseg.prompt import simulate as S
 
-    ct = medseg.io.load(sample("ts_ct_sm"))
-    seg = medseg.io.load(sample("ts_ct_sm_seg"), kind="label").numpy()[0]
-    zoom = [256 / ct.shape[1], 256 / ct.shape[2], 128 / ct.shape[3]]
-    arr = ndimage.zoom(ct.numpy()[0].astype(np.float32), zoom, order=1)
-    ref = ndimage.zoom((seg == B.ORGANS["liver"]).astype(np.uint8), zoom, order=0) > 0
-    aff = np.asarray(ct.affine, dtype=np.float64).copy()
-    aff[:3, :3] = aff[:3, :3] / np.asarray(zoom)[None, :]
-    im = MetaTensor(torch.from_numpy(arr)[None], affine=torch.from_numpy(aff))
-    box = S.box_of(ref)
-    centre = S.first_click(ref, [1.0, 1.0, 1.0])
+    im, ref, box, centre = B.timing_case_256()
     segment(im, box=box, voxel=True, method=NET)  # load the weights once
     prev = segment(im, box=box, voxel=True, method=NET).numpy()[0]
     nxt = S.corrective_click(prev > 0, ref, [1.0, 1.0, 1.0])
-    import os
-
-    res = {"shape": list(arr.shape), "object": "liver (real CT resampled)", "threads": torch.get_num_threads(),
+    res = {"shape": list(im.shape[1:]), "object": "liver (real CT resampled)", "threads": torch.get_num_threads(),
            "load_average_1min_before": round(os.getloadavg()[0], 2)}
-    tasks = {"box": {"box": box}, "click": {"points": [centre]},
-             "correction": {"points": [centre, nxt[0]], "labels": [1, nxt[1]], "previous": prev}}
-    for key, kw in tasks.items():
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            segment(im, voxel=True, method=NET, **kw)
-            times.append(time.perf_counter() - t)
-        res[key] = {"method": NET, "median_s": round(float(np.median(times)), 3)}
+    tasks = {"box": (NET, {"box": box}), "click": (NET, {"points": [centre]}),
+             "correction": (NET, {"points": [centre, nxt[0]], "labels": [1, nxt[1]], "previous": prev})}
+    res.update(B.time_prompts(im, tasks, repeats))
     return res
 
 
