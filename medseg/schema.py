@@ -22,3 +22,16 @@ def check_version(obj: Any, version: int, where: str, *, error: type[Exception] 
     if found != version:
         raise error(f"{where} has schema_version {found!r}; this medseg reads version {version} (upgrade medseg)")
     return obj
+
+
+def read_record(cls: Any, path: Any, *, error: type[Exception] = InputError, hint: str = "") -> Any:
+    """``cls.from_json`` of the JSON object in ``path``, with messages naming ``parent/file``: the
+    one ``read`` of every schema dataclass (a missing, unreadable or non-object file raises
+    ``error`` in one line, as does a wrong shape, through ``from_json``)."""
+    from pathlib import Path
+
+    from medseg.io.jsonfile import read_json_object
+
+    p = Path(path)
+    where = f"{p.parent.name}/{p.name}"
+    return cls.from_json(read_json_object(p, error=error, name=where, hint=hint), where=where)

@@ -20,7 +20,7 @@ from typing import Any
 from medseg.errors import InputError
 from medseg.io.atomic import atomic_write_text
 from medseg.metrics.structures import structure_statistics
-from medseg.schema import check_version
+from medseg.schema import check_version, read_record
 
 UNITS = {"volume_ml": "mL", "intensity": "image units (HU for CT)", "bbox_ras_mm": "RAS+ mm",
          "centroid_ras_mm": "RAS+ mm"}
@@ -73,11 +73,7 @@ class StructureStatistics:
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> StructureStatistics:
-        from medseg.io.jsonfile import read_json_object
-
-        p = Path(path)
-        where = f"{p.parent.name}/{p.name}"
-        return cls.from_json(read_json_object(p, error=InputError, name=where), where=where)
+        return read_record(cls, path)
 
 
 def compute_statistics(image: Any, labels: Any, model: Any) -> StructureStatistics:

@@ -8,11 +8,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from medseg.errors import InputError
-from medseg.schema import check_version
+from medseg.schema import check_version, read_record
 
 #: files without ``schema_version`` are version 1 (see :mod:`medseg.schema`)
 SUMMARY_VERSION = 1
@@ -121,9 +120,4 @@ class EvaluationSummary:
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> EvaluationSummary:
-        from medseg.io.jsonfile import read_json_object
-
-        p = Path(path)
-        where = f"{p.parent.name}/{p.name}"
-        obj = read_json_object(p, error=InputError, name=where, hint="re-run medseg evaluate")
-        return cls.from_json(obj, where=where)
+        return read_record(cls, path, hint="re-run medseg evaluate")

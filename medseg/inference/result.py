@@ -149,11 +149,9 @@ class Provenance:
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> Provenance:
         """Read ``path`` (a case folder's ``provenance.json``)."""
-        from medseg.io.jsonfile import read_json_object
+        from medseg.schema import read_record
 
-        p = Path(path)
-        return cls.from_json(read_json_object(p, error=InputError, name=f"{p.parent.name}/{p.name}"),
-                             where=f"{p.parent.name}/{p.name}")
+        return read_record(cls, path)
 
     def dumps(self) -> str:
         """The text of ``provenance.json``."""

@@ -12,7 +12,7 @@ from typing import Any
 
 from medseg.errors import ConfigError
 from medseg.io.jsonfile import read_json_object
-from medseg.schema import check_version
+from medseg.schema import check_version, read_record
 
 ARCHS = ("unet", "dynunet", "segresnet")
 #: how the validation Dice that chooses best.pt is computed (see :mod:`medseg.training.validation`)
@@ -126,9 +126,7 @@ class TrainConfig:
     def read(cls, path: str | os.PathLike[str]) -> TrainConfig:
         """``path``: a run folder or its ``train_config.json``."""
         p = Path(path)
-        p = p / "train_config.json" if p.is_dir() else p
-        where = f"{p.parent.name}/{p.name}"
-        return cls.from_json(read_json_object(p, error=ConfigError, name=where), where=where)
+        return read_record(cls, p / "train_config.json" if p.is_dir() else p, error=ConfigError)
 
 
 # --------------------------------------------------------------------------------- helpers
