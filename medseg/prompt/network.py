@@ -22,7 +22,7 @@ training script (``bundles/promptable_3d/scripts/train.py``) and inference here:
     so "no box" and "box everywhere" differ.
 * **Output**: one logit map; its trilinear resampling onto the image grid inside the crop,
   thresholded at 0, keeps the components holding a positive click / extreme point (or the
-  largest in the box's core), holes filled (:func:`medseg.prompt.methods._finish`).
+  largest in the box's core), holes filled (:func:`medseg.prompt.prompts.finish`).
 
 Weights: ``bundles/promptable_3d/models/model.pt`` (a state dict), its sha256 recorded in
 ``models/sha256sums.txt`` and checked before ``torch.load(weights_only=True)``.
@@ -241,9 +241,9 @@ def _paste(logits: np.ndarray, shape, spacing, centre_mm, s: float):
 
 
 def predict(arr: np.ndarray, spacing: Sequence[float], p, *, net=None, ct: bool | None = None) -> np.ndarray:
-    """Boolean mask of the whole ``arr`` from prompts ``p`` (:class:`~medseg.prompt.methods.Prompts`,
+    """Boolean mask of the whole ``arr`` from prompts ``p`` (:class:`~medseg.prompt.prompts.Prompts`,
     voxel indices of ``arr``)."""
-    from medseg.prompt.methods import _finish
+    from medseg.prompt.prompts import finish as _finish
 
     if arr.ndim != 3:
         raise BundleError("the promptable_3d network takes 3D images")
@@ -304,7 +304,7 @@ def predict(arr: np.ndarray, spacing: Sequence[float], p, *, net=None, ct: bool 
         grow -= 1
         s = float(min(s * GROW, MAX_SPACING))
     # components and holes on the crop grid (cheap), then one trilinear paste onto the image grid
-    from medseg.prompt.methods import Prompts
+    from medseg.prompt.prompts import Prompts
 
     inside = [tuple(int(v) for v in np.rint(q)) for q in ([] if c_pos is None else c_pos)
               if np.all(np.rint(q) >= 0) and np.all(np.rint(q) <= CROP - 1)]
