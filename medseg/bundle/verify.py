@@ -71,6 +71,23 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asanyarray(img.dataobj), img.affine
 
 
+def _trust_check(add, configs: dict, trust: bool, passed: str) -> bool:
+    """The "trust" line of a report: skipped under ``--trust-bundle``, else the policy on
+    ``configs`` (``passed`` is the message when it holds). Returns whether the bundle may load."""
+    if trust:
+        add(Check("trust", True, "skipped by --trust-bundle (config evaluated as given)"))
+        return True
+    from medseg.bundle.trust import ensure_trusted
+
+    try:
+        ensure_trusted(configs)
+    except BundleError as exc:
+        add(Check("trust", False, str(exc)))
+        return False
+    add(Check("trust", True, passed))
+    return True
+
+
 def verify_bundle(path: str | os.PathLike[str], *, trust: bool = False, min_dice: float = 0.98,
                   min_agreement: float = 0.999) -> VerifyReport:
     """Check a bundle folder; never raises for a failing check (see :class:`VerifyReport`).
@@ -84,7 +101,7 @@ def verify_bundle(path: str | os.PathLike[str], *, trust: bool = False, min_dice
     """
     from medseg.bundle.load import read_all_configs, resolve_bundle
     from medseg.bundle.spec import check_metadata
-    from medseg.bundle.trust import bundle_file, check_checksums, ensure_trusted, load_weights, sha256_file
+    from medseg.bundle.trust import bundle_file, check_checksums, load_weights, sha256_file
 
     bundle = resolve_bundle(path)
     from medseg.bundle.zoo import is_zoo_bundle
@@ -106,16 +123,7 @@ def verify_bundle(path: str | os.PathLike[str], *, trust: bool = False, min_dice
     problems = check_metadata(meta) if meta is not None else ["metadata.json missing or unreadable"]
     add(Check("metadata", not problems, "; ".join(problems) if problems else "MONAI bundle spec keys present"))
 
-    trusted = True
-    if trust:
-        add(Check("trust", True, "skipped by --trust-bundle (config evaluated as given)"))
-    else:
-        try:
-            ensure_trusted(configs)
-            add(Check("trust", True, f"{len(configs)} config(s) use allow-listed constructs only"))
-        except BundleError as exc:
-            trusted = False
-            add(Check("trust", False, str(exc)))
+    trusted = _trust_check(add, configs, trust, f"{len(configs)} config(s) use allow-listed constructs only")
 
     sums_ok = False
     try:
@@ -233,16 +241,7 @@ def verify_zoo_bundle(bundle: Path, *, trust: bool = False) -> VerifyReport:
         except BundleError:
             others.append(other)
     note = (f"; not run by medseg and refused untrusted: {', '.join(others)}" if others else "")
-    trusted = True
-    if trust:
-        add(Check("trust", True, "skipped by --trust-bundle (config evaluated as given)"))
-    else:
-        try:
-            ensure_trusted(run_configs)
-            add(Check("trust", True, f"configs/{name} uses allow-listed constructs only{note}"))
-        except BundleError as exc:
-            trusted = False
-            add(Check("trust", False, str(exc)))
+    trusted = _trust_check(add, run_configs, trust, f"configs/{name} uses allow-listed constructs only{note}")
     if not trusted:
         add(Check("load", None, "not run: the trust check failed"))
         return report
