@@ -102,8 +102,10 @@ def targets(new: dict) -> str:
 def main() -> None:
     import torch
 
-    torch.set_num_threads(THREADS)
-    args = bt.synth_args(__doc__, NAME, EPOCHS).parse_args()
+    parser = bt.synth_args(__doc__, NAME, EPOCHS)
+    parser.add_argument("--threads", type=int, default=THREADS, help="torch CPU threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     work, run, model = bt.train_synth(args, NAME, synth_cases(), LABELS, "ct_spine", NETWORK, patch=PATCH,
                                       spacing=SPACING_MM, val_fraction=0.1, postprocess=POSTPROCESS)
     from medseg.bundle import load_bundle
