@@ -71,10 +71,11 @@ def test_radiograph_points_are_x_z_on_an_x_z_plane():
 def test_default_method_follows_the_bundle(monkeypatch):
     from medseg.prompt.api import default_method
 
-    monkeypatch.setattr(network, "default_enabled", lambda: True)
+    monkeypatch.setattr(network, "default_enabled", lambda ndim=3: ndim == 3)
     assert default_method(3) == "promptable" and default_method(2) == "auto"
-    monkeypatch.setattr(network, "default_enabled", lambda: False)
-    assert default_method(3) == "auto"
+    monkeypatch.setattr(network, "default_enabled", lambda ndim=3: ndim == 2)
+    assert default_method(3) == "auto" and default_method(2) == "promptable"
+    assert default_method(4) == "auto"  # no network for 4D
     if network.available():  # 0.1.0 did not meet its shipping rule (docs/PLAN_prompt.md)
         monkeypatch.undo()
         assert default_method(3) == "auto"

@@ -26,9 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scribbles", metavar="LABELS",
                         help="a label map on the image grid: 1 object, 2 background, 0 unmarked")
     parser.add_argument("--method", default=None,
-                        help="promptable (the trained promptable_3d network; the default for 3D images when "
-                             "its bundle is present), auto (classical; the default otherwise), region-growing, "
+                        help="promptable (the trained promptable_3d / promptable_2d network; the default when its "
+                             "bundle met its shipping rule), auto (classical; the default otherwise), region-growing, "
                              "random-walker, grabcut, or a registered method")
+    parser.add_argument("--model", default=None, metavar="BUNDLE",
+                        help="a promptable bundle (folder, or promptable_3d / promptable_2d) for the "
+                             "promptable method (implies --method promptable)")
     units = parser.add_mutually_exclusive_group()
     units.add_argument("--voxel", action="store_true", help="coordinates are voxel indices i j [k]")
     units.add_argument("--lps", action="store_true", help="world coordinates in DICOM's LPS instead of RAS")
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise PromptError("give at least one prompt: --point, --box, --extreme, --scribbles or --previous")
     kwargs = {"points": points or None, "labels": labels or None, "box": args.box,
               "extreme_points": [list(p) for p in args.extreme] if args.extreme else None,
-              "voxel": args.voxel, "space": "LPS" if args.lps else "RAS"}
+              "voxel": args.voxel, "space": "LPS" if args.lps else "RAS", "model": args.model}
     if args.previous:
         kwargs["previous"] = load(args.previous, kind="label")
     if args.scribbles:

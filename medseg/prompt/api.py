@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -122,18 +123,18 @@ def _bounds(mask: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 
 def default_method(ndim: int = 3) -> str:
-    """``promptable`` (the trained network) for 3D images when the ``promptable_3d`` bundle is
-    present AND met its shipping rule (its metadata says ``default: true``), else ``auto``
-    (classical). promptable_3d 0.1.0 did not meet the rule: ``auto`` stays the default."""
+    """``promptable`` (the trained network) when the ``promptable_3d`` (3D) / ``promptable_2d``
+    (2D) bundle is present AND met its shipping rule (its metadata says ``default: true``), else
+    ``auto`` (classical). promptable_3d 0.1.0 did not meet the rule: ``auto`` stays its default."""
     from medseg.prompt import network
 
-    return "promptable" if ndim == 3 and network.default_enabled() else "auto"
+    return "promptable" if ndim in network.BUNDLES and network.default_enabled(ndim) else "auto"
 
 
 def segment(image: Any, points: Sequence[Sequence[float]] | None = None, labels: Sequence[int] | None = None,
             box: Sequence[float] | None = None, extreme_points: Sequence[Sequence[float]] | None = None,
             scribbles: Any = None, previous: Any = None, *, method: str | None = None, voxel: bool = False,
-            space: str = "RAS", margin_mm: float | None = None):
+            space: str = "RAS", margin_mm: float | None = None, model: str | Path | None = None):
     """Segment one object from prompts; returns a uint8 MetaTensor ``(1, *spatial)`` (1 = object)
     on exactly the image's grid.
 
@@ -154,6 +155,9 @@ def segment(image: Any, points: Sequence[Sequence[float]] | None = None, labels:
             ``None`` (default): :func:`default_method` for this image.
         margin_mm: context around the prompts the method sees (default 10 mm around a box,
             60 mm around clicks alone).
+        model: a promptable bundle (a folder, or ``promptable_3d`` / ``promptable_2d``) for the
+            ``promptable`` method; giving one makes ``promptable`` the method when none is named
+            (:func:`medseg.prompt.network.resolve_bundle`; anything else is a ``BundleError``).
     ``meta["prompt"]`` records the method, the voxel prompts, the region worked on and the time.
     """
     import torch
@@ -166,10 +170,12 @@ def segment(image: Any, points: Sequence[Sequence[float]] | None = None, labels:
     spacing = spacing_of(affine, arr.ndim)
     p = build_prompts(arr, affine, image, points=points, labels=labels, box=box, extreme_points=extreme_points,
                       scribbles=scribbles, previous=previous, voxel=voxel, space=space)
-    method = default_method(arr.ndim) if method is None else method
+    if model is not None and method not in (None, "promptable"):
+        raise PromptError(f"model= is a promptable network; method '{method}' does not take one")
+    method = ("promptable" if model is not None else default_method(arr.ndim)) if method is None else method
     fn = get_method(method)
     if getattr(fn, "whole_image", False):  # the method picks its own region (the network's crop)
-        out = np.asarray(fn(arr, spacing, p), dtype=np.uint8)
+        out = np.asarray(fn(arr, spacing, p, model=model), dtype=np.uint8)
         lo, hi = _bounds(out)
     else:
         lo, hi = roi_of(p, arr.shape, spacing, margin_mm)

@@ -276,11 +276,11 @@ def auto(arr: np.ndarray, spacing, p: Prompts) -> np.ndarray:
     return region_growing(arr, spacing, p)
 
 
-def _promptable(arr: np.ndarray, spacing, p: Prompts) -> np.ndarray:
+def _promptable(arr: np.ndarray, spacing, p: Prompts, model=None) -> np.ndarray:
     from medseg.prompt.network import predict
 
-    return predict(arr, spacing, p)
+    return predict(arr, spacing, p, model=model)
 
 
-_promptable.whole_image = True  # type: ignore[attr-defined]  # the network crops for itself
+_promptable.whole_image = True  # type: ignore[attr-defined]  # crops for itself; called with model=
 register("promptable", _promptable)

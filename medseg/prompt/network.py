@@ -1,9 +1,11 @@
-"""The trained promptable network (bundle ``promptable_3d``) behind :func:`medseg.prompt.segment`.
+"""The trained promptable networks (bundles ``promptable_3d`` and ``promptable_2d``) behind
+:func:`medseg.prompt.segment`.
 
 Design (DeepGrow / DEXTR / nnInteractive style: prompts as extra input channels), shared by the
 training script (``bundles/promptable_3d/scripts/train.py``) and inference here:
 
-* **Crop**: a cube of ``CROP``\\ :sup:`3` voxels at an isotropic spacing ``s`` mm, in the image's
+* **Crop**: a cube of ``CROP``\\ :sup:`3` voxels (3D) or a square of ``CROP_2D``\\ :sup:`2` pixels
+  (2D: :func:`crop_for` picks by the number of axes) at an isotropic spacing ``s`` mm, in the image's
   own array axes (no reorientation: training flips and transposes the axes at random). Its side in
   mm comes from the prompts: a box (or the box of the extreme points, or of a previous mask and
   the clicks) plus a margin of ``max(MARGIN_MM, MARGIN_FRACTION x extent)`` on each side; clicks
@@ -24,8 +26,12 @@ training script (``bundles/promptable_3d/scripts/train.py``) and inference here:
   thresholded at 0, keeps the components holding a positive click / extreme point (or the
   largest in the box's core), holes filled (:func:`medseg.prompt.prompts.finish`).
 
-Weights: ``bundles/promptable_3d/models/model.pt`` (a state dict), its sha256 recorded in
-``models/sha256sums.txt`` and checked before ``torch.load(weights_only=True)``.
+The 2D network is the same design with ``spatial_dims=2`` (same seven channels); 3D images go to
+``promptable_3d``, 2D images (X-ray, microscopy, one slice) to ``promptable_2d``.
+
+Weights: ``bundles/promptable_{3d,2d}/models/model.pt`` (a state dict), its sha256 recorded in
+``models/sha256sums.txt`` and checked before ``torch.load(weights_only=True)``; another promptable
+bundle folder can be given as ``model`` (:func:`resolve_bundle`).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import numpy as np
 from medseg.errors import BundleError
 
 CROP = 48
+CROP_2D = 96
 IN_CHANNELS = 7
 MARGIN_MM = 10.0
 MARGIN_FRACTION = 0.15
@@ -50,13 +57,21 @@ MIN_SPACING = 0.6
 MAX_SPACING = 8.0
 CLICK_SIGMA = 2.0
 BUNDLE_NAME = "promptable_3d"
+BUNDLES = {3: "promptable_3d", 2: "promptable_2d"}
 NETWORK = {"arch": "UNet", "channels": [16, 32, 64, 128], "strides": [2, 2, 2], "num_res_units": 1}
 
 
-def build_net():
+def crop_for(ndim: int) -> int:
+    """The crop's side in voxels for an image of ``ndim`` spatial axes."""
+    if ndim not in BUNDLES:
+        raise BundleError(f"the promptable networks take 2D or 3D images, not {ndim}D")
+    return CROP if ndim == 3 else CROP_2D
+
+
+def build_net(ndim: int = 3):
     from monai.networks.nets import UNet
 
-    return UNet(spatial_dims=3, in_channels=IN_CHANNELS, out_channels=1, channels=tuple(NETWORK["channels"]),
+    return UNet(spatial_dims=ndim, in_channels=IN_CHANNELS, out_channels=1, channels=tuple(NETWORK["channels"]),
                 strides=tuple(NETWORK["strides"]), num_res_units=NETWORK["num_res_units"])
 
 
@@ -68,12 +83,13 @@ def crop_of_box(lo_mm: np.ndarray, hi_mm: np.ndarray) -> tuple[np.ndarray, float
     lo_mm, hi_mm = np.asarray(lo_mm, float), np.asarray(hi_mm, float)
     ext = hi_mm - lo_mm
     side = float(np.max(ext + 2 * np.maximum(MARGIN_MM, MARGIN_FRACTION * ext)))
-    return (lo_mm + hi_mm) / 2, float(np.clip(side / CROP, MIN_SPACING, MAX_SPACING))
+    return (lo_mm + hi_mm) / 2, float(np.clip(side / crop_for(lo_mm.size), MIN_SPACING, MAX_SPACING))
 
 
 def crop_coords(centre_mm: np.ndarray, s: float) -> np.ndarray:
     """Index-scaled mm of the crop's voxel centres along one axis, per axis: (ndim, CROP)."""
-    k = (np.arange(CROP) - (CROP - 1) / 2.0) * s
+    crop = crop_for(np.asarray(centre_mm).size)
+    k = (np.arange(crop) - (crop - 1) / 2.0) * s
     return np.asarray(centre_mm, float)[:, None] + k[None, :]
 
 
@@ -84,16 +100,17 @@ def sample_crop(arr: np.ndarray, spacing: Sequence[float], centre_mm, s: float, 
     from scipy import ndimage
 
     sp = np.asarray(spacing, float)
-    start = (np.asarray(centre_mm, float) - (CROP - 1) / 2.0 * s) / sp
+    crop = crop_for(arr.ndim)
+    start = (np.asarray(centre_mm, float) - (crop - 1) / 2.0 * s) / sp
     step = s / sp
     mode = "nearest" if cval is None else "constant"
-    return ndimage.affine_transform(arr, step, offset=start, output_shape=(CROP,) * arr.ndim, order=order,
+    return ndimage.affine_transform(arr, step, offset=start, output_shape=(crop,) * arr.ndim, order=order,
                                     mode=mode, cval=0.0 if cval is None else cval, prefilter=False)
 
 
 def to_crop_index(points_vox, spacing, centre_mm, s: float) -> np.ndarray:
     p = np.asarray(points_vox, float).reshape(-1, len(spacing)) * np.asarray(spacing, float)
-    return (p - np.asarray(centre_mm, float)) / s + (CROP - 1) / 2.0
+    return (p - np.asarray(centre_mm, float)) / s + (crop_for(len(spacing)) - 1) / 2.0
 
 
 # ------------------------------------------------------------------ channels
@@ -146,7 +163,7 @@ def box_map(lo: np.ndarray | None, hi: np.ndarray | None, shape: Sequence[int]) 
 
 
 def encode(image_ch: np.ndarray, pos, neg, box_lo, box_hi, previous: np.ndarray | None) -> np.ndarray:
-    """The network input (IN_CHANNELS, CROP, CROP, CROP) from crop-index prompts."""
+    """The network input (IN_CHANNELS, *crop shape) from crop-index prompts."""
     shape = image_ch.shape[1:]
     prev = np.zeros(shape, np.float32) if previous is None else previous.astype(np.float32)
     nobox = np.full(shape, 0.0 if box_lo is not None else 1.0, np.float32)
@@ -157,52 +174,86 @@ def encode(image_ch: np.ndarray, pos, neg, box_lo, box_hi, previous: np.ndarray 
 # ------------------------------------------------------------------ bundle
 
 
-def bundle_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "bundles" / BUNDLE_NAME
+def bundle_dir(ndim: int = 3) -> Path:
+    return Path(__file__).resolve().parents[2] / "bundles" / BUNDLES[ndim]
 
 
-def available() -> bool:
-    d = bundle_dir()
+def available(ndim: int = 3) -> bool:
+    d = bundle_dir(ndim)
     return (d / "models" / "model.pt").is_file() and (d / "models" / "sha256sums.txt").is_file()
 
 
-def default_enabled() -> bool:
+def _metadata(d: Path) -> dict:
+    try:
+        return json.loads((d / "configs" / "metadata.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def default_enabled(ndim: int = 3) -> bool:
     """Whether the bundle met its shipping rule (docs/PLAN_prompt.md) and is the default method:
     ``configs/metadata.json`` -> ``medseg_promptable.default``."""
-    if not available():
+    if not available(ndim):
         return False
-    try:
-        meta = json.loads((bundle_dir() / "configs" / "metadata.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return bool(meta.get("medseg_promptable", {}).get("default", False))
+    return bool(_metadata(bundle_dir(ndim)).get("medseg_promptable", {}).get("default", False))
 
 
-@lru_cache(maxsize=2)
-def load_network(path: str | None = None):
+def resolve_bundle(model: str | Path | None, ndim: int) -> Path:
+    """The promptable bundle folder for ``model``: ``None`` -> the shipped one for ``ndim`` axes;
+    a shipped name (``promptable_3d`` / ``promptable_2d``); or a folder holding a promptable
+    bundle (``configs/metadata.json`` with a ``medseg_promptable`` section). Anything else is a
+    one-line :class:`~medseg.errors.BundleError`."""
+    if model is None:
+        return bundle_dir(ndim)
+    text = str(model)
+    by_name = {name: Path(__file__).resolve().parents[2] / "bundles" / name for name in BUNDLES.values()}
+    d = by_name.get(text, Path(text))
+    if not d.is_dir():
+        raise BundleError(f"--model: '{text}' is neither a promptable bundle name ({', '.join(by_name)}) "
+                          "nor a bundle folder")
+    meta = _metadata(d).get("medseg_promptable")
+    if not isinstance(meta, dict):
+        raise BundleError(f"--model: '{d.name}' is not a promptable bundle (configs/metadata.json has no "
+                          "medseg_promptable section)")
+    dims = int(meta.get("spatial_dims", 3))
+    if dims != ndim:
+        raise BundleError(f"--model: '{d.name}' is a {dims}D promptable network; this image is {ndim}D")
+    return d
+
+
+def load_network(path: str | None = None, ndim: int = 3):
     """The network in eval mode, weights checked against ``models/sha256sums.txt`` and loaded with
-    ``torch.load(weights_only=True)``."""
+    ``torch.load(weights_only=True)``; ``path`` a promptable bundle folder (default: the shipped
+    one for ``ndim``)."""
+    return _load_network(str(resolve_bundle(path, ndim)), ndim)
+
+
+@lru_cache(maxsize=4)
+def _load_network(folder: str, ndim: int):
     import torch
 
     from medseg.bundle.trust import read_checksums, sha256_file
 
-    d = Path(path) if path else bundle_dir()
+    d = Path(folder)
     weights = d / "models" / "model.pt"
     if not weights.is_file():
         raise BundleError(f"the {d.name} bundle has no models/model.pt; train it with "
-                          f"bundles/{BUNDLE_NAME}/scripts/train.py")
+                          f"bundles/{BUNDLES[ndim]}/scripts/train.py")
     sums = read_checksums(d)
     if sums.get("models/model.pt") != sha256_file(weights):
         raise BundleError(f"{d.name}/models/model.pt does not match its sha256 in models/sha256sums.txt")
-    meta = json.loads((d / "configs" / "metadata.json").read_text(encoding="utf-8"))
-    net_cfg = meta.get("medseg_promptable", {})
-    if net_cfg.get("in_channels", IN_CHANNELS) != IN_CHANNELS or net_cfg.get("crop", CROP) != CROP:
+    net_cfg = _metadata(d).get("medseg_promptable", {})
+    if (net_cfg.get("in_channels", IN_CHANNELS) != IN_CHANNELS or net_cfg.get("crop", CROP) != crop_for(ndim)
+            or int(net_cfg.get("spatial_dims", 3)) != ndim):
         raise BundleError(f"{d.name} was built for another prompt encoding than this medseg's")
-    net = build_net()
+    net = build_net(ndim)
     state = torch.load(weights, map_location="cpu", weights_only=True)
     net.load_state_dict(state)
     net.eval()
     return net
+
+
+load_network.cache_clear = _load_network.cache_clear  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------------------ inference
@@ -228,26 +279,29 @@ def _paste(logits: np.ndarray, shape, spacing, centre_mm, s: float):
     """Logits resampled (trilinear, separable) onto the image voxels the crop covers:
     (slices, logit block)."""
     sp = np.asarray(spacing, float)
-    lo_mm = np.asarray(centre_mm, float) - (CROP - 1) / 2.0 * s
-    hi_mm = np.asarray(centre_mm, float) + (CROP - 1) / 2.0 * s
+    crop = crop_for(sp.size)
+    lo_mm = np.asarray(centre_mm, float) - (crop - 1) / 2.0 * s
+    hi_mm = np.asarray(centre_mm, float) + (crop - 1) / 2.0 * s
     lo = np.maximum(0, np.ceil(lo_mm / sp - 1e-6)).astype(int)
     hi = np.minimum(np.asarray(shape) - 1, np.floor(hi_mm / sp + 1e-6)).astype(int)
     if np.any(hi < lo):
         return None, None
     block = logits.astype(np.float32)
-    for ax in range(3):
+    for ax in range(sp.size):
         block = _lerp_axis(block, (np.arange(lo[ax], hi[ax] + 1) * sp[ax] - lo_mm[ax]) / s, ax)
     return tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi, strict=True)), block
 
 
-def predict(arr: np.ndarray, spacing: Sequence[float], p, *, net=None, ct: bool | None = None) -> np.ndarray:
-    """Boolean mask of the whole ``arr`` from prompts ``p`` (:class:`~medseg.prompt.prompts.Prompts`,
-    voxel indices of ``arr``)."""
+def predict(arr: np.ndarray, spacing: Sequence[float], p, *, net=None, ct: bool | None = None,
+            model: str | Path | None = None) -> np.ndarray:
+    """Boolean mask of the whole ``arr`` (2D or 3D) from prompts ``p``
+    (:class:`~medseg.prompt.prompts.Prompts`, voxel indices of ``arr``); ``model`` a promptable
+    bundle (:func:`resolve_bundle`; default the shipped one for ``arr.ndim`` axes)."""
     from medseg.prompt.prompts import finish as _finish
 
-    if arr.ndim != 3:
-        raise BundleError("the promptable_3d network takes 3D images")
-    net = load_network() if net is None else net
+    nd = arr.ndim
+    crop = crop_for(nd)
+    net = load_network(model, nd) if net is None else net
     ct = is_ct(arr) if ct is None else ct
     sp = np.asarray(spacing, float)
     pos = list(p.positive) + list(p.extreme)
@@ -270,7 +324,7 @@ def predict(arr: np.ndarray, spacing: Sequence[float], p, *, net=None, ct: bool 
         centre, s = crop_of_box(lo_mm, hi_mm)
     elif prev is not None:
         idx = np.argwhere(prev)
-        pts = np.concatenate([idx, np.asarray(pos + neg, float).reshape(-1, 3)]) if pos or neg else idx
+        pts = np.concatenate([idx, np.asarray(pos + neg, float).reshape(-1, nd)]) if pos or neg else idx
         centre, s = crop_of_box((pts.min(0) - 0.5) * sp, (pts.max(0) + 0.5) * sp)
         grow = MAX_GROW  # a corrected object may reach past the old mask's box
     else:
@@ -278,7 +332,7 @@ def predict(arr: np.ndarray, spacing: Sequence[float], p, *, net=None, ct: bool 
             raise BundleError("the promptable network needs a positive click, a box, extreme points or a mask")
         centre = np.asarray(pos, float).mean(0) * sp
         ext = np.ptp(np.asarray(pos, float) * sp, axis=0).max() if len(pos) > 1 else 0.0
-        s = float(np.clip(max(CLICK_FOV_MM, ext * 1.5) / CROP, MIN_SPACING, MAX_SPACING))
+        s = float(np.clip(max(CLICK_FOV_MM, ext * 1.5) / crop, MIN_SPACING, MAX_SPACING))
         grow = MAX_GROW
     while True:
         img = image_channels(sample_crop(arr, sp, centre, s), ct)
@@ -293,12 +347,12 @@ def predict(arr: np.ndarray, spacing: Sequence[float], p, *, net=None, ct: bool 
             c_prev = sample_crop(prev.view(np.uint8), sp, centre, s, order=0, cval=0.0) > 0
         logits = _forward(net, encode(img, c_pos, c_neg, b_lo, b_hi, c_prev))
         fg = logits > 0
-        first = centre - (CROP - 1) / 2.0 * s
-        last = centre + (CROP - 1) / 2.0 * s
+        first = centre - (crop - 1) / 2.0 * s
+        last = centre + (crop - 1) / 2.0 * s
         inside_lo = first >= -0.5 * sp  # faces beyond the image's edge do not ask for a larger crop
         inside_hi = last <= (np.asarray(arr.shape) - 0.5) * sp
         faces = [(inside_lo[a] and np.take(fg, 0, a).any()) or (inside_hi[a] and np.take(fg, -1, a).any())
-                 for a in range(3)]
+                 for a in range(nd)]
         if grow <= 0 or not any(faces) or s >= MAX_SPACING:
             break
         grow -= 1
@@ -307,13 +361,13 @@ def predict(arr: np.ndarray, spacing: Sequence[float], p, *, net=None, ct: bool 
     from medseg.prompt.prompts import Prompts
 
     inside = [tuple(int(v) for v in np.rint(q)) for q in ([] if c_pos is None else c_pos)
-              if np.all(np.rint(q) >= 0) and np.all(np.rint(q) <= CROP - 1)]
+              if np.all(np.rint(q) >= 0) and np.all(np.rint(q) <= crop - 1)]
     c_box = None
     if b_lo is not None:
-        a = np.clip(np.ceil(b_lo - 1e-6), 0, CROP - 1).astype(int)
-        b = np.clip(np.floor(b_hi + 1e-6), 0, CROP - 1).astype(int)
+        a = np.clip(np.ceil(b_lo - 1e-6), 0, crop - 1).astype(int)
+        b = np.clip(np.floor(b_hi + 1e-6), 0, crop - 1).astype(int)
         c_box = (tuple(int(v) for v in a), tuple(int(v) for v in np.maximum(a, b)))
-    keep = _finish(fg, Prompts(inside, [], c_box, [], None, c_prev), (s, s, s))
+    keep = _finish(fg, Prompts(inside, [], c_box, [], None, c_prev), (s,) * nd)
     adj = logits.copy()
     adj[~keep] = np.minimum(adj[~keep], -1.0)
     adj[keep & ~fg] = 1.0
