@@ -123,6 +123,53 @@ def build_sources(n_phantoms: int, paint: bool = False) -> list[tuple[Source, fl
     return [(s, w) for s, w in out if s.targets]
 
 
+def _slices(src: Source, step: int, targets) -> list[Source]:
+    """2D sources: every ``step``-th slice along each axis of a 3D source that shows a target."""
+    out = []
+    for axis in range(3):
+        for k in range(step // 2, src.tissue.shape[axis], step):
+            tis = np.take(src.tissue, k, axis)
+            img = None if src.image is None else np.take(src.image, k, axis)
+            sl = Source(f"{src.name}_a{axis}_{k}", tis, src.names, np.delete(src.spacing, axis), image=img,
+                        ct=src.ct, synth=src.synth, targets=targets)
+            if sl.targets:
+                out.append(sl)
+    return out
+
+
+def build_sources_2d(n_phantoms: int) -> list[tuple[Source, float]]:
+    """The 2D material: slices of the 3D sources (same held-out rule) and the 2D phantoms
+    (chest X-ray lungs, each fluorescence nucleus a target), seeds 1..``n_phantoms``. Group
+    weights below; within a group the slices share the weight equally."""
+    from scipy import ndimage
+
+    from medseg.data import phantoms
+
+    groups: dict[str, tuple[float, list[Source]]] = {}
+    for src, _ in build_sources(n_phantoms):
+        group = src.name.rsplit("_", 1)[0] if src.name[-1].isdigit() else src.name
+        targets = None if src.synth else list(src.names)
+        w = {"ts_ct_sm": 0.25, "ts_mr_sm": 0.12, "ts_ct_vertebrae": 0.08, "lung_ct": 0.08, "brain_mr": 0.04,
+             "spine_ct": 0.06}[group]
+        groups.setdefault(group, (w, []))[1].extend(_slices(src, 3 if src.synth else 6, targets))
+    xr = []
+    for seed in range(1, n_phantoms + 1):
+        ph = phantoms.chest_xray(seed=seed)
+        xr.append(Source(f"chest_xray_{seed}", ph.label.astype(np.int32), dict(ph.labels), ph.spacing,
+                         image=ph.image.astype(np.float32), ct=False, synth=False, targets=list(ph.labels)))
+        ph = phantoms.nuclei_2d(seed=seed)
+        lab, n = ndimage.label(ph.label > 0)
+        groups.setdefault("nuclei_2d", (0.2, []))[1].append(
+            Source(f"nuclei_2d_{seed}", lab.astype(np.int32), {i: f"nucleus_{i}" for i in range(1, n + 1)},
+                   ph.spacing, image=ph.image.astype(np.float32), ct=False, synth=False,
+                   targets=list(range(1, n + 1))))
+    groups["chest_xray"] = (0.17, xr)
+    out = []
+    for w, srcs in groups.values():
+        out.extend((s, w / len(srcs)) for s in srcs)
+    return out
+
+
 # ------------------------------------------------------------------ one training sample
 
 SYNTH = None  # SynthConfig without deformation (the target mask is not deformed), set in main
@@ -146,8 +193,8 @@ def _perturb(ref: np.ndarray, rng) -> np.ndarray:
     elif k == 1:
         m = ndimage.binary_erosion(m, iterations=it)
     elif k == 2:
-        m = np.roll(m, tuple(int(v) for v in rng.integers(-3, 4, 3)), axis=(0, 1, 2))
-    grid = np.indices(m.shape).reshape(3, -1).T
+        m = np.roll(m, tuple(int(v) for v in rng.integers(-3, 4, m.ndim)), axis=tuple(range(m.ndim)))
+    grid = np.indices(m.shape).reshape(m.ndim, -1).T
     near = np.argwhere(ndimage.binary_dilation(ref, iterations=4))
     for _ in range(int(rng.integers(0, 3))):
         if not len(near):
@@ -160,17 +207,18 @@ def _perturb(ref: np.ndarray, rng) -> np.ndarray:
 
 
 def make_sample(src: Source, rng, net=None):
-    """(x (C, D, H, W) float32, y (D, H, W) float32) for one target of ``src``."""
+    """(x (C, *crop) float32, y (*crop) float32) for one target of ``src`` (2D or 3D)."""
     from medseg.data.synth import synthesize
     from medseg.prompt import simulate as S
 
     name, lo, hi, mask = src.targets[rng.integers(len(src.targets))]
     sp = src.spacing
+    nd, crop = sp.size, N.crop_for(sp.size)
     mode = rng.choice(["box", "clicks", "extreme"], p=[0.45, 0.35, 0.2])
     pos, box = [], None
     if mode == "box":
         amp = 3 if rng.random() < 0.3 else np.clip(np.rint(0.15 * (hi - lo + 1)), 1, 3).astype(int)
-        j = np.rint(rng.uniform(-1, 1, size=(2, 3)) * amp).astype(int)
+        j = np.rint(rng.uniform(-1, 1, size=(2, nd)) * amp).astype(int)
         blo = np.clip(lo + j[0], 0, np.asarray(mask.shape) - 1)
         bhi = np.clip(np.maximum(hi + j[1], blo), 0, np.asarray(mask.shape) - 1)
         box = (blo, bhi)
@@ -190,8 +238,8 @@ def make_sample(src: Source, rng, net=None):
     else:
         centre = np.asarray(pos[0], float) * sp
         side = N.CLICK_FOV_MM * N.GROW ** rng.uniform(0, N.MAX_GROW)
-        s = float(np.clip(side / N.CROP, N.MIN_SPACING, N.MAX_SPACING))
-    centre = centre + rng.uniform(-0.05, 0.05, 3) * s * N.CROP * (box is not None)
+        s = float(np.clip(side / crop, N.MIN_SPACING, N.MAX_SPACING))
+    centre = centre + rng.uniform(-0.05, 0.05, nd) * s * crop * (box is not None)
     tis = N.sample_crop(src.tissue.astype(np.float32), sp, centre, s, order=0).astype(np.int32)
     y = N.sample_crop(mask.astype(np.float32), sp, centre, s, order=0, cval=0.0) > 0.5
     if src.synth:
@@ -230,16 +278,18 @@ def make_blob_sample(src: Source, rng, net=None):
 
     _, lo, hi, _ = src.targets[rng.integers(len(src.targets))]
     sp = src.spacing
+    nd, crop = sp.size, N.crop_for(sp.size)
     centre = (lo + hi) / 2.0 * sp
-    s = float(np.clip(N.GROW ** rng.uniform(-2, 3) * N.CLICK_FOV_MM / N.CROP, N.MIN_SPACING, N.MAX_SPACING))
+    s = float(np.clip(N.GROW ** rng.uniform(-2, 3) * N.CLICK_FOV_MM / crop, N.MIN_SPACING, N.MAX_SPACING))
     tis = N.sample_crop(src.tissue.astype(np.float32), sp, centre, s, order=0).astype(np.int32)
     mode = rng.choice(["box", "clicks", "extreme"], p=[0.45, 0.35, 0.2])
-    big = N.CROP / (2 * (1 + 2 * N.MARGIN_FRACTION))
-    semi = rng.uniform(0.55, 1.0, 3) * big if mode != "clicks" else rng.uniform(3, big, 3)
-    c = (N.CROP - 1) / 2.0 + rng.uniform(-0.15, 0.15, 3) * N.CROP * (mode == "clicks")
-    g = np.indices((N.CROP,) * 3, dtype=np.float32)
-    f = sum(((g[a] - c[a]) / semi[a]) ** 2 for a in range(3))
-    noise = ndimage.gaussian_filter(rng.standard_normal((N.CROP,) * 3).astype(np.float32), rng.uniform(3, 6))
+    big = crop / (2 * (1 + 2 * N.MARGIN_FRACTION))
+    semi = rng.uniform(0.55, 1.0, nd) * big if mode != "clicks" else rng.uniform(3, big, nd)
+    c = (crop - 1) / 2.0 + rng.uniform(-0.15, 0.15, nd) * crop * (mode == "clicks")
+    g = np.indices((crop,) * nd, dtype=np.float32)
+    f = sum(((g[a] - c[a]) / semi[a]) ** 2 for a in range(nd))
+    noise = ndimage.gaussian_filter(rng.standard_normal((crop,) * nd).astype(np.float32),
+                                    rng.uniform(3, 6) * crop / N.CROP)
     f = f + rng.uniform(0.2, 0.8) * noise / max(float(noise.std()), 1e-6)
     y = f < 1.0
     cc, n = ndimage.label(y)
@@ -259,15 +309,15 @@ def make_blob_sample(src: Source, rng, net=None):
     blo, bhi = idx.min(0).astype(float), idx.max(0).astype(float)
     c_pos, b_lo, b_hi = None, None, None
     if mode == "box":
-        b_lo = blo - 0.5 + rng.integers(-2, 3, 3)
-        b_hi = bhi + 0.5 + rng.integers(-2, 3, 3)
+        b_lo = blo - 0.5 + rng.integers(-2, 3, nd)
+        b_hi = bhi + 0.5 + rng.integers(-2, 3, nd)
         if rng.random() < 0.3:
-            c_pos = np.asarray([S.first_click(y, (1.0, 1.0, 1.0))], float)
+            c_pos = np.asarray([S.first_click(y, (1.0,) * nd)], float)
     elif mode == "extreme":
         ext = np.asarray(S.extreme_points(y, 1, rng), float)
         c_pos, b_lo, b_hi = ext, ext.min(0) - 0.5, ext.max(0) + 0.5
     else:
-        c_pos = np.asarray([S.first_click(y, (1.0, 1.0, 1.0), rng if rng.random() < 0.5 else None)], float)
+        c_pos = np.asarray([S.first_click(y, (1.0,) * nd, rng if rng.random() < 0.5 else None)], float)
     return _interact(imch, y, c_pos, b_lo, b_hi, rng, net)
 
 
@@ -286,17 +336,17 @@ def _interact(imch, y, c_pos, b_lo, b_hi, rng, net):
                 prev = N._forward(net, x) > 0
             elif prev is None:
                 prev = _perturb(y, rng)
-            nxt = S.corrective_click(prev, y, (1.0, 1.0, 1.0), rng if rng.random() < 0.5 else None)
+            nxt = S.corrective_click(prev, y, (1.0,) * y.ndim, rng if rng.random() < 0.5 else None)
             if nxt is None:
                 break
             (cpos if nxt[1] else neg).append(tuple(float(v) for v in nxt[0]))
             x = N.encode(imch, np.asarray(cpos) if cpos else None, np.asarray(neg) if neg else None, b_lo, b_hi,
                          prev)
     # orientation-agnostic: random axis permutation and flips of the cube
-    perm = rng.permutation(3)
+    perm = rng.permutation(y.ndim)
     x = np.transpose(x, (0, *(perm + 1)))
     y = np.transpose(y, perm)
-    for ax in range(3):
+    for ax in range(y.ndim):
         if rng.random() < 0.5:
             x, y = np.flip(x, ax + 1), np.flip(y, ax)
     return np.ascontiguousarray(x), np.ascontiguousarray(y, dtype=np.float32)
@@ -314,12 +364,13 @@ def train(args) -> Path:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    sources = build_sources(args.phantoms, args.paint_held_out)
+    sources = (build_sources(args.phantoms, args.paint_held_out) if args.dims == 3
+               else build_sources_2d(args.phantoms))
     w = np.asarray([wt for _, wt in sources])
     w = w / w.sum()
     n_targets = sum(len(s.targets) for s, _ in sources)
     print(f"{len(sources)} sources, {n_targets} targets, built in {time.time() - t0:.0f} s", flush=True)
-    net = N.build_net()
+    net = N.build_net(args.dims)
     if args.init:
         net.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -349,8 +400,9 @@ def train(args) -> Path:
         logits = net(x)
         bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
         p = torch.sigmoid(logits)
-        inter = (p * y).sum((1, 2, 3, 4))
-        dice = 1 - (2 * inter + 1) / (p.sum((1, 2, 3, 4)) + y.sum((1, 2, 3, 4)) + 1)
+        axes = tuple(range(1, y.ndim))
+        inter = (p * y).sum(axes)
+        dice = 1 - (2 * inter + 1) / (p.sum(axes) + y.sum(axes) + 1)
         loss = bce + dice.mean()
         opt.zero_grad()
         loss.backward()
@@ -365,7 +417,7 @@ def train(args) -> Path:
         if step % 200 == 0:
             torch.save(net.state_dict(), work / "last.pt")
     torch.save(net.state_dict(), work / "last.pt")
-    info = {"steps": step, "batch": args.batch, "minutes": round((time.time() - t_start) / 60, 1),
+    info = {"steps": step, "batch": args.batch, "spatial_dims": args.dims, "minutes": round((time.time() - t_start) / 60, 1),
             "threads": args.threads, "seed": args.seed, "lr": args.lr, "n_sources": len(sources),
             "n_targets": n_targets, "sources": sorted({s.name.rsplit("_", 1)[0] if s.name[-1].isdigit() else s.name
                                                        for s, _ in sources}),
@@ -376,6 +428,23 @@ def train(args) -> Path:
 
 
 # ------------------------------------------------------------------ bundle
+
+
+DESCRIPTION = {
+    3: ("class-agnostic promptable (interactive) 3D segmentation: clicks, box, extreme points, previous mask -> "
+        "one object",
+        "Small 3D U-Net (prompts as input channels), trained on CPU on domain-randomised images drawn from label "
+        "maps; liver, spleen and kidneys held out as targets. Research only.",
+        "TotalSegmentator label maps (ts_ct_sm, ts_mr_sm, ts_ct vertebrae; images never read except the MR's "
+        "body outline), medseg phantoms (lung_ct, brain_mr, spine_ct)"),
+    2: ("class-agnostic promptable (interactive) 2D segmentation (X-ray, microscopy, one slice): clicks, box, "
+        "extreme points, previous mask -> one object",
+        "Small 2D U-Net (prompts as input channels), trained on CPU on slices of domain-randomised images drawn "
+        "from label maps and on 2D phantoms; liver, spleen and kidneys held out as targets; no real microscopy "
+        "image trained on. Research only.",
+        "slices of TotalSegmentator label maps (ts_ct_sm, ts_mr_sm, ts_ct vertebrae) with synthetic intensities, "
+        "slices of medseg phantoms (lung_ct, brain_mr, spine_ct), medseg 2D phantoms (chest_xray, nuclei_2d)"),
+}
 
 
 def ship(weights: Path, out: Path, info: dict, version: str, note: str) -> None:
@@ -393,21 +462,20 @@ def ship(weights: Path, out: Path, info: dict, version: str, note: str) -> None:
     if (out / "configs" / "metadata.json").is_file():
         old = json.loads((out / "configs" / "metadata.json").read_text())
     changelog = {version: note, **{k: v for k, v in old.get("changelog", {}).items() if k != version}}
+    dims = int(info.get("spatial_dims", 3))
+    task, description, data_source = DESCRIPTION[dims]
     meta = {
         "schema": "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/"
                   "meta_schema_20240725.json",
-        "version": version, "changelog": changelog, "name": N.BUNDLE_NAME,
-        "task": "class-agnostic promptable (interactive) 3D segmentation: clicks, box, extreme points, "
-                "previous mask -> one object",
-        "description": "Small 3D U-Net (prompts as input channels), trained on CPU on domain-randomised images "
-                       "drawn from label maps; liver, spleen and kidneys held out as targets. Research only.",
+        "version": version, "changelog": changelog, "name": N.BUNDLES[dims],
+        "task": task, "description": description,
         "authors": "medseg", "copyright": "Copyright (c) medseg",
         "intended_use": "Research and annotation help only: not for diagnostic or treatment decisions.",
-        "data_source": "TotalSegmentator label maps (ts_ct_sm, ts_mr_sm, ts_ct vertebrae; images never read "
-                       "except the MR's body outline), medseg phantoms (lung_ct, brain_mr, spine_ct)",
+        "data_source": data_source,
         "held_out_targets": ["liver", "spleen", "kidney_left", "kidney_right", "kidney_cyst_left",
                              "kidney_cyst_right"],
-        "medseg_promptable": {"in_channels": N.IN_CHANNELS, "crop": N.CROP, "network": N.NETWORK,
+        "medseg_promptable": {"in_channels": N.IN_CHANNELS, "crop": N.crop_for(dims), "spatial_dims": dims,
+                              "network": N.NETWORK,
                               "margin_mm": N.MARGIN_MM, "margin_fraction": N.MARGIN_FRACTION,
                               "click_fov_mm": N.CLICK_FOV_MM, "spacing_mm": [N.MIN_SPACING, N.MAX_SPACING],
                               "click_sigma_voxels": N.CLICK_SIGMA,
@@ -439,17 +507,22 @@ def main(argv=None) -> int:
     ap.add_argument("--blobs", type=float, default=0.35,
                     help="share of the synthetic samples whose target is a random smooth blob painted in")
     ap.add_argument("--init", default=None, help="start from these weights (a state dict)")
-    ap.add_argument("--work", default="/tmp/promptable_3d_run")
-    ap.add_argument("--out", default=str(REPO / "bundles" / "promptable_3d"))
+    ap.add_argument("--dims", type=int, choices=(2, 3), default=3,
+                    help="3: promptable_3d; 2: promptable_2d (bundles/promptable_2d/scripts/train.py)")
+    ap.add_argument("--work", default=None, help="scratch folder (default /tmp/promptable_<dims>d_run)")
+    ap.add_argument("--out", default=None, help="bundle folder (default bundles/promptable_<dims>d)")
     ap.add_argument("--version", default="0.1.0")
     ap.add_argument("--note", default="first build")
     ap.add_argument("--ship-only", action="store_true", help="ship WORK/last.pt without training")
     args = ap.parse_args(argv)
     global SYNTH
     SYNTH = _synth_config()
+    args.work = args.work or f"/tmp/promptable_{args.dims}d_run"
+    args.out = args.out or str(REPO / "bundles" / N.BUNDLES[args.dims])
     work = Path(args.work)
     weights = work / "last.pt" if args.ship_only else train(args)
     info = json.loads((work / "train_info.json").read_text()) if (work / "train_info.json").is_file() else {}
+    info.setdefault("spatial_dims", args.dims)
     ship(weights, Path(args.out), info, args.version, args.note)
     return 0
 
