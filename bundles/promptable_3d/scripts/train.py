@@ -170,9 +170,48 @@ def build_sources_2d(n_phantoms: int) -> list[tuple[Source, float]]:
     return out
 
 
+REAL_CT = {  # (image sample, file or None for the sample itself, mask sample, structures)
+    "ts_ct2_vessels": ("ts_ct2_masks", "ct_cropped.nii.gz", "ts_ct2_masks",
+                       ("aorta", "brachiocephalic_trunk", "celiac_trunk", "common_carotid_artery_left",
+                        "subclavian_artery_left", "superior_mesenteric_artery", "iliac_artery_left",
+                        "iliac_artery_right", "renal_arteries", "vertebrae_T12")),
+    "ts_ct2_heart": ("ts_ct2", None, "ts_ct2_pulmonary", ("heart",)),
+    "ts_ct2_pulmonary": ("ts_ct2_pulmonary", "ct_cropped.nii.gz", "ts_ct2_pulmonary", ("pulmonary_artery",)),
+}
+
+
+def real_ct_sources(weight: float) -> list[tuple[Source, float]]:
+    """REAL CT images with real targets of a patient no benchmark reads (TotalSegmentator's
+    second patient, ``ts_ct2``): the aorta, its branches and vertebra T12 on its cropped CT, the
+    heart on the whole CT, the pulmonary artery on the cropped chest CT (TotalSegmentator's
+    masks, each on the grid of its image). Their own images (intensity noise added), ``weight``
+    shared between them."""
+    import nibabel as nib
+
+    from medseg.data import sample
+
+    out = []
+    for name, (img_sample, img_file, mask_sample, structures) in REAL_CT.items():
+        path = sample(img_sample) if img_file is None else sample(img_sample) / img_file
+        ct = nib.load(str(path))
+        lab = np.zeros(ct.shape, np.int32)
+        names = {}
+        for i, structure in enumerate(structures, start=1):
+            m = nib.load(str(sample(mask_sample) / f"{structure}.nii.gz"))
+            if m.shape != ct.shape or not np.allclose(m.affine, ct.affine, atol=1e-3):
+                raise SystemExit(f"{structure} is not on the grid of {path.name}")
+            lab[(np.asarray(m.dataobj) > 0) & (lab == 0)] = i
+            names[i] = structure
+        out.append((Source(name, lab, names, np.linalg.norm(ct.affine[:3, :3], axis=0),
+                           image=np.asarray(ct.dataobj, dtype=np.float32), ct=True, synth=False,
+                           targets=list(names)), weight / len(REAL_CT)))
+    return [(s, w) for s, w in out if s.targets]
+
+
 # ------------------------------------------------------------------ one training sample
 
 SYNTH = None  # SynthConfig without deformation (the target mask is not deformed), set in main
+JITTER = (3, 0.15)  # box corners move by up to this many voxels, or this fraction of the extent (--box-jitter)
 
 
 def _synth_config():
@@ -217,7 +256,7 @@ def make_sample(src: Source, rng, net=None):
     mode = rng.choice(["box", "clicks", "extreme"], p=[0.45, 0.35, 0.2])
     pos, box = [], None
     if mode == "box":
-        amp = 3 if rng.random() < 0.3 else np.clip(np.rint(0.15 * (hi - lo + 1)), 1, 3).astype(int)
+        amp = JITTER[0] if rng.random() < 0.3 else np.clip(np.rint(JITTER[1] * (hi - lo + 1)), 1, JITTER[0]).astype(int)
         j = np.rint(rng.uniform(-1, 1, size=(2, nd)) * amp).astype(int)
         blo = np.clip(lo + j[0], 0, np.asarray(mask.shape) - 1)
         bhi = np.clip(np.maximum(hi + j[1], blo), 0, np.asarray(mask.shape) - 1)
@@ -366,6 +405,8 @@ def train(args) -> Path:
     t0 = time.time()
     sources = (build_sources(args.phantoms, args.paint_held_out) if args.dims == 3
                else build_sources_2d(args.phantoms))
+    if args.real_ct:
+        sources += real_ct_sources(args.real_ct)
     w = np.asarray([wt for _, wt in sources])
     w = w / w.sum()
     n_targets = sum(len(s.targets) for s, _ in sources)
@@ -417,7 +458,8 @@ def train(args) -> Path:
         if step % 200 == 0:
             torch.save(net.state_dict(), work / "last.pt")
     torch.save(net.state_dict(), work / "last.pt")
-    info = {"steps": step, "batch": args.batch, "spatial_dims": args.dims, "minutes": round((time.time() - t_start) / 60, 1),
+    info = {"steps": step, "batch": args.batch, "spatial_dims": args.dims, "init": args.init,
+            "real_ct_weight": args.real_ct, "box_jitter": list(JITTER), "blobs": args.blobs, "minutes": round((time.time() - t_start) / 60, 1),
             "threads": args.threads, "seed": args.seed, "lr": args.lr, "n_sources": len(sources),
             "n_targets": n_targets, "sources": sorted({s.name.rsplit("_", 1)[0] if s.name[-1].isdigit() else s.name
                                                        for s, _ in sources}),
@@ -507,6 +549,10 @@ def main(argv=None) -> int:
     ap.add_argument("--blobs", type=float, default=0.35,
                     help="share of the synthetic samples whose target is a random smooth blob painted in")
     ap.add_argument("--init", default=None, help="start from these weights (a state dict)")
+    ap.add_argument("--real-ct", type=float, default=0.0,
+                    help="sampling weight of the real ts_ct2 CTs with their masks (real_ct_sources; 0: not used)")
+    ap.add_argument("--box-jitter", type=float, nargs=2, default=(3, 0.15), metavar=("VOXELS", "FRACTION"),
+                    help="box corners jittered by up to VOXELS, or FRACTION of the extent")
     ap.add_argument("--dims", type=int, choices=(2, 3), default=3,
                     help="3: promptable_3d; 2: promptable_2d (bundles/promptable_2d/scripts/train.py)")
     ap.add_argument("--work", default=None, help="scratch folder (default /tmp/promptable_<dims>d_run)")
@@ -515,8 +561,9 @@ def main(argv=None) -> int:
     ap.add_argument("--note", default="first build")
     ap.add_argument("--ship-only", action="store_true", help="ship WORK/last.pt without training")
     args = ap.parse_args(argv)
-    global SYNTH
+    global SYNTH, JITTER
     SYNTH = _synth_config()
+    JITTER = (int(args.box_jitter[0]), float(args.box_jitter[1]))
     args.work = args.work or f"/tmp/promptable_{args.dims}d_run"
     args.out = args.out or str(REPO / "bundles" / N.BUNDLES[args.dims])
     work = Path(args.work)
