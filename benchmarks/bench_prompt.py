@@ -58,7 +58,8 @@ def load_cases(n_nuclei: int, seed: int = 0) -> list[dict]:
     return cases
 
 
-def run_case(case: dict, n_clicks: int, methods, click_methods, seed: int) -> dict:
+def run_case(case: dict, n_clicks: int, methods, click_methods, seed: int, model=None) -> dict:
+    """``model``: a promptable bundle folder for the ``promptable`` method (default: the shipped one)."""
     from medseg.classical._sitk import spacing_of
     from medseg.prompt import segment
     from medseg.prompt import simulate as S
@@ -74,7 +75,8 @@ def run_case(case: dict, n_clicks: int, methods, click_methods, seed: int) -> di
 
     def run(method, **kw):
         t = time.perf_counter()
-        m = segment(im, voxel=True, method=method, **kw).numpy()[0] > 0
+        m = segment(im, voxel=True, method=method, model=model if method == "promptable" else None,
+                    **kw).numpy()[0] > 0
         return m, time.perf_counter() - t
 
     for method in methods:
