@@ -6,7 +6,7 @@ volume's world extent and the radiological convention: the patient's right on th
 anterior and superior up), which letter NiiVue draws on each side of each view, and what the
 crosshair reports at the marker. Then a box dragged with the mouse around the liver on the axial
 view gives a mask whose Dice with the phantom's liver is above ``BOX_DICE`` (measured 0.77 with the
-default ``auto`` method), a corrective click at the centre of the largest error on that slice is
+classical ``auto`` method), a corrective click at the centre of the largest error on that slice is
 sent at its world position, raises the Dice (measured 0.80) and gives exactly what
 :func:`medseg.prompt.segment` gives for that click refining the previous mask; undo restores the
 box's mask and "save mask" writes a NIfTI that medseg's reader reads back on the source grid. Screenshots are kept in each test's tmp_path.
@@ -45,7 +45,7 @@ pytestmark = [
 ]
 
 BOX_DICE = 0.75  # measured 0.77 with medseg.prompt's "auto" method on this box
-METHOD = "auto"  # the viewer's default; refines a mask with corrective clicks (region-growing does not)
+METHOD = "auto"  # classical (the viewer defaults to the network when its bundle is there); refines with clicks
 VIEW = {"width": 1200, "height": 800}
 # axCorSag -> (world axis shown left-right, sign: +1 when the larger value is on the screen's right,
 #              world axis shown up-down); radiological convention, sagittal with the nose on the right

@@ -30,6 +30,7 @@ from medseg.errors import ConfigError, GeometryError
 MAX_UPLOAD_BYTES = 64 << 20  # a gzip crop from the page; a full 512x512x300 binary mask packs to ~1 MiB
 DEFAULT_MAX_VOXELS = 1 << 25  # 33.5 M voxels (512 x 512 x 128) are sent whole; larger studies reduced
 MAX_HISTORY = 50
+FULL_SIDE = 160  # a full-resolution crop of a reduced study: at most this many voxels along each axis
 Box = tuple[tuple[int, int, int], tuple[int, int, int]]  # inclusive (lo, hi) voxel indices
 
 
@@ -90,6 +91,24 @@ class DisplayGrid:
     def info(self) -> dict:
         return {"shape": list(self.shape), "factor": list(self.factor), "reduced": self.reduced,
                 "affine": [[float(v) for v in row] for row in self.affine]}
+
+
+def full_resolution_box(shape3: Sequence[int], affine: np.ndarray, centre_mm: Sequence[float],
+                        side: int = FULL_SIDE) -> Box:
+    """The source-grid box (inclusive) of at most ``side`` voxels per axis centred, as far as the
+    grid allows, on the voxel nearest ``centre_mm`` (RAS mm); a position outside the grid is refused."""
+    c = np.asarray(centre_mm, dtype=np.float64)
+    if c.shape != (3,) or not np.isfinite(c).all():
+        raise ConfigError("a position is three finite numbers (x, y, z in mm)")
+    if not 1 <= int(side) <= FULL_SIDE:
+        raise ConfigError(f"a full-resolution crop has 1 to {FULL_SIDE} voxels per axis")
+    ijk = np.linalg.solve(np.asarray(affine, dtype=np.float64)[:3, :3], c - np.asarray(affine)[:3, 3])
+    n = np.asarray(shape3, dtype=np.int64)
+    if np.any(ijk < -0.5) or np.any(ijk > n - 0.5):
+        raise ConfigError("the position is outside the image")
+    k = np.minimum(n, int(side))
+    lo = np.clip(np.rint(ijk).astype(np.int64) - k // 2, 0, n - k)
+    return tuple(int(v) for v in lo), tuple(int(v) for v in lo + k - 1)  # type: ignore[return-value]
 
 
 def _slices(box: Box) -> tuple[slice, ...]:

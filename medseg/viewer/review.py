@@ -76,13 +76,14 @@ def is_output_folder(path: str | Path) -> bool:
 class Review:
     """The cases of an output folder, the one open, and the decisions (see the module doc)."""
 
-    def __init__(self, output: str | Path, images: str | Path, *, prompt_method: str = "auto",
-                 max_voxels: int | None = None) -> None:
+    def __init__(self, output: str | Path, images: str | Path, *, prompt_method: str | None = None,
+                 max_voxels: int | None = None, prompt_model: Any = None) -> None:
         from medseg.batch.manifest import Manifest
         from medseg.batch.runner import latest_done_records
 
         self.root = Path(output)
         self.prompt_method = prompt_method
+        self.prompt_model = prompt_model
         self.max_voxels = max_voxels
         cases: list[ReviewCase] = []
         if _is_case(self.root):
@@ -163,7 +164,8 @@ class Review:
                 raise InputError(f"case {index + 1}: the image in --images is not the one this case was segmented from")
         labels, names = load_labels_on(case.folder, image)
         session = ViewerSession(image, labels=labels, label_names=names, prompt_method=self.prompt_method,
-                                max_voxels=self.max_voxels or DEFAULT_MAX_VOXELS, edit_labels=True)
+                                max_voxels=self.max_voxels or DEFAULT_MAX_VOXELS, edit_labels=True,
+                                prompt_model=self.prompt_model)
         session.review_key = case.key
         self.current = index
         return session

@@ -207,10 +207,26 @@ class _Handler(BaseHTTPRequestHandler):
             elif path.startswith("/volume/") and path[len("/volume/"):] in ROLES:
                 data = s.volume_bytes(path[len("/volume/"):])
                 self._send(200, data, "application/gzip")
+            elif path == "/api/fullres":
+                self._full_resolution(s, query)
             else:
                 self._refuse(404)
         except MedsegError as exc:
             self._refuse(409, " ".join(str(exc).split()))
+        except (KeyError, TypeError, ValueError):
+            self._refuse(400, "malformed request")
+
+    def _full_resolution(self, s: ViewerSession, query: dict[str, str]) -> None:
+        """``GET /api/fullres?role=image&x=&y=&z=[&side=]``: a source-grid box around a world
+        position (RAS mm) as gzip NIfTI, its box in a header (``X-Medseg-Crop``)."""
+        role = query.get("role", "image")
+        if role not in ROLES:
+            self._refuse(404)
+            return
+        centre = [float(query[k]) for k in ("x", "y", "z")]
+        side = int(query["side"]) if "side" in query else None
+        data, box = s.full_resolution(role, centre, **({} if side is None else {"side": side}))
+        self._send(200, data, "application/gzip", {"X-Medseg-Crop": json.dumps(box)})
 
     def do_POST(self) -> None:  # noqa: N802
         checked = self._checked()

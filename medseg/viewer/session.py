@@ -22,7 +22,15 @@ import numpy as np
 
 from medseg.errors import ConfigError, InputError
 from medseg.geometry import affine_of, as_numpy, spacing_of
-from medseg.viewer.grid import DEFAULT_MAX_VOXELS, DisplayGrid, EditableMask, crop_nifti, read_crop
+from medseg.viewer.grid import (
+    DEFAULT_MAX_VOXELS,
+    FULL_SIDE,
+    DisplayGrid,
+    EditableMask,
+    crop_nifti,
+    full_resolution_box,
+    read_crop,
+)
 from medseg.viewer.volumes import compact_image, load_labels_on, nifti_gz
 
 ROLES = ("image", "labels", "reference", "mask")
@@ -44,11 +52,15 @@ class ViewerSession:
 
     def __init__(self, image: Any, *, labels: np.ndarray | None = None, label_names: Mapping[int, str] | None = None,
                  reference: np.ndarray | None = None, reference_names: Mapping[int, str] | None = None,
-                 output_dir: str | Path | None = None, prompt_method: str = "auto",
-                 max_voxels: int = DEFAULT_MAX_VOXELS, edit_labels: bool = False) -> None:
+                 output_dir: str | Path | None = None, prompt_method: str | None = None,
+                 max_voxels: int = DEFAULT_MAX_VOXELS, edit_labels: bool = False, prompt_model: Any = None) -> None:
         """``edit_labels=True`` (batch review): the editable label map starts as ``labels`` and its
         structures are the values a brush or a prompt may write; otherwise it starts empty and a
-        prompt's object is value 1."""
+        prompt's object is value 1. ``prompt_method`` None: the viewer's default
+        (:func:`medseg.viewer.prompting.default_method`: the trained network for 3D images when its
+        bundle is there); ``prompt_model``: a promptable bundle folder that method ``promptable`` uses."""
+        from medseg.viewer.prompting import default_method
+
         self.image = image
         self.affine = affine_of(image)
         arr = as_numpy(image)
@@ -64,7 +76,15 @@ class ViewerSession:
         self.reference = reference
         self.reference_names = dict(reference_names or label_names or {})
         self.output_dir = Path(output_dir) if output_dir is not None else None
-        self.prompt_method = prompt_method
+        if prompt_model is not None:  # a promptable bundle (name or folder); anything else: one line
+            from medseg.prompt.network import resolve_bundle
+
+            if prompt_method not in (None, "promptable"):
+                raise ConfigError(f"a promptable model is the network; method {prompt_method!r} does not take one")
+            prompt_model = resolve_bundle(prompt_model, len(self.shape))
+        self.prompt_model = prompt_model
+        self.prompt_method = prompt_method or ("promptable" if prompt_model is not None
+                                               else default_method(len(self.shape)))
         self.edit_labels = edit_labels and labels is not None
         initial = labels.reshape(self.shape3) if self.edit_labels else None
         if initial is not None and int(initial.max(initial=0)) > 253:
@@ -98,7 +118,8 @@ class ViewerSession:
     @classmethod
     def from_paths(cls, path: str | Path, *, labels: str | Path | None = None, reference: str | Path | None = None,
                    output_dir: str | Path | None = None, series: str | None = None,
-                   prompt_method: str = "auto", max_voxels: int = DEFAULT_MAX_VOXELS) -> ViewerSession:
+                   prompt_method: str | None = None, max_voxels: int = DEFAULT_MAX_VOXELS,
+                   prompt_model: Any = None) -> ViewerSession:
         """Read ``path`` with :func:`medseg.io.load` and the label maps on its grid."""
         from medseg.io import load
 
@@ -106,7 +127,8 @@ class ViewerSession:
         lab, names = load_labels_on(labels, image) if labels is not None else (None, {})
         ref, ref_names = load_labels_on(reference, image) if reference is not None else (None, {})
         return cls(image, labels=lab, label_names=names, reference=ref, reference_names=ref_names or names,
-                   output_dir=output_dir, prompt_method=prompt_method, max_voxels=max_voxels)
+                   output_dir=output_dir, prompt_method=prompt_method, max_voxels=max_voxels,
+                   prompt_model=prompt_model)
 
     # ---------------------------------------------------------------- what the page reads
     def volume_bytes(self, role: str) -> bytes:
@@ -128,6 +150,48 @@ class ViewerSession:
                     arr = self.grid.sample(arr.reshape(self.shape3))
                 self._cache[role] = nifti_gz(arr, self.grid.affine)
             return self._cache[role]
+
+    def full_resolution(self, role: str, centre_mm: Sequence[float], side: int = FULL_SIDE) -> tuple[bytes, dict]:
+        """gzip NIfTI of ``role`` on the **source** grid in a box of at most ``side`` voxels per axis
+        around ``centre_mm`` (RAS mm), its affine the source's moved to the box's first voxel: what
+        a reduced study's page shows at full resolution on demand. Returns (bytes, {lo, shape})."""
+        if role not in ROLES:
+            raise ConfigError(f"unknown volume {role!r}")
+        lo, hi = full_resolution_box(self.shape3, self.affine, centre_mm, side)
+        sl = tuple(slice(a, b + 1) for a, b in zip(lo, hi, strict=True))
+        with self._lock:
+            if role == "mask":
+                arr = np.array(self.edits.array[sl], dtype=np.uint8)
+            elif role == "image":
+                arr = compact_image(self.array.reshape(self.shape3)[sl])
+            else:
+                src = self.labels if role == "labels" else self.reference
+                if src is None:
+                    raise ConfigError(f"no {role} were given")
+                arr = np.ascontiguousarray(src.reshape(self.shape3)[sl])
+        box_affine = DisplayGrid(self.shape3, self.affine, (1, 1, 1)).box_affine(lo)
+        return nifti_gz(arr, box_affine), {"lo": list(lo), "shape": [b - a + 1 for a, b in zip(lo, hi, strict=True)]}
+
+    def mask_volumes(self) -> list[dict[str, Any]]:
+        """The editable label map's structures as they are now: value, name, colour, voxels and size
+        (mL; cm\u00b2 for a 2D image) = voxels x the voxel's volume. Sent with every change (prompt,
+        stroke, undo, redo, clear), so the page's legend follows the edits. Call with the lock held
+        or from a method that holds it."""
+        counts = np.bincount(self.edits.array.ravel(), minlength=1)
+        unit = self._unit_size()
+        names = self.mask_names
+        out = []
+        for v in np.flatnonzero(counts[1:]) + 1:
+            name = names.get(int(v), str(int(v)))
+            out.append({"value": int(v), "name": name, "colour": list(self._colour(int(v), name)),
+                        "voxels": int(counts[v]), "size": int(counts[v]) * unit})
+        return out
+
+    def _unit_size(self) -> float:
+        """A voxel's volume in mL (3D) or a pixel's area in cm\u00b2 (2D)."""
+        if len(self.shape) == 3:
+            return float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0
+        return float(np.linalg.norm(np.cross(*self.affine[:3, :2].T))) / 100.0
 
     def legend(self, which: str = "labels") -> list[dict[str, Any]]:
         """One entry per structure: value, name, RGB colour, voxels and volume in mL
@@ -179,6 +243,7 @@ class ViewerSession:
     def info(self) -> dict[str, Any]:
         """What the page needs to set itself up; never a path, file name or patient attribute."""
         from medseg.io.read import orientation_code
+        from medseg.viewer.prompting import describe
 
         nd = len(self.shape)
         spacing = list(spacing_of(self.affine, nd))
@@ -189,6 +254,8 @@ class ViewerSession:
                 "has_labels": self.labels is not None, "has_reference": self.reference is not None,
                 "volume_unit": "mL" if nd == 3 else "cm\u00b2",  # a 2D image's structures have areas
                 "can_save": self.output_dir is not None, "prompt_method": self.prompt_method,
+                "prompt_method_label": describe(self.prompt_method, self.prompt_model, nd),
+                "mask_volumes": self.mask_volumes(), "full_side": FULL_SIDE,
                 "can_save_seg": self.output_dir is not None and self.can_save_seg,
                 "display": self.grid.info(), "edit_labels": self.edit_labels,
                 "mask_legend": [{"value": v, "name": n, "colour": list(self._colour(v, n))}
@@ -256,6 +323,8 @@ class ViewerSession:
         with self._lock:
             obj = self.edits.array == value
             previous = obj.reshape(self.shape) if refine and obj.any() else None
+        if self.prompt_model is not None:
+            kwargs["model"] = self.prompt_model
         res = segment(self._prompt_image(), previous=previous, method=self.prompt_method, voxel=voxel, **kwargs)
         found = np.asarray(as_numpy(res)[0], dtype=bool).reshape(self.shape3)
         with self._lock:
@@ -343,7 +412,7 @@ class ViewerSession:
         return {"voxels": n, "volume_ml": None if voxel_ml is None else n * voxel_ml, "seconds": seconds,
                 "method": self.prompt_method, "has_mask": bool(arr.any()), "value": value,
                 "roi": None if shown is None else [list(shown[0]), list(shown[1])],
-                "undo": self.edits.can_undo, "redo": self.edits.can_redo}
+                "undo": self.edits.can_undo, "redo": self.edits.can_redo, "legend": self.mask_volumes()}
 
     def save(self, name: str | None = None, format: str = "nifti") -> str:  # noqa: A002 - the CLI's word
         """Write the prompt mask on the source grid into the output folder: ``format="nifti"`` with

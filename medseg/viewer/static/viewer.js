@@ -78,6 +78,16 @@
     }
   }
 
+  // the editable map's structures with their volumes, as the server counted them after the last
+  // change (every answer carries them): the legend itself under review, a "Mask" table otherwise
+  function showMaskVolumes(entries) {
+    state.legend = entries;
+    if (state.info.edit_labels) { fillLegend("legend", entries); return; }
+    fillLegend("mask-legend", entries);
+    document.getElementById("mask-legend").hidden = entries.length === 0;
+    document.getElementById("mask-legend-title").hidden = entries.length === 0;
+  }
+
   function applyWindow(nv, range) {
     if (!nv || !nv.volumes.length) return;
     nv.volumes[0].cal_min = range[0];
@@ -86,14 +96,14 @@
   }
 
   function setOpacity(value) {
-    for (const nv of [window.medseg.nv, window.medseg.nvRef]) {
+    for (const nv of [window.medseg.nv, window.medseg.nvRef, window.medseg.nvFull]) {
       if (!nv) continue;
       for (let i = 1; i < nv.volumes.length; i++) nv.setOpacity(i, value);
     }
   }
 
   function setOutline(on) {
-    for (const nv of [window.medseg.nv, window.medseg.nvRef]) {
+    for (const nv of [window.medseg.nv, window.medseg.nvRef, window.medseg.nvFull]) {
       if (!nv) continue;
       nv.opts.atlasOutline = on ? 1 : 0;
       nv.updateGLVolume();
@@ -166,6 +176,7 @@
       state.hasMask = Boolean(summary.has_mask);
       summary.roundTripMs = performance.now() - t0;
       state.lastPrompt = summary;
+      if (summary.legend) showMaskVolumes(summary.legend);
       state.promptCount = (state.promptCount || 0) + 1;
       document.getElementById("redo").disabled = !summary.redo;
       document.getElementById("undo").disabled = !summary.undo;
@@ -360,6 +371,51 @@
     else send("/api/prompt", { points: state.points, labels: state.labels, value: structure() });
   }
 
+  // a reduced study: the source-grid voxels of a box around the crosshair (GET /api/fullres, at most
+  // info.full_side per axis) in a pane of their own, with the labels and the mask as they are now
+  async function fullResolution() {
+    const mm = state.location ? state.location.mm : null;
+    if (!mm) { setMessage("move the crosshair to the place to see first", true); return false; }
+    const q = "x=" + mm[0] + "&y=" + mm[1] + "&z=" + mm[2];
+    const crop = async (role, options) => {
+      const r = await api("/api/fullres?role=" + role + "&" + q);
+      const box = JSON.parse(r.headers.get("X-Medseg-Crop") || "{}");
+      const img = await nvlib.NVImage.loadFromUrl(Object.assign({ url: await r.arrayBuffer(), name: role + "-full.nii.gz" },
+                                                                 options || {}));
+      return { img, box };
+    };
+    try {
+      document.getElementById("pane-full").hidden = false;
+      let nv = window.medseg.nvFull;
+      if (!nv) { nv = makeNiivue("gl-full"); window.medseg.nvFull = nv; }
+      while (nv.volumes.length) nv.removeVolume(nv.volumes[nv.volumes.length - 1]);
+      const win = state.window || Object.values(state.info.presets)[0];
+      const { img, box } = await crop("image", { colormap: "gray", cal_min: win[0], cal_max: win[1] });
+      nv.addVolume(img);
+      const opacity = Number(document.getElementById("opacity").value);
+      if (state.info.has_labels && !state.info.edit_labels) {
+        const lab = (await crop("labels", { opacity })).img;
+        lab.setColormapLabel(lut(state.info.labels));
+        nv.addVolume(lab);
+      }
+      if (state.hasMask) {
+        const m = (await crop("mask", { opacity })).img;
+        m.setColormapLabel(lut(state.info.mask_legend));
+        nv.addVolume(m);
+      }
+      nv.scene.crosshairPos = nv.mm2frac(mm);
+      nv.drawScene();
+      state.fullres = { mm, lo: box.lo, shape: box.shape };
+      document.getElementById("title-full").textContent = "full resolution: " + box.shape.join("x") +
+        " voxels around RAS " + mm.map((v) => v.toFixed(1)).join(", ") + " mm (view only)";
+      state.fullresCount = (state.fullresCount || 0) + 1;
+      return true;
+    } catch (err) {
+      setMessage("full resolution refused: " + err.message, true);
+      return false;
+    }
+  }
+
   async function save(format) {
     try {
       const r = await api("/api/save", { method: "POST", headers: { "Content-Type": "application/json" },
@@ -462,11 +518,14 @@
     if (info.display.reduced) {
       const note = document.getElementById("reduced");
       note.hidden = false;
-      note.textContent = "large study: shown at every " + info.display.factor.join("/") +
-        "th voxel (" + info.display.shape.join("x") + "); prompts and saves use the full grid";
+      document.getElementById("reduced-text").textContent = "large study: shown at every " +
+        info.display.factor.join("/") + "th voxel (" + info.display.shape.join("x") +
+        "); prompts and saves use the full grid";
+      document.getElementById("fullres").addEventListener("click", fullResolution);
     }
     for (const th of document.querySelectorAll("thead th:last-child")) th.textContent = info.volume_unit;
     fillLegend("legend", info.labels);
+    document.getElementById("prompt-method").textContent = "prompts: " + info.prompt_method_label;
     if (info.has_reference) {
       document.getElementById("pane-ref").hidden = false;
       document.getElementById("ref-legend").hidden = false;
@@ -482,6 +541,7 @@
       fillLegend("ref-legend", info.reference);
     }
     await setupDrawing(info);
+    showMaskVolumes(info.mask_volumes);
     nv.onLocationChange = (loc) => {
       const mm = loc.mm;
       const v = loc.values && loc.values.length ? loc.values[0].value : NaN;
@@ -494,7 +554,8 @@
     nv.canvas.addEventListener("pointerup", onPointerUp);
     select.addEventListener("change", () => {
       const r = info.presets[select.value];
-      applyWindow(nv, r); applyWindow(window.medseg.nvRef, r);
+      state.window = r;
+      applyWindow(nv, r); applyWindow(window.medseg.nvRef, r); applyWindow(window.medseg.nvFull, r);
     });
     document.getElementById("opacity").addEventListener("input", (e) => setOpacity(Number(e.target.value)));
     document.getElementById("outline").addEventListener("change", (e) => setOutline(e.target.checked));
@@ -524,13 +585,15 @@
   }
 
   function setWindow(lo, hi) {
+    state.window = [lo, hi];
     applyWindow(window.medseg.nv, [lo, hi]);
     applyWindow(window.medseg.nvRef, [lo, hi]);
+    applyWindow(window.medseg.nvFull, [lo, hi]);
   }
 
   window.medseg = { state, goto, setWindow, setOpacity, setOutline, setTool: (t) => {
     document.querySelector("input[name=tool][value=" + t + "]").checked = true; applyTool();
-  }, save, send, boxFromDrag, rasIndex: (x, y, z) => rasIndex(state.rasMap, x, y, z),
+  }, save, send, boxFromDrag, fullResolution, rasIndex: (x, y, z) => rasIndex(state.rasMap, x, y, z),
   strokesDone: () => state.strokes };
   window.medseg.ready = main().catch((err) => {
     setMessage("could not load: " + err.message, true);
