@@ -155,7 +155,8 @@ def main() -> None:
                "viewer_browser_paint_s": None if paint is None else statistics.median(paint),
                "brush_stroke_20_voxels_s": None if strokes is None else statistics.median(strokes),
                "answer_bytes_gz": mask_bytes, "full_mask_bytes_gz": full_bytes,
-               "dice_liver": statistics.median(dices), "repeat": args.repeat}
+               "dice_liver": statistics.median(dices), "repeat": args.repeat,
+               "command": "python benchmarks/bench_viewer_prompt.py " + " ".join(sys.argv[1:]), "machine": _machine()}
         rows.append(row)
         in_page = "-" if browser is None else (f"{row['viewer_browser_s']:.3f} s (painting {row['viewer_browser_paint_s']:.3f} s;"
                                                f" brush stroke {row['brush_stroke_20_voxels_s']:.3f} s)")
@@ -164,6 +165,24 @@ def main() -> None:
               f"   ratio {row['ratio_http_vs_direct']:.2f}x ({row['ratio_http_vs_direct_on_a_thread']:.2f}x)   in the page {in_page}   answer {mask_bytes / 1024:.0f} KiB gz (whole mask {full_bytes / 1024:.0f} KiB)"
               f"   Dice {row['dice_liver']:.3f}", flush=True)
         _write(rows)
+
+
+def _machine() -> dict:
+    """Where and under what load a row was measured: `uptime`, this process's niceness, and what
+    else ran (processes above 50 % CPU, with their niceness; the machine is shared)."""
+    import subprocess
+
+    def run(cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    busy = [line.split(None, 3) for line in run(["ps", "-eo", "ni,pcpu,comm,args", "--sort=-pcpu"]).splitlines()[1:6]]
+    return {"python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(), "load_average_1_5_15": list(os.getloadavg()), "uptime": run(["uptime"]),
+            "nice": os.nice(0), "busy_processes": [{"nice": b[0], "cpu_percent": b[1], "command": b[3][:120]}
+                                                   for b in busy if len(b) == 4 and float(b[1]) > 50]}
 
 
 def _write(rows) -> None:
@@ -175,10 +194,7 @@ def _write(rows) -> None:
         old = json.loads(out.read_text()).get("rows", [])
         rows = [r for r in old if (tuple(r["shape"]), r.get("method")) not in mine and "answer_bytes_gz" in r] + rows
     out.write_text(json.dumps({"benchmark": "viewer prompt round trip", "baseline": "medseg.prompt.segment in-process",
-                               "command": "python benchmarks/bench_viewer_prompt.py " + " ".join(sys.argv[1:]),
-                               "machine": {"python": platform.python_version(), "cpu": platform.processor()
-                                           or platform.machine(), "cores": os.cpu_count(),
-                                           "load_average_1min": os.getloadavg()[0]},
+                               "note": "each row carries its own command and machine load (rows of other runs are kept)",
                                "rows": rows}, indent=2) + "\n")
     print(f"wrote {out.relative_to(ROOT)}", flush=True)
 
