@@ -137,6 +137,11 @@ def _slices(src: Source, step: int, targets) -> list[Source]:
     return out
 
 
+def source_groups(names) -> list[str]:
+    """The groups behind source names: ``lung_ct_3`` -> ``lung_ct``, ``ts_ct_sm_a2_15`` -> ``ts_ct_sm``."""
+    return sorted({re.sub(r"_\d+$", "", re.sub(r"_a\d(_\d+)?$", "", n)) for n in names})
+
+
 def build_sources_2d(n_phantoms: int) -> list[tuple[Source, float]]:
     """The 2D material: slices of the 3D sources (same held-out rule) and the 2D phantoms
     (chest X-ray lungs, each fluorescence nucleus a target), seeds 1..``n_phantoms``. Group
@@ -461,8 +466,7 @@ def train(args) -> Path:
     info = {"steps": step, "batch": args.batch, "spatial_dims": args.dims, "init": args.init,
             "real_ct_weight": args.real_ct, "box_jitter": list(JITTER), "blobs": args.blobs, "minutes": round((time.time() - t_start) / 60, 1),
             "threads": args.threads, "seed": args.seed, "lr": args.lr, "n_sources": len(sources),
-            "n_targets": n_targets, "sources": sorted({s.name.rsplit("_", 1)[0] if s.name[-1].isdigit() else s.name
-                                                       for s, _ in sources}),
+            "n_targets": n_targets, "sources": source_groups(s.name for s, _ in sources),
             "log": log}
     (work / "train_info.json").write_text(json.dumps(info, indent=1))
     print(f"done: {step} steps in {info['minutes']} min", flush=True)
