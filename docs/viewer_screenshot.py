@@ -1,5 +1,7 @@
 """Make docs/viewer.png: `medseg view` on a real CT (TotalSegmentator's ts_ct_sm, 122x101x30 at 3 mm)
-with TotalSegmentator's own labels, in headless Debian chromium, after one box prompt on the spleen.
+with TotalSegmentator's own labels, in headless Debian chromium, after one box prompt on the spleen
+answered by the viewer's default method (the promptable network when its bundle is there; the page
+names it under "Prompt").
 
     python docs/viewer_screenshot.py [--out docs/viewer.png]
 
