@@ -268,22 +268,3 @@ def test_a_2d_radiograph_is_answered_by_promptable_2d(tmp_path):
     assert dice(direct, right) > 0.9  # 0.982 measured (tests/test_prompt_network.py)
     assert (direct & (ph.label == 2)).sum() < 0.02 * direct.sum()
 
-
-def test_a_2d_image_takes_the_2d_network_when_its_bundle_is_there(tmp_path):
-    """A radiograph (plane x-z): the default is promptable_2d when its weights are here, else auto;
-    a box on a phantom lung gives a mask close to it either way (measured 0.96 with promptable_2d 0.1.0,
-    0.92 with region growing)."""
-    from viewer_fixture import dice
-
-    from medseg.data.phantoms import as_metatensors, chest_xray
-
-    ph = chest_xray(shape=(128, 128), seed=0)
-    image, _ = as_metatensors(ph)
-    session = ViewerSession(image)
-    want = "promptable" if network.available(2) else "auto"
-    assert session.prompt_method == want
-    if want == "promptable":
-        assert "promptable_2d" in session.info()["prompt_method_label"]
-    organ = ph.label == next(iter(ph.labels))
-    summary = session.prompt(box=[float(v) for v in world_box_of(organ[..., None], ph.affine)])
-    assert summary["method"] == want and dice(session.mask > 0, organ) > 0.85
