@@ -47,6 +47,20 @@ pytestmark = [
 BOX_DICE = 0.75  # measured 0.77 with medseg.prompt's "auto" method on this box
 METHOD = "auto"  # classical (the viewer defaults to the network when its bundle is there); refines with clicks
 VIEW = {"width": 1200, "height": 800}
+
+
+def open_page(browser, url: str, timeout_ms: int = 120_000):
+    """A new page on ``url`` once the viewer left its loading state (and reached "ready"):
+    (context, page, the page's uncaught errors)."""
+    # CSP bypass only so that Playwright may evaluate its own scripts in the page
+    ctx = browser.new_context(viewport=VIEW, device_scale_factor=1, bypass_csp=True)
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    page.wait_for_function("document.body.dataset.state !== 'loading'", timeout=timeout_ms)
+    assert page.evaluate("document.body.dataset.state") == "ready", page.inner_text("#message")
+    return ctx, page, errors
 # axCorSag -> (world axis shown left-right, sign: +1 when the larger value is on the screen's right,
 #              world axis shown up-down); radiological convention, sagittal with the nose on the right
 AXES = {0: (0, -1, 1), 1: (0, -1, 2), 2: (1, +1, 2)}
@@ -69,14 +83,7 @@ def viewer(case, browser, tmp_path):
     session = ViewerSession(case.image, labels=case.label, label_names=case.names, reference=case.label,
                             output_dir=tmp_path / "saved", prompt_method=METHOD)
     with running_server(session) as server:
-        # CSP bypass only so that Playwright may evaluate its own scripts in the page
-        ctx = browser.new_context(viewport=VIEW, device_scale_factor=1, bypass_csp=True)
-        page = ctx.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(server.url)
-        page.wait_for_function("document.body.dataset.state !== 'loading'", timeout=120_000)
-        assert page.evaluate("document.body.dataset.state") == "ready", page.inner_text("#message")
+        ctx, page, errors = open_page(browser, server.url)
         yield page, server, errors
         ctx.close()
 

@@ -17,7 +17,7 @@ import json
 
 import numpy as np
 import pytest
-from test_viewer_browser import CHROMIUM, VIEW, _expected_px, _tiles, pw
+from test_viewer_browser import CHROMIUM, _expected_px, _tiles, open_page, pw
 from viewer_fixture import dice, headless_chromium, phantom_case, running_server
 
 from medseg.viewer.server import vendor_missing
@@ -45,23 +45,12 @@ def browser():
         yield b
 
 
-def _open(browser, url):
-    ctx = browser.new_context(viewport=VIEW, device_scale_factor=1, bypass_csp=True)
-    page = ctx.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(url)
-    page.wait_for_function("document.body.dataset.state !== 'loading'", timeout=120_000)
-    assert page.evaluate("document.body.dataset.state") == "ready", page.inner_text("#message")
-    return ctx, page, errors
-
-
 @pytest.fixture
 def viewer(case, browser, tmp_path):
     session = ViewerSession(case.image, labels=case.label, label_names=case.names, output_dir=tmp_path / "saved",
                             prompt_method=METHOD)
     with running_server(session) as server:
-        ctx, page, errors = _open(browser, server.url)
+        ctx, page, errors = open_page(browser, server.url)
         page.evaluate("window.medseg.setOpacity(0)")  # only the drawing layer is coloured
         yield page, server, errors
         ctx.close()
@@ -219,7 +208,7 @@ def test_batch_review_from_the_page(browser, tmp_path):
     server = ViewerServer(review.open(0), review=review)
     server.start_thread()
     try:
-        ctx, page, errors = _open(browser, server.url)
+        ctx, page, errors = open_page(browser, server.url)
         text = page.inner_text("body")
         assert "case 1 of 2" in text and "not reviewed" in text
         page.click("#accept")

@@ -17,7 +17,7 @@ import gzip
 import nibabel as nib
 import numpy as np
 import pytest
-from test_viewer_browser import CHROMIUM, VIEW, _expected_px, _tiles, pw
+from test_viewer_browser import CHROMIUM, _expected_px, _tiles, open_page, pw
 from viewer_fixture import MARKER_HU, MARKER_RAS_MM, headless_chromium, phantom_case, request, running_server
 
 from medseg.viewer.server import vendor_missing
@@ -58,13 +58,7 @@ def test_method_legend_and_full_resolution(case, tmp_path):
             f"http://127.0.0.1:{server.port}/volume/image?token={server.token}")[1]))
         assert img.shape == (48, 48, 32)  # reduced
         unit_ml = float(np.prod(np.linalg.norm(case.affine[:3, :3], axis=0))) / 1000.0  # source voxel, mL
-        ctx = browser.new_context(viewport=VIEW, device_scale_factor=1, bypass_csp=True)
-        page = ctx.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(server.url)
-        page.wait_for_function("document.body.dataset.state !== 'loading'", timeout=300_000)
-        assert page.evaluate("document.body.dataset.state") == "ready", page.inner_text("#message")
+        ctx, page, errors = open_page(browser, server.url, timeout_ms=300_000)
         # the method the page names is the one answering
         shown = page.inner_text("#prompt-method")
         assert shown == "prompts: " + session.info()["prompt_method_label"]
