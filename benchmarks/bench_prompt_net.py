@@ -72,9 +72,8 @@ def _slice_case(case: dict, set_name: str) -> dict:
     ref3 = case["ref"]
     k = int(np.argmax(ref3.sum((0, 1))))
     a = np.asarray(case["image"].affine, dtype=np.float64)
-    a2 = a[:, [0, 1, 2, 3]].copy()
+    a2 = a.copy()  # in-plane columns and the slice normal as they are; the origin moves to slice k
     a2[:3, 3] = a[:3, :3] @ np.array([0.0, 0.0, k]) + a[:3, 3]
-    a2[:3, 2] = a[:3, 2]  # the through-plane axis: the slice normal
     img = np.asarray(case["image"].numpy()[0, :, :, k], dtype=np.float32)
     im = MetaTensor(torch.from_numpy(img)[None], affine=torch.from_numpy(a2))
     return {"set": set_name, "name": f"{case['name']}_k{k}", "image": im, "ref": ref3[:, :, k]}
