@@ -202,6 +202,16 @@ def test_model_names_a_promptable_bundle_and_nothing_else(radiograph, tmp_path):
     assert np.array_equal(segment(img, box=box, model=str(copy)).numpy(), by_method)
     with pytest.raises(BundleError, match="3D promptable network"):
         segment(img, box=box, model="promptable_3d")
+    meta = json.loads((copy / "configs" / "metadata.json").read_text())
+    for dims in ("2; rm -rf /", 4, True):  # hostile metadata: one line, never int() on it
+        meta["medseg_promptable"]["spatial_dims"] = dims
+        (copy / "configs" / "metadata.json").write_text(json.dumps(meta))
+        with pytest.raises(BundleError, match="declares spatial_dims") as err:
+            segment(img, box=box, model=str(copy))
+        assert "\n" not in str(err.value)
+    (copy / "configs" / "metadata.json").write_text("[1, 2]")  # valid JSON, not an object
+    with pytest.raises(BundleError, match="not a promptable bundle"):
+        segment(img, box=box, model=str(copy))
     (tmp_path / "not_a_bundle").mkdir()
     with pytest.raises(BundleError, match="not a promptable bundle"):
         segment(img, box=box, model=str(tmp_path / "not_a_bundle"))

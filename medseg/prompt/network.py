@@ -56,7 +56,6 @@ MAX_GROW = 2
 MIN_SPACING = 0.6
 MAX_SPACING = 8.0
 CLICK_SIGMA = 2.0
-BUNDLE_NAME = "promptable_3d"
 BUNDLES = {3: "promptable_3d", 2: "promptable_2d"}
 NETWORK = {"arch": "UNet", "channels": [16, 32, 64, 128], "strides": [2, 2, 2], "num_res_units": 1}
 
@@ -183,11 +182,14 @@ def available(ndim: int = 3) -> bool:
     return (d / "models" / "model.pt").is_file() and (d / "models" / "sha256sums.txt").is_file()
 
 
-def _metadata(d: Path) -> dict:
+def bundle_metadata(d: Path) -> dict:
+    """``configs/metadata.json`` of bundle folder ``d`` as a dict; ``{}`` when it is missing,
+    unreadable or not a JSON object."""
     try:
-        return json.loads((d / "configs" / "metadata.json").read_text(encoding="utf-8"))
+        meta = json.loads((d / "configs" / "metadata.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def default_enabled(ndim: int = 3) -> bool:
@@ -195,7 +197,8 @@ def default_enabled(ndim: int = 3) -> bool:
     ``configs/metadata.json`` -> ``medseg_promptable.default``."""
     if not available(ndim):
         return False
-    return bool(_metadata(bundle_dir(ndim)).get("medseg_promptable", {}).get("default", False))
+    section = bundle_metadata(bundle_dir(ndim)).get("medseg_promptable")
+    return isinstance(section, dict) and section.get("default") is True
 
 
 def resolve_bundle(model: str | Path | None, ndim: int) -> Path:
@@ -206,16 +209,19 @@ def resolve_bundle(model: str | Path | None, ndim: int) -> Path:
     if model is None:
         return bundle_dir(ndim)
     text = str(model)
-    by_name = {name: Path(__file__).resolve().parents[2] / "bundles" / name for name in BUNDLES.values()}
+    by_name = {name: bundle_dir(nd) for nd, name in BUNDLES.items()}
     d = by_name.get(text, Path(text))
     if not d.is_dir():
         raise BundleError(f"--model: '{text}' is neither a promptable bundle name ({', '.join(by_name)}) "
                           "nor a bundle folder")
-    meta = _metadata(d).get("medseg_promptable")
+    meta = bundle_metadata(d).get("medseg_promptable")
     if not isinstance(meta, dict):
         raise BundleError(f"--model: '{d.name}' is not a promptable bundle (configs/metadata.json has no "
                           "medseg_promptable section)")
-    dims = int(meta.get("spatial_dims", 3))
+    dims = meta.get("spatial_dims", 3)
+    if dims not in BUNDLES or isinstance(dims, bool):
+        raise BundleError(f"--model: '{d.name}' declares spatial_dims {str(dims)[:20]!r}; a promptable "
+                          "network is 2D or 3D")
     if dims != ndim:
         raise BundleError(f"--model: '{d.name}' is a {dims}D promptable network; this image is {ndim}D")
     return d
@@ -242,9 +248,8 @@ def _load_network(folder: str, ndim: int):
     sums = read_checksums(d)
     if sums.get("models/model.pt") != sha256_file(weights):
         raise BundleError(f"{d.name}/models/model.pt does not match its sha256 in models/sha256sums.txt")
-    net_cfg = _metadata(d).get("medseg_promptable", {})
-    if (net_cfg.get("in_channels", IN_CHANNELS) != IN_CHANNELS or net_cfg.get("crop", CROP) != crop_for(ndim)
-            or int(net_cfg.get("spatial_dims", 3)) != ndim):
+    net_cfg = bundle_metadata(d).get("medseg_promptable", {})  # its spatial_dims: checked by resolve_bundle
+    if net_cfg.get("in_channels", IN_CHANNELS) != IN_CHANNELS or net_cfg.get("crop", CROP) != crop_for(ndim):
         raise BundleError(f"{d.name} was built for another prompt encoding than this medseg's")
     net = build_net(ndim)
     state = torch.load(weights, map_location="cpu", weights_only=True)

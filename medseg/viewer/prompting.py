@@ -13,7 +13,6 @@ bundle is there; no bundle: ``auto`` (classical).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +32,9 @@ def default_method(ndim: int) -> str:
 def bundle_version(folder: Path) -> str:
     """``name version`` of a promptable bundle folder from its ``configs/metadata.json`` (folder name
     alone when it cannot be read)."""
-    try:
-        meta = json.loads((folder / "configs" / "metadata.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return folder.name
+    from medseg.prompt.network import bundle_metadata
+
+    meta = bundle_metadata(folder)
     name = meta.get("name") if isinstance(meta.get("name"), str) else folder.name
     version = meta.get("version") if isinstance(meta.get("version"), str) else ""
     return f"{name} {version}".strip()[:80]
@@ -47,6 +45,6 @@ def describe(method: str, model: Any = None, ndim: int = 3) -> str:
     if method == "promptable":
         from medseg.prompt import network
 
-        folder = Path(model) if model is not None else network.bundle_dir(ndim if ndim in network.BUNDLES else 3)
+        folder = network.resolve_bundle(model, ndim if ndim in network.BUNDLES else 3)
         return f"promptable: trained network ({bundle_version(folder)})"
     return f"{method}: {CLASSICAL.get(method, 'registered method')}"
