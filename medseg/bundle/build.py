@@ -40,6 +40,7 @@ from medseg.errors import BundleError, ConfigError
 from medseg.inference.model_spec import ModelSpec
 from medseg.io.atomic import atomic_dir
 from medseg.io.jsonfile import read_json_object
+from medseg.models.weights import read_state_dict
 
 
 def _flatten_metrics(metrics: Any, prefix: str = "") -> dict[str, float]:
@@ -59,23 +60,14 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
 
 
 def _load_run(run_dir: Path) -> tuple[ModelSpec, dict[str, Any], dict]:
-    import pickle
 
-    import torch
 
     spec = ModelSpec.from_json(_read_json(run_dir / "model_spec.json", "run file"), error=BundleError,
                                where=f"model_spec.json in {run_dir.name}")
     ckpt = run_dir / "checkpoints" / "best.pt"
     if not ckpt.is_file():
         raise BundleError(f"{run_dir.name}/checkpoints/best.pt is missing; train the model first")
-    try:
-        obj = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        raise BundleError(f"{run_dir.name}/checkpoints/best.pt is not a plain checkpoint (weights_only "
-                          "refused it)") from exc
-    state = obj.get("state_dict") if isinstance(obj, dict) else None
-    if not isinstance(state, dict):
-        raise BundleError(f"{run_dir.name}/checkpoints/best.pt has no 'state_dict'")
+    state = read_state_dict(ckpt, error=BundleError, what=f"{run_dir.name}/checkpoints/best.pt")
     metrics_path = run_dir / "metrics.json"
     metrics = _read_json(metrics_path, "run file") if metrics_path.is_file() else {}
     return spec, state, metrics

@@ -76,9 +76,7 @@ def load_weights(bundle_dir: str | Path, rel: str = "models/model.pt") -> dict[s
     Uses ``torch.load(weights_only=True)``: a pickle that tries to run code is refused with a
     :class:`BundleError` instead of being executed.
     """
-    import pickle
-
-    import torch
+    from medseg.models.weights import read_state_dict
 
     bundle_dir = Path(bundle_dir)
     sums = read_checksums(bundle_dir)
@@ -90,14 +88,4 @@ def load_weights(bundle_dir: str | Path, rel: str = "models/model.pt") -> dict[s
     if sha256_file(path) != sums[rel]:
         raise BundleError(f"{rel} of bundle {bundle_dir.name} does not match its sha256: the weights were "
                           "altered or damaged; rebuild or re-download the bundle")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BundleError(f"{rel} of bundle {bundle_dir.name} is not a plain state dict and was not loaded "
-                          f"(weights_only refused it: {first[:120]})") from exc
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise BundleError(f"{rel} of bundle {bundle_dir.name} does not hold a state dict of tensors")
-    return obj
+    return read_state_dict(path, error=BundleError, what=f"{rel} of bundle {bundle_dir.name}")

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from medseg.errors import BundleError
+from medseg.models.weights import read_state_dict
 from medseg.settings import progress_enabled
 
 
@@ -22,7 +23,6 @@ def run_inference_config(bundle_dir: str | os.PathLike[str], dataset_dir: str | 
     (unless ``check_sums=False``, used while the bundle is being built); weights are read with
     ``weights_only=True``. Returns the files written under ``output_dir``.
     """
-    import pickle
 
     import torch
     from monai.bundle import ConfigParser
@@ -40,10 +40,8 @@ def run_inference_config(bundle_dir: str | os.PathLike[str], dataset_dir: str | 
             raise BundleError(f"bundle {bundle_dir.name} fails its checksums: {'; '.join(bad)}")
         state = load_weights(bundle_dir)
     else:
-        try:
-            state = torch.load(bundle_file(bundle_dir, "models/model.pt"), map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-            raise BundleError("models/model.pt is not a plain state dict") from exc
+        state = read_state_dict(bundle_file(bundle_dir, "models/model.pt"), error=BundleError,
+                                what=f"models/model.pt of bundle {bundle_dir.name}")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     before = set(output_dir.rglob("*"))

@@ -266,11 +266,8 @@ class ZooBundleSource(InfersLabels):
     @staticmethod
     def _weights(bundle_dir: Path, configs: dict[str, Any], name: str) -> tuple[dict[str, Any], str, str]:
         """The state dict the bundle's CheckpointLoader would load, verified and read safely."""
-        import pickle
-
-        import torch
-
         from medseg.bundle.trust import bundle_file
+        from medseg.models.weights import read_state_dict
 
         rel, key = checkpoint_path(bundle_dir, configs, name)
         path = bundle_file(bundle_dir, rel)
@@ -287,16 +284,7 @@ class ZooBundleSource(InfersLabels):
             check = f"{algo} listed in {where} matches"
         else:
             check = "no hash listed (models/sha256sums.txt, large_files.yml): loaded unverified, weights_only"
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise BundleError(f"{rel} of bundle {bundle_dir.name} is not a plain state dict and was not loaded "
-                              f"(weights_only refused it: {first[:120]})") from exc
-        if isinstance(obj, dict) and key is not None and isinstance(obj.get(key), dict):
-            obj = obj[key]  # CheckpointLoader: {"model": state} or the state itself
-        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-            raise BundleError(f"{rel} of bundle {bundle_dir.name} does not hold a state dict of tensors")
+        obj = read_state_dict(path, error=BundleError, what=f"{rel} of bundle {bundle_dir.name}", key=key)
         return obj, sha, check
 
     # -- describing ------------------------------------------------------------------------

@@ -107,7 +107,7 @@ class SegmentationModel:
 
         Weights are read with ``torch.load(weights_only=True)``: no pickled code is executed.
         """
-        import torch
+        from medseg.models.weights import read_state_dict
 
         run = Path(path)
         spec_path = run / "model_spec.json"
@@ -120,13 +120,7 @@ class SegmentationModel:
             ckpt = run / "checkpoints" / "last.pt"
         if not ckpt.is_file():
             raise ModelError(f"{run.name}: no checkpoints/{checkpoint}.pt (nor last.pt); train first")
-        try:
-            data = torch.load(ckpt, map_location="cpu", weights_only=True)
-        except (RuntimeError, OSError, EOFError, ValueError) as exc:
-            raise ModelError(f"{ckpt.name} in {run.name} cannot be read as safe torch weights") from exc
-        state = data.get("state_dict", data) if isinstance(data, dict) else None
-        if not isinstance(state, dict):
-            raise ModelError(f"{ckpt.name} holds no state_dict")
+        state = read_state_dict(ckpt, error=ModelError, what=f"{ckpt.name} in {run.name}")
         return cls.from_spec(spec, state_dict=state, weights_sha256=sha256_file(ckpt), name=spec.name or run.name)
 
     def to_spec(self) -> dict[str, Any]:

@@ -236,9 +236,8 @@ def load_network(path: str | None = None, ndim: int = 3):
 
 @lru_cache(maxsize=4)
 def _load_network(folder: str, ndim: int):
-    import torch
-
     from medseg.bundle.trust import read_checksums, sha256_file
+    from medseg.models.weights import read_state_dict
 
     d = Path(folder)
     weights = d / "models" / "model.pt"
@@ -252,8 +251,11 @@ def _load_network(folder: str, ndim: int):
     if net_cfg.get("in_channels", IN_CHANNELS) != IN_CHANNELS or net_cfg.get("crop", CROP) != crop_for(ndim):
         raise BundleError(f"{d.name} was built for another prompt encoding than this medseg's")
     net = build_net(ndim)
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    net.load_state_dict(state)
+    state = read_state_dict(weights, error=BundleError, what=f"{d.name}/models/model.pt")
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise BundleError(f"{d.name}/models/model.pt does not fit the promptable network") from exc
     net.eval()
     return net
 
