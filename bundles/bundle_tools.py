@@ -270,6 +270,8 @@ def synth_args(doc: str, name: str, epochs: int):
     p.add_argument("--epochs", type=int, default=epochs, help="planned epochs (cosine schedule)")
     p.add_argument("--ablation", default=name,
                    help="bundle (name or folder) scored beside the new weights: the phantom-only release")
+    p.add_argument("--init-weights", type=Path, default=None, metavar="CHECKPOINT",
+                   help="start from these weights (fine-tuning) instead of a random initialisation")
     return p
 
 
@@ -287,7 +289,7 @@ def train_synth(args: Any, name: str, cases: Any, labels: Mapping[int, str], pre
                     batch_size=2, num_samples=2, lr=3e-3, val_fraction=val_fraction, val_every=2, seed=0,
                     warmup_epochs=1, max_minutes=args.max_minutes, resume=args.resume,
                     ship_only=args.ship_only, overlap=0.25, sw_batch_size=2,
-                    augmentation=no_flip_augmentation())
+                    augmentation=no_flip_augmentation(), init_weights=getattr(args, "init_weights", None))
     patch_model_spec(run, name=name, postprocess=postprocess)
     slim_checkpoint(run)
     return work, run, load_run_model(run)

@@ -53,6 +53,21 @@ def test_bad_preset_overrides_exit_2(tmp_path, capsys):
     assert _err_line(capsys) == "medseg: error: --preset-overrides must be a JSON object"
 
 
+def test_init_weights_that_are_not_torch_weights_exit_2(tmp_path, capsys):
+    """A hostile or damaged --init-weights file: one line, exit 2, nothing unpickled, no run folder."""
+    from test_training_loop import make_sphere_msd
+
+    ds = make_sphere_msd(tmp_path / "ds", n=2, shape=(12, 12, 8))
+    bad = tmp_path / "weights.pt"
+    bad.write_bytes(b"\x80\x04cos\nsystem\n(S'echo pwned'\ntR.")  # a pickle that would run a command
+    rc = main(["train", str(ds), "--preset", "ct_abdomen", "--network", '{"arch": "unet", "channels": [4, 8]}',
+               "--epochs", "1", "--patch", "8,8,8", "--output", str(tmp_path / "r"), "--init-weights", str(bad)])
+    assert rc == 2
+    assert _err_line(capsys).startswith(
+        "medseg: error: init_weights: weights.pt is not a plain state dict and was not loaded")
+    assert not (tmp_path / "r").exists()
+
+
 def test_bad_patch_is_usage_error(tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["train", str(tmp_path), "--preset", "ct_abdomen", "--output", str(tmp_path / "r"),

@@ -167,6 +167,36 @@ def test_resume_after_interruption_is_bit_exact(spheres, tmp_path):
         train(TrainConfig(output=tmp_path / "a", resume=True, **common))
 
 
+def test_init_weights_starts_from_a_checkpoint(spheres, tmp_path):
+    """Fine-tuning: a run started from another run's weights with a learning rate of ~0 ends with
+    those weights; a checkpoint for another network, a missing file and a file that is not torch
+    weights are ConfigErrors naming the file, and no run folder is left."""
+    common = dict(dataset=spheres, preset="ct_abdomen", network=TINY, epochs=1, patch_size=(16, 16, 16),
+                  batch_size=2, num_samples=1, val_fraction=0.25, num_workers=0)
+    src = train(TrainConfig(output=tmp_path / "src", seed=3, lr=1e-2, **common))
+    init = src / "checkpoints" / "last.pt"
+    tuned = train(TrainConfig(output=tmp_path / "tuned", seed=4, lr=1e-12, warmup_epochs=0,
+                              init_weights=init, **common))
+    a = torch.load(init, weights_only=True)["state_dict"]
+    b = torch.load(tuned / "checkpoints" / "last.pt", weights_only=True)["state_dict"]
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6)
+    # without init_weights, seed 4 gives other weights: the comparison above can fail
+    fresh = train(TrainConfig(output=tmp_path / "fresh", seed=4, lr=1e-12, **common))
+    c = torch.load(fresh / "checkpoints" / "last.pt", weights_only=True)["state_dict"]
+    assert not all(torch.allclose(c[k], a[k], atol=1e-6) for k in a)
+    assert json.loads((tuned / "train_config.json").read_text())["init_weights"] == str(init)
+
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not torch weights")
+    for path, match in ((init, "does not fit the network"), (tmp_path / "missing.pt", "does not exist"),
+                        (junk, "is not a plain state dict and was not loaded")):
+        out = tmp_path / f"bad_{path.stem}"
+        with pytest.raises(ConfigError, match=f"init_weights: {path.name} {match}"):
+            train(TrainConfig(output=out, init_weights=path, **{**common, "network": NET}))
+        assert not out.exists()
+
+
 def test_undeclared_label_value_names_the_case(tmp_path):
     root = make_sphere_msd(tmp_path / "ds", n=2, shape=(16, 16, 12))
     lab = nib.load(str(root / "labelsTr/case_001.nii.gz"))

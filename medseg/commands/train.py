@@ -48,6 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last.pt")
+    p.add_argument("--init-weights", type=Path, default=None, metavar="CHECKPOINT",
+                   help="start from these weights (a run's best.pt, a bundle's models/model.pt): fine-tuning")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--no-amp", action="store_true", help="disable mixed precision on GPU")
     p.add_argument("--num-workers", type=int, default=None)
@@ -109,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
                       val_every=args.val_every, val_fraction=args.val_fraction, seed=args.seed,
                       resume=args.resume, device=args.device, amp=not args.no_amp,
                       max_minutes=args.max_minutes, num_workers=args.num_workers,
-                      augmentation=augmentation)
+                      augmentation=augmentation, init_weights=args.init_weights)
     out = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         print(out)

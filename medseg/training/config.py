@@ -75,6 +75,7 @@ class TrainConfig:
     deterministic: bool = True
     progress: bool = True
     validation: str = "network"
+    init_weights: str | Path | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.val_every < 1 or self.lr <= 0:
@@ -88,6 +89,7 @@ class TrainConfig:
 
         d = asdict(self)
         d["dataset"], d["output"] = str(self.dataset), str(self.output)
+        d["init_weights"] = str(self.init_weights) if self.init_weights is not None else None
         d["augmentation"] = asdict(self.augmentation) if self.augmentation is not None else None
         if d.get("labels"):
             d["labels"] = {str(k): v for k, v in d["labels"].items()}

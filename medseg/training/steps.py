@@ -157,6 +157,15 @@ def _patch_and_spec(cfg: TrainConfig, data: _Data) -> tuple[tuple[int, ...], dic
     return patch, spec, model_spec
 
 
+def _init_state(path: Path) -> dict[str, Any]:
+    """The state dict of ``cfg.init_weights`` (ConfigError when missing or not safe torch weights)."""
+    from medseg.models.weights import read_state_dict
+
+    if not path.is_file():
+        raise ConfigError(f"init_weights: {path.name} does not exist")
+    return read_state_dict(path, error=ConfigError, what=f"init_weights: {path.name}")
+
+
 def _build_engine(cfg: TrainConfig, ctx: DistContext, spec: dict[str, Any]) -> _Engine:
     """Step 2: the network initialised from ``seed``, AdamW, the LR schedule, AMP, DiceCE."""
     from monai.losses import DiceCELoss
@@ -166,7 +175,14 @@ def _build_engine(cfg: TrainConfig, ctx: DistContext, spec: dict[str, Any]) -> _
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     random.seed(cfg.seed)
-    model = build_network(spec).to(ctx.device)
+    model = build_network(spec)
+    if cfg.init_weights is not None:
+        try:
+            model.load_state_dict(_init_state(Path(cfg.init_weights)))
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ConfigError(f"init_weights: {Path(cfg.init_weights).name} does not fit the network ({first})") from exc
+    model = model.to(ctx.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     _lr_factor(cfg.scheduler, 0, cfg.epochs, cfg.warmup_epochs)  # validates the name early
     scheduler = torch.optim.lr_scheduler.LambdaLR(
