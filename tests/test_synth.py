@@ -64,6 +64,25 @@ def test_ct_mode_draws_structure_means_inside_their_documented_ranges():
     assert ct_range("vertebrae_L1")[0] >= 150 and ct_range("lung_upper_lobe_left")[1] < -500
 
 
+def test_recipe_ct_ranges_come_before_the_default_table():
+    """``SynthConfig.ct_ranges``: a recipe's own (pattern, range) pairs win over the default table
+    for the names they match; every other structure keeps its default range."""
+    t, names = _tissue()
+    own = (("liver", (500.0, 510.0)),)
+    cfg = SynthConfig(ct_probability=1.0, deform_probability=0.0, texture_std=(0.0, 0.0), bias_std=0.0,
+                      blur_sigma=(0.0, 0.0), thick_slice_probability=0.0, noise_std=(0.0, 0.0),
+                      gas_probability=0.0, ct_ranges=own)
+    assert ct_range("liver", own) == (500.0, 510.0) and ct_range("spleen", own) == ct_range("spleen")
+    for seed in range(5):
+        img, _ = synthesize(t, names, seed=seed, config=cfg)
+        for v, n in names.items():
+            lo, hi = ct_range(n, own)
+            val = float(np.unique(img[t == v])[0])
+            assert lo <= val <= hi, (n, val)
+            if n == "liver":
+                assert not ct_range("liver")[0] <= val <= ct_range("liver")[1]  # outside the default
+
+
 def test_random_mode_varies_contrast_between_images():
     t, names = _tissue()
     cfg = SynthConfig(ct_probability=0.0, deform_probability=0.0)

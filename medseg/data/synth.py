@@ -23,8 +23,8 @@ augmentation adds rotations and scaling afterwards.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -58,9 +58,10 @@ CT_HU_RANGES: tuple[tuple[str, tuple[float, float]], ...] = (
 _SOFT_TISSUE = (-60.0, 60.0)
 
 
-def ct_range(name: str) -> tuple[float, float]:
-    """The CT mean-intensity range (HU) :func:`synthesize` draws from for a structure name."""
-    for pattern, rng in CT_HU_RANGES:
+def ct_range(name: str, overrides: Sequence[tuple[str, tuple[float, float]]] = ()) -> tuple[float, float]:
+    """The CT mean-intensity range (HU) :func:`synthesize` draws from for a structure name: the
+    first of ``overrides`` (then of :data:`CT_HU_RANGES`) whose pattern matches the name."""
+    for pattern, rng in (*overrides, *CT_HU_RANGES):
         if re.search(pattern, name):
             return rng
     return _SOFT_TISSUE
@@ -87,6 +88,8 @@ class SynthConfig:
         deform_probability / deform_voxels: chance and maximum amplitude (in voxels) of a smooth random
             displacement applied to image and labels together (labels by nearest neighbour).
         clip: the output is clipped to this range (CT storage range by default).
+        ct_ranges: ``(pattern, (lo, hi))`` pairs tried before :data:`CT_HU_RANGES` in ``"ct"`` mode
+            (a training recipe's own ranges, e.g. cancellous bone; the default table is unchanged).
     """
 
     ct_probability: float = 0.7
@@ -104,7 +107,7 @@ class SynthConfig:
     deform_probability: float = 0.5
     deform_voxels: float = 3.0
     clip: tuple[float, float] = (-1024.0, 3071.0)
-    extra: dict = field(default_factory=dict)
+    ct_ranges: tuple[tuple[str, tuple[float, float]], ...] = ()
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np.ndarray:
@@ -165,14 +168,14 @@ def synthesize(tissue: np.ndarray, names: Mapping[int, str], *, seed: int,
     smooth = _smooth_noise(rng, tissue.shape, cfg.texture_sigma)
     white = rng.standard_normal(tissue.shape).astype(np.float32)
     for v in values:
-        lo, hi = ct_range(names[v]) if ct_mode else cfg.random_range
+        lo, hi = ct_range(names[v], cfg.ct_ranges) if ct_mode else cfg.random_range
         mean = rng.uniform(lo, hi)
         std = rng.uniform(*cfg.texture_std)
         m = tissue == v
         image[m] = mean + std * (0.7 * smooth[m] + 0.7 * white[m])
         if re.search(cfg.gas_pattern, names[v]) and rng.random() < cfg.gas_probability:
             gas = m & (smooth > rng.uniform(0.3, 1.5))
-            image[gas] = rng.uniform(*ct_range("air")) if ct_mode else rng.uniform(*cfg.random_range)
+            image[gas] = rng.uniform(*ct_range("air", cfg.ct_ranges)) if ct_mode else rng.uniform(*cfg.random_range)
 
     if cfg.bias_std > 0:
         sig = cfg.bias_sigma_fraction * float(np.mean(tissue.shape))
