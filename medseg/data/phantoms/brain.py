@@ -46,7 +46,7 @@ def _plane_waves(rng: np.random.Generator, x, y, z, n: int, wavelength_mm: tuple
 
 def brain_mr(shape: Sequence[int] = (80, 96, 80), spacing: Sequence[float] = (2.0, 2.0, 2.0),
              orientation: Orientation = "RAS", seed: int = 0, *, noise: float = 15.0,
-             strip_margin_mm: float | None = None, clinical: bool = False) -> Phantom:
+             strip_margin_mm: float | None = None, clinical: bool = False, clean: bool = False) -> Phantom:
     """T1-weighted head MR phantom (integer arbitrary units, 0..~1000) with labels ``{1: brain}``.
 
     Anatomy (world RAS mm, so the same for every ``orientation``): cerebrum with gyri, sulci (CSF
@@ -78,6 +78,10 @@ def brain_mr(shape: Sequence[int] = (80, 96, 80), spacing: Sequence[float] = (2.
     enhancement: bright dura along the inner table and the falx, superior sagittal sinus,
     cortical vessels in the sulcal CSF, choroid plexus in the ventricles and nasal mucosa.
     None of these structures is brain; the label is unchanged by them.
+
+    ``clean=True`` returns the tissue signals as painted, before blur, bias field and noise (float,
+    one constant per tissue except the cerebellar folia and the brainstem mixtures): the anatomy
+    that :mod:`medseg.data.brain_synth` turns into a tissue map. The label is the same.
     """
     shape = _check_shape(shape, 3)
     sp = np.asarray(spacing, dtype=np.float64)
@@ -180,6 +184,12 @@ def brain_mr(shape: Sequence[int] = (80, 96, 80), spacing: Sequence[float] = (2.
     label = label_mask.astype(np.uint8)
     label[eyes] = 0
 
+    meta = {"generator": "brain_mr", "seed": int(seed), "body_part": "HEAD", "csf_mm": csf_mm,
+            "cortex_mm": cortex_mm, "strip_margin_mm": strip_margin_mm, "clinical": bool(clinical), "t1_values": val}
+    if clean:
+        if strip_margin_mm is not None:
+            img[_edt_mm(label > 0, sp) > strip_margin_mm] = 0.0
+        return Phantom(img, label, affine, {1: "brain"}, "MR", meta={**meta, "clean": True})
     img = ndimage.gaussian_filter(img, float(rng.uniform(0.5, 0.9)), mode="nearest")
     u = (x0 / half[0], y0 / half[1], z0 / half[2])
     bias = 1.0 + sum(float(rng.uniform(-0.15, 0.15)) * c for c in u) \
@@ -191,10 +201,7 @@ def brain_mr(shape: Sequence[int] = (80, 96, 80), spacing: Sequence[float] = (2.
     image = np.clip(np.round(img), 0, 4095).astype(np.float32)
     if strip_margin_mm is not None:
         image[_edt_mm(label > 0, sp) > strip_margin_mm] = 0.0
-    return Phantom(image, label, affine, {1: "brain"}, "MR",
-                   meta={"generator": "brain_mr", "seed": int(seed), "body_part": "HEAD",
-                         "csf_mm": csf_mm, "cortex_mm": cortex_mm, "strip_margin_mm": strip_margin_mm,
-                         "clinical": bool(clinical), "t1_values": val})
+    return Phantom(image, label, affine, {1: "brain"}, "MR", meta=meta)
 
 
 def _clinical_head(img, rng, val, sp, xyz, hc, hs, bc, bs, *, d_out, csf_mm, skull_mm, scalp_mm,
