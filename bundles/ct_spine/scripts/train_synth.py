@@ -54,11 +54,20 @@ FP_MM = "vertebra called > 10 mm from any vertebra (mL)"
 FP_S1 = "vertebra called on the sacrum S1 (mL)"
 
 
+#: bone means in HU for this recipe (run 2, docs/PLAN_synth.md): cancellous bone 60-400 HU (published
+#: vertebral trabecular attenuation: below ~110 HU osteoporotic, above ~160 HU normal, up to ~350 in
+#: the young), cortical shells 200-700 HU (the shell is one or two voxels of the 3 mm grid: about 1 mm of
+#: cortex at 1000-1900 HU averaged with cancellous bone). The
+#: first run drew whole bones at 180-800 HU and shells at 450-1300 HU: brighter than real vertebrae.
+BONE_HU = (("cortex", (200.0, 700.0)),
+           ("vertebra|sacrum|hip|femur|rib|sternum|scapula|clavicula|humerus|bone|skull", (60.0, 400.0)))
+
+
 def synth_config():
     from medseg.data.synth import SynthConfig
 
     # stronger smooth deformations than the organ model's default (shape variety from one anatomy)
-    return SynthConfig(deform_probability=0.8, deform_voxels=4.0)
+    return SynthConfig(deform_probability=0.8, deform_voxels=4.0, ct_ranges=BONE_HU)
 
 
 def synth_cases():
