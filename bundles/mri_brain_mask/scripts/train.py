@@ -159,15 +159,21 @@ def evaluate_mni(model) -> dict[str, dict[str, float]]:
     return out
 
 
+def augmentation():
+    """The strong augmentation every brain-mask recipe trains with (affine, intensity, gamma, noise,
+    MR bias field, elastic)."""
+    from medseg.transforms.augment import AugmentationConfig
+
+    return AugmentationConfig(rotate_deg=20.0, scale=0.15, p_affine=0.5, intensity_scale=0.2,
+                              intensity_shift=0.2, p_intensity=0.5, gamma=(0.6, 1.6), p_gamma=0.5,
+                              noise_std=0.08, p_noise=0.3, bias_field=True, p_bias=0.5,
+                              elastic=True, p_elastic=0.2)
+
+
 def main() -> None:
     args = bt.common_args(__doc__.splitlines()[0]).parse_args()
     work = bt.work_dir(args.work, NAME)
-    from medseg.transforms.augment import AugmentationConfig
-
-    strong = AugmentationConfig(rotate_deg=20.0, scale=0.15, p_affine=0.5, intensity_scale=0.2,
-                                intensity_shift=0.2, p_intensity=0.5, gamma=(0.6, 1.6), p_gamma=0.5,
-                                noise_std=0.08, p_noise=0.3, bias_field=True, p_bias=0.5,
-                                elastic=True, p_elastic=0.2)
+    strong = augmentation()
     ds = bt.write_msd(work / "dataset", training_cases(), LABELS, "MR")
     run = bt.train_run(ds, work / "run", "mr_brain", NETWORK, epochs=EPOCHS, patch_size=(64, 64, 64),
                        preset_overrides={"target_spacing": [2.0, 2.0, 2.0]},

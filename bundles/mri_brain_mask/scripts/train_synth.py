@@ -138,17 +138,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     work = bt.work_dir(args.work, NAME + "_synth")
     ds = bt.write_msd(work / "dataset", training_cases(), v5.LABELS, "MR")
-    from medseg.transforms.augment import AugmentationConfig
-
-    strong = AugmentationConfig(rotate_deg=20.0, scale=0.15, p_affine=0.5, intensity_scale=0.2,
-                                intensity_shift=0.2, p_intensity=0.5, gamma=(0.6, 1.6), p_gamma=0.5,
-                                noise_std=0.08, p_noise=0.3, bias_field=True, p_bias=0.5,
-                                elastic=True, p_elastic=0.2)
     run = bt.train_run(ds, work / "run", "mr_brain", v5.NETWORK, epochs=args.epochs, patch_size=(64, 64, 64),
                        preset_overrides={"target_spacing": [2.0, 2.0, 2.0]}, batch_size=2, num_samples=2,
                        lr=LR, warmup_epochs=1, val_fraction=0.17, val_every=5, seed=0,
                        max_minutes=args.max_minutes, resume=args.resume, ship_only=args.ship_only, overlap=0.25,
-                       sw_batch_size=2, augmentation=strong, init_weights=args.init_weights)
+                       sw_batch_size=2, augmentation=v5.augmentation(), init_weights=args.init_weights)
     bt.patch_model_spec(run, name=NAME, postprocess=v5.POSTPROCESS)
     bt.slim_checkpoint(run)
     from medseg.bundle import load_bundle
