@@ -38,11 +38,7 @@ PHANTOM_CHECKS: dict[str, tuple[str, int, str | None, dict[int, float]]] = {
     # README (v3 weights, 9001-9004): brain 0.941-0.975; 0.975 on this one, floor = that minus ~0.05
     "mri_brain_mask": ("brain_mr", 7001, "ASR", {1: 0.92}),
 }
-# ct_spine (v0.3.0) on the unseen seed-7001 ASR phantom (an 80 mm S-I field of view): per level
-# 0.878-0.928, levels merged 0.896 (README, 9001-9004: per level 0.913-0.948, merged 0.932); floors
-# ~0.05 below
-SPINE_LEVEL_FLOOR = 0.82
-SPINE_MERGED_FLOOR = 0.85
+# ct_spine (0.4, trained for real CT) is judged on a REAL CT: see test_ct_spine_on_a_real_ct below
 
 FLOOR_NUCLEI_F1 = 0.8
 
@@ -140,25 +136,37 @@ def test_ct_abdomen_organs_on_a_real_ct():
     assert x_kr > x_body + 30 > x_body - 30 > x_kl, "kidney_right / kidney_left are not on their sides"
 
 
-def test_ct_spine_unseen_phantom_levels():
+def test_ct_spine_on_a_real_ct():
+    """The shipped spine model (0.4, domain-randomised from a real vertebra label map) on
+    TotalSegmentator's real abdominal-pelvic CT (image never trained on; its vertebra label map was
+    the synthesis source, see the bundle README): merged T12-L5 Dice against TotalSegmentator's
+    vertebrae, L2 found AND named L2, no vertebra called in the pelvis or femoral heads (more than
+    10 mm from any TotalSegmentator vertebra), and T12 above L2 in world coordinates."""
+    from scipy import ndimage
+
     from medseg.bundle import load_bundle
-    from medseg.data.phantoms import spine_ct
+    from medseg.data import sample
+    from medseg.data.totalseg import TOTAL_V2, remap
     from medseg.inference import segment
     from medseg.metrics import dice
 
-    ph = spine_ct(seed=7001, orientation="ASR")
+    img = nib.load(str(sample("ts_ct")))
+    seg = np.asarray(nib.load(str(sample("ts_ct_vertebrae"))).dataobj)
+    ref = remap(seg, TOTAL_V2, {f"vertebrae_{lv}": i + 1 for i, lv in enumerate(("T12", "L1", "L2", "L3", "L4", "L5"))})
     model = load_bundle(BUNDLES / "ct_spine")
-    pred = segment(_mt(ph.image, ph.affine), model, device="cpu", progress=False)
-    np.testing.assert_allclose(np.asarray(pred.affine), ph.affine, atol=1e-5)
+    pred = segment(_mt(np.asarray(img.dataobj, dtype=np.float32), img.affine), model, device="cpu", progress=False)
+    np.testing.assert_allclose(np.asarray(pred.affine), img.affine, atol=1e-5)
     lab = pred[0].numpy()
     assert set(np.unique(lab).tolist()) <= {0, *model.labels}
-    d = dice(lab > 0, ph.label > 0)
-    assert d >= SPINE_MERGED_FLOOR, f"ct_spine: merged vertebra Dice {d:.3f} < {SPINE_MERGED_FLOOR}"
-    present = sorted(int(k) for k in np.unique(ph.label) if k)
-    assert len(present) >= 2
-    for k in present:  # each level present is found AND named right (a shifted name scores ~0)
-        d = dice(lab, ph.label, label=k)
-        assert d >= SPINE_LEVEL_FLOOR, f"ct_spine: Dice of {model.labels[k]} = {d:.3f} < {SPINE_LEVEL_FLOOR}"
+    # README (0.4): merged 0.414, L2 0.673, 3.5 mL more than 10 mm from any vertebra (phantom-only 0.3:
+    # 0.011, 0.000, 109 mL); floors ~0.05 below / a few mL above
+    assert dice(lab > 0, ref > 0) >= 0.36
+    assert dice(lab, ref, label=3) >= 0.60, "L2 not found or not named L2"
+    sp = np.linalg.norm(img.affine[:3, :3], axis=0)
+    far = ndimage.distance_transform_edt(seg == 0, sampling=sp) > 10
+    assert (lab > 0)[far].sum() * np.prod(sp) / 1000 <= 10.0, "vertebra called in the pelvis / femoral heads"
+    z_t12, z_l2 = (nib.affines.apply_affine(img.affine, np.argwhere(lab == v).mean(axis=0))[2] for v in (1, 3))
+    assert z_t12 > z_l2 + 40, "T12 is not above L2 (RAS +z = superior)"
 
 
 def test_fluo_nuclei_heldout_quarter_f1():
