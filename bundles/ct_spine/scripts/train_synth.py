@@ -85,14 +85,17 @@ def synth_cases():
 def shipping_rule(new: dict, old: dict) -> tuple[bool, str]:
     """The rule of docs/PLAN_synth.md (written before training): on patient A the mean per-level
     Dice above the phantom-only weights' and less volume called vertebra > 10 mm from any vertebra;
-    on patient B a T12 Dice not lower than the phantom-only weights'."""
+    on patient B a T12 Dice not lower than the phantom-only weights' and (run 2) no more volume
+    called another level."""
     a_new, a_old = new["ts_ct (patient A)"], old["ts_ct (patient A)"]
     b_new, b_old = new["ts_ct2 cropped (patient B)"], old["ts_ct2 cropped (patient B)"]
     m_new, m_old = (float(np.mean([r[c] for c in PER_LEVEL])) for r in (a_new, a_old))
-    ok = m_new > m_old and a_new[FP_MM] < a_old[FP_MM] and b_new["T12 Dice"] >= b_old["T12 Dice"]
+    other = "levels other than T12 called (mL)"  # run 2's addition: B's wrongly named volume not larger
+    ok = (m_new > m_old and a_new[FP_MM] < a_old[FP_MM] and b_new["T12 Dice"] >= b_old["T12 Dice"]
+          and b_new[other] <= b_old[other])
     why = (f"patient A mean per-level Dice {m_new:.3f} vs {m_old:.3f}, volume > 10 mm from any vertebra "
            f"{a_new[FP_MM]:.1f} vs {a_old[FP_MM]:.1f} mL; patient B T12 Dice {b_new['T12 Dice']:.3f} vs "
-           f"{b_old['T12 Dice']:.3f}")
+           f"{b_old['T12 Dice']:.3f}, other levels called {b_new[other]:.1f} vs {b_old[other]:.1f} mL")
     return ok, why
 
 
