@@ -208,10 +208,11 @@ def test_from_run_dir_round_trip_and_errors(tmp_path):
     with pytest.raises(ConfigError, match="no model_spec.json"):
         SegmentationModel.from_run_dir(tmp_path)
     # a checkpoint that is not torch weights: a one-line ModelError, not an unpickling traceback
-    _write_run(run, m)
-    (run / "checkpoints" / "best.pt").write_bytes(b"\x80\x04junk that is not a torch file")
-    with pytest.raises(ModelError, match="best.pt in run is not a plain state dict and was not loaded"):
-        SegmentationModel.from_run_dir(run)
+    junk = tmp_path / "junk_run"
+    _write_run(junk, m)
+    (junk / "checkpoints" / "best.pt").write_bytes(b"\x80\x04junk that is not a torch file")
+    with pytest.raises(ModelError, match="best.pt in junk_run is not a plain state dict and was not loaded"):
+        SegmentationModel.from_run_dir(junk)
 
 
 def test_wrong_inputs_raise_model_error():

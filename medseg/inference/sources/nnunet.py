@@ -130,20 +130,22 @@ def safe_globals() -> list[Any]:
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read an nnU-Net checkpoint without running pickled code (one-line ModelError otherwise)."""
     import pickle
+    import warnings
 
     import torch
 
     where = f"{path.parent.name}/{path.name}"
     try:
-        with torch.serialization.safe_globals(safe_globals()):
+        with torch.serialization.safe_globals(safe_globals()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on a foreign pickle protocol: the error says it
             data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         m = _UNSUPPORTED_GLOBAL.search(str(exc))
         what = f" ({m.group(1)})" if m else ""
         raise ModelError(f"{where} refused: the checkpoint names a Python object outside the safe list{what}; "
                          "it was not loaded") from None
-    except (RuntimeError, OSError, EOFError, ValueError, TypeError, AttributeError) as exc:
-        raise ModelError(f"{where} cannot be read as a torch checkpoint ({type(exc).__name__})") from None
+    except Exception as exc:  # junk bytes: torch's unpickler raises KeyError, IndexError, struct.error, ...
+        raise ModelError(f"{where} cannot be read as a torch checkpoint ({type(exc).__name__})") from exc
     if not isinstance(data, dict) or not isinstance(data.get("network_weights"), dict):
         raise ModelError(f"{where} holds no network_weights: not an nnU-Net v2 checkpoint")
     return data
