@@ -40,3 +40,14 @@ def test_a_real_state_dict_reads_and_a_non_tensor_dict_is_refused(tmp_path):
     torch.save({"state_dict": {"weight": [1, 2, 3]}}, tmp_path / "lists.pt")
     with pytest.raises(ModelError, match="^lists.pt does not hold a state dict of tensors$"):
         read_state_dict(tmp_path / "lists.pt", error=ModelError, what="lists.pt")
+
+
+def test_weights_that_do_not_fit_are_one_typed_line():
+    from medseg.models.weights import load_into
+
+    net = torch.nn.Conv3d(1, 2, 3)
+    load_into(net, torch.nn.Conv3d(1, 2, 3).state_dict(), error=ModelError, what="x")
+    with pytest.raises(ModelError, match=r"^w.pt does not fit: Error\(s\) in loading state_dict for Conv3d: "
+                                         r"size mismatch for weight") as err:
+        load_into(net, torch.nn.Conv3d(1, 4, 3).state_dict(), error=ModelError, what="w.pt does not fit")
+    assert "\n" not in str(err.value)

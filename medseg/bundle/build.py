@@ -60,8 +60,6 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
 
 
 def _load_run(run_dir: Path) -> tuple[ModelSpec, dict[str, Any], dict]:
-
-
     spec = ModelSpec.from_json(_read_json(run_dir / "model_spec.json", "run file"), error=BundleError,
                                where=f"model_spec.json in {run_dir.name}")
     ckpt = run_dir / "checkpoints" / "best.pt"

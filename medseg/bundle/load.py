@@ -148,6 +148,7 @@ def load_bundle(path_or_name: str | os.PathLike[str], *, trust: bool = False):
     ``weights_only=True`` -> network built from ``network_def`` and loaded strictly.
     """
     from medseg.bundle.trust import bundle_file, ensure_trusted, load_weights, sha256_file
+    from medseg.models.weights import load_into
 
     bundle_dir = resolve_bundle(path_or_name)
     from medseg.bundle.zoo import ZooBundleSource, is_zoo_bundle
@@ -167,11 +168,7 @@ def load_bundle(path_or_name: str | os.PathLike[str], *, trust: bool = False):
         raise BundleError(f"models/model.pt of bundle {bundle_dir.name} does not match the sha256 in "
                           "metadata.json; the bundle was altered")
     net = build_network_def(bundle_dir, configs, trust=trust)
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise BundleError(f"models/model.pt of bundle {bundle_dir.name} does not fit its network_def: "
-                          f"{str(exc).splitlines()[0][:160]}") from exc
+    load_into(net, state, error=BundleError, what=f"models/model.pt of bundle {bundle_dir.name} does not fit its network_def")
     from medseg.inference import SegmentationModel
 
     return SegmentationModel.from_spec(spec, network=net, weights_sha256=actual, name=spec.name or bundle_dir.name)

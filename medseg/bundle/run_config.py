@@ -23,7 +23,6 @@ def run_inference_config(bundle_dir: str | os.PathLike[str], dataset_dir: str | 
     (unless ``check_sums=False``, used while the bundle is being built); weights are read with
     ``weights_only=True``. Returns the files written under ``output_dir``.
     """
-
     import torch
     from monai.bundle import ConfigParser
     from tqdm.auto import tqdm

@@ -238,13 +238,11 @@ class ZooBundleSource(InfersLabels):
                               f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]}") from exc
         import torch
 
+        from medseg.models.weights import load_into
+
         if not isinstance(net, torch.nn.Module):
             raise BundleError(f"network_def of bundle {bundle_dir.name} is not a torch.nn.Module")
-        try:
-            net.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise BundleError(f"the weights of bundle {bundle_dir.name} do not fit its network_def: "
-                              f"{str(exc).splitlines()[0][:160]}") from exc
+        load_into(net, state, error=BundleError, what=f"the weights of bundle {bundle_dir.name} do not fit its network_def")
         net.eval()
         source = cls(bundle_dir, configs, name, net, sha, check, trust)
         source._modules = modules

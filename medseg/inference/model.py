@@ -92,11 +92,9 @@ class SegmentationModel:
 
             network = build_network(ms.network)
         if state_dict is not None:
-            try:
-                network.load_state_dict(state_dict)
-            except RuntimeError as exc:
-                first = str(exc).strip().splitlines()[0]
-                raise ModelError(f"the weights do not fit the network spec ({first})") from exc
+            from medseg.models.weights import load_into
+
+            load_into(network, state_dict, error=ModelError, what="the weights do not fit the network spec")
         network.eval()
         return cls(network=network, **ms.model_kwargs(), weights_sha256=weights_sha256,
                    name=str(name or ms.name or "model"))

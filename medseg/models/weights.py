@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["read_state_dict"]
+__all__ = ["load_into", "read_state_dict"]
 
 
 def read_state_dict(path: str | Path, *, error: type[Exception], what: str,
@@ -43,3 +43,14 @@ def read_state_dict(path: str | Path, *, error: type[Exception], what: str,
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise error(f"{what} does not hold a state dict of tensors")
     return obj
+
+
+def load_into(network: Any, state: dict[str, Any], *, error: type[Exception], what: str) -> None:
+    """``network.load_state_dict(state, strict=True)``; weights that do not fit (missing or extra
+    keys, other shapes) raise ``error("<what>: <torch's first two lines>")``, one line, instead of
+    torch's many-line RuntimeError."""
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+        raise error(f"{what}: {' '.join(lines[:2])[:200]}") from exc

@@ -237,7 +237,7 @@ def load_network(path: str | None = None, ndim: int = 3):
 @lru_cache(maxsize=4)
 def _load_network(folder: str, ndim: int):
     from medseg.bundle.trust import read_checksums, sha256_file
-    from medseg.models.weights import read_state_dict
+    from medseg.models.weights import load_into, read_state_dict
 
     d = Path(folder)
     weights = d / "models" / "model.pt"
@@ -252,10 +252,7 @@ def _load_network(folder: str, ndim: int):
         raise BundleError(f"{d.name} was built for another prompt encoding than this medseg's")
     net = build_net(ndim)
     state = read_state_dict(weights, error=BundleError, what=f"{d.name}/models/model.pt")
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as exc:
-        raise BundleError(f"{d.name}/models/model.pt does not fit the promptable network") from exc
+    load_into(net, state, error=BundleError, what=f"{d.name}/models/model.pt does not fit the promptable network")
     net.eval()
     return net
 

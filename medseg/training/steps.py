@@ -177,11 +177,10 @@ def _build_engine(cfg: TrainConfig, ctx: DistContext, spec: dict[str, Any]) -> _
     random.seed(cfg.seed)
     model = build_network(spec)
     if cfg.init_weights is not None:
-        try:
-            model.load_state_dict(_init_state(Path(cfg.init_weights)))
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise ConfigError(f"init_weights: {Path(cfg.init_weights).name} does not fit the network ({first})") from exc
+        from medseg.models.weights import load_into
+
+        load_into(model, _init_state(Path(cfg.init_weights)), error=ConfigError,
+                  what=f"init_weights: {Path(cfg.init_weights).name} does not fit the network")
     model = model.to(ctx.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     _lr_factor(cfg.scheduler, 0, cfg.epochs, cfg.warmup_epochs)  # validates the name early
