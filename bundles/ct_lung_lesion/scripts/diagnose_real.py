@@ -3,7 +3,8 @@
 For each case: the volume the model calls lesion, how much of it lies OUTSIDE the patient's body
 (the body = the largest connected region above -500 HU, holes filled slice by slice: blankets,
 gowns and the table are outside it), the number of components, the Dice against the reference
-lesion, and the largest components with their median HU and whether they touch the lesion.
+lesion (and the Dice if everything outside the body were dropped: a measurement, not part of the
+bundle), and the largest components with their median HU and whether they touch the lesion.
 
 Usage: ``python bundles/ct_lung_lesion/scripts/diagnose_real.py [BUNDLE_OR_RUN_FOLDER]`` (default:
 the shipped bundle).
@@ -49,9 +50,11 @@ def main() -> None:
         pred = bt.segment_array(model, hu, aff) > 0
         body = body_mask(hu)
         comp, n = ndimage.label(pred)
+        inside = pred & body  # what a body-outline restriction would leave (not part of the bundle)
         print(f"{case}: called lesion {pred.sum() * ml:.1f} mL in {n} components, of it outside the body "
               f"{(pred & ~body).sum() * ml:.1f} mL; reference {ref.sum() * ml:.1f} mL; Dice "
-              f"{2 * (pred & ref).sum() / max(pred.sum() + ref.sum(), 1):.3f}")
+              f"{2 * (pred & ref).sum() / max(pred.sum() + ref.sum(), 1):.3f}, inside the body only "
+              f"{2 * (inside & ref).sum() / max(inside.sum() + ref.sum(), 1):.3f}")
         sizes = np.bincount(comp.ravel())[1:]
         for i in np.argsort(sizes)[::-1][:8]:
             c = comp == i + 1
