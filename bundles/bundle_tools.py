@@ -199,6 +199,10 @@ def ship(run_dir: Path, out: Path, *, name: str, description: str, data_source: 
                           + generic)
         for fname, src in (extra_docs or {}).items():
             shutil.copyfile(src, new / "docs" / fname)
+        from declare_domains import DOMAINS, write_domain
+
+        if name in DOMAINS:  # the domain the guard checks inputs against: part of this release
+            write_domain(new, name)
         set_release(new, *release_version(out if out.exists() else None, new, changelog))
         if (out / "scripts").is_dir():
             shutil.copytree(out / "scripts", new / "scripts",

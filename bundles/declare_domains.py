@@ -2,8 +2,9 @@
 `medseg segment`/`batch` flag an input or a result outside it (and refuse it with --strict).
 
 The weights do not change: `configs/medseg.json` gains a "domain" entry, `models/sha256sums.txt`
-its new checksum, and the bundle a patch version with a changelog line. Rerun after rebuilding a
-bundle (the training scripts do not carry the domain yet).
+its new checksum, and the bundle a patch version with a changelog line. Bundles rebuilt by a
+training script carry their domain already (``bundle_tools.ship`` calls :func:`write_domain`
+before the release version is set), so this is for bundles built before that.
 
     python bundles/declare_domains.py [NAME ...]
 
@@ -44,23 +45,34 @@ DOMAINS = {
 }
 
 
-def declare(name: str) -> str:
-    from medseg.bundle.build import set_release
+def write_domain(folder: Path, name: str) -> bool:
+    """Write ``DOMAINS[name]`` into ``folder``'s ``configs/medseg.json`` and its checksum into
+    ``models/sha256sums.txt`` (no version change). False when it was already there."""
     from medseg.bundle.trust import read_checksums, sha256_file
     from medseg.inference.domain import validate_domain
     from medseg.io.atomic import atomic_write_text
 
-    folder = HERE / name
     cfg_path = folder / "configs" / "medseg.json"
     cfg = json.loads(cfg_path.read_text())
     domain = validate_domain(DOMAINS[name])
     if cfg.get("domain") == domain:
-        return f"{name}: domain already declared"
+        return False
     cfg["domain"] = domain
     atomic_write_text(cfg_path, json.dumps(cfg, indent=2) + "\n")
     sums = read_checksums(folder)
     sums["configs/medseg.json"] = sha256_file(cfg_path)
     atomic_write_text(folder / "models" / "sha256sums.txt", "".join(f"{s}  {r}\n" for r, s in sums.items()))
+    return True
+
+
+def declare(name: str) -> str:
+    """Declare the domain of the shipped bundle ``name`` and bump its patch version (same weights).
+    Bundles built by ``bundle_tools.ship`` carry their domain already."""
+    from medseg.bundle.build import set_release
+
+    folder = HERE / name
+    if not write_domain(folder, name):
+        return f"{name}: domain already declared"
     meta = json.loads((folder / "configs" / "metadata.json").read_text())
     major, minor, patch = (int(x) for x in meta["version"].split("."))
     version = f"{major}.{minor}.{patch + 1}"

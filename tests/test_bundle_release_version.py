@@ -59,3 +59,27 @@ def test_set_release_keeps_a_built_bundle_verifiable(tmp_path):
         set_release(bundle, "0.4.0", {"0.2.0": "x"})
     with pytest.raises(ConfigError, match="MAJOR.MINOR.PATCH"):
         set_release(bundle, "v1", {"v1": "x"})
+
+
+def test_ship_carries_the_declared_domain_in_the_same_release(tmp_path):
+    """bundle_tools.ship on a run of a bundle named in declare_domains.DOMAINS: the built bundle's
+    configs/medseg.json holds that domain, its checksum is recorded (the bundle verifies), and the
+    version is the build's own (no extra patch release as declare() makes for older bundles)."""
+    from declare_domains import DOMAINS
+    from test_bundle_build import make_run
+
+    from medseg.bundle import verify_bundle
+    from medseg.inference.domain import validate_domain
+
+    run = make_run(tmp_path / "run")
+    (run / "metrics.json").write_text(json.dumps({"epochs_completed": 1, "epochs_planned": 1, "n_train_cases": 2,
+                                                  "n_val_cases": 1, "best_val_dice_mean": 0.5, "best_epoch": 1}))
+    (run / "train_config.json").write_text(json.dumps({"seed": 0, "patch_size": [16, 16, 16], "batch_size": 1,
+                                                       "num_samples": 1, "lr": 0.001, "scheduler": "cosine"}))
+    out = bt.ship(run, tmp_path / "ct_spine", name="ct_spine", description="tiny", data_source="synthetic",
+                  license_text="CC0", readme_head="# tiny\n", changelog="first build")
+    cfg = json.loads((out / "configs" / "medseg.json").read_text())
+    assert cfg["domain"] == validate_domain(DOMAINS["ct_spine"])
+    assert verify_bundle(out).ok
+    meta = json.loads((out / "configs" / "metadata.json").read_text())
+    assert meta["version"] == "0.1.0" and list(meta["changelog"]) == ["0.1.0"]
