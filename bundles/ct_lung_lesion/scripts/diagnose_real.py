@@ -1,8 +1,8 @@
 """Where the ct_lung_lesion false positives lie on the real chest CTs (pyradiomics lung1 / lung2).
 
 For each case: the volume the model calls lesion, how much of it lies OUTSIDE the patient's body
-(the body = the largest connected region above -500 HU, holes filled slice by slice: blankets,
-gowns and the table are outside it), the number of components, the Dice against the reference
+(``medseg.classical.presets.body_mask``: the largest connected region above -500 HU, holes
+filled slice by slice along the axial axis; blankets, gowns and the table are outside it), the number of components, the Dice against the reference
 lesion (and the Dice if everything outside the body were dropped: a measurement, not part of the
 bundle), and the largest components with their median HU and whether they touch the lesion.
 
@@ -22,21 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import bundle_tools as bt  # noqa: E402
 
 
-def body_mask(hu: np.ndarray) -> np.ndarray:
-    """The patient's body: the largest 6-connected region above -500 HU, holes filled per axial slice."""
-    from scipy import ndimage
-
-    lab, n = ndimage.label(hu > -500)
-    if n == 0:
-        return np.zeros(hu.shape, bool)
-    big = lab == (np.argmax(np.bincount(lab.ravel())[1:]) + 1)
-    return np.stack([ndimage.binary_fill_holes(big[..., k]) for k in range(big.shape[2])], -1)
-
-
 def main() -> None:
     from scipy import ndimage
 
     from medseg.bundle import load_bundle
+    from medseg.classical.presets import body_mask
     from medseg.data import sample
     from medseg.io import load
 
@@ -46,9 +36,10 @@ def main() -> None:
         image = load(sample(f"{case}_image"))
         ref = load(sample(f"{case}_label"), kind="label")[0].numpy() > 0
         hu, aff = image[0].numpy(), np.asarray(image.affine, dtype=np.float64)
-        ml = float(np.prod(np.linalg.norm(aff[:3, :3], axis=0))) / 1000
+        spacing = np.linalg.norm(aff[:3, :3], axis=0)
+        ml = float(np.prod(spacing)) / 1000
         pred = bt.segment_array(model, hu, aff) > 0
-        body = body_mask(hu)
+        body = body_mask(hu, spacing, int(np.argmax(np.abs(aff[2, :3]))))
         comp, n = ndimage.label(pred)
         inside = pred & body  # what a body-outline restriction would leave (not part of the bundle)
         print(f"{case}: called lesion {pred.sum() * ml:.1f} mL in {n} components, of it outside the body "

@@ -186,9 +186,10 @@ def brain_mr(shape: Sequence[int] = (80, 96, 80), spacing: Sequence[float] = (2.
 
     meta = {"generator": "brain_mr", "seed": int(seed), "body_part": "HEAD", "csf_mm": csf_mm,
             "cortex_mm": cortex_mm, "strip_margin_mm": strip_margin_mm, "clinical": bool(clinical), "t1_values": val}
+    stripped = _edt_mm(label > 0, sp) > strip_margin_mm if strip_margin_mm is not None else None
     if clean:
-        if strip_margin_mm is not None:
-            img[_edt_mm(label > 0, sp) > strip_margin_mm] = 0.0
+        if stripped is not None:
+            img[stripped] = 0.0
         return Phantom(img, label, affine, {1: "brain"}, "MR", meta={**meta, "clean": True})
     img = ndimage.gaussian_filter(img, float(rng.uniform(0.5, 0.9)), mode="nearest")
     u = (x0 / half[0], y0 / half[1], z0 / half[2])
@@ -199,8 +200,8 @@ def brain_mr(shape: Sequence[int] = (80, 96, 80), spacing: Sequence[float] = (2.
     n2 = rng.normal(0, noise, shape).astype(np.float32)
     img = np.sqrt((img + n1) ** 2 + n2 ** 2)  # Rician magnitude noise
     image = np.clip(np.round(img), 0, 4095).astype(np.float32)
-    if strip_margin_mm is not None:
-        image[_edt_mm(label > 0, sp) > strip_margin_mm] = 0.0
+    if stripped is not None:
+        image[stripped] = 0.0
     return Phantom(image, label, affine, {1: "brain"}, "MR", meta=meta)
 
 
