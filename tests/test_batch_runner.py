@@ -160,3 +160,52 @@ def test_resume_keeps_the_records_of_a_manifest_whose_rank_journals_are_gone(tmp
     latest = Manifest(tmp_path / "manifest.jsonl").latest()
     assert sorted(r.case for r in latest.values()) == ["case00", "case01", "case02", "case03"]
     assert set(first.splitlines()) <= set((tmp_path / "manifest.jsonl").read_text().splitlines())
+
+
+RANK_WORKER = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    from medseg.batch.runner import BatchCase, CaseResult, run_batch
+    from medseg.errors import InputError
+    out = Path(sys.argv[1])
+    def process(case, key):
+        if case.case == "case04":
+            raise InputError("slice 3 of 9 is missing")
+        time.sleep(0.05 if case.case < "case03" else 1.0)  # the ranks finish far apart
+        return CaseResult(extra={"stored": "stored"})
+    s = run_batch([BatchCase(case=f"case{i:02d}", identity=f"id-{i:02d}") for i in range(7)], process,
+                  output_dir=out, weights_sha256="w", progress=False)
+    print(json.dumps([s.done, s.failed, s.skipped, s.failures, s.stores]))
+    """
+)
+
+
+def test_two_ranks_without_torchrun_share_totals_through_the_store(tmp_path):
+    """Two ranks started by hand (rank 0 hosts the store, as under any env:// launcher): each
+    case runs exactly once and both ranks report the job's totals, not their own shard's."""
+    from medseg.batch.local_orthanc import free_port
+
+    script = tmp_path / "rank.py"
+    script.write_text(RANK_WORKER)
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2",
+           "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "out")], env={**env, "RANK": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-1500:] for o in outs]
+    totals = [json.loads(o[0].strip().splitlines()[-1]) for o in outs]
+    assert totals[0] == totals[1] == [6, 1, 0, [["case04", "slice 3 of 9 is missing"]], {"stored": 6}]
+    records = [json.loads(x) for x in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(r["case"] for r in records) == [f"case{i:02d}" for i in range(7)]
+    assert {r["rank"] for r in records} == {0, 1}
+
+
+def test_a_sharded_batch_outside_a_launcher_is_refused_in_one_line(tmp_path, monkeypatch):
+    from medseg.errors import ConfigError
+
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    with pytest.raises(ConfigError, match="runs under torchrun"):
+        run_batch(_cases(2), lambda c, k: CaseResult(), output_dir=tmp_path, weights_sha256="w", progress=False,
+                  rank=0, world_size=2)

@@ -11,18 +11,18 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medseg.batch.manifest import CaseRecord, Manifest, merge_manifests
-from medseg.errors import MedsegError, PACSError
+from medseg.errors import ConfigError, MedsegError, PACSError
 
 
 @dataclass
@@ -182,89 +182,89 @@ def run_batch(
     env_rank, env_world = distributed_rank_world()
     rank = env_rank if rank is None else rank
     world_size = env_world if world_size is None else world_size
-    with _rank_group(world_size) as barrier:
-        journal = Manifest(out / f"manifest.rank{rank}.jsonl")
-        if rank == 0:
-            remove_stale_partials(out)
-        barrier()  # no rank may start writing while rank 0 still removes a killed run's partials
-        done: set[str] = set()
-        if resume:
-            done = {k for k, r in latest_done_records(out).items() if unfinished is None or not unfinished(r)}
+    ranks = _Ranks(rank, world_size)
+    journal = Manifest(out / f"manifest.rank{rank}.jsonl")
+    if rank == 0:
+        remove_stale_partials(out)
+    ranks.release("partials_removed", rank)  # no rank writes while rank 0 removes a killed run's partials
+    done: set[str] = set()
+    if resume:
+        done = {k for k, r in latest_done_records(out).items() if unfinished is None or not unfinished(r)}
 
-        mine = shard(cases, rank, world_size)
-        summary = BatchSummary()
-        lock = threading.Lock()
-        t_start = time.monotonic()
-        todo = []
-        for c in mine:  # a deferred identity is resolved when the case's turn comes
-            if c.resolve is None and c.key(weights_sha256) in done:
-                summary.skipped += 1
+    mine = shard(cases, rank, world_size)
+    summary = BatchSummary()
+    lock = threading.Lock()
+    t_start = time.monotonic()
+    todo = []
+    for c in mine:  # a deferred identity is resolved when the case's turn comes
+        if c.resolve is None and c.key(weights_sha256) in done:
+            summary.skipped += 1
+        else:
+            todo.append(c)
+
+    from medseg.batch.progress import Progress
+
+    bar = Progress(len(todo), enabled=progress and rank == 0)
+
+    def attempt(case: BatchCase) -> None:
+        key: str | None = None
+        tries = 0
+        while True:
+            tries += 1
+            t0 = time.monotonic()
+            try:
+                if key is None:
+                    key = case.key(weights_sha256)
+                    if key in done:
+                        with lock:
+                            summary.skipped += 1
+                            bar.update("skipped")
+                        return
+                result = process(case, key)
+            except transient as exc:
+                if tries <= retries:
+                    time.sleep(backoff_s * (2 ** (tries - 1)))
+                    continue
+                record = CaseRecord(key or _unresolved(case, weights_sha256), case.case, "failed",
+                                    reason=_reason(exc), attempts=tries, rank=rank)
+            except MedsegError as exc:
+                record = CaseRecord(key or _unresolved(case, weights_sha256), case.case, "failed",
+                                    reason=_reason(exc), attempts=tries, rank=rank)
+            except Exception as exc:  # noqa: BLE001 - isolate one case's bug from the rest of the batch
+                record = CaseRecord(key or _unresolved(case, weights_sha256), case.case, "failed",
+                                    attempts=tries, rank=rank,
+                                    reason=f"internal error ({type(exc).__name__}); please report it")
             else:
-                todo.append(c)
-
-        from medseg.batch.progress import Progress
-
-        bar = Progress(len(todo), enabled=progress and rank == 0)
-
-        def attempt(case: BatchCase) -> None:
-            key: str | None = None
-            tries = 0
-            while True:
-                tries += 1
-                t0 = time.monotonic()
-                try:
-                    if key is None:
-                        key = case.key(weights_sha256)
-                        if key in done:
-                            with lock:
-                                summary.skipped += 1
-                                bar.update("skipped")
-                            return
-                    result = process(case, key)
-                except transient as exc:
-                    if tries <= retries:
-                        time.sleep(backoff_s * (2 ** (tries - 1)))
-                        continue
-                    record = CaseRecord(key or _unresolved(case, weights_sha256), case.case, "failed",
-                                        reason=_reason(exc), attempts=tries, rank=rank)
-                except MedsegError as exc:
-                    record = CaseRecord(key or _unresolved(case, weights_sha256), case.case, "failed",
-                                        reason=_reason(exc), attempts=tries, rank=rank)
-                except Exception as exc:  # noqa: BLE001 - isolate one case's bug from the rest of the batch
-                    record = CaseRecord(key or _unresolved(case, weights_sha256), case.case, "failed",
-                                        attempts=tries, rank=rank,
-                                        reason=f"internal error ({type(exc).__name__}); please report it")
-                else:
-                    timings = dict(result.timings_s)
-                    timings.setdefault("total", time.monotonic() - t0)
-                    record = CaseRecord(key, result.case or case.case, "done", outputs=result.outputs, timings_s=timings,
-                                        attempts=tries, rank=rank, extra=result.extra, reason=result.reason)
-                break
-            with lock:
-                journal.append(record)
-                if record.status == "done":
-                    summary.done += 1
-                    summary.count_store(record.case, record.extra)
-                else:
-                    summary.failed += 1
-                    summary.failures.append((record.case, record.reason))
-                bar.update(record.status)
-
-        try:
-            if workers <= 1:
-                for case in todo:
-                    attempt(case)
+                timings = dict(result.timings_s)
+                timings.setdefault("total", time.monotonic() - t0)
+                record = CaseRecord(key, result.case or case.case, "done", outputs=result.outputs, timings_s=timings,
+                                    attempts=tries, rank=rank, extra=result.extra, reason=result.reason)
+            break
+        with lock:
+            journal.append(record)
+            if record.status == "done":
+                summary.done += 1
+                summary.count_store(record.case, record.extra)
             else:
-                with ThreadPoolExecutor(max_workers=workers) as pool:
-                    list(pool.map(attempt, todo))
-        finally:
-            bar.close()
+                summary.failed += 1
+                summary.failures.append((record.case, record.reason))
+            bar.update(record.status)
 
-        summary.seconds = time.monotonic() - t_start
-        _sum_across_ranks(summary, world_size)
-        if rank == 0:  # the merged manifest is an input too: records of journals deleted since are kept
-            summary.manifest = merge_manifests(journal_paths(out), out / "manifest.jsonl")
-        return summary
+    try:
+        if workers <= 1:
+            for case in todo:
+                attempt(case)
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(attempt, todo))
+    finally:
+        bar.close()
+
+    summary.seconds = time.monotonic() - t_start
+    _sum_across_ranks(summary, ranks, rank)
+    if rank == 0:  # the merged manifest is an input too: records of journals deleted since are kept
+        summary.manifest = merge_manifests(journal_paths(out), out / "manifest.jsonl")
+    return summary
 
 
 def remove_stale_partials(root: Path) -> int:
@@ -290,41 +290,62 @@ def _reason(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-@contextmanager
-def _rank_group(world_size: int) -> Iterator[Callable[[], None]]:
-    """Be in torchrun's process group (gloo) for the job when there is more than one rank; yields a
-    barrier (a no-op for one rank). A group created here is destroyed on the way out: one left for
-    the interpreter to tear down aborts the process now and then (exit -6, "terminate called
-    without an active exception")."""
-    if world_size <= 1:
-        yield lambda: None
+class _Ranks:
+    """What the ranks of a ``torchrun`` batch tell each other, through the launcher's key-value store.
+
+    No gloo process group: a batch needs no tensors exchanged, and a gloo group's I/O threads
+    made one rank now and then abort (SIGABRT, "terminate called without an active exception")
+    when its peer left first, even with ``destroy_process_group``. The store (``env://``, the
+    one a process group would use) is a plain TCP client; waits poll it without a time limit,
+    because one rank's shard may take hours longer than another's, and torchrun stops the
+    others when a rank dies.
+    """
+
+    POLL_S = 0.2
+
+    def __init__(self, rank: int, world_size: int) -> None:
+        self.world_size = world_size
+        self.store = None
+        if world_size > 1:
+            import torch.distributed as dist
+
+            if not (os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT")):
+                raise ConfigError(f"rank {rank} of {world_size}: a sharded batch runs under torchrun "
+                                  "(MASTER_ADDR / MASTER_PORT are not set)")
+            store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=world_size))
+            self.store = dist.PrefixStore("medseg_batch", store)
+
+    def _wait(self, keys: list[str]) -> None:
+        while not self.store.check(keys):
+            time.sleep(self.POLL_S)
+
+    def release(self, key: str, rank: int) -> None:
+        """Rank 0 posts ``key``; every other rank waits until it is posted."""
+        if self.store is None:
+            return
+        if rank == 0:
+            self.store.set(key, "1")
+        else:
+            self._wait([key])
+
+    def gather(self, key: str, rank: int, value: Any) -> list[Any]:
+        """Every rank's ``value`` (JSON), in rank order, once all ranks have posted theirs."""
+        if self.store is None:
+            return [value]
+        self.store.set(f"{key}/{rank}", json.dumps(value))
+        keys = [f"{key}/{r}" for r in range(self.world_size)]
+        self._wait(keys)
+        return [json.loads(self.store.get(k)) for k in keys]
+
+
+def _sum_across_ranks(summary: BatchSummary, ranks: _Ranks, rank: int) -> None:
+    """Wait for all ranks and make the counts, failures and store-back outcomes job totals."""
+    if ranks.store is None:
         return
-    import torch.distributed as dist
-
-    owned = not dist.is_initialized()
-    if owned:
-        dist.init_process_group(backend="gloo")
-    try:
-        yield dist.barrier
-    finally:
-        if owned:
-            dist.destroy_process_group()
-
-
-def _sum_across_ranks(summary: BatchSummary, world_size: int) -> None:
-    """Wait for all ranks and make the counts job totals on every rank."""
-    if world_size <= 1:
-        return
-    import torch
-    import torch.distributed as dist
-
-    counts = torch.tensor([summary.done, summary.failed, summary.skipped], dtype=torch.int64)
-    dist.all_reduce(counts)  # also a barrier: every rank has finished its shard
-    summary.done, summary.failed, summary.skipped = (int(v) for v in counts)
-    failures: list[list[tuple[str, str]]] = [[] for _ in range(world_size)]
-    dist.all_gather_object(failures, summary.failures)
-    summary.failures = [f for part in failures for f in part]
-    parts: list[tuple[dict[str, int], list[tuple[str, str]]]] = [({}, []) for _ in range(world_size)]
-    dist.all_gather_object(parts, (summary.stores, summary.not_sent))
-    summary.stores = {k: sum(p[0].get(k, 0) for p in parts) for k in {k for p in parts for k in p[0]}}
-    summary.not_sent = [n for p in parts for n in p[1]]
+    parts = ranks.gather("summary", rank, {"counts": [summary.done, summary.failed, summary.skipped],
+                                           "failures": summary.failures, "stores": summary.stores,
+                                           "not_sent": summary.not_sent})
+    summary.done, summary.failed, summary.skipped = (sum(p["counts"][i] for p in parts) for i in range(3))
+    summary.failures = [(c, r) for p in parts for c, r in p["failures"]]
+    summary.stores = {k: sum(p["stores"].get(k, 0) for p in parts) for k in {k for p in parts for k in p["stores"]}}
+    summary.not_sent = [(c, w) for p in parts for c, w in p["not_sent"]]
