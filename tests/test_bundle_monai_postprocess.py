@@ -300,3 +300,35 @@ def test_masked_t1_gives_the_same_voxels_both_ways(tmp_path, capsys):
     assert a.shape == b.shape == data.shape
     assert (a > 0).sum() > 100_000
     assert int((a != b).sum()) == 0
+
+
+def test_lung_field_reads_the_image_on_both_paths(tmp_path, capsys):
+    """``lung_field`` needs the image the network read: the MONAI path hands it over
+    (``image_key``), and both paths give the same voxels. The same (random) weights without it
+    label more, a superset. Each kept component lies at least half in the lung field, which is
+    within the 10 mm closing of the lungs: so at least half of what is kept lies within 12 mm of the
+    phantom's own lungs (its separately drawn lung labels), more than without the postprocess."""
+    from monai.data import MetaTensor
+    from scipy import ndimage
+
+    from medseg.data.phantoms import lung_ct
+    from medseg.io import save
+
+    lf = {"lung_field": {"input_window_hu": [-1000, 400], "closing_mm": 10.0, "min_fraction": 0.5}}
+    with_lf = make_tiny_bundle(tmp_path / "b", name="tiny_lf", preset="ct_lung", postprocess=lf)
+    plain = make_tiny_bundle(tmp_path / "b", name="tiny_plain", preset="ct_lung")
+    post = json.loads((with_lf / "configs/inference.json").read_text())["postprocessing"]["transforms"]
+    assert post[2]["_target_"] == MEDSEG_POSTPROCESS_TARGET and post[2]["image_key"] == "image"
+    ph = lung_ct(shape=(64, 56, 28), spacing=(3.0, 3.0, 5.0), orientation="LPS", seed=4)
+    lungs = lung_ct(shape=(64, 56, 28), spacing=(3.0, 3.0, 5.0), orientation="LPS", seed=4, lung_labels=True).label
+    image = tmp_path / "in" / "chest.nii.gz"
+    save(MetaTensor(ph.image[None], affine=ph.affine), image)
+    [(ours, theirs)] = _segment_both_ways(with_lf, [image], tmp_path / "lf", capsys)
+    a, b = (np.squeeze(np.asarray(i.dataobj)).astype(np.int64) for i in (ours, theirs))
+    assert np.array_equal(a, b), f"{int((a != b).sum())} voxels differ"
+    [(base, _)] = _segment_both_ways(plain, [image], tmp_path / "plain", capsys)
+    c = np.squeeze(np.asarray(base.dataobj)).astype(np.int64)
+    assert np.all((a == 0) | (a == c)) and (a > 0).sum() < (c > 0).sum()
+    near = ndimage.distance_transform_edt(lungs == 0, sampling=(3.0, 3.0, 5.0)) <= 12
+    kept, before = near[a > 0].mean(), near[c > 0].mean()
+    assert kept >= 0.5 and kept > before + 0.1, (kept, before)

@@ -189,8 +189,32 @@ def test_apply_postprocess_config_and_errors():
                 {"vertebra_levels": {"levels": "T12"}}, {"vertebra_levels": {"levels": [1, 2], "radius": 1}},
                 {"vertebra_levels": {"levels": [1, 2], "opening_mm": -1}}, {"vertebra_levels": [1, 2, 3]},
                 {"vertebra_levels": {"levels": [1, 2], "min_fraction": 1.5}},
-                {"vertebra_levels": {"levels": [1, 2], "min_fraction": "half"}}):
+                {"vertebra_levels": {"levels": [1, 2], "min_fraction": "half"}},
+                {"vertebra_levels": {"levels": [1, 2], "naming": "majority"}}):
         with pytest.raises(ConfigError, match="vertebra_levels"):
             validate_postprocess(bad)
     with pytest.raises(ConfigError, match="3D"):
         vertebra_levels(np.zeros((8, 8), np.uint8), (1.0, 1.0), np.eye(4), LEVELS)
+
+
+def test_vote_naming_keeps_each_vertebra_s_majority_level_without_renumbering():
+    """``naming="vote"``: a vertebra keeps the level most of its voxels have, even where the levels
+    are not consecutive (a missed vertebra leaves a gap) or repeat; ``consecutive`` renames them."""
+    ph, spacing = _phantom(9001, "RAS")
+    levels = [int(v) for v in np.unique(ph.label) if v]
+    assert len(levels) >= 4
+    said = ph.label.copy()
+    said[ph.label == levels[1]] = 0  # the network missed the second vertebra entirely
+    said[ph.label == levels[3]] = levels[2]  # and named the fourth like the third
+    rng = np.random.default_rng(5)
+    noise = (said > 0) & (rng.random(said.shape) < 0.2)
+    noisy = said.copy()
+    noisy[noise] = levels[0]  # 20 % of every vertebra's voxels wrongly say the first level
+    out = vertebra_levels(noisy, spacing, ph.affine, LEVELS, opening_mm=0.0, min_size_mm3=100.0, naming="vote")
+    np.testing.assert_array_equal(out, said)
+    cfg = {"vertebra_levels": {"levels": LEVELS, "opening_mm": 0.0, "min_size_mm3": 100.0, "naming": "vote"}}
+    np.testing.assert_array_equal(apply_postprocess(noisy, spacing, cfg, affine=ph.affine), said)
+    consecutive = vertebra_levels(noisy, spacing, ph.affine, LEVELS, opening_mm=0.0, min_size_mm3=100.0)
+    assert not np.array_equal(consecutive, said)  # the gap is closed by renaming
+    with pytest.raises(ConfigError, match="naming"):
+        vertebra_levels(noisy, spacing, ph.affine, LEVELS, naming="majority")

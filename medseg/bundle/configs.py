@@ -239,6 +239,8 @@ def monai_postprocess_plan(postprocess: Mapping[str, Any], *, task: str = "seman
                                  "postprocess": json.loads(json.dumps(postprocess)), "task": task}
         if unlabelled:
             entry["labels"] = label_ids
+        if "lung_field" in postprocess:  # looks at the image the network read, on the same grid
+            entry["image_key"] = "image"
         return [entry]
     steps = []
     lcc = postprocess.get("keep_largest_component")

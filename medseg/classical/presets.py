@@ -49,7 +49,8 @@ def _components(mask: np.ndarray, spacing) -> tuple[np.ndarray, np.ndarray]:
     return cc, np.bincount(cc.ravel())
 
 
-def _fill_slices(mask: np.ndarray, axis: int) -> np.ndarray:
+def fill_slices(mask: np.ndarray, axis: int) -> np.ndarray:
+    """Holes of a binary mask filled in each slice across ``axis`` (2D: the whole image)."""
     import SimpleITK as sitk
 
     if mask.ndim == 2:
@@ -67,7 +68,28 @@ def body_mask(arr: np.ndarray, spacing: Sequence[float], axial_axis: int) -> np.
     if counts.size <= 1:
         return mask
     largest = int(np.argmax(counts[1:])) + 1
-    return _fill_slices(cc == largest, axial_axis)
+    return fill_slices(cc == largest, axial_axis)
+
+
+def lung_mask(arr: np.ndarray, spacing: Sequence[float], axial_axis: int, body: np.ndarray | None = None
+              ) -> np.ndarray:
+    """The ``lung`` preset: gas (HU <= -400) inside the body outline (``body``: computed when None),
+    components of at least 10 % of the largest one's volume and at least 5 mL."""
+    if body is None:
+        body = body_mask(arr, spacing, axial_axis)
+    gas = _threshold(arr, spacing, -float(np.finfo(np.float32).max), -400.0) & body
+    cc, counts = _components(gas, spacing)
+    if counts.size <= 1:
+        return np.zeros(arr.shape, bool)
+    ml = counts * (float(np.prod(spacing)) / 1000.0)
+    ml[0] = 0
+    keep = (ml >= 0.1 * ml.max()) & (ml >= 5.0)
+    return keep[cc]
+
+
+def axial_axis(affine: np.ndarray | None, ndim: int) -> int:
+    """The array axis most aligned with the patient's superior direction; the last without an affine."""
+    return int(np.argmax(np.abs(np.asarray(affine)[2, :ndim]))) if affine is not None and ndim == 3 else ndim - 1
 
 
 def run_preset(name: str, arr: np.ndarray, spacing: Sequence[float], affine: np.ndarray | None = None):
@@ -76,8 +98,7 @@ def run_preset(name: str, arr: np.ndarray, spacing: Sequence[float], affine: np.
     key = str(name).strip().lower()
     if key not in PRESETS:
         raise ConfigError(f"unknown CT preset {key!r}; choose from {', '.join(PRESETS)}")
-    axial = int(np.argmax(np.abs(np.asarray(affine)[2, : arr.ndim]))) if affine is not None and arr.ndim == 3 \
-        else arr.ndim - 1
+    axial = axial_axis(affine, arr.ndim)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     big = float(np.finfo(np.float32).max)
     params = {"preset": key, "rule": PRESETS[key], "axial_axis": axial}
@@ -92,11 +113,4 @@ def run_preset(name: str, arr: np.ndarray, spacing: Sequence[float], affine: np.
     body = body_mask(arr, spacing, axial)
     if key == "body":
         return Result(body.astype(np.uint8), {1: "body"}, params=params)
-    gas = _threshold(arr, spacing, -big, -400.0) & body
-    cc, counts = _components(gas, spacing)
-    if counts.size <= 1:
-        return Result(np.zeros(arr.shape, np.uint8), {1: "lung"}, params=params)
-    ml = counts * voxel_ml
-    ml[0] = 0
-    keep = (ml >= 0.1 * ml.max()) & (ml >= 5.0)
-    return Result(keep[cc].astype(np.uint8), {1: "lung"}, params=params)
+    return Result(lung_mask(arr, spacing, axial, body).astype(np.uint8), {1: "lung"}, params=params)

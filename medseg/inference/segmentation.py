@@ -78,6 +78,21 @@ def segment(image, model: SegmentationModel, *, device: str | Any = "auto", tta:
     return infer(image, model, device=device, tta=tta, progress=progress, stats=stats, amp=amp).labels
 
 
+def _checked_postprocess(model: SegmentationModel) -> dict:
+    """The model's postprocess; a ``lung_field`` must name the HU window its preset scales to 0..1."""
+    from medseg.transforms.presets import get_preset
+
+    post = dict(model.postprocess)
+    lf = post.get("lung_field")
+    if lf is not None:
+        spec = get_preset(model.preset, **dict(model.preset_overrides))
+        window = tuple(float(v) for v in lf.get("input_window_hu") or ())
+        if spec.intensity != "window" or tuple(spec.window or ()) != window:
+            raise ModelError(f"postprocess lung_field: input_window_hu {list(window)} is not the window of the "
+                             f"model's preset {model.preset!r} ({spec.intensity} {list(spec.window or ())})")
+    return post
+
+
 def infer(image, model: SegmentationModel, *, device: str | Any = "auto", tta: bool = False,
           progress: bool = True, stats: StitchStats | None = None, amp: bool = True) -> Prediction:
     """:func:`segment`, returning a :class:`Prediction`: the label map and the
@@ -143,8 +158,9 @@ def infer(image, model: SegmentationModel, *, device: str | Any = "auto", tta: b
         if k < keep.size:
             keep[k] = True
     lab = np.where(keep[lab], lab, 0).astype(lab.dtype)
-    lab = apply_postprocess(lab, spacing, model.postprocess, task=model.task,
-                            affine=np.asarray(x.affine, dtype=np.float64))
+    lab = apply_postprocess(lab, spacing, _checked_postprocess(model), task=model.task,
+                            affine=np.asarray(x.affine, dtype=np.float64),
+                            image=x.as_tensor()[0].numpy() if "lung_field" in model.postprocess else None)
     timings["postprocess"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -67,6 +67,8 @@ class MedsegPostprocessd(MapTransform):
             ``"instance"``, as ``apply_postprocess`` does).
         labels: the model's label indices; other argmax indices become 0 first, as in
             :func:`medseg.inference.segment`. None: keep every index.
+        image_key: the key of the image the network read (``"image"`` after the preprocessing, on
+            the label map's grid), for operations that look at it (``lung_field``). None: none.
         allow_missing_keys: MONAI's usual switch.
 
     The output stays a ``MetaTensor`` with the input's affine, meta and applied-operations trace
@@ -75,13 +77,15 @@ class MedsegPostprocessd(MapTransform):
     """
 
     def __init__(self, keys: KeysCollection, postprocess: Mapping[str, Any] | None = None, task: str = "semantic",
-                 labels: Sequence[int] | None = None, allow_missing_keys: bool = False) -> None:
+                 labels: Sequence[int] | None = None, image_key: str | None = None,
+                 allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
+        self.image_key = image_key
         self.postprocess = validate_postprocess(postprocess)
         self.task = str(task)
         self.labels = None if labels is None else sorted({int(v) for v in labels})
 
-    def apply(self, label_map: Any) -> Any:
+    def apply(self, label_map: Any, image: Any = None) -> Any:
         """Postprocess one ``(1, *spatial)`` MetaTensor on its own grid; returns a new MetaTensor."""
         import torch
         from monai.data import MetaTensor
@@ -101,7 +105,14 @@ class MedsegPostprocessd(MapTransform):
             keep = np.zeros(max(int(lab.max(initial=0)) + 1, 1), dtype=bool)
             keep[[v for v in self.labels if v < keep.size]] = True
             lab = np.where(keep[lab], lab, 0)
-        out = apply_postprocess(lab.astype(np.int32), spacing, self.postprocess, task=self.task, affine=affine)
+        img = None
+        if image is not None:
+            if tuple(image.shape[1:]) != tuple(label_map.shape[1:]):
+                raise GeometryError(f"MedsegPostprocessd: image {tuple(image.shape)} and label map "
+                                    f"{tuple(label_map.shape)} are not on one grid; run it before Invertd")
+            img = image.detach().cpu().numpy()[0] if hasattr(image, "detach") else np.asarray(image)[0]
+        out = apply_postprocess(lab.astype(np.int32), spacing, self.postprocess, task=self.task, affine=affine,
+                                image=img)
         result = MetaTensor(torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))[None],
                             affine=label_map.affine.clone(),
                             meta={k: v for k, v in label_map.meta.items() if k != "affine"})
@@ -110,6 +121,9 @@ class MedsegPostprocessd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
+        image = d.get(self.image_key) if self.image_key is not None else None
+        if self.image_key is not None and image is None:
+            raise ConfigError(f"MedsegPostprocessd: no {self.image_key!r} in the data for image_key")
         for key in self.key_iterator(d):
-            d[key] = self.apply(d[key])
+            d[key] = self.apply(d[key], image)
         return d

@@ -12,10 +12,14 @@ The ``postprocess`` dict of a model (``model_spec.json`` -> ``inference.postproc
      "instance": {"foreground": [1], "boundary_class": 2 | null, "split": "watershed" | "none",
                   "min_distance_mm": 2.0, "min_size_mm3": 5.0},   # task "instance" only
      "vertebra_levels": {"levels": [1, 2, 3, 4, 5, 6],  # label values, superior (cranial) first
-                         "opening_mm": 1.0, "min_size_mm3": 100.0, "min_fraction": 0.3}}
+                         "opening_mm": 1.0, "min_size_mm3": 100.0, "min_fraction": 0.3,
+                         "naming": "consecutive" | "vote"},
+     "lung_field": {"input_window_hu": [-1000, 400], "closing_mm": 10.0, "min_fraction": 0.5}}
 
 ``vertebra_levels`` needs the label grid's voxel -> RAS affine (it orders vertebrae along the
-patient's superior axis in world coordinates, never along an array axis).
+patient's superior axis in world coordinates, never along an array axis). ``lung_field`` also
+needs the image the network read (on the label grid): it keeps a lesion component only where it
+lies in the lungs (:func:`keep_in_lung_field`).
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ import numpy as np
 
 from medseg.errors import ConfigError
 
-_KEYS = {"keep_largest_component", "fill_holes", "min_component_mm3", "instance", "vertebra_levels"}
+_KEYS = {"keep_largest_component", "fill_holes", "min_component_mm3", "instance", "vertebra_levels", "lung_field"}
 _INSTANCE_KEYS = {"foreground", "boundary_class", "split", "min_distance_mm", "min_size_mm3"}
-_VERTEBRA_KEYS = {"levels", "opening_mm", "min_size_mm3", "min_fraction"}
+_VERTEBRA_KEYS = {"levels", "opening_mm", "min_size_mm3", "min_fraction", "naming"}
+_NAMINGS = ("consecutive", "vote")
+_LUNG_KEYS = {"input_window_hu", "closing_mm", "min_fraction"}
 
 
 def _structure(ndim: int):
@@ -226,8 +232,8 @@ def vertebra_instances(mask: np.ndarray, spacing: Sequence[float], *, opening_mm
 
 
 def vertebra_levels(labels: np.ndarray, spacing: Sequence[float], affine: np.ndarray, levels: Sequence[int],
-                    *, opening_mm: float = 1.0, min_size_mm3: float = 100.0, min_fraction: float = 0.3
-                    ) -> np.ndarray:
+                    *, opening_mm: float = 1.0, min_size_mm3: float = 100.0, min_fraction: float = 0.3,
+                    naming: str = "consecutive") -> np.ndarray:
     """Relabel vertebrae with CONSECUTIVE levels, ordered along the patient's superior axis.
 
     The voxels labelled with any value of ``levels`` (label values, superior/cranial first, e.g.
@@ -240,8 +246,14 @@ def vertebra_levels(labels: np.ndarray, spacing: Sequence[float], affine: np.nda
     level for that offset (more instances than levels, e.g. a rib or the sacrum taken for a
     vertebra) become background (0), as do dropped small components. Other label values are left
     untouched. Returns a new array (same shape and dtype).
+
+    ``naming="vote"``: the same instances, each named by the level most of its voxels have in
+    ``labels`` (ties: the more superior level), with no consecutive order imposed; two instances may
+    then share a level. For a network whose per-voxel levels are better than its instances.
     """
     values = _level_values(levels)
+    if naming not in _NAMINGS:
+        raise ConfigError(f"postprocess: vertebra_levels 'naming' must be one of {', '.join(_NAMINGS)}, got {naming!r}")
     if labels.ndim != 3:
         raise ConfigError(f"postprocess: vertebra_levels needs a 3D label map, got {labels.ndim}D")
     aff = np.asarray(affine, dtype=np.float64)
@@ -276,6 +288,11 @@ def vertebra_levels(labels: np.ndarray, spacing: Sequence[float], affine: np.nda
     ok = col >= 0
     n_lv = len(values)
     votes = np.bincount(rank[ids[ok] - 1] * n_lv + col[ok], minlength=m * n_lv).reshape(m, n_lv)
+    if naming == "vote":
+        new = np.zeros(m + 1, dtype=labels.dtype)
+        new[order + 1] = np.asarray(values, dtype=labels.dtype)[votes.argmax(axis=1)]
+        out[fg] = new[inst[fg]]
+        return out
     best = None
     for off in range(-(m - 1), n_lv):
         r = np.arange(m)
@@ -290,6 +307,52 @@ def vertebra_levels(labels: np.ndarray, spacing: Sequence[float], affine: np.nda
         if 0 <= r + off < n_lv:
             new[order[r] + 1] = values[r + off]
     out[fg] = new[inst[fg]]
+    return out
+
+
+def lung_field(hu: np.ndarray, spacing: Sequence[float], affine: np.ndarray, *, closing_mm: float = 10.0
+               ) -> np.ndarray:
+    """The lungs as a lesion may lie in them, on a 3D CT in HU: the ``lung`` preset
+    (:func:`medseg.classical.presets.lung_mask`: gas inside the body, large components), holes
+    filled per axial slice (vessels, nodules), closed by a ball of ``closing_mm`` (lesions on the
+    pleura, the mediastinum or the diaphragm). ``affine``: voxel -> RAS mm (finds the axial axis)."""
+    import SimpleITK as sitk
+
+    from medseg.classical._sitk import from_sitk, to_sitk
+    from medseg.classical.presets import axial_axis, fill_slices, lung_mask
+
+    axial = axial_axis(affine, hu.ndim)
+    field = fill_slices(lung_mask(hu, spacing, axial), axial)
+    radius = [int(np.floor(closing_mm / float(s))) for s in spacing]
+    if field.any() and max(radius) >= 1:
+        pad = [r + 1 for r in radius]  # closing near the array's edge must not lose the border
+        padded = np.pad(field, [(p, p) for p in pad])
+        closed = from_sitk(sitk.BinaryMorphologicalClosing(to_sitk(padded.astype(np.uint8), spacing),
+                                                           [max(r, 0) for r in radius], sitk.sitkBall))
+        field = closed[tuple(slice(p, -p) for p in pad)].astype(bool)
+    return field
+
+
+def keep_in_lung_field(labels: np.ndarray, hu: np.ndarray, spacing: Sequence[float], affine: np.ndarray, *,
+                       closing_mm: float = 10.0, min_fraction: float = 0.5) -> np.ndarray:
+    """Lesion components (each label, face connectivity) of which less than ``min_fraction`` of the
+    voxels lie in the :func:`lung_field` of ``hu`` become background. Returns a new array."""
+    from scipy import ndimage
+
+    if labels.ndim != 3 or hu.shape != labels.shape:
+        raise ConfigError(f"postprocess: lung_field needs a 3D label map and the image on its grid, got "
+                          f"{labels.shape} and {hu.shape}")
+    out = labels.copy()
+    if not labels.any():
+        return out
+    field = lung_field(hu, spacing, affine, closing_mm=closing_mm)
+    for v in np.unique(labels[labels > 0]):
+        comp, n = ndimage.label(labels == v, structure=_structure(3))
+        size = np.bincount(comp.ravel(), minlength=n + 1)
+        inside = np.bincount(comp[field], minlength=n + 1)
+        drop = inside < min_fraction * size
+        drop[0] = False
+        out[drop[comp]] = 0
     return out
 
 
@@ -316,25 +379,54 @@ def validate_postprocess(config: Mapping[str, Any] | None) -> dict[str, Any]:
             raise ConfigError(f"postprocess: unknown vertebra_levels key(s) {', '.join(bad)}; "
                               f"known: {', '.join(sorted(_VERTEBRA_KEYS))}")
         _level_values(vl.get("levels"))
+        if vl.get("naming", "consecutive") not in _NAMINGS:
+            raise ConfigError(f"postprocess: vertebra_levels 'naming' must be one of {', '.join(_NAMINGS)}")
         for key in ("opening_mm", "min_size_mm3", "min_fraction"):
             val = vl.get(key, 0.0)
             if isinstance(val, bool) or not isinstance(val, (int, float)) or not np.isfinite(val) or val < 0:
                 raise ConfigError(f"postprocess: vertebra_levels {key!r} must be a non-negative number")
         if float(vl.get("min_fraction", 0.0)) >= 1:
             raise ConfigError("postprocess: vertebra_levels 'min_fraction' must lie in [0, 1)")
+    lf = config.get("lung_field")
+    if lf is not None:
+        if not isinstance(lf, Mapping):
+            raise ConfigError('postprocess: \'lung_field\' must be a mapping such as '
+                              '{"input_window_hu": [-1000, 400], "closing_mm": 10.0, "min_fraction": 0.5}')
+        bad = sorted(set(lf) - _LUNG_KEYS)
+        if bad:
+            raise ConfigError(f"postprocess: unknown lung_field key(s) {', '.join(bad)}; "
+                              f"known: {', '.join(sorted(_LUNG_KEYS))}")
+        _input_window(lf)
+        for key, hi in (("closing_mm", 100.0), ("min_fraction", 1.0)):
+            val = lf.get(key, 0.5)
+            if isinstance(val, bool) or not isinstance(val, (int, float)) or not 0 <= val <= hi:
+                raise ConfigError(f"postprocess: lung_field {key!r} must be a number in [0, {hi:g}]")
     return config
 
 
+def _input_window(lf: Mapping[str, Any]) -> tuple[float, float]:
+    """The HU window that scaled the network input to 0..1 (``lung_field`` converts it back)."""
+    w = lf.get("input_window_hu")
+    if (not isinstance(w, Sequence) or isinstance(w, str) or len(w) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in w)
+            or not w[0] < w[1]):
+        raise ConfigError("postprocess: lung_field needs 'input_window_hu': [low, high], the HU window the "
+                          "preset scaled to 0..1 (ct_lung: [-1000, 400])")
+    return float(w[0]), float(w[1])
+
+
 def apply_postprocess(labels: np.ndarray, spacing: Sequence[float], config: Mapping[str, Any] | None,
-                      *, task: str = "semantic", affine: np.ndarray | None = None) -> np.ndarray:
+                      *, task: str = "semantic", affine: np.ndarray | None = None,
+                      image: np.ndarray | None = None) -> np.ndarray:
     """Apply a model's postprocess dict: small components, vertebra levels, largest component,
     holes, instances.
 
     ``spacing`` is mm per voxel axis of ``labels``; ``affine`` (4x4 voxel -> RAS mm of ``labels``)
-    is for operations that need world directions (``vertebra_levels``; None: ConfigError if it is
-    configured).
+    is for operations that need world directions (``vertebra_levels``, ``lung_field``; None:
+    ConfigError if one is configured). ``image``: the network input on the same grid (one channel,
+    scaled 0..1 by the preset's window), for ``lung_field``.
 
-    Order: ``min_component_mm3`` -> ``vertebra_levels`` -> ``keep_largest_component`` ->
+    Order: ``min_component_mm3`` -> ``lung_field`` -> ``vertebra_levels`` -> ``keep_largest_component`` ->
     ``fill_holes`` -> ``instance`` (the last only for ``task="instance"``, or when ``instance`` is
     given).
     """
@@ -343,6 +435,16 @@ def apply_postprocess(labels: np.ndarray, spacing: Sequence[float], config: Mapp
     out = labels
     if config.get("min_component_mm3") is not None:
         out = remove_small_components(out, spacing, config["min_component_mm3"], present)
+    if config.get("lung_field") is not None:
+        lf = config["lung_field"]
+        if affine is None or image is None:
+            raise ConfigError("postprocess: lung_field needs the label grid's voxel->RAS affine and the image the "
+                              "network read (pass affine=... and image=...)")
+        lo, hi = _input_window(lf)
+        hu = lo + np.asarray(image, dtype=np.float32) * (hi - lo)
+        out = keep_in_lung_field(out, hu, spacing, np.asarray(affine, dtype=np.float64),
+                                 closing_mm=float(lf.get("closing_mm", 10.0)),
+                                 min_fraction=float(lf.get("min_fraction", 0.5)))
     if config.get("vertebra_levels") is not None:
         if affine is None:
             raise ConfigError("postprocess: vertebra_levels needs the label grid's voxel->RAS affine "
@@ -350,7 +452,8 @@ def apply_postprocess(labels: np.ndarray, spacing: Sequence[float], config: Mapp
         vl = dict(config["vertebra_levels"])
         out = vertebra_levels(out, spacing, affine, vl["levels"], opening_mm=float(vl.get("opening_mm", 1.0)),
                               min_size_mm3=float(vl.get("min_size_mm3", 100.0)),
-                              min_fraction=float(vl.get("min_fraction", 0.3)))
+                              min_fraction=float(vl.get("min_fraction", 0.3)),
+                              naming=str(vl.get("naming", "consecutive")))
     sel = _classes(config.get("keep_largest_component"), present)
     if sel:
         out = keep_largest_component(out, sel)
