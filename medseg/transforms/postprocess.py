@@ -362,22 +362,10 @@ def validate_postprocess(config: Mapping[str, Any] | None) -> dict[str, Any]:
     bad = sorted(set(config) - _KEYS)
     if bad:
         raise ConfigError(f"postprocess: unknown key(s) {', '.join(bad)}; known: {', '.join(sorted(_KEYS))}")
-    inst = config.get("instance")
-    if inst is not None:
-        if not isinstance(inst, Mapping):
-            raise ConfigError("postprocess: 'instance' must be a mapping")
-        bad = sorted(set(inst) - _INSTANCE_KEYS)
-        if bad:
-            raise ConfigError(f"postprocess: unknown instance key(s) {', '.join(bad)}")
-    vl = config.get("vertebra_levels")
+    _section(config, "instance", _INSTANCE_KEYS, '{"foreground": [1], "split": "watershed"}')
+    vl = _section(config, "vertebra_levels", _VERTEBRA_KEYS,
+                  '{"levels": [1, 2, 3, 4, 5, 6], "opening_mm": 1.0, "min_size_mm3": 100.0}')
     if vl is not None:
-        if not isinstance(vl, Mapping):
-            raise ConfigError("postprocess: 'vertebra_levels' must be a mapping such as "
-                              '{"levels": [1, 2, 3, 4, 5, 6], "opening_mm": 1.0, "min_size_mm3": 100.0}')
-        bad = sorted(set(vl) - _VERTEBRA_KEYS)
-        if bad:
-            raise ConfigError(f"postprocess: unknown vertebra_levels key(s) {', '.join(bad)}; "
-                              f"known: {', '.join(sorted(_VERTEBRA_KEYS))}")
         _level_values(vl.get("levels"))
         if vl.get("naming", "consecutive") not in _NAMINGS:
             raise ConfigError(f"postprocess: vertebra_levels 'naming' must be one of {', '.join(_NAMINGS)}")
@@ -387,21 +375,28 @@ def validate_postprocess(config: Mapping[str, Any] | None) -> dict[str, Any]:
                 raise ConfigError(f"postprocess: vertebra_levels {key!r} must be a non-negative number")
         if float(vl.get("min_fraction", 0.0)) >= 1:
             raise ConfigError("postprocess: vertebra_levels 'min_fraction' must lie in [0, 1)")
-    lf = config.get("lung_field")
+    lf = _section(config, "lung_field", _LUNG_KEYS,
+                  '{"input_window_hu": [-1000, 400], "closing_mm": 10.0, "min_fraction": 0.5}')
     if lf is not None:
-        if not isinstance(lf, Mapping):
-            raise ConfigError('postprocess: \'lung_field\' must be a mapping such as '
-                              '{"input_window_hu": [-1000, 400], "closing_mm": 10.0, "min_fraction": 0.5}')
-        bad = sorted(set(lf) - _LUNG_KEYS)
-        if bad:
-            raise ConfigError(f"postprocess: unknown lung_field key(s) {', '.join(bad)}; "
-                              f"known: {', '.join(sorted(_LUNG_KEYS))}")
         _input_window(lf)
         for key, hi in (("closing_mm", 100.0), ("min_fraction", 1.0)):
             val = lf.get(key, 0.5)
             if isinstance(val, bool) or not isinstance(val, (int, float)) or not 0 <= val <= hi:
                 raise ConfigError(f"postprocess: lung_field {key!r} must be a number in [0, {hi:g}]")
     return config
+
+
+def _section(config: Mapping[str, Any], name: str, known: set[str], example: str) -> Mapping[str, Any] | None:
+    """``config[name]`` checked to be a mapping with only ``known`` keys (ConfigError), or None."""
+    sec = config.get(name)
+    if sec is None:
+        return None
+    if not isinstance(sec, Mapping):
+        raise ConfigError(f"postprocess: {name!r} must be a mapping such as {example}")
+    bad = sorted(set(sec) - known)
+    if bad:
+        raise ConfigError(f"postprocess: unknown {name} key(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
+    return sec
 
 
 def _input_window(lf: Mapping[str, Any]) -> tuple[float, float]:
