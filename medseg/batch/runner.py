@@ -335,7 +335,12 @@ class _Ranks:
         self.store.set(f"{key}/{rank}", json.dumps(value))
         keys = [f"{key}/{r}" for r in range(self.world_size)]
         self._wait(keys)
-        return [json.loads(self.store.get(k)) for k in keys]
+        values = [json.loads(self.store.get(k)) for k in keys]
+        self.store.add(f"{key}/read", 1)
+        if rank == 0:  # under a plain env:// launcher rank 0 hosts the store: it must outlive every read
+            while self.store.add(f"{key}/read", 0) < self.world_size:
+                time.sleep(self.POLL_S)
+        return values
 
 
 def _sum_across_ranks(summary: BatchSummary, ranks: _Ranks, rank: int) -> None:

@@ -80,9 +80,10 @@ def segment(image, model: SegmentationModel, *, device: str | Any = "auto", tta:
 
 def _checked_postprocess(model: SegmentationModel) -> dict:
     """The model's postprocess; a ``lung_field`` must name the HU window its preset scales to 0..1."""
+    from medseg.transforms.postprocess import validate_postprocess
     from medseg.transforms.presets import get_preset
 
-    post = dict(model.postprocess)
+    post = validate_postprocess(model.postprocess)
     lf = post.get("lung_field")
     if lf is not None:
         spec = get_preset(model.preset, **dict(model.preset_overrides))
