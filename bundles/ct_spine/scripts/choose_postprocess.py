@@ -14,7 +14,11 @@ per case; the candidates differ only after it. Score per case: mean Dice over th
 in the reference; then the mean over cases. The real CTs (``bundles/real_images.py``'s ``spine``)
 are reported for every candidate and decide shipping only through the plan's rule.
 
-Usage: ``python bundles/ct_spine/scripts/choose_postprocess.py [BUNDLE] [--cases N] [--out JSON]``
+Usage: ``python bundles/ct_spine/scripts/choose_postprocess.py [BUNDLE_OR_RUN] [--cases N] [--out JSON]
+[--against JSON]``. With ``--against`` (this script's JSON for the shipped release), new weights are
+judged by run 3's rule (docs/PLAN_synth.md) instead: patient B's T12 Dice above the release's,
+B's volume called another level not above it, and the synthetic mean per-level Dice not below it,
+each with the chosen postprocess against the release's shipped one (``consecutive``).
 """
 
 from __future__ import annotations
@@ -116,6 +120,21 @@ def rule(syn: dict[str, float], real: dict[str, dict], chosen: str) -> tuple[boo
                                  f"{mean_a['consecutive']:.3f}; {why}"
 
 
+def run3_rule(syn: dict[str, float], real: dict[str, dict], chosen: str, against: dict) -> tuple[bool, str]:
+    """docs/PLAN_synth.md, run 3: B's T12 above the release's, B's other-level volume not above it,
+    the synthetic mean per-level Dice not below it (the release with its shipped postprocess)."""
+    b_new, b_old = real[chosen]["ts_ct2 cropped (patient B)"], against["real_ct"]["consecutive"]["ts_ct2 cropped (patient B)"]
+    other = "levels other than T12 called (mL)"
+    checks = {
+        f"B T12 {b_new['T12 Dice']:.3f} > {b_old['T12 Dice']:.3f}": b_new["T12 Dice"] > b_old["T12 Dice"],
+        f"B other levels {b_new[other]:.1f} <= {b_old[other]:.1f} mL": b_new[other] <= b_old[other],
+        f"synthetic {syn[chosen]:.3f} >= {against['synthetic_mean']['consecutive']:.3f}":
+            syn[chosen] >= against["synthetic_mean"]["consecutive"],
+    }
+    return all(checks.values()), f"chosen {chosen}; " + ", ".join(
+        f"{k}: {'yes' if v else 'NO'}" for k, v in checks.items())
+
+
 def main() -> None:
     from medseg.bundle import load_bundle
 
@@ -123,8 +142,11 @@ def main() -> None:
     parser.add_argument("bundle", nargs="?", default=str(Path(__file__).resolve().parents[1]))
     parser.add_argument("--cases", type=int, default=40)
     parser.add_argument("--out", type=Path, default=None, help="write the figures here (JSON)")
+    parser.add_argument("--against", type=Path, default=None,
+                        help="this script's JSON for the shipped release: judge by run 3's rule")
     args = parser.parse_args()
-    model = load_bundle(args.bundle)
+    src = Path(args.bundle)
+    model = bt.load_run_model(src) if (src / "model_spec.json").is_file() else load_bundle(str(src))
     with network_once():
         rows = synthetic(model, args.cases)
         syn = {c: float(np.mean([r["mean per-level Dice"] for r in rows[c].values()])) for c in CANDIDATES}
@@ -133,7 +155,10 @@ def main() -> None:
         for name, post in CANDIDATES.items():
             model.postprocess = post
             real[name] = real_images.spine(model)
-    ok, why = rule(syn, real, chosen)
+    if args.against:
+        ok, why = run3_rule(syn, real, chosen, json.loads(args.against.read_text()))
+    else:
+        ok, why = rule(syn, real, chosen)
     print("\ncandidate | synthetic mean per-level | synthetic merged | synthetic mL > 10 mm | "
           "A T12/L1/L2/L3/L4/L5 | A merged | A mL > 10 mm | B T12 | B other levels mL")
     for c in CANDIDATES:

@@ -82,6 +82,78 @@ def synth_cases():
     yield from bt.iter_phantoms("spine_ct", PHANTOM_PLAN)
 
 
+#: run 2's validation cases (its random 10 % split, seed 0): run 3 chooses its checkpoint on exactly these
+RUN2_VAL_IDS = ["spine_ct_s0224_LPS", "synth_005_whole", "synth_008_whole", "synth_022_upper", "synth_023_upper",
+                "synth_025_lower", "synth_028_upper", "synth_034_whole", "synth_043_upper", "synth_059_lower",
+                "synth_071_lower", "synth_072_l3_l5_sacrum", "synth_090_l3_l5_sacrum", "synth_108_whole"]
+
+
+def patient_a_cases(n: int):
+    """Run 3 (docs/PLAN_synth.md): ``n`` copies of patient A's REAL image (``ts_ct``) with its
+    TotalSegmentator levels T12-L5 as labels 1-6 and everything else 0 (T11 with its ribs, S1, the
+    hips and femoral heads), each cut to a random superior-inferior field of view of the synthetic
+    cases' kinds, mirrored left-right half of the time (no label has a side; the affine is kept, so
+    the image is a real mirror image) and stored in a random axis order 60 % of the time."""
+    import nibabel as nib
+
+    from medseg.data import sample
+    from medseg.data.spine_synth import FOV_KINDS, _reorient
+    from medseg.data.totalseg import TOTAL_V2, remap
+
+    img_nii = nib.as_closest_canonical(nib.load(str(sample("ts_ct"))))  # RAS: voxel axis 2 runs superior
+    seg_nii = nib.as_closest_canonical(nib.load(str(sample("ts_ct_vertebrae"))))
+    image, affine = np.asarray(img_nii.dataobj, dtype=np.float32), img_nii.affine
+    seg = np.asarray(seg_nii.dataobj)
+    label = remap(seg, TOTAL_V2, real_images.SPINE_TS).astype(np.uint8)
+    zc = {lv: float(np.argwhere(label == v)[:, 2].mean()) for v, lv in real_images.SPINE_NAMES.items()}
+    zc["S1"] = float(np.argwhere(seg == real_images.TOTAL_S1)[:, 2].mean())
+    nz = image.shape[2]
+    gap = lambda a, b: (zc[a] + zc[b]) / 2  # noqa: E731  (a disc between two levels)
+    for i in range(n):
+        rng = np.random.default_rng(50_000 + i)
+        kind = FOV_KINDS[i % len(FOV_KINDS)]
+        if kind == "whole":
+            lo, hi = 0.0, float(nz)
+        elif kind == "upper":
+            lo, hi = rng.uniform(gap("L4", "L3"), gap("L1", "T12")), float(nz)
+        elif kind == "lower":
+            lo, hi = 0.0, rng.uniform(gap("L2", "L1"), min(zc["T12"] + 3, nz))
+        elif kind == "l3_l5_sacrum":
+            lo, hi = 0.0, rng.uniform(gap("L3", "L2"), zc["L2"] - 1)
+        else:  # middle
+            lo, hi = rng.uniform(zc["S1"] - 2, gap("L4", "L3")), rng.uniform(gap("L1", "T12"), nz)
+        lo, hi = int(max(0, lo)), int(min(nz, max(hi, lo + 20)))
+        img, lab = image[:, :, lo:hi], label[:, :, lo:hi]
+        aff = affine.copy()
+        aff[:3, 3] = affine[:3, :3] @ np.array([0, 0, lo]) + affine[:3, 3]
+        if rng.random() < 0.5:
+            img, lab = np.ascontiguousarray(img[::-1]), np.ascontiguousarray(lab[::-1])
+        if rng.random() < 0.6:
+            perm = [int(v) for v in rng.permutation(3)]
+            flips = [bool(f) for f in rng.random(3) < 0.5]
+            (img, aff2), (lab, _) = _reorient(img, aff, perm, flips), _reorient(lab, aff, perm, flips)
+            aff = aff2
+        yield f"real_a_{i:02d}_{kind}", img, lab, aff
+
+
+def train_with_real_a(args, n_real: int):
+    """Run 3: run 2's material plus ``n_real`` copies of patient A, checkpoint chosen on run 2's
+    validation cases (a split file); returns ``(work, run, model)`` like ``bt.train_synth``."""
+    import itertools
+
+    work = bt.work_dir(args.work, NAME + "_synth")
+    ds = bt.write_msd(work / "dataset", itertools.chain(synth_cases(), patient_a_cases(n_real)), LABELS, "CT")
+    split = bt.write_split_csv(ds, RUN2_VAL_IDS)
+    run = bt.train_run(split, work / "run", "ct_spine", NETWORK, labels=dict(LABELS), epochs=args.epochs,
+                       patch_size=PATCH, preset_overrides={"target_spacing": SPACING_MM},
+                       batch_size=2, num_samples=2, lr=3e-3, val_every=2, seed=0, warmup_epochs=1,
+                       max_minutes=args.max_minutes, resume=args.resume, ship_only=args.ship_only, overlap=0.25,
+                       sw_batch_size=2, augmentation=bt.no_flip_augmentation(), init_weights=args.init_weights)
+    bt.patch_model_spec(run, name=NAME, postprocess=POSTPROCESS)
+    bt.slim_checkpoint(run)
+    return work, run, bt.load_run_model(run)
+
+
 def shipping_rule(new: dict, old: dict) -> tuple[bool, str]:
     """The rule of docs/PLAN_synth.md (written before training): on patient A the mean per-level
     Dice above the phantom-only weights' and less volume called vertebra > 10 mm from any vertebra;
@@ -116,8 +188,16 @@ def main() -> None:
 
     parser = bt.synth_args(__doc__, NAME, EPOCHS)
     parser.add_argument("--threads", type=int, default=THREADS, help="torch CPU threads")
+    parser.add_argument("--real-a", type=int, default=0, metavar="N",
+                        help="run 3: add N copies of patient A's REAL image (then A is a training case) and "
+                             "choose the checkpoint on run 2's validation cases")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.real_a:
+        work, run, model = train_with_real_a(args, args.real_a)
+        print(f"run 3 trained: {run}; judge it with choose_postprocess.py {run} and its rule "
+              "(docs/PLAN_synth.md, run 3); nothing shipped by this script", flush=True)
+        return
     work, run, model = bt.train_synth(args, NAME, synth_cases(), LABELS, "ct_spine", NETWORK, patch=PATCH,
                                       spacing=SPACING_MM, val_fraction=0.1, postprocess=POSTPROCESS)
     from medseg.bundle import load_bundle
