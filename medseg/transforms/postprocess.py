@@ -324,12 +324,9 @@ def lung_field(hu: np.ndarray, spacing: Sequence[float], affine: np.ndarray, *, 
     axial = axial_axis(affine, hu.ndim)
     field = fill_slices(lung_mask(hu, spacing, axial), axial)
     radius = [int(np.floor(closing_mm / float(s))) for s in spacing]
-    if field.any() and max(radius) >= 1:
-        pad = [r + 1 for r in radius]  # closing near the array's edge must not lose the border
-        padded = np.pad(field, [(p, p) for p in pad])
-        closed = from_sitk(sitk.BinaryMorphologicalClosing(to_sitk(padded.astype(np.uint8), spacing),
-                                                           [max(r, 0) for r in radius], sitk.sitkBall))
-        field = closed[tuple(slice(p, -p) for p in pad)].astype(bool)
+    if field.any() and max(radius) >= 1:  # safeBorder (the default) pads, so the array's edge loses nothing
+        field = from_sitk(sitk.BinaryMorphologicalClosing(to_sitk(field.astype(np.uint8), spacing), radius,
+                                                          sitk.sitkBall)).astype(bool)
     return field
 
 
